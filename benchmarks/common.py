@@ -1,0 +1,50 @@
+"""Shared by the benchmarks: machine facts and the RESULTS.md section each one owns."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from uvlm.io import atomic_write_text
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+HEADER = "# Benchmark results\n\nWritten by `make bench`; each section is the latest run of one benchmark.\n"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cpu}, {cores} cores, Python {platform.python_version()}"
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def record(name: str, command: str, body: str) -> None:
+    """Replace this benchmark's section of RESULTS.md (others are kept) and print it."""
+    section = (f"## {name}\n\n- date: {dt.date.today().isoformat()}\n- machine: {machine()}\n"
+               f"- command: `{command}`\n\n{body.strip()}\n")
+    print(section)
+    old = RESULTS.read_text() if RESULTS.exists() else HEADER
+    pattern = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(old):
+        new = pattern.sub(lambda _: section + "\n", old)
+    else:
+        new = old.rstrip() + "\n\n" + section
+    atomic_write_text(RESULTS, new.rstrip() + "\n")

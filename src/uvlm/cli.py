@@ -1,0 +1,174 @@
+"""The `uvlm` command line. Bad input ends with one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from uvlm.errors import UvlmError
+
+app = typer.Typer(help="Unified vision-language model studies (arXiv 2505.23043).",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+data_app = typer.Typer(help="Render, inspect and export SmartWatch datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+
+
+def progress_bar(label: str) -> Progress:
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=console, transient=False, disable=not console.is_terminal)
+
+
+def split_counts(split: str, images: int | None, vqa: int | None, captions: int | None,
+                 generations: int | None) -> dict[str, int]:
+    """Record counts from --images and the per-task overrides.
+
+    train: N VQA + N caption + N generation records over N shared images (the paper's mix).
+    test: N single-turn VQA and generation records, 2:1 as in the paper (1000 + 500 for
+    N = 1500, the default), each with its own image. pretrain: N captioned images.
+    """
+    if images is not None and images <= 0:
+        raise UvlmError(f"--images {images} must be positive")
+    if split == "test":
+        n = 1500 if images is None else images
+        base = {"vqa": round(2 * n / 3), "caption": 0, "generation": n - round(2 * n / 3)}
+    elif images is None and None in (vqa, captions, generations):
+        raise UvlmError("give --images N (or all of --vqa, --captions and --generations)")
+    elif split == "pretrain":
+        base = {"vqa": 0, "caption": images or 0, "generation": 0}
+    else:
+        base = dict.fromkeys(("vqa", "caption", "generation"), images or 0)
+    for task, override in (("vqa", vqa), ("caption", captions), ("generation", generations)):
+        if override is not None:
+            base[task] = override
+    return base
+
+
+@data_app.command("smartwatch")
+def data_smartwatch(
+    out: Annotated[Path, typer.Option(help="Dataset folder to write (created; resumed if partial).")],
+    images: Annotated[int | None, typer.Option(help="Images; train: N records of each task.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed: same seed, same bytes.")] = 0,
+    size: Annotated[int, typer.Option(help="Image size in px (>= 64; the paper's is 224).")] = 224,
+    split: Annotated[str, typer.Option(help="train | test | pretrain (disjoint image pools).")] = "train",
+    bias: Annotated[str | None, typer.Option(help="weather | battery: hide it from understanding.")] = None,
+    bias_vqa_prob: Annotated[float, typer.Option(help="Share of VQA records asking the biased one.")] = 0.05,
+    vqa: Annotated[int | None, typer.Option(help="VQA records (overrides --images).")] = None,
+    captions: Annotated[int | None, typer.Option(help="Caption records (overrides --images).")] = None,
+    generations: Annotated[int | None, typer.Option(help="Generation records (overrides --images).")] = None,
+    detail_scale: Annotated[float, typer.Option(help="Icon, gauge and text scale vs the paper's.")] = 1.0,
+    face_radius: Annotated[float, typer.Option(help="Watch face radius as a fraction of the size.")] = 0.4,
+    hours: Annotated[str, typer.Option(help="1-12 (one label an image) or 0-12 (the authors').")] = "1-12",
+    extra_turn_prob: Annotated[float, typer.Option(help="Probability of each of 3 extra VQA turns.")] = 0.4,
+    workers: Annotated[int, typer.Option(help="Rendering processes (output is identical for any).")] = 1,
+) -> None:
+    """Render a SmartWatch dataset: images/, records.jsonl and manifest.json."""
+    from uvlm.data.folder import build_dataset
+    from uvlm.data.mixture import MixtureConfig
+
+    counts = split_counts(split, images, vqa, captions, generations)
+    cfg = MixtureConfig(seed=seed, split=split, n_vqa=counts["vqa"], n_caption=counts["caption"],
+                        n_generation=counts["generation"], size=size, detail_scale=detail_scale,
+                        face_radius=face_radius, hours=hours, bias=bias, bias_vqa_prob=bias_vqa_prob,
+                        extra_turn_prob=extra_turn_prob, share_images=split != "test")
+    with progress_bar("rendering") as bar:
+        task = bar.add_task("render", total=cfg.n_images)
+        manifest = build_dataset(cfg, out, workers, lambda done, n: bar.update(task, completed=done))
+    c = manifest["counts"]
+    typer.echo(f"{out}: {c['images']} images, {c['vqa']} VQA, {c['caption']} caption, "
+               f"{c['generation']} generation records")
+
+
+@data_app.command("gallery")
+def data_gallery(
+    root: Annotated[Path, typer.Argument(help="Dataset folder.")],
+    out: Annotated[Path, typer.Option(help="PNG file to write.")],
+    n: Annotated[int, typer.Option(help="Number of images.")] = 16,
+    columns: Annotated[int, typer.Option(help="Images per row.")] = 4,
+) -> None:
+    """Write a grid of samples with their ground truth printed under each."""
+    from uvlm.data.gallery import gallery
+
+    k = gallery(root, out, n, columns)
+    typer.echo(f"{out}: {k} images")
+
+
+@data_app.command("export-llava")
+def data_export_llava(
+    root: Annotated[Path, typer.Argument(help="Dataset folder.")],
+    out: Annotated[Path, typer.Argument(help="JSON file to write.")],
+) -> None:
+    """Write the records as one JSON list, the layout LLaVA-derived trainers read."""
+    from uvlm.data.folder import export_llava
+
+    typer.echo(f"{out}: {export_llava(root, out)} records")
+
+
+@app.command("score")
+def score(
+    file: Annotated[Path, typer.Argument(help="JSONL: attribute, ground_truth, answer per line.")],
+) -> None:
+    """Score VQA answers as the paper does; print one JSON object (percent)."""
+    from uvlm.eval.vqa import ATTRIBUTES, score_items
+
+    if not file.is_file():
+        raise UvlmError(f"{file} does not exist")
+    items = []
+    for k, line in enumerate(file.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            if not isinstance(item, dict):
+                raise ValueError("not an object")
+            for key in ("attribute", "ground_truth", "answer"):
+                if not isinstance(item.get(key), str):
+                    raise ValueError(f"needs a string {key!r}")
+            if item["attribute"] not in ATTRIBUTES:
+                raise ValueError(f"attribute {item['attribute']!r} is not one of {', '.join(ATTRIBUTES)}")
+        except ValueError as e:
+            raise UvlmError(f"{file} line {k}: {e}") from None
+        items.append(item)
+    try:
+        result = score_items(items)
+    except ValueError as e:
+        raise UvlmError(f"{file}: {e}") from None
+    typer.echo(json.dumps(result))
+
+
+@app.command("demo")
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the demo's data and report.")] = Path("demo"),
+) -> None:
+    """Run the CPU-scale demo and print where its outputs are."""
+    from uvlm.suites.demo import run_demo
+
+    report = run_demo(out, echo=typer.echo)
+    typer.echo(f"demo report: {report}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors become one line and exit code 2."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="uvlm", standalone_mode=False)
+    except UvlmError as e:
+        print(f"uvlm: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:
+        print("uvlm: aborted", file=sys.stderr)
+        sys.exit(130)
+    except typer.TyperException as e:  # typer's own usage errors: bad types, missing options
+        print(f"uvlm: error: {e.format_message()} (see --help)", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""SmartWatch data: attributes, rendering, text templates, record mixtures and dataset folders."""

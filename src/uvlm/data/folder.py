@@ -1,0 +1,168 @@
+"""Dataset folders: build one (in parallel, resumable, atomic) and read one back.
+
+Layout:
+    images/NNNNNN.png   the renders
+    records.jsonl       one record a line (see `uvlm.data.mixture.make_record`)
+    manifest.json       config, counts, package version, sha256 of records.jsonl and images;
+                        written last, so its presence means the folder is complete
+
+While a build runs, `.uvlm-build.json` holds its config: a re-run with the same config
+resumes (images already written are kept), any other config is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from uvlm import __version__
+from uvlm.data.mixture import TASKS, MixtureConfig, image_attributes, image_name, make_record
+from uvlm.data.smartwatch import render
+from uvlm.errors import UvlmError
+from uvlm.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+MANIFEST = "manifest.json"
+RECORDS = "records.jsonl"
+BUILD_MARKER = ".uvlm-build.json"
+_CHUNK = 128
+
+
+def _render_chunk(args: tuple[dict, Path, list[int]]) -> list[str]:
+    """Render, write (atomically) and hash a chunk of images; existing files are kept."""
+    cfg_dict, root, indices = args
+    cfg = MixtureConfig.from_dict(cfg_dict)
+    digests = []
+    for i in indices:
+        path = root / image_name(i)
+        if path.exists():
+            data = path.read_bytes()
+        else:
+            buf = io.BytesIO()
+            render(image_attributes(cfg, i), cfg.style).save(buf, format="PNG")
+            data = buf.getvalue()
+            atomic_write_bytes(path, data, durable=False)
+        digests.append(hashlib.sha256(data).hexdigest())
+    return digests
+
+
+def _check_folder(out: Path, cfg: MixtureConfig) -> bool:
+    """True when `out` already holds this exact dataset, complete. Raise if it holds another."""
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise UvlmError(f"{out} is a file, not a folder; choose another --out")
+    for marker in (MANIFEST, BUILD_MARKER):
+        path = out / marker
+        if path.exists():
+            try:
+                found = json.loads(path.read_text())["config"]
+            except (ValueError, KeyError):
+                raise UvlmError(f"{path} is unreadable; delete {out} and build again") from None
+            if found != cfg.to_dict():
+                diff = sorted(k for k in cfg.to_dict() if found.get(k) != cfg.to_dict()[k])
+                raise UvlmError(f"{out} holds a different dataset (differs in {', '.join(diff)}); "
+                                "choose another --out or delete it")
+            return marker == MANIFEST
+    if any(out.iterdir()):
+        raise UvlmError(f"{out} is not empty and holds no uvlm dataset; choose another --out")
+    return False
+
+
+def build_dataset(cfg: MixtureConfig, out: Path, workers: int = 1,
+                  progress: Callable[[int, int], None] | None = None) -> dict:
+    """Write the dataset of `cfg` to `out` and return its manifest. Resumes a partial build."""
+    if workers < 1:
+        raise UvlmError(f"--workers {workers} must be >= 1")
+    out = Path(out)
+    if _check_folder(out, cfg):
+        return read_manifest(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / BUILD_MARKER, {"config": cfg.to_dict()})
+
+    n = cfg.n_images
+    chunks = [list(range(s, min(s + _CHUNK, n))) for s in range(0, n, _CHUNK)]
+    jobs = [(cfg.to_dict(), out, c) for c in chunks]
+    digests: list[str] = []
+    done = 0
+    results: Iterable[list[str]]
+    if workers == 1:
+        results = map(_render_chunk, jobs)
+        pool = None
+    else:
+        pool = ProcessPoolExecutor(max_workers=workers)
+        results = pool.map(_render_chunk, jobs)
+    try:
+        for chunk_digests in results:  # map keeps chunk order, so digests stay in index order
+            digests += chunk_digests
+            done += len(chunk_digests)
+            if progress:
+                progress(done, n)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+    attrs = [image_attributes(cfg, i) for i in range(n)]
+    lines = []
+    for task in TASKS:
+        for j in range(cfg.counts[task]):
+            i = cfg.image_index(task, j)
+            record = make_record(cfg, task, j, attrs[i], image_name(i))
+            lines.append(json.dumps(record, sort_keys=True))
+    records_text = "\n".join(lines) + "\n"
+    atomic_write_text(out / RECORDS, records_text)
+
+    manifest = {
+        "dataset": "smartwatch",
+        "config": cfg.to_dict(),
+        "counts": {**cfg.counts, "images": n},
+        "uvlm_version": __version__,
+        "records_sha256": hashlib.sha256(records_text.encode()).hexdigest(),
+        "images_sha256": hashlib.sha256("".join(digests).encode()).hexdigest(),
+    }
+    atomic_write_json(out / MANIFEST, manifest)
+    (out / BUILD_MARKER).unlink()
+    return manifest
+
+
+def read_manifest(root: Path) -> dict:
+    """The manifest of a complete dataset folder, or a clear error."""
+    root = Path(root)
+    path = root / MANIFEST
+    if not path.exists():
+        hint = "the build was interrupted; re-run the same command" if (root / BUILD_MARKER).exists() \
+            else "build it with `uvlm data smartwatch --out DIR ...`"
+        raise UvlmError(f"no dataset at {root} (missing {MANIFEST}); {hint}")
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        raise UvlmError(f"{path} is corrupt; delete {root} and build it again") from None
+
+
+def read_records(root: Path, task: str | None = None) -> list[dict]:
+    """All records of a dataset folder (optionally one task's), checked against the manifest."""
+    root = Path(root)
+    manifest = read_manifest(root)
+    data = (root / RECORDS).read_bytes() if (root / RECORDS).exists() else b""
+    if hashlib.sha256(data).hexdigest() != manifest["records_sha256"]:
+        raise UvlmError(f"{root / RECORDS} does not match its manifest; delete {root} and rebuild")
+    records = [json.loads(line) for line in data.decode().splitlines()]
+    return [r for r in records if task is None or r["task"] == task]
+
+
+def export_llava(root: Path, out: Path) -> int:
+    """Write the single-JSON-list layout LLaVA-derived trainers read; return the record count."""
+    records = read_records(root)
+    image_root = Path(root).resolve()
+    items = [{"id": r["id"], "task": r["task"], "image": str(image_root / r["image"]),
+              "conversations": r["conversations"]} for r in records]
+    atomic_write_text(Path(out), json.dumps(items, indent=1) + "\n")
+    return len(items)
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -1,0 +1,1 @@
+"""Scoring: VQA answers now; generated images in later modules."""

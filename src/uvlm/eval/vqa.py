@@ -1,0 +1,107 @@
+"""VQA scoring exactly as the authors' evaluation script computes it (shared/paper/notes.md).
+
+- time: the first HH:MM:SS in the answer; circular errors per component,
+  eh = min(|dh|, 12 - |dh|), em and es likewise over 60;
+  score = 1 - (eh/6 + em/30 + es/30) / 3. No parsable time -> 0.
+- battery: the first NN% in the answer; score = 1 - |answer - truth| / 100. No NN% -> 0.
+- weather, weather_pos, battery_pos: 1 if the true string appears in the answer, else 0.
+
+Two guards the script lacks, which change nothing for well-formed answers: components are
+reduced modulo 12 / 60 before the circular error, and the battery score is floored at 0,
+so an answer like "25:00:00" or "250%" cannot push a score outside [0, 1]. Matching is
+case-insensitive.
+
+Aggregates (percent): time_acc, weather_acc, battery_acc, position_acc (weather and battery
+positions pooled) and total_acc, the sum of all scores over the number of questions (not a
+mean of the four). An attribute with no questions reports None.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+ATTRIBUTES = ("time", "weather", "weather_pos", "battery", "battery_pos")
+# Report columns and the attributes each pools.
+COLUMNS = {
+    "time_acc": ("time",),
+    "weather_acc": ("weather",),
+    "position_acc": ("weather_pos", "battery_pos"),
+    "battery_acc": ("battery",),
+}
+
+_TIME = re.compile(r"(\d{1,2}):(\d{1,2}):(\d{1,2})")
+_BATTERY = re.compile(r"(\d{1,3})\s*%")
+
+
+def _circular(a: int, b: int, period: int) -> int:
+    d = abs(a % period - b % period)
+    return min(d, period - d)
+
+
+def parse_time(text: str) -> tuple[int, int, int] | None:
+    m = _TIME.search(text)
+    return None if m is None else (int(m[1]), int(m[2]), int(m[3]))
+
+
+def parse_battery(text: str) -> int | None:
+    m = _BATTERY.search(text)
+    return None if m is None else int(m[1])
+
+
+def score_time(truth: str, answer: str) -> float:
+    t, a = parse_time(truth), parse_time(answer)
+    if t is None:
+        raise ValueError(f"ground-truth time {truth!r} is not HH:MM:SS")
+    if a is None:
+        return 0.0
+    eh = _circular(a[0], t[0], 12)
+    em = _circular(a[1], t[1], 60)
+    es = _circular(a[2], t[2], 60)
+    return 1.0 - (eh / 6 + em / 30 + es / 30) / 3
+
+
+def score_battery(truth: str, answer: str) -> float:
+    t, a = parse_battery(truth), parse_battery(answer)
+    if t is None:
+        raise ValueError(f"ground-truth battery {truth!r} is not NN%")
+    if a is None:
+        return 0.0
+    return max(0.0, 1.0 - abs(a - t) / 100)
+
+
+def score_answer(attribute: str, truth: str, answer: str) -> float:
+    """Score of one answer in [0, 1]."""
+    if attribute == "time":
+        return score_time(truth, answer)
+    if attribute == "battery":
+        return score_battery(truth, answer)
+    if attribute in ("weather", "weather_pos", "battery_pos"):
+        return float(truth.strip().lower() in answer.lower())
+    raise ValueError(f"unknown attribute {attribute!r}; use one of {', '.join(ATTRIBUTES)}")
+
+
+def aggregate(scored: Iterable[tuple[str, float]]) -> dict:
+    """Table columns (percent, None when empty) and counts from (attribute, score) pairs."""
+    sums = dict.fromkeys(ATTRIBUTES, 0.0)
+    counts = dict.fromkeys(ATTRIBUTES, 0)
+    for attribute, score in scored:
+        sums[attribute] += score
+        counts[attribute] += 1
+    result: dict = {}
+    n: dict = {}
+    for column, pooled in COLUMNS.items():
+        k = sum(counts[a] for a in pooled)
+        result[column] = 100 * sum(sums[a] for a in pooled) / k if k else None
+        n[column.removesuffix("_acc")] = k
+    total = sum(counts.values())
+    result["total_acc"] = 100 * sum(sums.values()) / total if total else None
+    n["total"] = total
+    result["n"] = n
+    return result
+
+
+def score_items(items: Iterable[dict]) -> dict:
+    """Score dicts with `attribute`, `ground_truth` and `answer`; return `aggregate`'s table."""
+    return aggregate((it["attribute"], score_answer(it["attribute"], it["ground_truth"], it["answer"]))
+                     for it in items)

@@ -1,0 +1,1 @@
+"""Experiment suites, the demo and the report."""

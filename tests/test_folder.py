@@ -1,0 +1,111 @@
+"""Dataset folders: same seed same bytes, any worker count, resumable, refusing foreign data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from uvlm.data.folder import build_dataset, export_llava, read_records
+from uvlm.data.gallery import gallery
+from uvlm.data.mixture import MixtureConfig
+from uvlm.errors import UvlmError
+
+CFG = MixtureConfig(seed=11, n_vqa=150, n_caption=150, n_generation=100, size=64, detail_scale=2.0)
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ds") / "one-worker"
+    build_dataset(CFG, out, workers=1)
+    return out
+
+
+def test_same_seed_same_bytes_for_any_worker_count(built, tmp_path):
+    other = tmp_path / "two-workers"
+    build_dataset(CFG, other, workers=2)
+    assert tree(other) == tree(built)
+    assert len([k for k in tree(built) if k.startswith("images/")]) == 150
+
+
+def test_different_seed_different_data(built, tmp_path):
+    other = tmp_path / "seed12"
+    build_dataset(MixtureConfig(**{**CFG.to_dict(), "seed": 12}), other)
+    assert (other / "records.jsonl").read_bytes() != (built / "records.jsonl").read_bytes()
+
+
+def test_folder_contents(built):
+    manifest = json.loads((built / "manifest.json").read_text())
+    assert manifest["config"] == CFG.to_dict()
+    assert manifest["counts"] == {"vqa": 150, "caption": 150, "generation": 100, "images": 150}
+    recs = read_records(built)
+    assert len(recs) == 400 and {r["task"] for r in recs} == {"vqa", "caption", "generation"}
+    assert recs[0]["image"] == recs[150]["image"] == recs[300]["image"]  # one image per record group
+    assert Image.open(built / recs[0]["image"]).size == (64, 64)
+    assert not list(built.glob(".*")), "no build marker or temp file is left behind"
+
+
+def test_interrupted_build_leaves_no_partial_file_and_resumes(built, tmp_path):
+    out = tmp_path / "interrupted"
+
+    def stop_after_first_chunk(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_dataset(CFG, out, workers=1, progress=stop_after_first_chunk)
+    assert not (out / "manifest.json").exists() and not (out / "records.jsonl").exists()
+    with pytest.raises(UvlmError, match="interrupted"):
+        read_records(out)
+    written = list((out / "images").iterdir())
+    assert 0 < len(written) < 150 and all(p.suffix == ".png" for p in written)
+    for p in written:
+        Image.open(p).load()  # every file present is a whole image
+    build_dataset(CFG, out, workers=2)
+    assert tree(out) == tree(built)
+
+
+def test_folder_with_another_dataset_is_refused(built, tmp_path):
+    before = tree(built)
+    with pytest.raises(UvlmError, match="differs in seed"):
+        build_dataset(MixtureConfig(**{**CFG.to_dict(), "seed": 99}), built)
+    assert tree(built) == before
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(UvlmError, match="not empty"):
+        build_dataset(CFG, foreign)
+
+
+def test_rebuilding_a_complete_folder_is_a_no_op(built):
+    before = tree(built)
+    build_dataset(CFG, built)
+    assert tree(built) == before
+
+
+def test_tampered_records_are_detected(built, tmp_path):
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name, data in tree(built).items():
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        (copy / name).write_bytes(data)
+    with open(copy / "records.jsonl", "a") as f:
+        f.write("{}\n")
+    with pytest.raises(UvlmError, match="does not match its manifest"):
+        read_records(copy)
+
+
+def test_export_llava_and_gallery(built, tmp_path):
+    n = export_llava(built, tmp_path / "llava.json")
+    items = json.loads((tmp_path / "llava.json").read_text())
+    assert n == len(items) == 400
+    assert set(items[0]) == {"id", "task", "image", "conversations"}
+    assert Path(items[0]["image"]).is_file()
+    assert gallery(built, tmp_path / "g.png", n=6, columns=3) == 6
+    sheet = Image.open(tmp_path / "g.png")
+    assert sheet.width > 3 * 100 and sheet.height > 2 * 100
