@@ -17,6 +17,9 @@ app = typer.Typer(help="Unified vision-language model studies (arXiv 2505.23043)
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 data_app = typer.Typer(help="Render, inspect and export SmartWatch datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+pretrain_app = typer.Typer(help="Train (once, then cached) the CPU-scale encoders and the judge.",
+                           no_args_is_help=True)
+app.add_typer(pretrain_app, name="pretrain")
 console = Console(stderr=True)
 
 
@@ -140,6 +143,51 @@ def score(
     except ValueError as e:
         raise UvlmError(f"{file}: {e}") from None
     typer.echo(json.dumps(result))
+
+
+def _run_pretrain(kind: str, rebuild: bool, steps: int | None, seed: int | None) -> None:
+    from dataclasses import replace
+
+    from uvlm.vision import judge, pretrain
+
+    builders = {
+        "vq": (pretrain.VQPretrainConfig, pretrain.pretrained_vq),
+        "siglip": (pretrain.SiglipPretrainConfig, pretrain.pretrained_siglip),
+        "judge": (judge.JudgeConfig, judge.pretrained_judge),
+    }
+    config_cls, build = builders[kind]
+    cfg = config_cls()
+    if steps is not None:
+        if steps < 1:
+            raise UvlmError(f"--steps {steps} must be >= 1")
+        cfg = replace(cfg, steps=steps)
+    if seed is not None:
+        cfg = replace(cfg, seed=seed)
+    with progress_bar(f"pretrain {kind}") as bar:
+        task = bar.add_task(kind, total=cfg.steps)
+        _, info = build(cfg, lambda done, n, msg: bar.update(task, completed=done, description=msg),
+                        rebuild=rebuild)
+    typer.echo(json.dumps(pretrain.quality_summary(info), indent=1))
+
+
+def _pretrain_command(kind: str, doc: str):
+    def command(
+        rebuild: Annotated[bool, typer.Option(help="Train again even if cached.")] = False,
+        steps: Annotated[int | None, typer.Option(help="Training steps (default: the preset's).")] = None,
+        seed: Annotated[int | None, typer.Option(help="Seed of the pool and the weights.")] = None,
+    ) -> None:
+        _run_pretrain(kind, rebuild, steps, seed)
+
+    command.__doc__ = doc
+    return command
+
+
+for _kind, _doc in (
+    ("vq", "The VQ stand-in: LlamaGen architecture, small, trained on SmartWatch renders."),
+    ("siglip", "The SigLIP stand-in: a small SiglipModel trained with the sigmoid loss on captions."),
+    ("judge", "The pixel judge: a small CNN that reads every attribute from a generated image."),
+):
+    pretrain_app.command(_kind)(_pretrain_command(_kind, _doc))
 
 
 @app.command("demo")

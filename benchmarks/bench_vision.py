@@ -1,0 +1,83 @@
+"""Vision side: pretraining wall times and quality, and the feature cache's payoff.
+
+- Trains (or reuses from $UVLM_CACHE) the CPU stand-ins and the judge; reports their wall
+  times as recorded when they were trained, and their quality figures.
+- Encodes a 10K-image dataset with each stand-in twice: the first call computes and stores
+  the features, the second reads them back. The ratio is the cache's speed-up.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from common import markdown_table, record
+
+from uvlm.data.folder import build_dataset
+from uvlm.data.mixture import MixtureConfig
+from uvlm.vision.cache import cached_features
+from uvlm.vision.judge import pretrained_judge
+from uvlm.vision.pretrain import CPU_STYLE, pretrained_siglip, pretrained_vq
+
+N_IMAGES = 10_000
+
+
+def fmt(v) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def main() -> None:
+    vq, vq_info = pretrained_vq()
+    siglip, siglip_info = pretrained_siglip()
+    _, judge_info = pretrained_judge()
+
+    rows = []
+    for name, info in (("VQ", vq_info), ("SigLIP", siglip_info)):
+        acc, vqa = info["probe"]["accuracy"], info["probe"]["vqa"]
+        rows.append([name, info["train_seconds"], info["tokens"], fmt(info.get("psnr_db")),
+                     fmt(acc["weather"]), fmt(acc["weather_pos"]), fmt(acc["battery_pos"]),
+                     fmt(vqa["time_acc"]), fmt(vqa["battery_acc"]), fmt(vqa["total_acc"])])
+    quality = markdown_table(
+        ["encoder", "train (s)", "tokens", "PSNR (dB)", "weather probe", "weather pos", "battery pos",
+         "time (VQA score)", "battery (VQA score)", "total (VQA score)"], rows)
+    held = judge_info["held_out"]
+    judge = markdown_table(["judge", "train (s)", "time", "weather", "position", "battery", "total"],
+                           [["pixel CNN", judge_info["train_seconds"], fmt(held["time_acc"]),
+                             fmt(held["weather_acc"]), fmt(held["position_acc"]),
+                             fmt(held["battery_acc"]), fmt(held["total_acc"])]])
+
+    tmp = Path(tempfile.mkdtemp(prefix="uvlm-bench-vision-"))
+    old_cache = os.environ.get("UVLM_CACHE")
+    try:
+        ds = tmp / "ds"
+        build_dataset(MixtureConfig(seed=0, n_vqa=N_IMAGES, n_caption=0, n_generation=0, **CPU_STYLE), ds, 2)
+        os.environ["UVLM_CACHE"] = str(tmp / "cache")  # a fresh feature cache; encoders already loaded
+        cache_rows = []
+        for name, space in (("VQ", vq), ("SigLIP", siglip)):
+            start = time.perf_counter()
+            cached_features(space, ds)
+            cold = time.perf_counter() - start
+            start = time.perf_counter()
+            cached_features(space, ds)
+            warm = time.perf_counter() - start
+            cache_rows.append([name, f"{cold:.1f}", f"{warm:.2f}", f"{cold / warm:.0f}x"])
+    finally:
+        if old_cache is None:
+            os.environ.pop("UVLM_CACHE", None)
+        else:
+            os.environ["UVLM_CACHE"] = old_cache
+        shutil.rmtree(tmp)
+    cache_table = markdown_table(["encoder", "encode + store (s)", "read from cache (s)", "speed-up"],
+                                 cache_rows)
+    body = (f"Stand-in encoders at the CPU style {CPU_STYLE}; probes: logistic regression on frozen "
+            "features, 2,000 train / 500 test held-out renders (percent; time and battery as VQA scores, "
+            "with partial credit). Judge: VQA-rule scores of its answers on 2,000 held-out renders.\n\n"
+            f"{quality}\n\n{judge}\n\nFeature cache, {N_IMAGES:,} images (64 px):\n\n{cache_table}")
+    record("bench_vision", "python benchmarks/bench_vision.py", body)
+
+
+if __name__ == "__main__":
+    main()

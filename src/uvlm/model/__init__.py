@@ -1,0 +1,1 @@
+"""The unified VLM: tokenizer, adapters, heads and the model that ties them together."""

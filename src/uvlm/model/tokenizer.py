@@ -1,0 +1,32 @@
+"""A small word-level tokenizer, trained with `tokenizers` on our own template text.
+
+Digits are single tokens (so "03:15:30" is eight tokens the model can learn to read and
+write one by one) and words carry their leading space (" sunny"), so decoding is plain
+concatenation and gives back the exact text the scorer parses.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterable
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
+# One token per digit, a word with its leading space, a lone space or newline, one symbol.
+_PIECES = Regex(r"\d| ?[A-Za-z]+|\s|[^\sA-Za-z\d]")
+
+
+def train_tokenizer(texts: Iterable[str], special_tokens: Iterable[str] = ()) -> PreTrainedTokenizerFast:
+    """Word-level tokenizer over `texts`; every printable ASCII character is a token too."""
+    texts = list(texts)
+    tok = Tokenizer(models.WordLevel(unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.Split(_PIECES, behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    specials = [PAD, UNK, BOS, EOS, *special_tokens]
+    chars = sorted(set(string.printable) | {c for t in texts for c in t})
+    trainer = trainers.WordLevelTrainer(special_tokens=specials, min_frequency=1)
+    tok.train_from_iterator([*texts, *chars], trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, unk_token=UNK, bos_token=BOS,
+                                   eos_token=EOS, additional_special_tokens=list(specials[4:]))

@@ -1,0 +1,1 @@
+"""Vision side: SigLIP and VQ encoders, CPU-scale stand-ins, the judge, the feature cache."""

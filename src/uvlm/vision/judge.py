@@ -1,0 +1,212 @@
+"""Judges: read the attributes back from a generated image, to score what it shows.
+
+The paper scores generation by FID only. A judge answers the five VQA questions about a
+generated image; its answers are scored with the same rules as the model's VQA answers,
+against the attributes the prompt asked for.
+- `PixelJudge`: a small CNN trained on renders, for pixel outputs (decoded VQ ids).
+- `EmbeddingJudge`: linear probes on SigLIP features of real renders, applied to generated
+  SigLIP embeddings (which have no pixel decoder).
+The pixel judge's penultimate features also give a domain FID/KID that runs offline.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from uvlm.data.smartwatch import POSITIONS, WEATHERS, Attributes
+from uvlm.errors import UvlmError
+from uvlm.eval.probe import PROBE_TARGETS, attribute_labels, fit_probe
+from uvlm.eval.vqa import aggregate, score_answer
+from uvlm.io import atomic_write_json
+from uvlm.vision.cache import cached_artifact
+from uvlm.vision.pretrain import CPU_STYLE, _batches, _cosine_lr, render_pool
+from uvlm.vision.space import VisionSpace
+
+# Classes of each attribute head.
+HEADS = {"hour": 12, "minute": 60, "second": 60, "weather": 3, "weather_pos": 4, "battery": 101,
+         "battery_pos": 4}
+
+
+def answers_from_classes(classes: dict[str, np.ndarray]) -> list[dict[str, str]]:
+    """Per image, the five VQA answers spelled as the model would (hour class 0 reads 12)."""
+    n = len(classes["hour"])
+    return [{
+        "time": f"{int(classes['hour'][i]) or 12:02d}:{int(classes['minute'][i]):02d}:"
+                f"{int(classes['second'][i]):02d}",
+        "weather": WEATHERS[int(classes["weather"][i])],
+        "weather_pos": POSITIONS[int(classes["weather_pos"][i])],
+        "battery": f"{int(classes['battery'][i])}%",
+        "battery_pos": POSITIONS[int(classes["battery_pos"][i])],
+    } for i in range(n)]
+
+
+def score_against(answers: list[dict[str, str]], attributes: list[dict],
+                  named: list[list[str]] | None = None) -> dict:
+    """VQA-rule scores of judged answers; only the attributes each prompt named, if given."""
+    scored = []
+    for i, (ans, a) in enumerate(zip(answers, attributes, strict=True)):
+        truth = Attributes.from_dict(a)
+        keys = named[i] if named is not None else list(ans)
+        scored += [(k, score_answer(k, truth.answer(k), ans[k])) for k in keys]
+    return aggregate(scored)
+
+
+class JudgeCNN(nn.Module):
+    """Four strided conv stages, a 256-d penultimate layer, one linear head per attribute."""
+
+    def __init__(self, size: int, width: int = 32, penultimate: int = 256):
+        super().__init__()
+        self.size = size
+        chans = [3, width, 2 * width, 4 * width, 4 * width]
+        layers: list[nn.Module] = []
+        for i in range(4):
+            layers += [nn.Conv2d(chans[i], chans[i + 1], 3, stride=1 if i == 0 else 2, padding=1),
+                       nn.BatchNorm2d(chans[i + 1]), nn.ReLU(inplace=True)]
+        self.features = nn.Sequential(*layers)
+        grid = size // 8
+        self.penultimate = nn.Sequential(nn.Flatten(), nn.Linear(chans[-1] * grid * grid, penultimate),
+                                         nn.ReLU(inplace=True))
+        self.heads = nn.ModuleDict({k: nn.Linear(penultimate, n) for k, n in HEADS.items()})
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W) -> penultimate features (B, 256)."""
+        x = images.float() / 127.5 - 1
+        if x.shape[-1] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True)
+        return self.penultimate(self.features(x))
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.embed(images)
+        return {k: head(h) for k, head in self.heads.items()}
+
+
+class PixelJudge:
+    """A trained JudgeCNN: answers for pixel images and features for the domain FID."""
+
+    def __init__(self, model: JudgeCNN):
+        self.model = model.eval().requires_grad_(False)
+
+    @classmethod
+    def load(cls, folder: Path) -> PixelJudge:
+        try:
+            state = load_file(str(Path(folder) / "judge.safetensors"))
+            size = int(state.pop("_size").item())
+        except Exception as e:  # any unreadable file is the same user problem
+            raise UvlmError(f"judge weights in {folder} are missing or corrupt ({type(e).__name__}); "
+                            "run `uvlm pretrain judge --rebuild`") from None
+        model = JudgeCNN(size)
+        model.load_state_dict(state)
+        return cls(model)
+
+    def save(self, folder: Path) -> None:
+        state = {k: v.contiguous() for k, v in self.model.state_dict().items()}
+        state["_size"] = torch.tensor(self.model.size)
+        save_file(state, str(Path(folder) / "judge.safetensors"))
+
+    @torch.no_grad()
+    def classes(self, images: torch.Tensor, batch: int = 256) -> dict[str, np.ndarray]:
+        outs: dict[str, list] = {k: [] for k in HEADS}
+        for i in range(0, len(images), batch):
+            for k, logits in self.model(images[i:i + batch]).items():
+                outs[k].append(logits.argmax(-1))
+        return {k: torch.cat(v).numpy() for k, v in outs.items()}
+
+    def answers(self, images: torch.Tensor) -> list[dict[str, str]]:
+        return answers_from_classes(self.classes(images))
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+        return torch.cat([self.model.embed(images[i:i + batch]) for i in range(0, len(images), batch)])
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    style: dict = field(default_factory=lambda: dict(CPU_STYLE))
+    seed: int = 100  # a pool seed of its own: the judge never sees the encoders' renders
+    pool: int = 30000
+    held_out: int = 2000
+    steps: int = 4000
+    batch: int = 64
+    lr: float = 2e-3
+
+
+def train_judge(cfg: JudgeConfig, out: Path, progress: Callable[[int, int, str], None] | None = None) -> dict:
+    """Train the pixel judge; save it to out/judge.safetensors; return its held-out scores."""
+    torch.manual_seed(cfg.seed)
+    start = time.perf_counter()
+    images, attrs = render_pool(cfg.pool, cfg.seed, cfg.style)
+    labels = {k: torch.from_numpy(v) for k, v in attribute_labels(attrs).items()}
+    model = JudgeCNN(cfg.style["size"]).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    for step, idx in enumerate(_batches(cfg.pool, cfg.batch, cfg.steps, cfg.seed)):
+        for group in opt.param_groups:
+            group["lr"] = _cosine_lr(step, cfg.steps, cfg.lr, cfg.steps // 20)
+        logits = model(images[idx])
+        loss = sum(F.cross_entropy(logits[k], labels[k][idx]) for k in HEADS)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if progress:
+            progress(step + 1, cfg.steps, f"loss {loss.item():.3f}")
+    judge = PixelJudge(model)
+    judge.save(out)
+    held, held_attrs = render_pool(cfg.held_out, cfg.seed + 1, cfg.style, offset=cfg.pool)
+    scores = score_against(judge.answers(held), held_attrs)
+    return {"train_seconds": round(time.perf_counter() - start, 1), "held_out": scores,
+            "n_held_out": cfg.held_out}
+
+
+def pretrained_judge(cfg: JudgeConfig | None = None, progress=None,
+                     rebuild: bool = False) -> tuple[PixelJudge, dict]:
+    """The cached pixel judge for `cfg` (trained on first use) and its held-out scores."""
+    cfg = cfg or JudgeConfig()
+    entry, meta = cached_artifact("judge", asdict(cfg), lambda d: train_judge(cfg, d, progress), rebuild)
+    return PixelJudge.load(entry), meta["info"]
+
+
+class EmbeddingJudge:
+    """Attribute probes on SigLIP features of real renders, applied to generated embeddings."""
+
+    def __init__(self, probes: dict):
+        self.probes = probes
+
+    @classmethod
+    def fit(cls, features: np.ndarray, attributes: list[dict], seed: int = 0) -> EmbeddingJudge:
+        labels = attribute_labels(attributes)
+        return cls({k: fit_probe(features, labels[k], seed) for k in PROBE_TARGETS})
+
+    def answers(self, embeddings: torch.Tensor | np.ndarray) -> list[dict[str, str]]:
+        x = np.asarray(embeddings, dtype=np.float32).reshape(len(embeddings), -1)
+        return answers_from_classes({k: p.predict(x) for k, p in self.probes.items()})
+
+
+def embedding_judge(space: VisionSpace, style: dict | None = None, n_train: int = 3000,
+                    n_held_out: int = 500, seed: int = 200) -> tuple[EmbeddingJudge, dict]:
+    """The cached embedding judge for a SigLIP space, fitted on pool renders, and its scores."""
+    style = style or dict(CPU_STYLE)
+    config = {"encoder": space.fingerprint, "style": style, "n_train": n_train,
+              "n_held_out": n_held_out, "seed": seed}
+
+    def build(folder: Path) -> dict:
+        images, attrs = render_pool(n_train + n_held_out, seed, style)
+        with torch.no_grad():
+            x = torch.cat([space.encode(images[i:i + 128]) for i in range(0, len(images), 128)]).numpy()
+        judge = EmbeddingJudge.fit(x[:n_train], attrs[:n_train], seed)
+        (folder / "probes.pkl").write_bytes(pickle.dumps(judge.probes))
+        scores = score_against(judge.answers(x[n_train:]), attrs[n_train:])
+        atomic_write_json(folder / "scores.json", scores)
+        return {"held_out": scores, "n_held_out": n_held_out}
+
+    entry, meta = cached_artifact("embedding-judge", config, build)
+    # Our own cache entry, verified by sha256 before this load.
+    return EmbeddingJudge(pickle.loads((entry / "probes.pkl").read_bytes())), meta["info"]

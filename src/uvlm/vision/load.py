@@ -1,0 +1,35 @@
+"""Vision spaces by name: the paper's real encoders or the CPU preset's stand-ins.
+
+    cpu-siglip | cpu-vq          the cached stand-ins (trained on first use)
+    siglip:<folder or hub id>    a transformers SigLIP (hub ids must be in the local cache)
+    vq:<checkpoint.pt>           a LlamaGen VQ checkpoint (sidecar .json for other sizes)
+"""
+
+from __future__ import annotations
+
+from uvlm.errors import UvlmError
+from uvlm.vision.space import VisionSpace
+
+SPEC_HELP = "use cpu-siglip, cpu-vq, siglip:<folder or hub id> or vq:<checkpoint.pt>"
+
+
+def load_space(spec: str) -> VisionSpace:
+    """The vision space named by `spec`; a clear error for anything else."""
+    if spec == "cpu-siglip":
+        from uvlm.vision.pretrain import pretrained_siglip
+
+        return pretrained_siglip()[0]
+    if spec == "cpu-vq":
+        from uvlm.vision.pretrain import pretrained_vq
+
+        return pretrained_vq()[0]
+    kind, _, source = spec.partition(":")
+    if kind == "siglip" and source:
+        from uvlm.vision.siglip import SiglipSpace
+
+        return SiglipSpace.load(source)
+    if kind == "vq" and source:
+        from uvlm.vision.vq import VQSpace
+
+        return VQSpace.load(source)
+    raise UvlmError(f"unknown encoder {spec!r}; {SPEC_HELP}")

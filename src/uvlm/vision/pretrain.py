@@ -1,0 +1,262 @@
+"""CPU-scale stand-ins for the paper's pretrained encoders, trained on SmartWatch renders.
+
+No weights can be downloaded here, so the CPU preset trains small versions of each encoder
+on renders from the pretraining pool (its own image pool, disjoint from experiment data):
+- a LlamaGen-style VQ (JanusVQVAE architecture, LlamaGen's L2-normalised codebook) with
+  reconstruction + codebook + commitment losses, saved in LlamaGen's checkpoint layout;
+- a real SigLIP (transformers' SiglipModel, both towers, sigmoid loss) on image-caption
+  pairs whose captions name every attribute, saved as a transformers folder.
+Both are then loaded through the same code as the paper's real models. Quality (PSNR,
+linear probes per attribute) is measured on held-out pool renders and kept beside the weights.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import JanusVQVAE, SiglipConfig, SiglipModel
+
+from uvlm.data.mixture import MixtureConfig, image_attributes
+from uvlm.data.smartwatch import RenderStyle, render
+from uvlm.eval.probe import probe_attributes
+from uvlm.model.tokenizer import train_tokenizer
+from uvlm.vision.cache import cached_artifact
+from uvlm.vision.siglip import SiglipImageProcessor, SiglipSpace
+from uvlm.vision.vq import VQConfig, VQSpace, lookup
+
+Progress = Callable[[int, int, str], None]
+
+# The CPU preset's rendering: 64 px, details twice the paper's relative size, a smaller face
+# so nothing overlaps (README, "Rendering at low resolution").
+CPU_STYLE = {"size": 64, "detail_scale": 2.0, "face_radius": 0.32}
+
+
+def render_pool(n: int, seed: int, style: dict, offset: int = 0) -> tuple[torch.Tensor, list[dict]]:
+    """n renders from the pretraining pool: uint8 (n, 3, H, W) and their attribute dicts."""
+    cfg = MixtureConfig(seed=seed, split="pretrain", n_vqa=0, n_caption=n + offset, n_generation=0, **style)
+    rs = RenderStyle(**style)
+    attrs = [image_attributes(cfg, offset + i) for i in range(n)]
+    images = np.stack([np.asarray(render(a, rs)) for a in attrs])
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), [a.to_dict() for a in attrs]
+
+
+def _cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _batches(n: int, batch: int, steps: int, seed: int):
+    """Indices of `steps` batches, reshuffled every epoch, seeded."""
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=g)
+    pos = 0
+    for _ in range(steps):
+        if pos + batch > n:
+            order, pos = torch.randperm(n, generator=g), 0
+        yield order[pos:pos + batch]
+        pos += batch
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean PSNR (dB) between uint8 image batches."""
+    mse = ((a.float() - b.float()) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+    return float((10 * torch.log10(255.0**2 / mse)).mean())
+
+
+def _probe(features: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, attrs: list[dict],
+           n_train: int) -> dict:
+    with torch.no_grad():
+        x = torch.cat([features(images[i:i + 128]) for i in range(0, len(images), 128)]).numpy()
+    return probe_attributes(x[:n_train], attrs[:n_train], x[n_train:], attrs[n_train:])
+
+
+@dataclass(frozen=True)
+class VQPretrainConfig:
+    style: dict = field(default_factory=lambda: dict(CPU_STYLE))
+    seed: int = 0
+    pool: int = 12000  # training renders
+    held_out: int = 2500  # quality renders: the probe trains on the first `probe_train`
+    probe_train: int = 2000
+    steps: int = 800  # about 8 minutes on 2 cores, inside the 10-minute budget
+    batch: int = 24
+    lr: float = 2e-3
+    beta: float = 0.25  # commitment weight (LlamaGen's)
+    base_channels: int = 32
+    channel_multiplier: tuple[int, ...] = (1, 1, 2, 2)  # 3 halvings: 64 px -> 8 x 8 tokens
+    latent_channels: int = 64
+    embed_dim: int = 8
+    num_embeddings: int = 512
+    restart_every: int = 25  # steps between dead-code restarts (first three quarters only)
+
+    def vq_config(self) -> VQConfig:
+        return VQConfig(self.style["size"], self.base_channels, tuple(self.channel_multiplier), 1,
+                        self.latent_channels, self.embed_dim, self.num_embeddings)
+
+
+@torch.no_grad()
+def _restart_dead_codes(codebook: torch.Tensor, used: torch.Tensor, z: torch.Tensor,
+                        g: torch.Generator) -> None:
+    """Move codes no input chose since the last restart onto random recent encoder outputs.
+
+    Without this a small L2-normalised codebook collapses onto a handful of codes.
+    """
+    dead = (~used).nonzero().flatten()
+    if len(dead) == 0:
+        return
+    pool = z.reshape(-1, z.shape[-1])
+    pick = torch.randint(len(pool), (len(dead),), generator=g)
+    codebook[dead] = pool[pick] + 0.01 * torch.randn(len(dead), pool.shape[-1], generator=g)
+
+
+def train_vq(cfg: VQPretrainConfig, out: Path, progress: Progress | None = None) -> dict:
+    """Train the VQ stand-in, save it in LlamaGen's layout to out/vq.pt, return its quality."""
+    torch.manual_seed(cfg.seed)
+    start = time.perf_counter()
+    images, _ = render_pool(cfg.pool, cfg.seed, cfg.style)
+    vq_cfg = cfg.vq_config()
+    model = JanusVQVAE(vq_cfg.janus()).train()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+    x_all = images.float() / 127.5 - 1
+    history = []
+    used = torch.zeros(cfg.num_embeddings, dtype=torch.bool)
+    g = torch.Generator().manual_seed(cfg.seed)
+    for step, idx in enumerate(_batches(cfg.pool, cfg.batch, cfg.steps, cfg.seed)):
+        for group in opt.param_groups:
+            group["lr"] = _cosine_lr(step, cfg.steps, cfg.lr, cfg.steps // 20)
+        x = x_all[idx]
+        z = model.quant_conv(model.encoder(x)).permute(0, 2, 3, 1)
+        zn = F.normalize(z, dim=-1)
+        ids, codes = lookup(z, model.quantize.embedding.weight)
+        used[ids.flatten()] = True
+        codebook_loss = F.mse_loss(codes, zn.detach())
+        commit_loss = F.mse_loss(zn, codes.detach())
+        zq = zn + (codes - zn).detach()  # straight-through
+        recon = model.decoder(model.post_quant_conv(zq.permute(0, 3, 1, 2)))
+        recon_loss = F.l1_loss(recon, x) + F.mse_loss(recon, x)
+        loss = recon_loss + codebook_loss + cfg.beta * commit_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if (step + 1) % cfg.restart_every == 0 and step < cfg.steps * 3 // 4:
+            _restart_dead_codes(model.quantize.embedding.weight, used, zn.detach(), g)
+            used.zero_()
+        if step % 50 == 0 or step == cfg.steps - 1:
+            history.append({"step": step, "loss": loss.item(), "recon": recon_loss.item()})
+        if progress:
+            progress(step + 1, cfg.steps, f"loss {loss.item():.3f}")
+    train_time = time.perf_counter() - start
+
+    space = VQSpace(model, vq_cfg)
+    space.save(out / "vq.pt")
+    held, held_attrs = render_pool(cfg.held_out, cfg.seed + 1, cfg.style, offset=cfg.pool)
+    with torch.no_grad():
+        ids = torch.cat([space.targets(held[i:i + 128]) for i in range(0, len(held), 128)])
+        recon = torch.cat([space.decode(ids[i:i + 128]) for i in range(0, len(ids), 128)])
+    usage = len(torch.unique(ids)) / vq_cfg.num_embeddings
+    probe = _probe(space.encode, held, held_attrs, cfg.probe_train)
+    return {"train_seconds": round(train_time, 1), "psnr_db": round(psnr(recon, held), 2),
+            "codebook_usage": round(usage, 3), "probe": probe, "history": history,
+            "tokens": space.n_tokens}
+
+
+def siglip_caption(a: dict) -> str:
+    """A caption naming every attribute, for contrastive pretraining."""
+    return (f"a watch at {a['hour']:02d}:{a['minute']:02d}:{a['second']:02d} with {a['weather']} weather "
+            f"at the {a['weather_pos']} and battery {a['battery']}% at the {a['battery_pos']}")
+
+
+@dataclass(frozen=True)
+class SiglipPretrainConfig:
+    style: dict = field(default_factory=lambda: dict(CPU_STYLE))
+    seed: int = 0
+    pool: int = 20000
+    held_out: int = 2500
+    probe_train: int = 2000
+    steps: int = 1200
+    batch: int = 64
+    lr: float = 1e-3
+    patch_size: int = 8  # 64 px -> 8 x 8 = 64 tokens
+    hidden_size: int = 128
+    layers: int = 4
+    heads: int = 4
+    text_layers: int = 2
+
+
+def train_siglip(cfg: SiglipPretrainConfig, out: Path, progress: Progress | None = None) -> dict:
+    """Train the SigLIP stand-in, save it as a transformers folder in `out`, return its quality."""
+    torch.manual_seed(cfg.seed)
+    start = time.perf_counter()
+    images, attrs = render_pool(cfg.pool, cfg.seed, cfg.style)
+    captions = [siglip_caption(a) for a in attrs]
+    tokenizer = train_tokenizer(captions)
+    encoded = tokenizer(captions, padding="max_length", max_length=64, truncation=True, return_tensors="pt")
+    size = cfg.style["size"]
+    vision = dict(image_size=size, patch_size=cfg.patch_size, hidden_size=cfg.hidden_size,
+                  num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
+                  intermediate_size=4 * cfg.hidden_size)
+    text = dict(vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.text_layers,
+                num_attention_heads=cfg.heads, intermediate_size=4 * cfg.hidden_size,
+                max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision)).train()
+    processor = SiglipImageProcessor(size={"height": size, "width": size}, image_mean=[0.5] * 3,
+                                     image_std=[0.5] * 3)
+    pixels = images.float() / 127.5 - 1
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.05)
+    history = []
+    for step, idx in enumerate(_batches(cfg.pool, cfg.batch, cfg.steps, cfg.seed)):
+        for group in opt.param_groups:
+            group["lr"] = _cosine_lr(step, cfg.steps, cfg.lr, cfg.steps // 20)
+        # SigLIP's text tower reads the last position; captions are padded to a fixed length.
+        result = model(input_ids=encoded["input_ids"][idx], pixel_values=pixels[idx], return_loss=True)
+        opt.zero_grad(set_to_none=True)
+        result.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % 50 == 0 or step == cfg.steps - 1:
+            history.append({"step": step, "loss": result.loss.item()})
+        if progress:
+            progress(step + 1, cfg.steps, f"loss {result.loss.item():.3f}")
+    train_time = time.perf_counter() - start
+
+    model.eval()
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    space = SiglipSpace.load(str(out))
+    held, held_attrs = render_pool(cfg.held_out, cfg.seed + 1, cfg.style, offset=cfg.pool)
+    probe = _probe(space.encode, held, held_attrs, cfg.probe_train)
+    return {"train_seconds": round(train_time, 1), "probe": probe, "history": history,
+            "tokens": space.n_tokens}
+
+
+def quality_summary(info: dict) -> dict:
+    """The figures worth printing: everything but the loss history."""
+    return {k: v for k, v in info.items() if k != "history"}
+
+
+def pretrained_vq(cfg: VQPretrainConfig | None = None, progress: Progress | None = None,
+                  rebuild: bool = False) -> tuple[VQSpace, dict]:
+    """The cached VQ stand-in for `cfg` (trained on first use) and its recorded quality."""
+    cfg = cfg or VQPretrainConfig()
+    entry, meta = cached_artifact("pretrained-vq", asdict(cfg), lambda d: train_vq(cfg, d, progress), rebuild)
+    return VQSpace.load(entry / "vq.pt"), meta["info"]
+
+
+def pretrained_siglip(cfg: SiglipPretrainConfig | None = None, progress: Progress | None = None,
+                      rebuild: bool = False) -> tuple[SiglipSpace, dict]:
+    """The cached SigLIP stand-in for `cfg` (trained on first use) and its recorded quality."""
+    cfg = cfg or SiglipPretrainConfig()
+    entry, meta = cached_artifact("pretrained-siglip", asdict(cfg),
+                                  lambda d: train_siglip(cfg, d, progress), rebuild)
+    return SiglipSpace.load(str(entry)), meta["info"]
+

@@ -1,0 +1,92 @@
+"""Stand-in pretraining at toy size: runs end to end, saves real formats, caches, reloads."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from uvlm.vision import judge as judge_mod
+from uvlm.vision import pretrain
+from uvlm.vision.siglip import SiglipSpace
+from uvlm.vision.vq import VQSpace
+
+TOY = dict(pool=24, held_out=30, probe_train=20, steps=3, batch=8)
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("UVLM_CACHE", str(tmp_path / "cache"))
+    torch.set_num_threads(1)
+    return tmp_path / "cache"
+
+
+def test_render_pool_is_deterministic_and_disjoint_from_experiments():
+    a, attrs = pretrain.render_pool(5, 0, pretrain.CPU_STYLE)
+    b, _ = pretrain.render_pool(5, 0, pretrain.CPU_STYLE)
+    assert a.shape == (5, 3, 64, 64) and a.dtype == torch.uint8 and torch.equal(a, b)
+    shifted, _ = pretrain.render_pool(3, 0, pretrain.CPU_STYLE, offset=2)
+    assert torch.equal(shifted, a[2:5])
+    from uvlm.data.mixture import pool_of
+    from uvlm.data.smartwatch import Attributes
+    assert all(pool_of(Attributes.from_dict(x)) == "pretrain" for x in attrs)
+
+
+def test_vq_stand_in_trains_saves_llamagen_layout_and_is_cached(tmp_path):
+    cfg = pretrain.VQPretrainConfig(**TOY, restart_every=1)
+    space, info = pretrain.pretrained_vq(cfg)
+    assert isinstance(space, VQSpace) and space.n_tokens == 64 and space.feature_dim == 8
+    assert {"psnr_db", "codebook_usage", "probe", "train_seconds"} <= set(info)
+    assert set(info["probe"]["accuracy"]) == {"hour", "minute", "second", "weather", "weather_pos",
+                                              "battery", "battery_pos"}
+    entry = next((tmp_path / "cache" / "pretrained-vq").iterdir())
+    state = torch.load(entry / "vq.pt", weights_only=True)["model"]
+    assert "encoder.conv_blocks.0.res.0.conv1.weight" in state and "encoder.mid.1.q.weight" in state
+    assert json.loads((entry / "vq.json").read_text())["image_size"] == 64
+    again, info2 = pretrain.pretrained_vq(cfg)  # from the cache: same weights, no retraining
+    assert info2 == info and again.fingerprint == space.fingerprint
+
+
+def test_dead_codes_are_restarted():
+    codebook = torch.zeros(6, 4)
+    used = torch.tensor([True, False, True, False, False, True])
+    z = torch.ones(2, 3, 4)
+    pretrain._restart_dead_codes(codebook, used, z, torch.Generator().manual_seed(0))
+    assert torch.all(codebook[[0, 2, 5]] == 0)
+    assert torch.allclose(codebook[[1, 3, 4]], torch.ones(3, 4), atol=0.05)
+
+
+def test_siglip_stand_in_is_a_transformers_folder():
+    cfg = pretrain.SiglipPretrainConfig(**TOY, hidden_size=32, layers=2, heads=2, text_layers=1)
+    space, info = pretrain.pretrained_siglip(cfg)
+    assert isinstance(space, SiglipSpace) and space.n_tokens == 64 and space.feature_dim == 32
+    reloaded = SiglipSpace.load(space.source)
+    x = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    assert torch.equal(reloaded.encode(x), space.encode(x))
+    assert info["probe"]["vqa"]["n"]["total"] == 10 * 5
+
+
+def test_judge_trains_and_scores_held_out_renders():
+    cfg = judge_mod.JudgeConfig(pool=24, held_out=10, steps=2, batch=8)
+    judge, info = judge_mod.pretrained_judge(cfg)
+    assert info["held_out"]["n"]["total"] == 50 and 0 <= info["held_out"]["total_acc"] <= 100
+    assert judge.features(torch.zeros(3, 3, 64, 64, dtype=torch.uint8)).shape == (3, 256)
+
+
+def test_cli_pretrain_prints_quality(cli, monkeypatch):
+    @dataclass(frozen=True)
+    class ToyVQ(pretrain.VQPretrainConfig):
+        pool: int = 24
+        held_out: int = 30
+        probe_train: int = 20
+        batch: int = 8
+
+    monkeypatch.setattr(pretrain, "VQPretrainConfig", ToyVQ)
+    code, out, err = cli("pretrain", "vq", "--steps", 2)
+    assert code == 0, err
+    quality = json.loads(out)
+    assert "psnr_db" in quality and "history" not in quality
+    code, _, err = cli("pretrain", "vq", "--steps", 0)
+    assert code == 2 and "--steps 0" in err

@@ -1,0 +1,312 @@
+"""Vision side: real-format loaders on tiny random models, VQ lookup, caches, judges, metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import SiglipVisionConfig, SiglipVisionModel
+
+from uvlm.data.folder import build_dataset
+from uvlm.data.mixture import MixtureConfig
+from uvlm.errors import UvlmError
+from uvlm.eval.image_metrics import domain_fid_kid, inception_fid
+from uvlm.vision import cache
+from uvlm.vision.judge import JudgeCNN, PixelJudge, answers_from_classes, score_against
+from uvlm.vision.siglip import SiglipImageProcessor, SiglipSpace
+from uvlm.vision.space import load_images
+from uvlm.vision.vq import VQConfig, VQSpace, lookup
+
+TINY_VQ = VQConfig(image_size=32, base_channels=32, channel_multiplier=(1, 2), num_res_blocks=1,
+                   latent_channels=32, embed_dim=8, num_embeddings=64)
+
+
+def llamagen_state(cfg: VQConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random weights under LlamaGen VQModel's parameter names, built from its published
+    structure (encoder/decoder `conv_blocks[i].res[j]`, `.attn[j]`, `mid[0..2]`, ...)."""
+    g = torch.Generator().manual_seed(seed)
+    s: dict[str, torch.Tensor] = {}
+
+    def conv(name, cin, cout, k):
+        s[f"{name}.weight"] = torch.randn(cout, cin, k, k, generator=g) * 0.05
+        s[f"{name}.bias"] = torch.zeros(cout)
+
+    def norm(name, c):
+        s[f"{name}.weight"], s[f"{name}.bias"] = torch.ones(c), torch.zeros(c)
+
+    def res(name, cin, cout):
+        norm(f"{name}.norm1", cin)
+        conv(f"{name}.conv1", cin, cout, 3)
+        norm(f"{name}.norm2", cout)
+        conv(f"{name}.conv2", cout, cout, 3)
+        if cin != cout:
+            conv(f"{name}.nin_shortcut", cin, cout, 1)
+
+    def attn(name, c):
+        norm(f"{name}.norm", c)
+        for part in ("q", "k", "v", "proj_out"):
+            conv(f"{name}.{part}", c, c, 1)
+
+    ch, mult, n, r, z = cfg.base_channels, cfg.channel_multiplier, len(cfg.channel_multiplier), \
+        cfg.num_res_blocks, cfg.latent_channels
+    conv("encoder.conv_in", 3, ch, 3)
+    block_in = ch
+    for i in range(n):
+        for j in range(r):
+            res(f"encoder.conv_blocks.{i}.res.{j}", block_in, ch * mult[i])
+            block_in = ch * mult[i]
+            if i == n - 1:
+                attn(f"encoder.conv_blocks.{i}.attn.{j}", block_in)
+        if i != n - 1:
+            conv(f"encoder.conv_blocks.{i}.downsample.conv", block_in, block_in, 3)
+    for part in ("encoder", "decoder"):
+        c = ch * mult[-1]
+        res(f"{part}.mid.0", c, c)
+        attn(f"{part}.mid.1", c)
+        res(f"{part}.mid.2", c, c)
+    norm("encoder.norm_out", block_in)
+    conv("encoder.conv_out", block_in, z, 3)
+    block_in = ch * mult[-1]
+    conv("decoder.conv_in", z, block_in, 3)
+    for idx, i in enumerate(reversed(range(n))):
+        for j in range(r + 1):
+            res(f"decoder.conv_blocks.{idx}.res.{j}", block_in, ch * mult[i])
+            block_in = ch * mult[i]
+            if i == n - 1:
+                attn(f"decoder.conv_blocks.{idx}.attn.{j}", block_in)
+        if i != 0:
+            conv(f"decoder.conv_blocks.{idx}.upsample.conv", block_in, block_in, 3)
+    norm("decoder.norm_out", block_in)
+    conv("decoder.conv_out", block_in, 3, 3)
+    s["quantize.embedding.weight"] = torch.randn(cfg.num_embeddings, cfg.embed_dim, generator=g)
+    s["quantize.codebook_used"] = torch.zeros(65536)
+    conv("quant_conv", z, cfg.embed_dim, 1)
+    conv("post_quant_conv", cfg.embed_dim, z, 1)
+    return s
+
+
+def write_llamagen(path: Path, cfg: VQConfig, with_sidecar: bool = True) -> Path:
+    torch.save({"model": llamagen_state(cfg)}, path)
+    if with_sidecar:
+        path.with_suffix(".json").write_text(json.dumps({**cfg.__dict__,
+                                                         "channel_multiplier": list(cfg.channel_multiplier)}))
+    return path
+
+
+def images(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+
+
+@pytest.fixture
+def vq(tmp_path) -> VQSpace:
+    return VQSpace.load(write_llamagen(tmp_path / "vq_ds16_c2i.pt", TINY_VQ))
+
+
+def test_llamagen_checkpoint_loads_with_l2_lookup(vq):
+    x = images(3, 32)
+    ids, codes = vq.quantize(x)
+    grid = TINY_VQ.grid
+    assert ids.shape == (3, grid * grid) and codes.shape == (3, grid * grid, 8)
+    assert ids.max() < 64
+    assert torch.allclose(codes.norm(dim=-1), torch.ones(3, grid * grid), atol=1e-5)
+    # The ids are LlamaGen's: nearest normalised code to the normalised encoder output,
+    # which Janus's own (unnormalised) quantizer would not give in general.
+    z = vq.model.quant_conv(vq.model.encoder(x.float() / 127.5 - 1)).permute(0, 2, 3, 1).flatten(1, 2)
+    e = F.normalize(vq.model.quantize.embedding.weight, dim=-1)
+    brute = torch.cdist(F.normalize(z, dim=-1), e).argmin(-1)
+    assert torch.equal(ids, brute)
+    assert torch.equal(vq.embed_targets(ids), codes)
+
+
+def test_vq_decode_shapes_and_roundtrip_save(vq, tmp_path):
+    ids, _ = vq.quantize(images(2, 32))
+    pixels = vq.decode(ids)
+    assert pixels.shape == (2, 3, 32, 32) and pixels.dtype == torch.uint8
+    vq.save(tmp_path / "again.pt")
+    again = VQSpace.load(tmp_path / "again.pt")
+    assert torch.equal(again.decode(ids), pixels)
+    assert again.fingerprint != "" and VQSpace.load(tmp_path / "again.pt").fingerprint == again.fingerprint
+
+
+def test_lookup_matches_brute_force():
+    g = torch.Generator().manual_seed(1)
+    z, book = torch.randn(5, 7, 8, generator=g), torch.randn(40, 8, generator=g)
+    ids, codes = lookup(z, book)
+    expected = torch.cdist(F.normalize(z, dim=-1).flatten(0, 1), F.normalize(book, dim=-1)).argmin(-1)
+    assert torch.equal(ids.flatten(), expected)
+    assert torch.allclose(codes.norm(dim=-1), torch.ones(5, 7))
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("missing", "does not exist"),
+    ("corrupt", "not a readable torch checkpoint"),
+    ("no-model", "no 'model' state dict"),
+    ("wrong-layout", "does not match the VQ architecture"),
+])
+def test_bad_vq_checkpoints(tmp_path, problem, message):
+    path = tmp_path / "vq.pt"
+    if problem == "corrupt":
+        write_llamagen(path, TINY_VQ)
+        path.write_bytes(path.read_bytes()[:500])
+    elif problem == "no-model":
+        torch.save({"weights": {}}, path)
+    elif problem == "wrong-layout":
+        write_llamagen(path, TINY_VQ, with_sidecar=False)  # VQ-16 assumed: shapes disagree
+    with pytest.raises(UvlmError, match=message):
+        VQSpace.load(path)
+
+
+def tiny_siglip_folder(path: Path, size: int = 32) -> Path:
+    torch.manual_seed(0)
+    cfg = SiglipVisionConfig(image_size=size, patch_size=8, hidden_size=32, num_hidden_layers=3,
+                             num_attention_heads=2, intermediate_size=64)
+    SiglipVisionModel(cfg).save_pretrained(path)
+    SiglipImageProcessor(size={"height": size, "width": size}).save_pretrained(path)
+    return path
+
+
+def test_siglip_folder_loads_second_to_last_layer(tmp_path):
+    space = SiglipSpace.load(str(tiny_siglip_folder(tmp_path / "siglip")))
+    x = images(2, 64)  # resized to the model's 32 px
+    feats = space.encode(x)
+    assert feats.shape == (2, 16, 32) and space.n_tokens == 16 and space.feature_dim == 32
+    pixels = (x.float() / 255 - 0.5) / 0.5
+    pixels = F.interpolate(pixels, size=(32, 32), mode="bicubic", antialias=True)
+    hidden = space.model(pixel_values=pixels, output_hidden_states=True).hidden_states
+    assert torch.allclose(feats, hidden[-2], atol=1e-5)
+    assert not torch.allclose(feats, hidden[-1])
+    assert torch.equal(space.embed_targets(feats), feats)
+    with pytest.raises(NotImplementedError):
+        space.decode(torch.zeros(1, 16, dtype=torch.long))
+
+
+def test_bad_siglip_source(tmp_path):
+    with pytest.raises(UvlmError, match="cannot load SigLIP"):
+        SiglipSpace.load(str(tmp_path / "nothing"))
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "config.json").write_text("{not json")
+    with pytest.raises(UvlmError, match="cannot load SigLIP"):
+        SiglipSpace.load(str(tmp_path / "junk"))
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("UVLM_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_artifact_cache_reuses_detects_corruption_and_rebuilds(cache_dir):
+    calls = []
+
+    def build(folder: Path) -> dict:
+        calls.append(1)
+        (folder / "weights.bin").write_bytes(b"x" * 100)
+        return {"quality": 1}
+
+    entry, meta = cache.cached_artifact("thing", {"a": 1}, build)
+    assert meta["info"] == {"quality": 1} and len(calls) == 1
+    cache.cached_artifact("thing", {"a": 1}, build)
+    assert len(calls) == 1, "a verified entry is reused"
+    cache.cached_artifact("thing", {"a": 2}, build)
+    assert len(calls) == 2, "another config is another entry"
+    (entry / "weights.bin").write_bytes(b"x" * 99)  # truncated
+    cache.cached_artifact("thing", {"a": 1}, build)
+    assert len(calls) == 3 and (entry / "weights.bin").stat().st_size == 100
+    (entry / "meta.json").unlink()  # an entry whose meta never got written is partial
+    cache.cached_artifact("thing", {"a": 1}, build)
+    assert len(calls) == 4
+
+
+def test_failed_build_leaves_nothing(cache_dir):
+    def build(folder: Path) -> dict:
+        (folder / "half.bin").write_bytes(b"x")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cache.cached_artifact("thing", {"a": 1}, build)
+    assert not any(p for p in (cache_dir / "thing").iterdir())
+
+
+def test_feature_cache_keys_and_invalidation(cache_dir, tmp_path, vq):
+    ds = tmp_path / "ds"
+    build_dataset(MixtureConfig(seed=0, n_vqa=10, n_caption=10, n_generation=10, size=64), ds)
+    first = cache.cached_features(vq, ds, batch_size=4)
+    assert first["features"].shape == (10, TINY_VQ.grid**2, 8)
+    assert first["targets"].dtype == torch.int64
+    direct_ids, _ = vq.quantize(load_images([ds / "images" / f"{i:06d}.png" for i in range(10)]))
+    assert torch.equal(first["targets"], direct_ids)
+    entries = list((cache_dir / "features").iterdir())
+    assert len(entries) == 1
+    # Corrupt the stored tensors: detected by the digest, recomputed, same values.
+    f = entries[0] / "features.safetensors"
+    f.write_bytes(f.read_bytes()[:-10] + b"0123456789")
+    again = cache.cached_features(vq, ds)
+    assert torch.equal(again["targets"], first["targets"])
+    # Another dataset or another encoder is another entry.
+    other = tmp_path / "other"
+    build_dataset(MixtureConfig(seed=1, n_vqa=10, n_caption=10, n_generation=10, size=64), other)
+    cache.cached_features(vq, other)
+    vq.model.quantize.embedding.weight.data.mul_(-1)
+    vq._digest = ""
+    cache.cached_features(vq, ds)
+    assert len(list((cache_dir / "features").iterdir())) == 3
+
+
+def test_judge_plumbing_at_toy_size(tmp_path):
+    judge = PixelJudge(JudgeCNN(32))
+    judge.save(tmp_path)
+    loaded = PixelJudge.load(tmp_path)
+    x = images(4, 32)
+    assert torch.equal(loaded.features(x), judge.features(x))
+    answers = loaded.answers(x)
+    assert len(answers) == 4 and set(answers[0]) == {"time", "weather", "weather_pos", "battery",
+                                                      "battery_pos"}
+    (tmp_path / "judge.safetensors").write_bytes(b"garbage")
+    with pytest.raises(UvlmError, match="missing or corrupt"):
+        PixelJudge.load(tmp_path)
+
+
+def test_judged_answers_are_scored_on_named_attributes_only():
+    truth = {"hour": 3, "minute": 0, "second": 0, "weather": "rainy", "weather_pos": "top-left",
+             "battery": 40, "battery_pos": "bottom-right", "face_color": [1, 2, 3]}
+    classes = {"hour": np.array([3]), "minute": np.array([0]), "second": np.array([0]),
+               "weather": np.array([0]), "weather_pos": np.array([0]), "battery": np.array([40]),
+               "battery_pos": np.array([3])}
+    answers = answers_from_classes(classes)
+    assert answers[0]["weather"] == "sunny" and answers[0]["time"] == "03:00:00"
+    full = score_against(answers, [truth])
+    assert full["weather_acc"] == 0.0 and full["total_acc"] == 80.0
+    only_time = score_against(answers, [truth], named=[["time", "battery"]])
+    assert only_time["total_acc"] == 100.0 and only_time["weather_acc"] is None
+
+
+def test_domain_fid_kid_plumbing():
+    judge = PixelJudge(JudgeCNN(32))
+    real, same, other = images(40, 32, 0), images(40, 32, 1), images(40, 32, 2) // 4
+    near = domain_fid_kid(real, same, judge.features)
+    far = domain_fid_kid(real, other, judge.features)
+    assert near["n_real"] == 40 and far["fid"] > near["fid"] >= 0
+    with pytest.raises(UvlmError, match="at least 2"):
+        domain_fid_kid(real[:1], same, judge.features)
+
+
+def test_inception_fid_never_downloads(tmp_path):
+    with pytest.raises(UvlmError, match="--inception-weights"):
+        inception_fid(images(2, 32), images(2, 32), None)
+    with pytest.raises(UvlmError, match="do not exist"):
+        inception_fid(images(2, 32), images(2, 32), tmp_path / "none.pth")
+
+
+def test_spaces_by_name(tmp_path):
+    from uvlm.vision.load import load_space
+
+    assert load_space(f"vq:{write_llamagen(tmp_path / 'vq.pt', TINY_VQ)}").n_tokens == TINY_VQ.grid**2
+    assert load_space(f"siglip:{tiny_siglip_folder(tmp_path / 's')}").feature_dim == 32
+    for bad in ("clip", "siglip:", "vq", "cpu-clip"):
+        with pytest.raises(UvlmError, match="unknown encoder"):
+            load_space(bad)
