@@ -43,8 +43,6 @@ def record(name: str, command: str, body: str) -> None:
     print(section)
     old = RESULTS.read_text() if RESULTS.exists() else HEADER
     pattern = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(old):
-        new = pattern.sub(lambda _: section + "\n", old)
-    else:
-        new = old.rstrip() + "\n\n" + section
+    found = pattern.search(old)
+    new = pattern.sub(lambda _: section + "\n", old) if found else old.rstrip() + "\n\n" + section
     atomic_write_text(RESULTS, new.rstrip() + "\n")

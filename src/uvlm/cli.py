@@ -190,6 +190,25 @@ for _kind, _doc in (
     pretrain_app.command(_kind)(_pretrain_command(_kind, _doc))
 
 
+@app.command("train")
+def train_command(
+    config: Annotated[Path | None, typer.Option(help="YAML run config (configs/cpu/*.yaml).")] = None,
+    out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/run"),
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override: section.key=value.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
+) -> None:
+    """Train one model of the paper's family (the name in the config picks the row)."""
+    from uvlm.train.config import load_config
+    from uvlm.train.loop import train
+
+    cfg = load_config(config, set_ or [])
+    with progress_bar(f"train {cfg.model.name}") as bar:
+        task = bar.add_task(cfg.model.name, total=None)
+        summary = train(cfg, out, resume, lambda done, n, msg: bar.update(task, completed=done, total=n,
+                                                                            description=msg))
+    typer.echo(f"{out}: {summary['steps']} steps, final loss {summary['final'].get('loss')}")
+
+
 @app.command("demo")
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's data and report.")] = Path("demo"),

@@ -30,3 +30,18 @@ def train_tokenizer(texts: Iterable[str], special_tokens: Iterable[str] = ()) ->
     tok.train_from_iterator([*texts, *chars], trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, unk_token=UNK, bos_token=BOS,
                                    eos_token=EOS, additional_special_tokens=list(specials[4:]))
+
+
+def template_corpus() -> list[str]:
+    """Every phrase our SmartWatch templates and chat template can produce, values included."""
+    from uvlm.data import text
+    from uvlm.data.smartwatch import POSITIONS, WEATHERS
+    from uvlm.model.prompt import ASSISTANT, USER
+
+    corpus = [USER, ASSISTANT, text.CAPTION_OPENING, *text.CAPTION_QUESTIONS, *text.GENERATION_REQUESTS,
+              *text.GENERATION_REPLIES, "0123456789 : % ."]
+    corpus += [q for qs in text.QUESTIONS.values() for q in qs]
+    values = [*WEATHERS, *POSITIONS, "12:34:56", "78%"]
+    corpus += [c.format(value=v) for cs in text.CLAUSES.values() for c in cs for v in values]
+    corpus += values
+    return corpus + [" " + c for c in corpus]  # words at the start of a turn follow a space

@@ -1,0 +1,48 @@
+"""Vision adapters (encoder space -> LLM space) and the affine distortion of the input space."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ADAPTER_KINDS = ("linear", "mlp2")
+
+
+def make_adapter(kind: str, in_dim: int, hidden: int) -> nn.Module:
+    """`linear` (the paper's VQ adapter) or `mlp2`, two layers with GELU (its SigLIP adapter)."""
+    if kind == "linear":
+        return nn.Linear(in_dim, hidden)
+    if kind == "mlp2":
+        return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+    raise ValueError(f"unknown adapter kind {kind!r}; use one of {ADAPTER_KINDS}")
+
+
+def default_adapter(space: str) -> str:
+    """The paper's choice: an MLP for SigLIP features, a linear map for 8-d VQ codes."""
+    return "mlp2" if space == "siglip" else "linear"
+
+
+class AffineDistortion(nn.Module):
+    """A fixed, seeded, invertible affine map x -> x A^T + t (the paper's "*" models).
+
+    A = Q S: Q orthogonal (QR of a uniform random matrix), S diagonal with entries uniform in
+    [1 - s, 1 + s]; t uniform in [-s, s]. Nothing here is trained: buffers, not parameters.
+    """
+
+    def __init__(self, dim: int, strength: float, seed: int = 0):
+        super().__init__()
+        if not 0 < strength < 1:
+            raise ValueError(f"affine strength {strength} must be in (0, 1) to keep the map invertible")
+        g = torch.Generator().manual_seed(seed)
+        q, r = torch.linalg.qr(torch.rand(dim, dim, generator=g, dtype=torch.float64))
+        q = q * torch.sign(torch.diagonal(r))  # a unique Q for the draw
+        scale = 1 - strength + 2 * strength * torch.rand(dim, generator=g, dtype=torch.float64)
+        shift = strength * (2 * torch.rand(dim, generator=g, dtype=torch.float64) - 1)
+        self.register_buffer("matrix", (q * scale).float())  # Q @ diag(scale)
+        self.register_buffer("shift", shift.float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.matrix.T.to(x.dtype) + self.shift.to(x.dtype)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.solve(self.matrix.double(), (y.double() - self.shift.double()).T).T.to(y.dtype)

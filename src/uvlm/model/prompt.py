@@ -1,0 +1,95 @@
+"""Our chat template, and the token layout of a record.
+
+    <s>USER: <image>\\nWhat is the weather?\\nASSISTANT: sunny</s>USER: ...\\nASSISTANT: ...</s>
+
+- `<image>` in a human turn becomes N understanding slots (encoder features, adapted).
+- `<image>` in an answer becomes `<boi>`, N generation slots, `<eoi>`: the model learns to
+  emit `<boi>`; each slot's target is predicted by the generation head from the hidden
+  state one position earlier; during training (teacher forcing) the slot's input is the
+  target fed back through the generation adapter.
+- Text loss only on answer tokens (answers, `<boi>`, `<eoi>`, `</s>`), never on the prompt.
+
+The text is split at `<image>` by us and each piece tokenised on its own: special tokens are
+real added tokens, and no position is found by searching for magic ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+IMAGE = "<image>"
+BOI, EOI = "<boi>", "<eoi>"
+SPECIAL_TOKENS = (IMAGE, BOI, EOI)
+IGNORE = -100
+
+TEXT, UNDERSTAND, GENERATE = 0, 1, 2  # slot kinds
+
+
+@dataclass
+class Encoded:
+    """One record as arrays of equal length."""
+
+    input_ids: np.ndarray  # token ids; vision slots hold the <image> id (their embedding is replaced)
+    labels: np.ndarray  # target id at answer positions, IGNORE elsewhere
+    kinds: np.ndarray  # TEXT, UNDERSTAND or GENERATE per position
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+USER, ASSISTANT = "USER: ", "\nASSISTANT:"
+
+
+class PromptEncoder:
+    """Turns LLaVA-style conversations into token ids, labels and slot kinds."""
+
+    def __init__(self, tokenizer, n_vision: int):
+        self.tokenizer = tokenizer
+        self.n_vision = n_vision
+        ids = tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS))
+        if tokenizer.unk_token_id in ids:
+            raise ValueError(f"tokenizer lacks the special tokens {SPECIAL_TOKENS}; add them first")
+        self.image_id, self.boi_id, self.eoi_id = ids
+        self.bos_id, self.eos_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+
+    def _text(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    def encode(self, conversations: list[dict], answer_image: bool = True) -> Encoded:
+        """Encode a whole conversation. With answer_image=False an `<image>` in an answer is
+        left as `<boi>` alone (the prompt for generating it)."""
+        ids, labels, kinds = [self.bos_id], [IGNORE], [TEXT]
+
+        def add(tokens: list[int], learn: bool, kind: int = TEXT) -> None:
+            ids.extend(tokens)
+            labels.extend(tokens if learn else [IGNORE] * len(tokens))
+            kinds.extend([kind] * len(tokens))
+
+        for turn in conversations:
+            human = turn["from"] == "human"
+            text = f"{USER}{turn['value']}{ASSISTANT}" if human else f" {turn['value']}"
+            pieces = text.split(IMAGE)
+            for k, piece in enumerate(pieces):
+                add(self._text(piece), learn=not human)
+                if k == len(pieces) - 1:
+                    continue
+                if human:
+                    add([self.image_id] * self.n_vision, learn=False, kind=UNDERSTAND)
+                else:
+                    add([self.boi_id], learn=True)
+                    if not answer_image:
+                        return Encoded(np.array(ids), np.array(labels), np.array(kinds, dtype=np.int8))
+                    ids.extend([self.image_id] * self.n_vision)
+                    labels.extend([IGNORE] * self.n_vision)
+                    kinds.extend([GENERATE] * self.n_vision)
+                    add([self.eoi_id], learn=True)
+            if not human:
+                add([self.eos_id], learn=True)
+        return Encoded(np.array(ids), np.array(labels), np.array(kinds, dtype=np.int8))
+
+    def prompt(self, question: str, with_image: bool = True) -> Encoded:
+        """The prompt of one question, ending where the model's answer begins."""
+        text = f"{IMAGE}\n{question}" if with_image else question
+        return self.encode([{"from": "human", "value": text}])

@@ -1,0 +1,139 @@
+"""The unified VLM: any Hugging Face causal LM, driven through `inputs_embeds`.
+
+Understanding: encoder features -> [affine distortion] -> understanding adapter -> placed at
+the prompt's understanding slots. Generation: at each generation slot the input is the
+target (a VQ code vector or a SigLIP feature) through the generation adapter (the
+understanding adapter itself when shared), and the generation head predicts that target
+from the hidden state one position earlier. Every row of the paper's tables is one
+`Architecture` of this class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from uvlm.model.adapters import AffineDistortion, default_adapter, make_adapter
+from uvlm.model.heads import GenerationHead
+from uvlm.model.names import Architecture
+from uvlm.model.prompt import GENERATE, IGNORE, UNDERSTAND
+
+
+@dataclass(frozen=True)
+class SpaceInfo:
+    """What the model needs to know of a vision space (no encoder weights)."""
+
+    name: str
+    feature_dim: int
+    n_tokens: int
+    discrete: bool
+    vocab_size: int | None = None
+
+
+@dataclass
+class Batch:
+    """A padded batch. Vision inputs are packed in slot order (row-major over the masks)."""
+
+    input_ids: torch.Tensor  # (B, L)
+    attention_mask: torch.Tensor  # (B, L)
+    labels: torch.Tensor  # (B, L), IGNORE where no text loss
+    kinds: torch.Tensor  # (B, L), TEXT / UNDERSTAND / GENERATE
+    und_features: torch.Tensor | None  # (n_und_slots, D_in)
+    gen_targets: torch.Tensor | None  # (n_gen_slots,) ids or (n_gen_slots, D_out)
+
+    def to(self, device) -> Batch:
+        move = (lambda t: None if t is None else t.to(device))  # noqa: E731
+        return Batch(*(move(getattr(self, f)) for f in self.__dataclass_fields__))
+
+
+class UnifiedVLM(nn.Module):
+    def __init__(self, arch: Architecture, llm: nn.Module, input_space: SpaceInfo | None,
+                 output_space: SpaceInfo | None, *, understanding_adapter: str = "auto",
+                 generation_adapter: str = "auto", affine_strength: float = 0.3, affine_seed: int = 0,
+                 affine_place: str = "before", image_loss_weight: float | None = None,
+                 codebook: torch.Tensor | None = None):
+        super().__init__()
+        self.arch = arch
+        self.llm = llm
+        hidden = llm.config.hidden_size
+        self.understanding_adapter = self.generation_adapter = self.generation_head = None
+        self.affine = None
+        self.affine_place = affine_place
+        if arch.input_space:
+            kind = default_adapter(arch.input_space) if understanding_adapter == "auto" else understanding_adapter
+            self.understanding_adapter = make_adapter(kind, input_space.feature_dim, hidden)
+            if arch.affine:
+                if affine_place not in ("before", "after"):
+                    raise ValueError(f"affine_place {affine_place!r} must be 'before' or 'after' the adapter")
+                dim = input_space.feature_dim if affine_place == "before" else hidden
+                self.affine = AffineDistortion(dim, affine_strength, affine_seed)
+        if arch.output_space:
+            if arch.shared_adapter:
+                self.generation_adapter = self.understanding_adapter
+            else:
+                kind = default_adapter(arch.output_space) if generation_adapter == "auto" else generation_adapter
+                self.generation_adapter = make_adapter(kind, output_space.feature_dim, hidden)
+            out_dim = output_space.vocab_size if output_space.discrete else output_space.feature_dim
+            self.generation_head = GenerationHead(hidden, output_space.discrete, out_dim)
+            if output_space.discrete:
+                if codebook is None:
+                    raise ValueError("a VQ output space needs its codebook to feed generated ids back")
+                # Frozen: generated ids re-enter the LLM as their L2-normalised code vectors.
+                self.register_buffer("codebook", F.normalize(codebook.float(), dim=-1))
+        if image_loss_weight is None:
+            image_loss_weight = 0.2 if output_space is not None and output_space.discrete else 1.0
+        self.image_loss_weight = image_loss_weight
+
+    def adapter_parameters(self) -> list[nn.Parameter]:
+        """Adapters and head: trained with their own learning rate. Shared modules once."""
+        modules = {id(m): m for m in (self.understanding_adapter, self.generation_adapter,
+                                      self.generation_head) if m is not None}
+        return [p for m in modules.values() for p in m.parameters()]
+
+    def understand(self, features: torch.Tensor) -> torch.Tensor:
+        """Encoder features -> LLM input embeddings (the understanding path)."""
+        if self.affine is not None and self.affine_place == "before":
+            features = self.affine(features)
+        x = self.understanding_adapter(features)
+        if self.affine is not None and self.affine_place == "after":
+            x = self.affine(x)
+        return x
+
+    def target_embedding(self, targets: torch.Tensor) -> torch.Tensor:
+        """Output-space vectors of targets: code vectors of VQ ids, SigLIP features as they are."""
+        return self.codebook[targets] if self.generation_head.discrete else targets
+
+    def generate_input(self, targets: torch.Tensor) -> torch.Tensor:
+        """A generated (or teacher-forced) vision token -> the LLM's next input embedding."""
+        return self.generation_adapter(self.target_embedding(targets))
+
+    def embed(self, batch: Batch) -> torch.Tensor:
+        embeds = self.llm.get_input_embeddings()(batch.input_ids)
+        dtype = embeds.dtype
+        und = batch.kinds == UNDERSTAND
+        gen = batch.kinds == GENERATE
+        if und.any():
+            embeds = embeds.masked_scatter(und.unsqueeze(-1), self.understand(batch.und_features).to(dtype))
+        if gen.any():
+            embeds = embeds.masked_scatter(gen.unsqueeze(-1), self.generate_input(batch.gen_targets).to(dtype))
+        return embeds
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Losses of a batch: text (answer tokens), image (generation slots) and their sum."""
+        out = self.llm(inputs_embeds=self.embed(batch), attention_mask=batch.attention_mask,
+                       output_hidden_states=True, use_cache=False)
+        logits = out.logits[:, :-1].float()
+        labels = batch.labels[:, 1:]
+        n_text = (labels != IGNORE).sum()
+        text_loss = (F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                     ignore_index=IGNORE, reduction="sum") / n_text.clamp_min(1))
+        image_loss = torch.zeros((), device=text_loss.device)
+        predicts_slot = batch.kinds[:, 1:] == GENERATE  # the hidden state before each slot
+        if predicts_slot.any():
+            hidden = out.hidden_states[-1][:, :-1][predicts_slot]
+            image_loss = self.generation_head.loss(hidden, batch.gen_targets)
+        loss = text_loss + self.image_loss_weight * image_loss
+        return {"loss": loss, "text_loss": text_loss.detach(), "image_loss": image_loss.detach()}

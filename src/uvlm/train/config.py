@@ -1,0 +1,157 @@
+"""Run configuration: dataclasses loaded from YAML, overridable with `--set key=value`.
+
+    model:  name: VQ-VQ          # the paper's name: spaces, tasks, adapters, affine
+            llm: tiny            # "tiny" (Llama architecture from scratch) or an HF name/path
+    data:   train: {...}         # a dataset folder, or a SmartWatch mixture built in the cache
+            test: {...}
+            siglip: cpu-siglip   # encoder specs (uvlm.vision.load)
+            vq: cpu-vq
+    train:  batch_size, lr, ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from uvlm.errors import UvlmError
+from uvlm.model.adapters import ADAPTER_KINDS
+from uvlm.model.names import parse_name
+
+
+@dataclass
+class ModelConfig:
+    name: str = "VQ-VQ"
+    llm: str = "tiny"
+    hidden_size: int = 192  # tiny LLM only
+    layers: int = 3
+    heads: int = 4
+    intermediate_size: int = 512
+    lora_r: int = 0  # 0: train the whole LLM (tiny); the paper: 128
+    lora_alpha: int = 256
+    understanding_adapter: str = "auto"  # linear | mlp2 | auto (the paper's per space)
+    generation_adapter: str = "auto"
+    affine_strength: float = 0.3
+    affine_seed: int = 0
+    affine_place: str = "before"  # the release's placement; "after" is the paper text's
+    image_loss_weight: float | None = None  # None: 0.2 for VQ targets, 1 for SigLIP
+
+
+@dataclass
+class DataConfig:
+    train: Any = field(default_factory=lambda: {"n_vqa": 8000, "n_caption": 8000, "n_generation": 8000})
+    test: Any = field(default_factory=lambda: {"split": "test", "seed": 1, "n_vqa": 1000, "n_caption": 0,
+                                               "n_generation": 500, "share_images": False})
+    siglip: str = "cpu-siglip"
+    vq: str = "cpu-vq"
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    epochs: float = 1.0
+    batch_size: int = 32  # per step on one device
+    global_batch: int | None = None  # with accumulation; None = batch_size
+    lr: float = 1e-3  # LLM (or LoRA) parameters
+    adapter_lr: float = 1e-3  # adapters and generation head
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    grad_clip: float = 1.0
+    checkpoint_every: int = 200  # steps
+    keep_checkpoints: int = 2
+    eval_points: int = 5  # evaluations during training (the paper's Fig 3 curves)
+    eval_samples: int = 300  # validation records per evaluation point
+    threads: int = 1  # CPU threads; suites run one-thread jobs side by side
+    precision: str = "auto"  # auto (bf16 on a supporting GPU) | bf16 | fp32
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> RunConfig:
+        arch = parse_name(self.model.name)
+        m, t = self.model, self.train
+        checks = [
+            (t.lr > 0 and t.adapter_lr > 0, f"learning rates must be positive (lr={t.lr}, adapter_lr={t.adapter_lr})"),
+            (t.batch_size >= 1, f"batch_size {t.batch_size} must be >= 1"),
+            (t.global_batch is None or (t.global_batch >= t.batch_size and t.global_batch % t.batch_size == 0),
+             f"global_batch {t.global_batch} must be a multiple of batch_size {t.batch_size}"),
+            (t.epochs > 0, f"epochs {t.epochs} must be positive"),
+            (0 <= t.warmup_ratio < 1, f"warmup_ratio {t.warmup_ratio} must be in [0, 1)"),
+            (t.checkpoint_every >= 1, f"checkpoint_every {t.checkpoint_every} must be >= 1"),
+            (t.eval_points >= 0, f"eval_points {t.eval_points} must be >= 0"),
+            (t.threads >= 1, f"threads {t.threads} must be >= 1"),
+            (t.precision in ("auto", "bf16", "fp32"), f"precision {t.precision!r}: use auto, bf16 or fp32"),
+            (m.understanding_adapter in (*ADAPTER_KINDS, "auto"), f"unknown adapter {m.understanding_adapter!r}"),
+            (m.generation_adapter in (*ADAPTER_KINDS, "auto"), f"unknown adapter {m.generation_adapter!r}"),
+            (m.affine_place in ("before", "after"), f"affine_place {m.affine_place!r}: use before or after"),
+            (not arch.affine or 0 < m.affine_strength < 1, f"affine_strength {m.affine_strength} must be in (0, 1)"),
+            (m.lora_r >= 0, f"lora_r {m.lora_r} must be >= 0"),
+            (m.llm != "tiny" or m.hidden_size % m.heads == 0, "hidden_size must be a multiple of heads"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UvlmError(f"bad config: {message}")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _section(cls, values: dict, where: str):
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UvlmError(f"bad config: unknown key {where}.{unknown[0]}; known: {', '.join(sorted(known))}")
+    return cls(**values)
+
+
+def from_dict(d: dict) -> RunConfig:
+    unknown = sorted(set(d) - {"model", "data", "train"})
+    if unknown:
+        raise UvlmError(f"bad config: unknown section {unknown[0]!r}; use model, data and train")
+    return RunConfig(_section(ModelConfig, d.get("model") or {}, "model"),
+                     _section(DataConfig, d.get("data") or {}, "data"),
+                     _section(TrainConfig, d.get("train") or {}, "train")).validate()
+
+
+def apply_override(d: dict, assignment: str) -> None:
+    """`section.key=value` (value parsed as YAML) into a nested dict."""
+    key, sep, raw = assignment.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) < 2:
+        raise UvlmError(f"bad --set {assignment!r}: use section.key=value, e.g. train.lr=3e-4")
+    node = d
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise UvlmError(f"bad --set {assignment!r}: {p} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def load_config(path: Path | None, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML config (or the defaults), apply overrides, validate."""
+    d: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UvlmError(f"config {path} does not exist")
+        try:
+            d = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise UvlmError(f"config {path} is not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(d, dict):
+            raise UvlmError(f"config {path} must be a mapping of sections")
+    for o in overrides:
+        apply_override(d, o)
+    try:
+        return from_dict(d)
+    except TypeError as e:
+        raise UvlmError(f"bad config: {e}") from None

@@ -1,0 +1,95 @@
+"""Training data: datasets located or built, records tokenised once, features from the cache.
+
+A run never touches pixels: understanding inputs and generation targets are the frozen
+encoders' cached outputs, indexed by the image each record shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from uvlm.data.folder import build_dataset, read_manifest, read_records
+from uvlm.data.mixture import MixtureConfig
+from uvlm.errors import UvlmError
+from uvlm.model.names import Architecture
+from uvlm.model.prompt import GENERATE, IGNORE, UNDERSTAND, Encoded, PromptEncoder
+from uvlm.model.unified import Batch
+from uvlm.vision.cache import cache_root, cached_features, config_hash, dataset_images
+from uvlm.vision.pretrain import CPU_STYLE
+
+TASKS_OF = {"understanding": ("vqa", "caption"), "generation": ("generation",),
+            "both": ("vqa", "caption", "generation")}
+
+
+def resolve_dataset(spec, role: str) -> Path:
+    """A dataset folder: the path given, or the SmartWatch mixture described, built in the cache."""
+    if isinstance(spec, str | Path):
+        path = Path(spec)
+        read_manifest(path)  # a clear error when missing or incomplete
+        return path
+    if not isinstance(spec, dict):
+        raise UvlmError(f"bad config: data.{role} must be a dataset folder or a mixture mapping")
+    try:
+        cfg = MixtureConfig(**{**CPU_STYLE, **spec})
+    except TypeError as e:
+        raise UvlmError(f"bad config: data.{role}: {e}") from None
+    path = cache_root() / "datasets" / config_hash(cfg.to_dict())
+    build_dataset(cfg, path, workers=1)
+    return path
+
+
+@dataclass
+class RecordSet:
+    """Tokenised records of one dataset and the vision tensors they index."""
+
+    encoded: list[Encoded]
+    image_rows: np.ndarray  # per record, its image's row in the feature tensors
+    records: list[dict]
+    und_features: torch.Tensor | None  # (n_images, N, D_in)
+    gen_targets: torch.Tensor | None  # (n_images, N) ids or (n_images, N, D_out)
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+
+def load_record_set(root: Path, arch: Architecture, prompts: PromptEncoder, in_space, out_space,
+                    tasks: tuple[str, ...] | None = None, limit: int | None = None) -> RecordSet:
+    tasks = tasks or TASKS_OF[arch.tasks]
+    everything = read_records(root)
+    per_task = None if limit is None else max(1, limit // len(tasks))  # an equal share of each task
+    records = [r for t in tasks for r in [r for r in everything if r["task"] == t][:per_task]]
+    if not records:
+        raise UvlmError(f"{root} holds no {'/'.join(tasks)} records for {arch.name}")
+    row = {name: i for i, name in enumerate(dataset_images(root))}
+    und = cached_features(in_space, root)["features"] if in_space is not None else None
+    gen = cached_features(out_space, root)["targets"] if out_space is not None else None
+    return RecordSet([prompts.encode(r["conversations"]) for r in records],
+                     np.array([row[r["image"]] for r in records]), records, und, gen)
+
+
+def collate(data: RecordSet, indices: list[int], pad_id: int) -> Batch:
+    """Right-padded batch; vision inputs packed in slot order."""
+    items = [data.encoded[i] for i in indices]
+    length = max(len(e) for e in items)
+    b = len(items)
+    ids = torch.full((b, length), pad_id, dtype=torch.long)
+    labels = torch.full((b, length), IGNORE, dtype=torch.long)
+    kinds = torch.zeros((b, length), dtype=torch.long)
+    mask = torch.zeros((b, length), dtype=torch.long)
+    und, gen = [], []
+    for k, (i, e) in enumerate(zip(indices, items, strict=True)):
+        n = len(e)
+        ids[k, :n] = torch.from_numpy(e.input_ids)
+        labels[k, :n] = torch.from_numpy(e.labels)
+        kinds[k, :n] = torch.from_numpy(e.kinds.astype(np.int64))
+        mask[k, :n] = 1
+        image = data.image_rows[i]
+        if (e.kinds == UNDERSTAND).any():
+            und.append(data.und_features[image])
+        if (e.kinds == GENERATE).any():
+            gen.append(data.gen_targets[image])
+    return Batch(ids, mask, labels, kinds, torch.cat(und) if und else None, torch.cat(gen) if gen else None)

@@ -1,0 +1,288 @@
+"""The training loop: plain, on accelerate, resumable to the bit.
+
+One optimizer step sees `global_batch` records (micro-batches of `batch_size`, gradients
+accumulated). The record order is a seeded permutation per epoch, so step k's records are
+known without replaying the data: resuming only needs the step, the weights, the optimizer,
+the scheduler and the RNG states, which every checkpoint holds.
+
+Run folder:
+    config.yaml            the resolved config
+    metrics.jsonl          one line per step ("train") and per evaluation point ("eval")
+    tb/                    TensorBoard
+    checkpoints/step-N/    trainable weights, optimizer, scheduler, RNG, state (atomic)
+    weights/               final weights: adapters.safetensors, llm/ (full or LoRA), tokenizer/
+    final.json             written last: the run is complete
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+from torch.utils.tensorboard import SummaryWriter
+from transformers import get_cosine_schedule_with_warmup
+from transformers.utils import logging as hf_logging
+
+from uvlm.errors import UvlmError
+from uvlm.io import atomic_write_json, atomic_write_text
+from uvlm.model.names import parse_name
+from uvlm.model.prompt import PromptEncoder
+from uvlm.model.unified import UnifiedVLM
+from uvlm.train.build import build_model, build_tokenizer, load_spaces
+from uvlm.train.config import RunConfig, from_dict
+from uvlm.train.data import RecordSet, collate, load_record_set, resolve_dataset
+
+
+def stream_indices(n: int, seed: int, start: int, stop: int) -> list[int]:
+    """Records at positions [start, stop) of the endless stream of seeded epoch permutations."""
+    out = []
+    pos = start
+    while pos < stop:
+        epoch, offset = divmod(pos, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        take = min(stop - pos, n - offset)
+        out += perm[offset:offset + take].tolist()
+        pos += take
+    return out
+
+
+class Checkpointer:
+    """Atomic step checkpoints of everything a bit-exact resume needs."""
+
+    def __init__(self, folder: Path, keep: int):
+        self.folder = folder
+        self.keep = keep
+
+    def latest(self) -> Path | None:
+        done = sorted(p for p in self.folder.glob("step-*") if (p / "state.json").exists())
+        return done[-1] if done else None
+
+    def save(self, step: int, model: UnifiedVLM, optimizer, scheduler, extra: dict) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self.folder, prefix=".tmp-"))
+        try:
+            trainable = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+            save_file(trainable, str(tmp / "trainable.safetensors"))
+            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                                "python": random.getstate(),
+                                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}},
+                       tmp / "state.pt")
+            (tmp / "state.json").write_text(json.dumps({"step": step, **extra}))  # written last
+            target = self.folder / f"step-{step:07d}"
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        for old in sorted(self.folder.glob("step-*"))[:-self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    @staticmethod
+    def load(path: Path, model: UnifiedVLM, optimizer, scheduler) -> dict:
+        try:
+            trainable = load_file(str(path / "trainable.safetensors"))
+            state = torch.load(path / "state.pt", weights_only=False)  # our own file: RNG states need pickle
+            info = json.loads((path / "state.json").read_text())
+        except Exception as e:  # any unreadable piece means the same thing to the user
+            raise UvlmError(f"checkpoint {path} is corrupt ({type(e).__name__}); delete it to resume "
+                            "from the one before") from None
+        missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in trainable]
+        if missing:
+            raise UvlmError(f"checkpoint {path} does not match this model (e.g. {missing[0]} missing)")
+        model.load_state_dict(trainable, strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        if rng["cuda"]:
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        return info
+
+
+def _prepare_folder(out: Path, cfg: RunConfig, resume: bool) -> None:
+    resolved = out / "config.yaml"
+    if resolved.exists():
+        previous = yaml.safe_load(resolved.read_text())
+        if previous != cfg.to_dict():
+            raise UvlmError(f"{out} holds a run with another config; choose another --out or delete it")
+        if (out / "final.json").exists():
+            return
+        if not resume:
+            raise UvlmError(f"{out} holds an unfinished run; add --resume to continue it")
+    elif out.exists() and any(out.iterdir()):
+        raise UvlmError(f"{out} is not empty and holds no uvlm run; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(resolved, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def _log(out: Path, line: dict) -> None:
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+def _truncate_metrics(out: Path, step: int) -> None:
+    """Drop log lines a killed run wrote after its last checkpoint."""
+    path = out / "metrics.jsonl"
+    if path.exists():
+        keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+
+
+@torch.no_grad()
+def validation_loss(model: UnifiedVLM, data: RecordSet, pad_id: int, batch_size: int, device) -> dict:
+    """Mean losses over a fixed validation slice (the evaluation points until an evaluator exists)."""
+    model.eval()
+    sums = {"loss": 0.0, "text_loss": 0.0, "image_loss": 0.0}
+    for start in range(0, len(data), batch_size):
+        idx = list(range(start, min(start + batch_size, len(data))))
+        out = model(collate(data, idx, pad_id).to(device))
+        for k in sums:
+            sums[k] += float(out[k]) * len(idx)
+    model.train()
+    return {f"val_{k}": v / len(data) for k, v in sums.items()}
+
+
+def save_final_weights(out: Path, model: UnifiedVLM, tokenizer) -> None:
+    """Adapters, head and fixed maps in one file; the LLM (full, or LoRA only) beside them."""
+    weights = out / "weights"
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".weights-"))
+    vision, seen = {}, set()
+    for name, tensor in model.state_dict().items():
+        if name.startswith("llm.") or tensor.data_ptr() in seen:  # a shared adapter is stored once
+            continue
+        seen.add(tensor.data_ptr())
+        vision[name] = tensor.detach().cpu().contiguous()
+    save_file(vision, str(tmp / "adapters.safetensors"))
+    model.llm.save_pretrained(tmp / "llm")  # LoRA: the adapter weights only; tiny: the whole model
+    tokenizer.save_pretrained(tmp / "tokenizer")
+    if weights.exists():
+        shutil.rmtree(weights)
+    os.replace(tmp, weights)
+
+
+def train(cfg: RunConfig, out: Path, resume: bool = False, progress=None) -> dict:
+    """Train the run of `cfg` into `out`; return the final summary (also written to final.json)."""
+    out = Path(out)
+    _prepare_folder(out, cfg, resume)
+    if (out / "final.json").exists():
+        return json.loads((out / "final.json").read_text())
+    t = cfg.train
+    torch.set_num_threads(t.threads)
+    random.seed(t.seed)
+    np.random.seed(t.seed)
+    arch = parse_name(cfg.model.name)
+
+    cuda = torch.cuda.is_available()
+    bf16 = t.precision == "bf16" or (t.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
+    accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not cuda)
+
+    in_space, out_space = load_spaces(cfg, arch)
+    hf_logging.disable_progress_bar()
+    tokenizer = build_tokenizer(cfg)
+    n_vision = (in_space or out_space).n_tokens
+    prompts = PromptEncoder(tokenizer, n_vision)
+    train_set = load_record_set(resolve_dataset(cfg.data.train, "train"), arch, prompts, in_space, out_space)
+    test_root = resolve_dataset(cfg.data.test, "test")
+    val_tasks = {"understanding": ("vqa",), "generation": ("generation",), "both": ("vqa", "generation")}
+    val_set = load_record_set(test_root, arch, prompts, in_space, out_space, val_tasks[arch.tasks],
+                              limit=t.eval_samples) if t.eval_points else None
+
+    model = build_model(cfg, in_space, out_space, tokenizer)
+    adapter_ids = {id(p) for p in model.adapter_parameters()}
+    llm_params = [p for p in model.parameters() if p.requires_grad and id(p) not in adapter_ids]
+    optimizer = torch.optim.AdamW([{"params": llm_params, "lr": t.lr},
+                                   {"params": model.adapter_parameters(), "lr": t.adapter_lr}],
+                                  weight_decay=t.weight_decay)
+    global_batch = t.global_batch or t.batch_size
+    total_records = math.ceil(t.epochs * len(train_set))
+    total_steps = math.ceil(total_records / global_batch)
+    # floor: a run shorter than its warmup still learns (smoke tests)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(t.warmup_ratio * total_steps), total_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    unwrapped = accelerator.unwrap_model(model)
+
+    checkpoints = Checkpointer(out / "checkpoints", t.keep_checkpoints)
+    start_step = 0
+    latest = checkpoints.latest() if resume else None
+    if latest is not None:
+        start_step = Checkpointer.load(latest, unwrapped, optimizer, scheduler)["step"]
+        _truncate_metrics(out, start_step)
+    elif (out / "metrics.jsonl").exists():
+        (out / "metrics.jsonl").unlink()
+    writer = SummaryWriter(str(out / "tb"), purge_step=start_step)
+    eval_steps = {round(total_steps * k / t.eval_points) for k in range(1, t.eval_points + 1)}
+    pad_id = tokenizer.pad_token_id
+    rank, world = accelerator.process_index, accelerator.num_processes
+
+    model.train()
+    last: dict = {}
+    tick = time.perf_counter()
+    for step in range(start_step, total_steps):
+        records = stream_indices(len(train_set), t.seed, step * global_batch,
+                                 min((step + 1) * global_batch, total_records))
+        mine = records[rank::world]
+        micro = [mine[i:i + t.batch_size] for i in range(0, len(mine), t.batch_size)]
+        optimizer.zero_grad(set_to_none=True)
+        sums = {"loss": 0.0, "text_loss": 0.0, "image_loss": 0.0}
+        for k, idx in enumerate(micro):
+            batch = collate(train_set, idx, pad_id).to(accelerator.device)
+            sync = k == len(micro) - 1
+            with accelerator.autocast(), (accelerator.no_sync(model) if not sync else nullcontext()):
+                losses = model(batch)
+                weight = len(idx) / len(mine)
+                accelerator.backward(losses["loss"] * weight)
+            for key in sums:
+                sums[key] += float(losses[key]) * weight
+        accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        done = step + 1
+        elapsed = time.perf_counter() - tick
+        tick = time.perf_counter()
+        last = {"event": "train", "step": done, **{k: round(v, 6) for k, v in sums.items()},
+                "lr": scheduler.get_last_lr()[0], "samples_per_s": round(len(records) / elapsed, 2)}
+        if accelerator.is_main_process:
+            _log(out, last)
+            for key in sums:
+                writer.add_scalar(f"train/{key}", sums[key], done)
+        if done in eval_steps and val_set is not None and accelerator.is_main_process:
+            val = validation_loss(unwrapped, val_set, pad_id, t.batch_size, accelerator.device)
+            _log(out, {"event": "eval", "step": done, **{k: round(v, 6) for k, v in val.items()}})
+            for key, v in val.items():
+                writer.add_scalar(f"eval/{key}", v, done)
+        if (done % t.checkpoint_every == 0 or done == total_steps) and accelerator.is_main_process:
+            checkpoints.save(done, unwrapped, optimizer, scheduler, {"total_steps": total_steps})
+        if progress:
+            progress(done, total_steps, f"loss {sums['loss']:.3f}  {last['samples_per_s']:.0f} samples/s")
+    writer.close()
+    if not accelerator.is_main_process:
+        return {}
+    save_final_weights(out, unwrapped, tokenizer)
+    summary = {"steps": total_steps, "records": total_records, "train_records": len(train_set),
+               "final": last, "model": arch.name}
+    atomic_write_json(out / "final.json", summary)
+    return summary
+
+
+def load_run_config(out: Path) -> RunConfig:
+    """The resolved config of a run folder."""
+    path = Path(out) / "config.yaml"
+    if not path.exists():
+        raise UvlmError(f"{out} holds no run (missing config.yaml)")
+    return from_dict(yaml.safe_load(path.read_text()))

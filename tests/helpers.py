@@ -1,0 +1,111 @@
+"""Tiny random models saved in the real formats (LlamaGen checkpoint, transformers folder)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import SiglipVisionConfig, SiglipVisionModel
+
+from uvlm.vision.siglip import SiglipImageProcessor
+from uvlm.vision.vq import VQConfig
+
+TINY_VQ = VQConfig(image_size=32, base_channels=32, channel_multiplier=(1, 2), num_res_blocks=1,
+                   latent_channels=32, embed_dim=8, num_embeddings=64)
+
+
+def llamagen_state(cfg: VQConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random weights under LlamaGen VQModel's parameter names, built from its published
+    structure (encoder/decoder `conv_blocks[i].res[j]`, `.attn[j]`, `mid[0..2]`, ...)."""
+    g = torch.Generator().manual_seed(seed)
+    s: dict[str, torch.Tensor] = {}
+
+    def conv(name, cin, cout, k):
+        s[f"{name}.weight"] = torch.randn(cout, cin, k, k, generator=g) * 0.05
+        s[f"{name}.bias"] = torch.zeros(cout)
+
+    def norm(name, c):
+        s[f"{name}.weight"], s[f"{name}.bias"] = torch.ones(c), torch.zeros(c)
+
+    def res(name, cin, cout):
+        norm(f"{name}.norm1", cin)
+        conv(f"{name}.conv1", cin, cout, 3)
+        norm(f"{name}.norm2", cout)
+        conv(f"{name}.conv2", cout, cout, 3)
+        if cin != cout:
+            conv(f"{name}.nin_shortcut", cin, cout, 1)
+
+    def attn(name, c):
+        norm(f"{name}.norm", c)
+        for part in ("q", "k", "v", "proj_out"):
+            conv(f"{name}.{part}", c, c, 1)
+
+    ch, mult, n, r, z = cfg.base_channels, cfg.channel_multiplier, len(cfg.channel_multiplier), \
+        cfg.num_res_blocks, cfg.latent_channels
+    conv("encoder.conv_in", 3, ch, 3)
+    block_in = ch
+    for i in range(n):
+        for j in range(r):
+            res(f"encoder.conv_blocks.{i}.res.{j}", block_in, ch * mult[i])
+            block_in = ch * mult[i]
+            if i == n - 1:
+                attn(f"encoder.conv_blocks.{i}.attn.{j}", block_in)
+        if i != n - 1:
+            conv(f"encoder.conv_blocks.{i}.downsample.conv", block_in, block_in, 3)
+    for part in ("encoder", "decoder"):
+        c = ch * mult[-1]
+        res(f"{part}.mid.0", c, c)
+        attn(f"{part}.mid.1", c)
+        res(f"{part}.mid.2", c, c)
+    norm("encoder.norm_out", block_in)
+    conv("encoder.conv_out", block_in, z, 3)
+    block_in = ch * mult[-1]
+    conv("decoder.conv_in", z, block_in, 3)
+    for idx, i in enumerate(reversed(range(n))):
+        for j in range(r + 1):
+            res(f"decoder.conv_blocks.{idx}.res.{j}", block_in, ch * mult[i])
+            block_in = ch * mult[i]
+            if i == n - 1:
+                attn(f"decoder.conv_blocks.{idx}.attn.{j}", block_in)
+        if i != 0:
+            conv(f"decoder.conv_blocks.{idx}.upsample.conv", block_in, block_in, 3)
+    norm("decoder.norm_out", block_in)
+    conv("decoder.conv_out", block_in, 3, 3)
+    s["quantize.embedding.weight"] = torch.randn(cfg.num_embeddings, cfg.embed_dim, generator=g)
+    s["quantize.codebook_used"] = torch.zeros(65536)
+    conv("quant_conv", z, cfg.embed_dim, 1)
+    conv("post_quant_conv", cfg.embed_dim, z, 1)
+    return s
+
+
+def write_llamagen(path: Path, cfg: VQConfig, with_sidecar: bool = True) -> Path:
+    torch.save({"model": llamagen_state(cfg)}, path)
+    if with_sidecar:
+        path.with_suffix(".json").write_text(json.dumps({**cfg.__dict__,
+                                                         "channel_multiplier": list(cfg.channel_multiplier)}))
+    return path
+
+
+def tiny_siglip_folder(path: Path, size: int = 32, patch: int = 8) -> Path:
+    torch.manual_seed(0)
+    cfg = SiglipVisionConfig(image_size=size, patch_size=patch, hidden_size=32, num_hidden_layers=3,
+                             num_attention_heads=2, intermediate_size=64)
+    SiglipVisionModel(cfg).save_pretrained(path)
+    SiglipImageProcessor(size={"height": size, "width": size}).save_pretrained(path)
+    return path
+
+
+
+
+# 16 vision tokens in both spaces: small enough for training tests, unified models can mix them.
+TRAIN_VQ = VQConfig(image_size=16, base_channels=32, channel_multiplier=(1, 2, 2), num_res_blocks=1,
+                    latent_channels=32, embed_dim=8, num_embeddings=64)
+
+
+def tiny_encoders(folder: Path) -> dict[str, str]:
+    """Encoder specs for a run config: a 16-token VQ and a 16-token SigLIP."""
+    folder.mkdir(parents=True, exist_ok=True)
+    vq = write_llamagen(folder / "vq.pt", TRAIN_VQ)
+    siglip = tiny_siglip_folder(folder / "siglip", size=16, patch=4)
+    return {"vq": f"vq:{vq}", "siglip": f"siglip:{siglip}"}

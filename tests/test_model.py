@@ -1,0 +1,188 @@
+"""The unified VLM family: names, prompt layout and loss masks, adapters, affine map, LoRA."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from uvlm.errors import UvlmError
+from uvlm.model.adapters import AffineDistortion
+from uvlm.model.names import parse_name
+from uvlm.model.prompt import BOI, EOI, GENERATE, IGNORE, SPECIAL_TOKENS, TEXT, UNDERSTAND, PromptEncoder
+from uvlm.model.tokenizer import template_corpus, train_tokenizer
+from uvlm.train.build import build_model, build_tokenizer, load_spaces
+from uvlm.train.config import from_dict
+from uvlm.train.data import collate, load_record_set, resolve_dataset
+
+from .helpers import tiny_encoders
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "paper" / "tables.json"
+PAPER_ROWS = ["SigLIP_u", "SigLIP-VQ", "SigLIP-SigLIP", "VQ_u", "VQ_g", "VQ-SigLIP", "VQ-VQ", "SigLIP*_u",
+              "SigLIP*-SigLIP", "VQ*_u", "VQ*-VQ", "SigLIP-SigLIP-D", "VQ-VQ-D"]
+TINY_MODEL = {"hidden_size": 64, "layers": 2, "heads": 2, "intermediate_size": 128}
+TINY_DATA = {"train": {"n_vqa": 12, "n_caption": 12, "n_generation": 12},
+             "test": {"split": "test", "seed": 1, "n_vqa": 6, "n_caption": 0, "n_generation": 3,
+                      "share_images": False}}
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory):
+    return tiny_encoders(tmp_path_factory.mktemp("enc"))
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("UVLM_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    torch.set_num_threads(1)
+
+
+def config(name: str, encoders: dict, **model) -> dict:
+    return {"model": {"name": name, **TINY_MODEL, **model}, "data": {**TINY_DATA, **encoders},
+            "train": {"batch_size": 4, "eval_points": 0}}
+
+
+def test_names_round_trip():
+    for name in [*PAPER_ROWS, "VQ*-SigLIP", "SigLIP_g"]:
+        assert parse_name(name).name == name
+    assert parse_name("VQ-VQ").shared_adapter and not parse_name("VQ-VQ-D").shared_adapter
+    assert not parse_name("SigLIP-VQ").shared_adapter
+    assert parse_name("VQ_u").tasks == "understanding" and parse_name("VQ_g").tasks == "generation"
+    assert parse_name("SigLIP*-SigLIP").affine and parse_name("SigLIP*-SigLIP").tasks == "both"
+
+
+def test_every_table_row_is_a_name():
+    if not SHARED.exists():
+        pytest.skip("shared/paper/tables.json not beside the checkout")
+    tables = json.loads(SHARED.read_text())
+    for key in ("A3_smartwatch_mutual", "A5_weather_biased", "A6_battery_biased"):
+        for name in tables[key]["rows"]:
+            assert parse_name(name).name == name
+
+
+@pytest.mark.parametrize("bad", ["CLIP-VQ", "VQ-VQ-X", "VQ*_g", "SigLIP-VQ-D", "vq", ""])
+def test_bad_names(bad):
+    with pytest.raises(UvlmError):
+        parse_name(bad)
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    return PromptEncoder(train_tokenizer(template_corpus(), SPECIAL_TOKENS), n_vision=5)
+
+
+def test_loss_only_on_answers(prompts):
+    tok = prompts.tokenizer
+    conv = [{"from": "human", "value": "<image>\nWhat is the weather?"}, {"from": "gpt", "value": "sunny"},
+            {"from": "human", "value": "Where is the battery indicator?"}, {"from": "gpt", "value": "top-left"}]
+    e = prompts.encode(conv)
+    learned = [int(i) for i in e.labels if i != IGNORE]
+    assert tok.decode(learned) == " sunny</s> top-left</s>"
+    assert (e.labels[e.kinds != TEXT] == IGNORE).all()
+    assert (e.kinds == UNDERSTAND).sum() == 5 and (e.kinds == GENERATE).sum() == 0
+    # the understanding slots sit right after "USER: "
+    first = int((e.kinds == UNDERSTAND).argmax())
+    assert tok.decode(e.input_ids[:first]) == "<s>USER: "
+
+
+def test_generation_layout(prompts):
+    tok = prompts.tokenizer
+    conv = [{"from": "human", "value": "Draw a smart watch showing 01:02:03."},
+            {"from": "gpt", "value": "Here you go: <image>"}]
+    e = prompts.encode(conv)
+    slots = (e.kinds == GENERATE).nonzero()[0]
+    assert len(slots) == 5 and (e.kinds == UNDERSTAND).sum() == 0
+    assert tok.convert_ids_to_tokens(int(e.input_ids[slots[0] - 1])) == BOI  # <boi> predicts slot 1
+    assert tok.convert_ids_to_tokens(int(e.input_ids[slots[-1] + 1])) == EOI
+    learned = tok.decode([int(i) for i in e.labels if i != IGNORE])
+    assert learned == f" Here you go: {BOI}{EOI}</s>"
+    prompt = prompts.encode(conv, answer_image=False)
+    assert tok.convert_ids_to_tokens(int(prompt.input_ids[-1])) == BOI and len(prompt) < len(e)
+
+
+@pytest.mark.parametrize("name", PAPER_ROWS)
+def test_every_row_builds_and_takes_a_step(name, encoders):
+    cfg = from_dict(config(name, encoders))
+    arch = parse_name(name)
+    in_space, out_space = load_spaces(cfg, arch)
+    tok = build_tokenizer(cfg)
+    model = build_model(cfg, in_space, out_space, tok)
+    data = load_record_set(resolve_dataset(cfg.data.train, "train"), arch, PromptEncoder(tok, 16), in_space,
+                           out_space)
+    tasks = {r["task"] for r in data.records}
+    assert tasks == {"understanding": {"vqa", "caption"}, "generation": {"generation"},
+                     "both": {"vqa", "caption", "generation"}}[arch.tasks]
+    batch = collate(data, list(range(len(data))), tok.pad_token_id)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    out = model(batch)
+    out["loss"].backward()
+    opt.step()
+    assert torch.isfinite(out["loss"])
+    assert (out["image_loss"] > 0) == (arch.output_space is not None)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    if arch.input_space:
+        assert any(n.startswith("understanding_adapter") for n in changed)
+    if arch.output_space:
+        assert any(n.startswith("generation_head") for n in changed)
+
+
+def test_shared_and_detached_adapters(encoders):
+    def adapters(name):
+        cfg = from_dict(config(name, encoders))
+        in_space, out_space = load_spaces(cfg, parse_name(name))
+        return build_model(cfg, in_space, out_space, build_tokenizer(cfg))
+
+    shared = adapters("VQ-VQ")
+    assert shared.generation_adapter is shared.understanding_adapter
+    assert shared.generation_adapter.weight is shared.understanding_adapter.weight
+    n_shared = len(shared.adapter_parameters())
+    detached = adapters("VQ-VQ-D")
+    assert detached.generation_adapter is not detached.understanding_adapter
+    assert detached.generation_adapter.weight.data_ptr() != detached.understanding_adapter.weight.data_ptr()
+    assert len(detached.adapter_parameters()) == n_shared + 2  # one more linear: weight and bias
+    mixed = adapters("SigLIP-VQ")
+    assert mixed.generation_adapter is not mixed.understanding_adapter
+
+
+def test_affine_map_is_invertible_fixed_and_only_on_understanding(encoders):
+    a = AffineDistortion(8, 0.3, seed=0)
+    x = torch.randn(20, 8)
+    assert torch.allclose(a.inverse(a(x)), x, atol=1e-4)
+    assert torch.equal(AffineDistortion(8, 0.3, seed=0).matrix, a.matrix)
+    assert not torch.equal(AffineDistortion(8, 0.3, seed=1).matrix, a.matrix)
+    singular = torch.linalg.svdvals(a.matrix.double())
+    assert singular.min() >= 0.7 - 1e-6 and singular.max() <= 1.3 + 1e-6  # Q S with S in [0.7, 1.3]
+    assert list(dict(a.named_parameters())) == []  # buffers: never trained
+    cfg = from_dict(config("VQ*-VQ", encoders))
+    in_space, out_space = load_spaces(cfg, parse_name("VQ*-VQ"))
+    model = build_model(cfg, in_space, out_space, build_tokenizer(cfg))
+    codes = torch.randn(3, 8)
+    adapter = model.understanding_adapter
+    assert torch.allclose(model.understand(codes), adapter(model.affine(codes)))
+    ids = torch.tensor([1, 2, 3])
+    assert torch.allclose(model.generate_input(ids), adapter(model.codebook[ids]))  # undistorted
+
+
+def test_lora_wraps_only_the_llm(tmp_path, encoders):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = train_tokenizer(template_corpus())
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                 intermediate_size=64)).save_pretrained(tmp_path / "llm")
+    tok.save_pretrained(tmp_path / "llm")
+    cfg = from_dict(config("VQ-VQ", encoders, llm=str(tmp_path / "llm"), lora_r=4, lora_alpha=8))
+    in_space, out_space = load_spaces(cfg, parse_name("VQ-VQ"))
+    tokenizer = build_tokenizer(cfg)
+    model = build_model(cfg, in_space, out_space, tokenizer)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    lora = {n for n in trainable if "lora_" in n}
+    assert lora and all(n.startswith("llm.") for n in lora)
+    assert not any("lora_" in n for n, _ in model.named_parameters() if not n.startswith("llm."))
+    assert all(p.requires_grad for p in model.adapter_parameters())
+    frozen_base = [n for n, p in model.named_parameters() if n.startswith("llm.") and "lora_" not in n
+                   and "trainable_tokens" not in n and not p.requires_grad]
+    assert frozen_base, "the base LLM weights stay frozen"
+    assert len(tokenizer) == len(tok) + 3

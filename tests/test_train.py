@@ -1,0 +1,133 @@
+"""The training loop: data stream, run folders, bad configs, and resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from uvlm.train.loop import stream_indices
+
+from .helpers import tiny_encoders
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory):
+    return tiny_encoders(tmp_path_factory.mktemp("enc"))
+
+
+@pytest.fixture
+def env(tmp_path_factory):
+    return {**os.environ, "UVLM_CACHE": str(tmp_path_factory.getbasetemp() / "cache"),
+            "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+
+
+def run_config(encoders: dict, **train) -> dict:
+    return {"model": {"name": "VQ-VQ", "hidden_size": 48, "layers": 2, "heads": 2, "intermediate_size": 96},
+            "data": {"train": {"n_vqa": 40, "n_caption": 40, "n_generation": 40},
+                     "test": {"split": "test", "seed": 1, "n_vqa": 8, "n_caption": 0, "n_generation": 4,
+                              "share_images": False}, **encoders},
+            "train": {"batch_size": 4, "epochs": 3, "checkpoint_every": 10, "eval_points": 3,
+                      "eval_samples": 8, **train}}
+
+
+def uvlm(args: list, env: dict, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "uvlm.cli", *map(str, args)], env=env, capture_output=True,
+                          text=True, **kw)
+
+
+def test_stream_is_a_seeded_permutation_per_epoch():
+    a = stream_indices(10, 0, 0, 30)
+    assert sorted(a[:10]) == sorted(a[10:20]) == list(range(10))
+    assert a[:10] != a[10:20]
+    assert stream_indices(10, 0, 7, 23) == a[7:23]
+    assert stream_indices(10, 1, 0, 10) != a[:10]
+
+
+def losses(run: Path) -> list[tuple]:
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(x["event"], x["step"], x.get("loss"), x.get("val_loss")) for x in lines]
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, encoders, env):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump(run_config(encoders)))
+    whole = tmp_path / "whole"
+    done = uvlm(["train", "--config", cfg, "--out", whole], env)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((whole / "final.json").read_text())
+    assert summary["steps"] == 90
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "uvlm.cli", "train", "--config", str(cfg), "--out",
+                             str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (killed / "checkpoints" / "step-0000020" / "state.json").exists():
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "final.json").exists(), "the run ended before it could be killed"
+    unfinished = uvlm(["train", "--config", cfg, "--out", killed], env)
+    assert unfinished.returncode == 2 and "--resume" in unfinished.stderr
+    resumed = uvlm(["train", "--config", cfg, "--out", killed, "--resume"], env)
+    assert resumed.returncode == 0, resumed.stderr
+
+    assert losses(killed) == losses(whole)
+    for name in ("adapters.safetensors", "llm/model.safetensors"):
+        a, b = load_file(str(whole / "weights" / name)), load_file(str(killed / "weights" / name))
+        assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_run_folder_and_loss_falls(tmp_path, encoders, env):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump(run_config(encoders, epochs=4, lr=3e-3, adapter_lr=3e-3)))
+    out = tmp_path / "run"
+    assert uvlm(["train", "--config", cfg, "--out", out], env).returncode == 0
+    assert {p.name for p in out.iterdir()} >= {"config.yaml", "metrics.jsonl", "tb", "checkpoints", "weights",
+                                               "final.json"}
+    train = [x for x in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if x["event"] == "train"]
+    evals = [x for x in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if x["event"] == "eval"]
+    assert len(train) == 120 and len(evals) == 3
+    first, last = sum(x["loss"] for x in train[:10]), sum(x["loss"] for x in train[-10:])
+    assert last < 0.8 * first
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-0000110", "step-0000120"]
+    again = uvlm(["train", "--config", cfg, "--out", out], env)  # a finished run is not retrained
+    assert again.returncode == 0 and "120 steps" in again.stdout
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"model": {"name": "CLIP-VQ"}}, "unknown model name"),
+    ({"train": {"lr": -1e-3}}, "learning rates must be positive"),
+    ({"data": {"train": "/nonexistent/dataset"}}, "no dataset at /nonexistent/dataset"),
+    ({"train": {"bach_size": 4}}, "unknown key train.bach_size"),
+    ({"model": {"affine_place": "middle"}}, "affine_place"),
+])
+def test_bad_configs(tmp_path, encoders, env, change, message):
+    cfg = run_config(encoders)
+    for section, values in change.items():
+        cfg[section].update(values)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    result = uvlm(["train", "--config", path, "--out", tmp_path / "run"], env)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bad_config_files(tmp_path, env):
+    (tmp_path / "broken.yaml").write_text("model: [unclosed")
+    for args, message in ([["--config", tmp_path / "none.yaml"], "does not exist"],
+                          [["--config", tmp_path / "broken.yaml"], "not valid YAML"],
+                          [["--set", "lr=1"], "use section.key=value"]):
+        result = uvlm(["train", *args, "--out", tmp_path / "run"], env)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
