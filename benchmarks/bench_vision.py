@@ -18,9 +18,10 @@ from common import markdown_table, record
 
 from uvlm.data.folder import build_dataset
 from uvlm.data.mixture import MixtureConfig
+from uvlm.data.smartwatch import CPU_STYLE
 from uvlm.vision.cache import cached_features
 from uvlm.vision.judge import pretrained_judge
-from uvlm.vision.pretrain import CPU_STYLE, pretrained_siglip, pretrained_vq
+from uvlm.vision.pretrain import pretrained_siglip, pretrained_vq
 
 N_IMAGES = 10_000
 

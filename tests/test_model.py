@@ -70,7 +70,7 @@ def test_bad_names(bad):
 
 @pytest.fixture(scope="module")
 def prompts():
-    return PromptEncoder(train_tokenizer(template_corpus(), SPECIAL_TOKENS), n_vision=5)
+    return PromptEncoder(train_tokenizer(template_corpus(), SPECIAL_TOKENS), n_understand=5)
 
 
 def test_loss_only_on_answers(prompts):
@@ -98,6 +98,8 @@ def test_generation_layout(prompts):
     assert tok.convert_ids_to_tokens(int(e.input_ids[slots[-1] + 1])) == EOI
     learned = tok.decode([int(i) for i in e.labels if i != IGNORE])
     assert learned == f" Here you go: {BOI}{EOI}</s>"
+    mixed = PromptEncoder(tok, n_understand=3, n_generate=7)  # e.g. 196 SigLIP in, 256 VQ out
+    assert (mixed.encode(conv).kinds == GENERATE).sum() == 7
     prompt = prompts.encode(conv, answer_image=False)
     assert tok.convert_ids_to_tokens(int(prompt.input_ids[-1])) == BOI and len(prompt) < len(e)
 

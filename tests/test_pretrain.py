@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
+from uvlm.data.smartwatch import CPU_STYLE
 from uvlm.vision import judge as judge_mod
 from uvlm.vision import pretrain
 from uvlm.vision.siglip import SiglipSpace
@@ -24,10 +25,10 @@ def cache_dir(tmp_path, monkeypatch):
 
 
 def test_render_pool_is_deterministic_and_disjoint_from_experiments():
-    a, attrs = pretrain.render_pool(5, 0, pretrain.CPU_STYLE)
-    b, _ = pretrain.render_pool(5, 0, pretrain.CPU_STYLE)
+    a, attrs = pretrain.render_pool(5, 0, CPU_STYLE)
+    b, _ = pretrain.render_pool(5, 0, CPU_STYLE)
     assert a.shape == (5, 3, 64, 64) and a.dtype == torch.uint8 and torch.equal(a, b)
-    shifted, _ = pretrain.render_pool(3, 0, pretrain.CPU_STYLE, offset=2)
+    shifted, _ = pretrain.render_pool(3, 0, CPU_STYLE, offset=2)
     assert torch.equal(shifted, a[2:5])
     from uvlm.data.mixture import pool_of
     from uvlm.data.smartwatch import Attributes

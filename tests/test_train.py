@@ -37,7 +37,7 @@ def run_config(encoders: dict, **train) -> dict:
             "data": {"train": {"n_vqa": 40, "n_caption": 40, "n_generation": 40},
                      "test": {"split": "test", "seed": 1, "n_vqa": 8, "n_caption": 0, "n_generation": 4,
                               "share_images": False}, **encoders},
-            "train": {"batch_size": 4, "epochs": 3, "checkpoint_every": 10, "eval_points": 3,
+            "train": {"batch_size": 4, "epochs": 3, "checkpoint_every": 10, "eval_points": 3, "eval_metrics": False,
                       "eval_samples": 8, **train}}
 
 

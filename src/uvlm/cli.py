@@ -17,6 +17,8 @@ app = typer.Typer(help="Unified vision-language model studies (arXiv 2505.23043)
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 data_app = typer.Typer(help="Render, inspect and export SmartWatch datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+suite_app = typer.Typer(help="Run the paper's experiments as suites of runs.", no_args_is_help=True)
+app.add_typer(suite_app, name="suite")
 pretrain_app = typer.Typer(help="Train (once, then cached) the CPU-scale encoders and the judge.",
                            no_args_is_help=True)
 app.add_typer(pretrain_app, name="pretrain")
@@ -207,6 +209,52 @@ def train_command(
         summary = train(cfg, out, resume, lambda done, n, msg: bar.update(task, completed=done, total=n,
                                                                             description=msg))
     typer.echo(f"{out}: {summary['steps']} steps, final loss {summary['final'].get('loss')}")
+
+
+@app.command("eval")
+def eval_command(
+    run: Annotated[Path, typer.Argument(help="Run folder (from uvlm train).")],
+    checkpoint: Annotated[int | None, typer.Option(help="A checkpoint step instead of the final weights.")] = None,
+    show: Annotated[int, typer.Option(help="Write a sheet of N generated images and N answered test images.")] = 0,
+) -> None:
+    """Score a run on the whole test set: VQA accuracy, judged generation, FID/KID."""
+    from uvlm.eval.evaluate import evaluate_run
+
+    metrics = evaluate_run(run, checkpoint, show)
+    typer.echo(json.dumps({k: metrics[k] for k in ("vqa", "gen")}, indent=1))
+
+
+@suite_app.command("run")
+def suite_run(
+    name: Annotated[str, typer.Argument(help="mutual | affine | scaling | transfer-weather | transfer-battery | "
+                                             "probe | all")],
+    preset: Annotated[str, typer.Option(help="cpu | paper")] = "cpu",
+    seeds: Annotated[int, typer.Option(help="Seeds per cell.")] = 3,
+    out: Annotated[Path, typer.Option(help="Results folder (shared by suites).")] = Path("results"),
+    workers: Annotated[int | None, typer.Option(help="Runs at a time (default: the core count).")] = None,
+) -> None:
+    """Train and evaluate every run of a suite; finished runs are skipped, killed ones resume."""
+    from uvlm.data.folder import cpu_count
+    from uvlm.suites.runner import run_suite
+    from uvlm.suites.spec import expand
+
+    jobs = expand(name, preset, seeds)
+    workers = workers or cpu_count()
+    if workers < 1:
+        raise UvlmError(f"--workers {workers} must be >= 1")
+    run_suite(jobs, out, workers, echo=typer.echo)
+    typer.echo(f"{name}: {len({j.key for j in jobs})} runs done in {out}; `uvlm report {out}` writes the report")
+
+
+@app.command("report")
+def report_command(
+    results: Annotated[Path, typer.Argument(help="Results folder of `uvlm suite run`.")],
+    out: Annotated[Path, typer.Option(help="Report folder.")] = Path("report"),
+) -> None:
+    """Write the report: our tables beside the paper's, verdicts, figures."""
+    from uvlm.suites.report import write_report
+
+    typer.echo(f"report: {write_report(results, out)}")
 
 
 @app.command("demo")

@@ -128,6 +128,11 @@ def sample_attributes(rng: np.random.Generator, hours: str = "1-12") -> Attribut
                       POSITIONS[corners[1]], color)
 
 
+# The CPU preset's rendering: 64 px, details twice the paper's relative size, a smaller face
+# so nothing overlaps (README, "Rendering at low resolution").
+CPU_STYLE = {"size": 64, "detail_scale": 2.0, "face_radius": 0.32}
+
+
 @dataclass(frozen=True)
 class RenderStyle:
     """How to draw: canvas size and the scale of the small details.

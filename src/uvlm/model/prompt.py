@@ -45,9 +45,12 @@ USER, ASSISTANT = "USER: ", "\nASSISTANT:"
 class PromptEncoder:
     """Turns LLaVA-style conversations into token ids, labels and slot kinds."""
 
-    def __init__(self, tokenizer, n_vision: int):
+    def __init__(self, tokenizer, n_understand: int, n_generate: int | None = None):
+        """n_understand / n_generate: vision tokens of the input and output spaces (the paper's
+        SigLIP-VQ reads 196 and writes 256)."""
         self.tokenizer = tokenizer
-        self.n_vision = n_vision
+        self.n_understand = n_understand
+        self.n_generate = n_understand if n_generate is None else n_generate
         ids = tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS))
         if tokenizer.unk_token_id in ids:
             raise ValueError(f"tokenizer lacks the special tokens {SPECIAL_TOKENS}; add them first")
@@ -76,14 +79,14 @@ class PromptEncoder:
                 if k == len(pieces) - 1:
                     continue
                 if human:
-                    add([self.image_id] * self.n_vision, learn=False, kind=UNDERSTAND)
+                    add([self.image_id] * self.n_understand, learn=False, kind=UNDERSTAND)
                 else:
                     add([self.boi_id], learn=True)
                     if not answer_image:
                         return Encoded(np.array(ids), np.array(labels), np.array(kinds, dtype=np.int8))
-                    ids.extend([self.image_id] * self.n_vision)
-                    labels.extend([IGNORE] * self.n_vision)
-                    kinds.extend([GENERATE] * self.n_vision)
+                    ids.extend([self.image_id] * self.n_generate)
+                    labels.extend([IGNORE] * self.n_generate)
+                    kinds.extend([GENERATE] * self.n_generate)
                     add([self.eoi_id], learn=True)
             if not human:
                 add([self.eos_id], learn=True)

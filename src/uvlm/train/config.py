@@ -65,6 +65,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     eval_points: int = 5  # evaluations during training (the paper's Fig 3 curves)
     eval_samples: int = 300  # validation records per evaluation point
+    eval_metrics: bool = True  # also VQA accuracy and judged generation at each point (slower)
     threads: int = 1  # CPU threads; suites run one-thread jobs side by side
     precision: str = "auto"  # auto (bf16 on a supporting GPU) | bf16 | fp32
 

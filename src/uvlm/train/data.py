@@ -14,12 +14,12 @@ import torch
 
 from uvlm.data.folder import build_dataset, read_manifest, read_records
 from uvlm.data.mixture import MixtureConfig
+from uvlm.data.smartwatch import CPU_STYLE
 from uvlm.errors import UvlmError
 from uvlm.model.names import Architecture
 from uvlm.model.prompt import GENERATE, IGNORE, UNDERSTAND, Encoded, PromptEncoder
 from uvlm.model.unified import Batch
 from uvlm.vision.cache import cache_root, cached_features, config_hash, dataset_images
-from uvlm.vision.pretrain import CPU_STYLE
 
 TASKS_OF = {"understanding": ("vqa", "caption"), "generation": ("generation",),
             "both": ("vqa", "caption", "generation")}

@@ -36,6 +36,7 @@ from transformers import get_cosine_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
 from uvlm.errors import UvlmError
+from uvlm.eval.evaluate import EvalContext, evaluate_model
 from uvlm.io import atomic_write_json, atomic_write_text
 from uvlm.model.names import parse_name
 from uvlm.model.prompt import PromptEncoder
@@ -158,6 +159,18 @@ def validation_loss(model: UnifiedVLM, data: RecordSet, pad_id: int, batch_size:
     return {f"val_{k}": v / len(data) for k, v in sums.items()}
 
 
+def _eval_point(model: UnifiedVLM, ctx: EvalContext, samples: int) -> dict:
+    """The evaluator on a slice of the test set: the numbers of the paper's Fig 3 curves."""
+    metrics, _, _ = evaluate_model(model, ctx, vqa_limit=samples, gen_limit=max(2, samples // 2))
+    flat = {}
+    if metrics["vqa"]:
+        flat.update({f"vqa_{k}": v for k, v in metrics["vqa"].items() if k != "n"})
+    if metrics["gen"] and metrics["gen"]["judge"]:
+        flat["gen_judge_total_acc"] = metrics["gen"]["judge"]["total_acc"]
+        flat["gen_fid"] = metrics["gen"]["fid"]
+    return flat
+
+
 def save_final_weights(out: Path, model: UnifiedVLM, tokenizer) -> None:
     """Adapters, head and fixed maps in one file; the LLM (full, or LoRA only) beside them."""
     weights = out / "weights"
@@ -195,14 +208,14 @@ def train(cfg: RunConfig, out: Path, resume: bool = False, progress=None) -> dic
     in_space, out_space = load_spaces(cfg, arch)
     hf_logging.disable_progress_bar()
     tokenizer = build_tokenizer(cfg)
-    n_vision = (in_space or out_space).n_tokens
-    prompts = PromptEncoder(tokenizer, n_vision)
+    prompts = PromptEncoder(tokenizer, (in_space or out_space).n_tokens, (out_space or in_space).n_tokens)
     train_set = load_record_set(resolve_dataset(cfg.data.train, "train"), arch, prompts, in_space, out_space)
     test_root = resolve_dataset(cfg.data.test, "test")
     val_tasks = {"understanding": ("vqa",), "generation": ("generation",), "both": ("vqa", "generation")}
     val_set = load_record_set(test_root, arch, prompts, in_space, out_space, val_tasks[arch.tasks],
                               limit=t.eval_samples) if t.eval_points else None
 
+    eval_ctx = EvalContext(tokenizer, prompts, in_space, out_space, test_root)
     model = build_model(cfg, in_space, out_space, tokenizer)
     adapter_ids = {id(p) for p in model.adapter_parameters()}
     llm_params = [p for p in model.parameters() if p.requires_grad and id(p) not in adapter_ids]
@@ -248,7 +261,7 @@ def train(cfg: RunConfig, out: Path, resume: bool = False, progress=None) -> dic
                 weight = len(idx) / len(mine)
                 accelerator.backward(losses["loss"] * weight)
             for key in sums:
-                sums[key] += float(losses[key]) * weight
+                sums[key] += losses[key].item() * weight
         accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
         optimizer.step()
         scheduler.step()
@@ -262,10 +275,14 @@ def train(cfg: RunConfig, out: Path, resume: bool = False, progress=None) -> dic
             for key in sums:
                 writer.add_scalar(f"train/{key}", sums[key], done)
         if done in eval_steps and val_set is not None and accelerator.is_main_process:
-            val = validation_loss(unwrapped, val_set, pad_id, t.batch_size, accelerator.device)
-            _log(out, {"event": "eval", "step": done, **{k: round(v, 6) for k, v in val.items()}})
+            val = {k: round(v, 6) for k, v in
+                   validation_loss(unwrapped, val_set, pad_id, t.batch_size, accelerator.device).items()}
+            if t.eval_metrics:
+                val.update(_eval_point(unwrapped, eval_ctx, t.eval_samples))
+            _log(out, {"event": "eval", "step": done, **val})
             for key, v in val.items():
-                writer.add_scalar(f"eval/{key}", v, done)
+                if isinstance(v, int | float):
+                    writer.add_scalar(f"eval/{key}", v, done)
         if (done % t.checkpoint_every == 0 or done == total_steps) and accelerator.is_main_process:
             checkpoints.save(done, unwrapped, optimizer, scheduler, {"total_steps": total_steps})
         if progress:

@@ -23,13 +23,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from uvlm.data.smartwatch import POSITIONS, WEATHERS, Attributes
+from uvlm.data.smartwatch import CPU_STYLE, POSITIONS, WEATHERS, Attributes
 from uvlm.errors import UvlmError
 from uvlm.eval.probe import PROBE_TARGETS, attribute_labels, fit_probe
 from uvlm.eval.vqa import aggregate, score_answer
 from uvlm.io import atomic_write_json
 from uvlm.vision.cache import cached_artifact
-from uvlm.vision.pretrain import CPU_STYLE, _batches, _cosine_lr, render_pool
+from uvlm.vision.pretrain import _batches, _cosine_lr, render_pool
 from uvlm.vision.space import VisionSpace
 
 # Classes of each attribute head.

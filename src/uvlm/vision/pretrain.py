@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from transformers import JanusVQVAE, SiglipConfig, SiglipModel
 
 from uvlm.data.mixture import MixtureConfig, image_attributes
-from uvlm.data.smartwatch import RenderStyle, render
+from uvlm.data.smartwatch import CPU_STYLE, RenderStyle, render
 from uvlm.eval.probe import probe_attributes
 from uvlm.model.tokenizer import train_tokenizer
 from uvlm.vision.cache import cached_artifact
@@ -33,9 +33,6 @@ from uvlm.vision.vq import VQConfig, VQSpace, lookup
 
 Progress = Callable[[int, int, str], None]
 
-# The CPU preset's rendering: 64 px, details twice the paper's relative size, a smaller face
-# so nothing overlaps (README, "Rendering at low resolution").
-CPU_STYLE = {"size": 64, "detail_scale": 2.0, "face_radius": 0.32}
 
 
 def render_pool(n: int, seed: int, style: dict, offset: int = 0) -> tuple[torch.Tensor, list[dict]]:

@@ -1,0 +1,190 @@
+"""Decoding: batched with a KV cache (ours), and the plain reference loop (the authors').
+
+Both take prompts that end where the model's answer begins and produce, per prompt, the
+answer text and, when the model opens an image with `<boi>` (or the prompt already ends
+with it), its N vision tokens:
+- text steps: the LM head's choice (greedy);
+- image steps: the generation head's output for the hidden state, fed back through the
+  generation adapter as the next input. VQ ids are chosen greedily or by seeded sampling
+  (temperature, top-k), optionally with classifier-free guidance against an unconditional
+  prompt; SigLIP outputs are the head's embedding itself.
+
+Batched decoding left-pads the prompts and passes explicit position ids, so every row sees
+exactly the positions it would see alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+from uvlm.model.prompt import TEXT, Encoded
+from uvlm.model.unified import Batch, UnifiedVLM
+
+
+@dataclass
+class Sampling:
+    """How VQ ids are chosen. temperature 0 = greedy."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    cfg_scale: float = 1.0  # > 1: classifier-free guidance against the unconditional prompt
+    seed: int = 0
+
+
+@dataclass
+class Output:
+    text_ids: list[int] = field(default_factory=list)
+    vision: torch.Tensor | None = None  # (N,) ids or (N, D) embeddings, when an image was made
+
+
+def _choose(logits: torch.Tensor, s: Sampling, g: torch.Generator | None) -> torch.Tensor:
+    if s.temperature <= 0:
+        return logits.argmax(-1)
+    logits = logits / s.temperature
+    if s.top_k:
+        kth = logits.topk(min(s.top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(logits.softmax(-1), 1, generator=g).squeeze(-1)
+
+
+class _Stepper:
+    """Runs the LLM over left-padded inputs, one chunk at a time, keeping a KV cache."""
+
+    def __init__(self, model: UnifiedVLM, embeds: torch.Tensor, mask: torch.Tensor):
+        self.model = model
+        self.mask = mask
+        self.positions = (mask.cumsum(-1) - 1).clamp_min(0)
+        self.cache = DynamicCache(config=model.llm.config)
+        self.hidden, self.logits = self._run(embeds, self.positions)
+
+    def _run(self, embeds, positions):
+        out = self.model.llm(inputs_embeds=embeds, attention_mask=self.mask, position_ids=positions,
+                             cache=self.cache, use_cache=True, output_hidden_states=True)
+        return out.hidden_states[-1][:, -1], out.logits[:, -1].float()
+
+    def step(self, embeds: torch.Tensor) -> None:
+        """Append one position (B, 1, H) to every row."""
+        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
+        next_pos = self.positions[:, -1:] + 1
+        self.positions = torch.cat([self.positions, next_pos], dim=1)
+        self.hidden, self.logits = self._run(embeds, next_pos)
+
+
+def _left_pad(prompts: list[Encoded], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    length = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
+    kinds = torch.full((len(prompts), length), TEXT, dtype=torch.long)
+    mask = torch.zeros((len(prompts), length), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        n = len(p)
+        ids[i, length - n:] = torch.from_numpy(p.input_ids)
+        kinds[i, length - n:] = torch.from_numpy(p.kinds.astype("int64"))
+        mask[i, length - n:] = 1
+    return ids, kinds, mask
+
+
+@torch.no_grad()
+def decode_batch(model: UnifiedVLM, prompts: list[Encoded], und_features: torch.Tensor | None, *,
+                 pad_id: int, eos_id: int, boi_id: int, max_new_tokens: int = 24, n_vision: int = 0,
+                 sampling: Sampling | None = None, uncond: list[Encoded] | None = None) -> list[Output]:
+    """Decode a batch with a KV cache. und_features: (n_und_slots, D) packed in slot order.
+
+    `uncond`: the unconditional prompts for classifier-free guidance (one per prompt).
+    """
+    sampling = sampling or Sampling()
+    g = torch.Generator().manual_seed(sampling.seed) if sampling.temperature > 0 else None
+    device = next(model.parameters()).device
+    b = len(prompts)
+    guided = uncond is not None and sampling.cfg_scale != 1.0
+    rows = prompts + (uncond if guided else [])
+    ids, kinds, mask = _left_pad(rows, pad_id)
+    if guided and und_features is not None:
+        raise ValueError("classifier-free guidance applies to text-to-image prompts")
+    batch = Batch(ids, mask, ids, kinds, und_features, None).to(device)
+    stepper = _Stepper(model, model.embed(batch), batch.attention_mask)
+    embed_tokens = model.llm.get_input_embeddings()
+    outputs = [Output() for _ in range(b)]
+    done = torch.zeros(b, dtype=torch.bool)
+    # A prompt that already ends in <boi> (the caller opened the image) starts in image mode.
+    in_image = torch.tensor([int(p.input_ids[-1]) == boi_id and n_vision > 0 for p in prompts])
+    vision: list[list[torch.Tensor]] = [[] for _ in range(b)]
+    for _ in range(max_new_tokens + n_vision):
+        if done.all():
+            break
+        h = stepper.hidden
+        next_embeds = torch.zeros(len(rows), 1, h.shape[-1], dtype=h.dtype, device=device)
+        text_tokens = stepper.logits[:b].argmax(-1).cpu()
+        image_rows = in_image & ~done
+        if image_rows.any():
+            out = model.generation_head(h)
+            if model.generation_head.discrete:
+                logits = out.float()
+                if guided:
+                    logits = logits[b:] + sampling.cfg_scale * (logits[:b] - logits[b:])
+                    logits = torch.cat([logits, logits])
+                chosen = _choose(logits[:b], sampling, g)
+                targets = torch.cat([chosen, chosen]) if guided else chosen
+            else:
+                targets = out[:b] if not guided else torch.cat([out[:b], out[:b]])
+            fed = model.generate_input(targets.to(device))
+            for i in image_rows.nonzero().flatten().tolist():
+                vision[i].append(targets[i].detach().cpu())
+                next_embeds[i, 0] = fed[i]
+                if guided:
+                    next_embeds[b + i, 0] = fed[b + i]
+                if len(vision[i]) == n_vision:
+                    done[i] = True
+        for i in (~in_image & ~done).nonzero().flatten().tolist():
+            token = int(text_tokens[i])
+            outputs[i].text_ids.append(token)
+            if token == eos_id or len(outputs[i].text_ids) >= max_new_tokens:
+                done[i] = True
+            elif token == boi_id and n_vision > 0:
+                in_image[i] = True
+            next_embeds[i, 0] = embed_tokens(torch.tensor([token], device=device))[0]
+            if guided:
+                next_embeds[b + i, 0] = next_embeds[i, 0]
+        if done.all():
+            break
+        stepper.step(next_embeds)
+    for i in range(b):
+        if vision[i]:
+            outputs[i].vision = torch.stack(vision[i])
+    return outputs
+
+
+@torch.no_grad()
+def decode_reference(model: UnifiedVLM, prompt: Encoded, und_features: torch.Tensor | None, *,
+                     eos_id: int, boi_id: int, max_new_tokens: int = 24, n_vision: int = 0) -> Output:
+    """The authors' way: batch size 1, the whole sequence re-run for every new token. Greedy."""
+    device = next(model.parameters()).device
+    ids = torch.from_numpy(prompt.input_ids).long()[None]
+    kinds = torch.from_numpy(prompt.kinds.astype("int64"))[None]
+    batch = Batch(ids, torch.ones_like(ids), ids, kinds, und_features, None).to(device)
+    embeds = model.embed(batch)
+    out = Output()
+    vision: list[torch.Tensor] = []
+    while True:
+        result = model.llm(inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long,
+                           device=device), output_hidden_states=True, use_cache=False)
+        last = out.text_ids[-1] if out.text_ids else int(prompt.input_ids[-1])
+        if vision or (last == boi_id and n_vision > 0):
+            head = model.generation_head(result.hidden_states[-1][:, -1])
+            target = head.argmax(-1) if model.generation_head.discrete else head
+            vision.append(target[0].cpu())
+            nxt = model.generate_input(target)
+            if len(vision) == n_vision:
+                break
+        else:
+            token = int(result.logits[0, -1].argmax())
+            out.text_ids.append(token)
+            if token == eos_id or len(out.text_ids) >= max_new_tokens:
+                break
+            nxt = model.llm.get_input_embeddings()(torch.tensor([token], device=device))
+        embeds = torch.cat([embeds, nxt[:, None].to(embeds.dtype)], dim=1)
+    if vision:
+        out.vision = torch.stack(vision)
+    return out

@@ -1,0 +1,43 @@
+"""A qualitative sheet: what the model draws for N prompts, and how it answers about N images."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from PIL import Image
+
+from uvlm.data.folder import read_records
+from uvlm.data.gallery import contact_sheet
+from uvlm.io import atomic_write_bytes
+
+
+def _short(text: str, width: int = 24) -> list[str]:
+    words, lines, line = text.split(), [], ""
+    for w in words:
+        if len(line) + len(w) + 1 > width:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    return [*lines, line][:4]
+
+
+def qualitative_sheet(path: Path, ctx, rows: list[dict], gen: dict | None, n: int) -> None:
+    """Generated images under their prompts, then test images with answer vs truth."""
+    records = read_records(ctx.test_root)
+    tiles = []
+    if gen is not None and "pixels" in gen:
+        prompts = [r for r in records if r["task"] == "generation"]
+        for r, img in zip(prompts[:n], gen["pixels"][:n], strict=False):
+            text = r["conversations"][0]["value"].split(" smart watch", 1)[-1]
+            tiles.append((Image.fromarray(img.permute(1, 2, 0).numpy()), _short("drew:" + text)))
+    by_id = {r["id"]: r for r in records}
+    for row in rows[:n]:
+        image = Image.open(ctx.test_root / by_id[row["id"]]["image"]).convert("RGB")
+        tiles.append((image, [row["attribute"], f"said: {row['answer'][:20]}", f"true: {row['ground_truth']}"]))
+    if not tiles:
+        return
+    buf = io.BytesIO()
+    contact_sheet(tiles, columns=min(6, len(tiles)), tile=128).save(buf, format="PNG", optimize=True)
+    atomic_write_bytes(Path(path), buf.getvalue())

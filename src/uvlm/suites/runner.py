@@ -1,0 +1,103 @@
+"""Run a suite's jobs: in parallel, one thread each, skipping what is done, resuming the rest.
+
+    results/
+      jobs.json                 the suite's jobs (table, label, seed, run key), merged across suites
+      configs/KEY.yaml          each run's config
+      runs/KEY/                 a run folder (uvlm train) with eval/ (uvlm eval) and wall.json
+
+A job is done when runs/KEY/eval/metrics.json exists (written atomically, last). A killed
+suite is started again with the same command: finished runs are skipped, interrupted ones
+resume from their last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+from uvlm.errors import UvlmError
+from uvlm.io import atomic_write_json, atomic_write_text
+from uvlm.suites.spec import Job
+
+
+def is_done(results: Path, job: Job) -> bool:
+    return (results / "runs" / job.key / "eval" / "metrics.json").exists()
+
+
+def _uvlm(*args: str) -> list[str]:
+    return [sys.executable, "-m", "uvlm.cli", *args]
+
+
+def run_job(job: Job, results: Path) -> dict:
+    """Train (resuming if interrupted) and evaluate one job; return its wall times."""
+    config = results / "configs" / f"{job.key}.yaml"
+    atomic_write_text(config, yaml.safe_dump(job.config, sort_keys=False))
+    run = results / "runs" / job.key
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    times = {}
+    for step, cmd in (("train", _uvlm("train", "--config", str(config), "--out", str(run), "--resume")),
+                      ("eval", _uvlm("eval", str(run)))):
+        start = time.perf_counter()
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        times[f"{step}_seconds"] = round(time.perf_counter() - start, 1)
+        if done.returncode != 0:
+            lines = done.stderr.strip().splitlines()
+            raise UvlmError(f"{job.key}: {step} failed: {lines[-1] if lines else done.returncode}")
+    atomic_write_json(run / "wall.json", times)
+    return times
+
+
+def record_jobs(results: Path, jobs: list[Job]) -> None:
+    """Merge these jobs into results/jobs.json (other suites' jobs are kept)."""
+    path = results / "jobs.json"
+    known = json.loads(path.read_text()) if path.exists() else []
+    entries = {(e["table"], e["label"], e["seed"]): e for e in known}
+    for j in jobs:
+        entries[(j.table, j.label, j.seed)] = {"table": j.table, "label": j.label, "seed": j.seed, "key": j.key}
+    atomic_write_json(path, sorted(entries.values(), key=lambda e: (e["table"], e["label"], e["seed"])))
+
+
+def run_suite(jobs: list[Job], results: Path, workers: int, echo: Callable[[str], None] = print,
+              execute: Callable[[Job, Path], dict] = run_job) -> dict:
+    """Run every job not yet done, `workers` at a time. Returns {key: wall times or error}."""
+    results = Path(results)
+    results.mkdir(parents=True, exist_ok=True)
+    record_jobs(results, jobs)
+    unique = {j.key: j for j in jobs}
+    pending = [j for j in unique.values() if not is_done(results, j)]
+    echo(f"{len(unique)} runs: {len(unique) - len(pending)} done, {len(pending)} to run, {workers} at a time")
+    outcome: dict = {}
+
+    def one(job: Job) -> tuple[str, dict]:
+        try:
+            return job.key, execute(job, results)
+        except UvlmError as e:
+            return job.key, {"error": str(e)}
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for i, (key, result) in enumerate(pool.map(one, pending), start=1):
+            outcome[key] = result
+            status = result.get("error") or (f"train {result.get('train_seconds')} s, "
+                                             f"eval {result.get('eval_seconds')} s")
+            echo(f"[{i}/{len(pending)}] {key}: {status}")
+    failed = [k for k, r in outcome.items() if "error" in r]
+    if failed:
+        raise UvlmError(f"{len(failed)} runs failed (first: {outcome[failed[0]]['error']}); "
+                        "fix and run the same command again")
+    return outcome
+
+
+def job_index(results: Path) -> list[dict]:
+    path = Path(results) / "jobs.json"
+    if not path.exists():
+        raise UvlmError(f"{results} holds no suite results (missing jobs.json); run `uvlm suite run` first")
+    return json.loads(path.read_text())
+

@@ -1,0 +1,133 @@
+"""Which runs each suite needs: the paper's tables expanded into jobs.
+
+A job is one training run plus its evaluation. Its folder name is its label and a hash of
+its config, so a run that two suites share (SigLIP_u appears in A3 and Table 1) is trained
+once. Every comparison of a unified model with its `_u` model also gets a step-matched
+control: the `_u` model trained for as many optimizer steps as the unified one, its
+understanding data repeated, so that "more steps" is never mistaken for "generation helps".
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from uvlm.errors import UvlmError
+from uvlm.model.names import parse_name
+from uvlm.suites.presets import A3_ROWS, BIASED_ROWS, PRESETS, row_config
+from uvlm.vision.cache import config_hash
+
+SUITES = ("mutual", "affine", "scaling", "transfer-weather", "transfer-battery", "probe")
+AFFINE_ROWS = ("SigLIP_u", "SigLIP*_u", "VQ_u", "VQ*_u", "VQ_g", "SigLIP-SigLIP", "SigLIP*-SigLIP", "VQ-VQ",
+               "VQ*-VQ")
+PROBE_ROWS = ("SigLIP_u", "SigLIP-SigLIP", "VQ_u", "VQ-VQ")
+DOSES = (0.0, 0.01, 0.05, 0.2)
+DOSE_ROWS = ("SigLIP_u", "SigLIP-SigLIP", "VQ_u", "VQ-VQ")
+# Table A4: thousands of understanding records with 60K generation, and generation swept
+# with 120K understanding. Scaled by the preset's default counts.
+SCALING_UND = (0, 120, 180, 240, 300)
+SCALING_GEN = (0, 30, 60, 90, 120)
+PAPER_UND, PAPER_GEN = 120, 60
+
+
+@dataclass(frozen=True)
+class Job:
+    table: str  # "A3", "T1", "A4", "A5", "A6", "dose-weather", "fig7", ...
+    label: str  # the row: a paper name, or "VQ_u (step-matched)", or a sweep point
+    seed: int
+    config: dict
+
+    @property
+    def key(self) -> str:
+        """The run folder: identical configs (across tables and suites) share one run."""
+        name = self.config["model"]["name"].replace("*", "star")
+        return f"{name}-s{self.seed}-{config_hash(self.config)[:8]}"
+
+
+def _seeded(cfg: dict, seed: int) -> dict:
+    cfg = copy.deepcopy(cfg)
+    cfg["train"]["seed"] = seed
+    return cfg
+
+
+def step_matched(cfg: dict) -> dict:
+    """A `_u` config trained for the steps its unified counterpart takes on the same mix."""
+    train = cfg["data"]["train"]
+    understanding = train["n_vqa"] + train["n_caption"]
+    cfg = copy.deepcopy(cfg)
+    cfg["train"]["epochs"] = (understanding + train["n_generation"]) / understanding
+    return cfg
+
+
+def _rows(table: str, mix: str, names, preset: str, seeds: int, controls: bool = True) -> list[Job]:
+    jobs = []
+    for name in names:
+        for seed in range(seeds):
+            cfg = _seeded(row_config(preset, name, mix), seed)
+            jobs.append(Job(table, name, seed, cfg))
+            if controls and parse_name(name).tasks == "understanding":
+                jobs.append(Job(table, f"{name} (step-matched)", seed, step_matched(cfg)))
+    return jobs
+
+
+def _scaling(preset: str, seeds: int) -> list[Job]:
+    base = PRESETS[preset]["data"]["train"]
+    und_unit = (base["n_vqa"] + base["n_caption"]) / PAPER_UND  # records per paper thousand
+    gen_unit = base["n_generation"] / PAPER_GEN
+    points = [(u, PAPER_GEN) for u in SCALING_UND] + [(PAPER_UND, g) for g in SCALING_GEN if g != PAPER_GEN]
+    jobs = []
+    for und_k, gen_k in points:
+        for seed in range(seeds):
+            cfg = _seeded(row_config(preset, "VQ-VQ"), seed)
+            half = round(und_k * und_unit / 2)
+            cfg["data"]["train"].update({"n_vqa": half, "n_caption": half, "n_generation": round(gen_k * gen_unit)})
+            if und_k == 0:
+                cfg["model"]["name"] = "VQ_g"
+                cfg["data"]["train"].update({"n_vqa": 0, "n_caption": 0})
+            if gen_k == 0:
+                cfg["model"]["name"] = "VQ_u"
+            jobs.append(Job("A4", f"und {und_k}K gen {gen_k}K", seed, cfg))
+    return jobs
+
+
+def _doses(bias: str, preset: str, seeds: int) -> list[Job]:
+    jobs = []
+    for p in DOSES:
+        for name in DOSE_ROWS:
+            for seed in range(seeds):
+                cfg = _seeded(row_config(preset, name, f"{bias}-biased"), seed)
+                cfg["data"]["train"]["bias_vqa_prob"] = p
+                jobs.append(Job(f"dose-{bias}", f"{name} p={p}", seed, cfg))
+    return jobs
+
+
+def expand(suite: str, preset: str = "cpu", seeds: int = 3) -> list[Job]:
+    """The jobs of a suite (or `all`), deduplicated by run key."""
+    if preset not in PRESETS:
+        raise UvlmError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
+    if seeds < 1:
+        raise UvlmError(f"--seeds {seeds} must be >= 1")
+    if suite == "all":
+        return _dedupe([j for s in SUITES for j in expand(s, preset, seeds)])
+    if suite == "mutual":
+        jobs = _rows("A3", "default", A3_ROWS, preset, seeds)
+    elif suite == "affine":
+        jobs = _rows("T1", "default", AFFINE_ROWS, preset, seeds, controls=False)
+    elif suite == "scaling":
+        jobs = _scaling(preset, seeds)
+    elif suite in ("transfer-weather", "transfer-battery"):
+        bias = suite.split("-")[1]
+        jobs = _rows("A5" if bias == "weather" else "A6", f"{bias}-biased", BIASED_ROWS, preset, seeds)
+        jobs += _doses(bias, preset, seeds)
+    elif suite == "probe":
+        jobs = _rows("fig7", "weather-biased", PROBE_ROWS, preset, seeds, controls=False)
+    else:
+        raise UvlmError(f"unknown suite {suite!r}; use one of {', '.join(SUITES)} or all")
+    return _dedupe(jobs)
+
+
+def _dedupe(jobs: list[Job]) -> list[Job]:
+    seen: dict[str, Job] = {}
+    for j in jobs:
+        seen.setdefault(j.key + j.table, j)
+    return list(seen.values())

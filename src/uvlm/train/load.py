@@ -1,0 +1,52 @@
+"""Load a trained run back: its config, encoders, tokenizer and weights (final or a checkpoint)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from safetensors.torch import load_file
+from transformers import AutoTokenizer
+
+from uvlm.errors import UvlmError
+from uvlm.eval.evaluate import EvalContext
+from uvlm.model.names import parse_name
+from uvlm.model.prompt import PromptEncoder
+from uvlm.model.unified import UnifiedVLM
+from uvlm.train.build import build_model, load_spaces
+from uvlm.train.data import resolve_dataset
+from uvlm.train.loop import load_run_config
+
+
+def load_trained(run: Path, checkpoint: int | None = None) -> tuple[UnifiedVLM, EvalContext]:
+    """The model of a run folder with its final weights, or those of checkpoint `checkpoint`."""
+    run = Path(run)
+    cfg = load_run_config(run)
+    weights = run / "weights"
+    if not (weights / "adapters.safetensors").exists():
+        raise UvlmError(f"{run} has no final weights (weights/adapters.safetensors); finish it with "
+                        "`uvlm train --resume` or pass --checkpoint STEP")
+    arch = parse_name(cfg.model.name)
+    in_space, out_space = load_spaces(cfg, arch)
+    tokenizer = AutoTokenizer.from_pretrained(weights / "tokenizer")
+    model = build_model(cfg, in_space, out_space, tokenizer)
+    try:
+        if cfg.model.lora_r > 0:  # the base comes from its own source; the run holds the LoRA weights
+            from peft.utils import set_peft_model_state_dict
+
+            set_peft_model_state_dict(model.llm, load_file(str(weights / "llm" / "adapter_model.safetensors")))
+        else:
+            model.llm = type(model.llm).from_pretrained(weights / "llm")
+        model.load_state_dict(load_file(str(weights / "adapters.safetensors")), strict=False)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise UvlmError(f"the weights in {weights} are missing or corrupt ({type(e).__name__}); "
+                        "retrain or restore them") from None
+    if checkpoint is not None:
+        folder = run / "checkpoints" / f"step-{checkpoint:07d}"
+        if not (folder / "state.json").exists():
+            kept = sorted(int(p.name.split("-")[1]) for p in (run / "checkpoints").glob("step-*"))
+            raise UvlmError(f"{run} has no checkpoint at step {checkpoint}; kept: {kept or 'none'}")
+        model.load_state_dict(load_file(str(folder / "trainable.safetensors")), strict=False)
+    model.eval()
+    prompts = PromptEncoder(tokenizer, (in_space or out_space).n_tokens, (out_space or in_space).n_tokens)
+    ctx = EvalContext(tokenizer, prompts, in_space, out_space, resolve_dataset(cfg.data.test, "test"))
+    return model, ctx

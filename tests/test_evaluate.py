@@ -1,0 +1,105 @@
+"""Evaluation plumbing on a tiny trained model: metrics.json schema, answers, images, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from uvlm.eval.evaluate import METRICS_SCHEMA
+from uvlm.train.config import from_dict
+from uvlm.train.loop import _eval_point, train
+from uvlm.vision import judge as judge_mod
+
+from .helpers import tiny_encoders
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory):
+    return tiny_encoders(tmp_path_factory.mktemp("enc"))
+
+
+@pytest.fixture(autouse=True)
+def toy_judges(tmp_path_factory, monkeypatch):
+    """Untrained judges: the plumbing is under test here, not the judges (test_pretrain)."""
+    monkeypatch.setenv("UVLM_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    torch.manual_seed(0)
+    pixel = judge_mod.PixelJudge(judge_mod.JudgeCNN(64))
+    monkeypatch.setattr(judge_mod, "pretrained_judge", lambda cfg=None, **kw: (pixel, {}))
+
+    class Constant:
+        def answers(self, embeddings):
+            return [{"time": "01:00:00", "weather": "sunny", "weather_pos": "top-left", "battery": "50%",
+                     "battery_pos": "top-right"}] * len(embeddings)
+
+    monkeypatch.setattr(judge_mod, "embedding_judge", lambda space, style=None, **kw: (Constant(), {}))
+
+
+def trained(tmp_path, encoders, name: str):
+    cfg = from_dict({"model": {"name": name, "hidden_size": 48, "layers": 2, "heads": 2, "intermediate_size": 96},
+                     "data": {"train": {"n_vqa": 24, "n_caption": 24, "n_generation": 24},
+                              "test": {"split": "test", "seed": 1, "n_vqa": 12, "n_caption": 0, "n_generation": 6,
+                                       "share_images": False}, **encoders},
+                     "train": {"batch_size": 8, "eval_points": 0, "checkpoint_every": 3, "threads": 1}})
+    out = tmp_path / name
+    train(cfg, out)
+    return out
+
+
+def test_eval_writes_schema_answers_images_and_sheet(cli, tmp_path, encoders):
+    run = trained(tmp_path, encoders, "VQ-VQ")
+    code, _, err = cli("eval", run, "--show", 3)
+    assert code == 0, err
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    for section, keys in METRICS_SCHEMA.items():
+        assert set(keys) <= set(metrics[section])
+    assert metrics["vqa"]["n"]["total"] == 12  # every test question, not a prefix
+    assert metrics["gen"]["n"] == 6
+    answers = [json.loads(x) for x in (run / "eval" / "answers.jsonl").read_text().splitlines()]
+    assert len(answers) == 12 and {"attribute", "ground_truth", "answer", "score"} <= set(answers[0])
+    made = sorted((run / "eval" / "generated").glob("*.png")) if (run / "eval" / "generated").exists() else []
+    assert len(made) == metrics["gen"]["n_images"]
+    assert len((run / "eval" / "generation.jsonl").read_text().splitlines()) == len(made)
+    if made:
+        assert Image.open(made[0]).size == (16, 16)  # the tiny VQ's resolution
+        assert metrics["gen"]["fid"] is not None
+    assert (run / "eval" / "sheet.png").exists()
+    assert "answer_distribution" in metrics
+    code, _, err = cli("eval", run, "--checkpoint", 6)  # the last two checkpoints are kept
+    assert code == 0, err
+    assert (run / "eval-step-6" / "metrics.json").exists()
+
+
+def test_eval_of_siglip_outputs_uses_the_embedding_judge(tmp_path, encoders):
+    from uvlm.eval.evaluate import evaluate_run
+
+    run = trained(tmp_path, encoders, "SigLIP-SigLIP")
+    metrics = evaluate_run(run)
+    assert metrics["gen"]["fid"] is None and metrics["vqa"]["n"]["total"] == 12
+    if metrics["gen"]["n_images"]:
+        assert metrics["gen"]["judge"]["n"]["total"] > 0
+
+
+def test_eval_points_report_vqa(tmp_path, encoders):
+    from uvlm.eval.evaluate import EvalContext
+    from uvlm.train.load import load_trained
+
+    run = trained(tmp_path, encoders, "VQ_u")
+    model, ctx = load_trained(run)
+    assert isinstance(ctx, EvalContext)
+    flat = _eval_point(model, ctx, 6)
+    assert set(flat) == {"vqa_time_acc", "vqa_weather_acc", "vqa_position_acc", "vqa_battery_acc",
+                         "vqa_total_acc"}
+
+
+def test_eval_bad_input(cli, tmp_path, encoders):
+    run = trained(tmp_path, encoders, "VQ_u")
+    code, _, err = cli("eval", run, "--checkpoint", 999)
+    assert code == 2 and "no checkpoint at step 999" in err and len(err.strip().splitlines()) == 1
+    (run / "weights" / "adapters.safetensors").unlink()
+    code, _, err = cli("eval", run)
+    assert code == 2 and "no final weights" in err
+    code, _, err = cli("eval", tmp_path / "nothing")
+    assert code == 2 and "holds no run" in err

@@ -1,0 +1,106 @@
+"""Suites: the right runs for each table, shared runs trained once, skip and resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from uvlm.errors import UvlmError
+from uvlm.io import atomic_write_json
+from uvlm.suites.presets import A3_ROWS, BIASED_ROWS
+from uvlm.suites.runner import run_suite
+from uvlm.suites.spec import DOSES, expand, step_matched
+
+
+def labels(jobs, table):
+    return {j.label for j in jobs if j.table == table}
+
+
+def test_mutual_is_table_a3_with_step_matched_controls():
+    jobs = expand("mutual", "cpu", seeds=3)
+    u_rows = [r for r in A3_ROWS if r.endswith("_u")]
+    assert labels(jobs, "A3") == set(A3_ROWS) | {f"{r} (step-matched)" for r in u_rows}
+    assert len(jobs) == 3 * (len(A3_ROWS) + len(u_rows))
+    assert {j.seed for j in jobs} == {0, 1, 2}
+    vq_u = next(j for j in jobs if j.label == "VQ_u" and j.seed == 0)
+    matched = next(j for j in jobs if j.label == "VQ_u (step-matched)" and j.seed == 0)
+    unified = next(j for j in jobs if j.label == "VQ-VQ" and j.seed == 0)
+    train = unified.config["data"]["train"]
+    records = train["n_vqa"] + train["n_caption"] + train["n_generation"]
+    understanding = train["n_vqa"] + train["n_caption"]
+    # step-matched: as many records seen (hence steps) as the unified run, understanding only
+    assert matched.config["train"]["epochs"] * understanding == pytest.approx(records)
+    assert vq_u.config["train"].get("epochs", 1.0) == 1.0
+    assert matched.key != vq_u.key
+
+
+@pytest.mark.parametrize("suite, table, bias", [("transfer-weather", "A5", "weather"),
+                                                ("transfer-battery", "A6", "battery")])
+def test_transfer_suites(suite, table, bias):
+    jobs = expand(suite, "cpu", seeds=1)
+    rows = labels(jobs, table)
+    assert set(BIASED_ROWS) <= rows
+    assert all(j.config["data"]["train"]["bias"] == bias for j in jobs)
+    doses = [j for j in jobs if j.table == f"dose-{bias}"]
+    assert {j.config["data"]["train"]["bias_vqa_prob"] for j in doses} == set(DOSES)
+    assert all(j.config["data"]["test"].get("bias") is None for j in jobs)
+
+
+def test_shared_runs_are_trained_once():
+    everything = expand("all", "cpu", seeds=1)
+    keys = {j.key for j in everything}
+    siglip_u = [j for j in everything if j.label == "SigLIP_u" and j.config["data"]["train"].get("bias") is None]
+    assert {j.table for j in siglip_u} == {"A3", "T1"} and len({j.key for j in siglip_u}) == 1
+    dose = next(j for j in everything if j.label == "SigLIP_u p=0.05" and j.table == "dose-weather")
+    a5 = next(j for j in everything if j.label == "SigLIP_u" and j.table == "A5")
+    assert dose.key == a5.key  # the A5 run is the dose curve's 0.05 point
+    assert len(keys) < len(everything)
+
+
+def test_scaling_keeps_the_papers_ratios():
+    jobs = expand("scaling", "cpu", seeds=1)
+    default = next(j for j in jobs if j.label == "und 120K gen 60K").config["data"]["train"]
+    double = next(j for j in jobs if j.label == "und 240K gen 60K").config["data"]["train"]
+    assert double["n_vqa"] == 2 * default["n_vqa"] and double["n_generation"] == default["n_generation"]
+    assert next(j for j in jobs if j.label == "und 0K gen 60K").config["model"]["name"] == "VQ_g"
+    assert next(j for j in jobs if j.label == "und 120K gen 0K").config["model"]["name"] == "VQ_u"
+
+
+def test_bad_suite_arguments():
+    with pytest.raises(UvlmError, match="unknown suite"):
+        expand("everything")
+    with pytest.raises(UvlmError, match="unknown preset"):
+        expand("mutual", "gpu")
+    with pytest.raises(UvlmError, match="--seeds 0"):
+        expand("mutual", "cpu", 0)
+
+
+def test_skip_and_resume(tmp_path):
+    jobs = expand("probe", "cpu", seeds=2)
+    ran = []
+
+    def fake(job, results):
+        ran.append(job.key)
+        if len(ran) == 3:
+            raise UvlmError("killed")
+        atomic_write_json(results / "runs" / job.key / "eval" / "metrics.json", {"vqa": None})
+        return {"train_seconds": 1, "eval_seconds": 1}
+
+    with pytest.raises(UvlmError, match="1 runs failed"):
+        run_suite(jobs, tmp_path, workers=1, echo=lambda s: None, execute=fake)
+    assert len(ran) == len(jobs)
+    first = list(ran)
+    ran.clear()
+    run_suite(jobs, tmp_path, workers=2, echo=lambda s: None, execute=fake)
+    assert ran == [first[2]], "only the failed run is run again"
+    ran.clear()
+    run_suite(jobs, tmp_path, workers=2, echo=lambda s: None, execute=fake)
+    assert ran == []
+    index = json.loads((tmp_path / "jobs.json").read_text())
+    assert len(index) == len(jobs) and {e["table"] for e in index} == {"fig7"}
+
+
+def test_step_matched_needs_understanding_data():
+    cfg = expand("mutual", "cpu", 1)[0].config
+    assert step_matched(cfg)["train"]["epochs"] > 1
