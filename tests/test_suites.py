@@ -104,3 +104,31 @@ def test_skip_and_resume(tmp_path):
 def test_step_matched_needs_understanding_data():
     cfg = expand("mutual", "cpu", 1)[0].config
     assert step_matched(cfg)["train"]["epochs"] > 1
+
+
+def test_icon_token_is_the_patch_under_the_icon():
+    from uvlm.data.smartwatch import POSITIONS, Attributes, RenderStyle, layout
+    from uvlm.suites.probe import icon_token
+
+    style = RenderStyle(64, 2.0, 0.32)
+    base = dict(hour=1, minute=2, second=3, weather="sunny", battery=50, face_color=(0, 0, 0))
+    seen = set()
+    for pos in POSITIONS:
+        other = "top-left" if pos != "top-left" else "bottom-right"
+        a = Attributes(**base, weather_pos=pos, battery_pos=other)
+        token = icon_token(a, style, 8)
+        row, col = divmod(token, 8)
+        x0, y0, x1, y1 = layout(a, style).icon
+        assert x0 <= col * 8 and (col + 1) * 8 <= x1 and y0 <= row * 8 and (row + 1) * 8 <= y1
+        seen.add(token)
+    assert len(seen) == 4
+
+
+def test_demo_runs_the_headline_comparisons():
+    from uvlm.suites.demo import DEMO_RECORDS, demo_jobs
+
+    jobs = demo_jobs()
+    assert [(j.table, j.label) for j in jobs] == [("A3", "VQ-VQ"), ("A3", "VQ_u"), ("A3", "VQ_g"),
+                                                  ("A5", "SigLIP_u"), ("A5", "SigLIP-SigLIP")]
+    assert all(j.config["data"]["train"]["n_vqa"] == DEMO_RECORDS for j in jobs)
+    assert {j.config["data"]["train"].get("bias") for j in jobs if j.table == "A5"} == {"weather"}

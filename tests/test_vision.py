@@ -226,3 +226,28 @@ def test_spaces_by_name(tmp_path):
     for bad in ("clip", "siglip:", "vq", "cpu-clip"):
         with pytest.raises(UvlmError, match="unknown encoder"):
             load_space(bad)
+
+
+def test_concurrent_builders_of_one_entry_agree(cache_dir):
+    import threading
+    import time as _time
+
+    results = []
+
+    def build(folder: Path) -> dict:
+        _time.sleep(0.2)  # both builders overlap
+        (folder / "weights.bin").write_bytes(b"same bytes")
+        return {"ok": True}
+
+    def worker():
+        entry, meta = cache.cached_artifact("race", {"a": 1}, build)
+        results.append((entry, (entry / "weights.bin").read_bytes(), meta["info"]))
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 3 and len({r[0] for r in results}) == 1
+    assert all(r[1] == b"same bytes" and r[2] == {"ok": True} for r in results)
+    assert [p.name for p in (cache_dir / "race").iterdir()] == [results[0][0].name]  # no leftovers

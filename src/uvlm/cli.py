@@ -243,6 +243,13 @@ def suite_run(
     if workers < 1:
         raise UvlmError(f"--workers {workers} must be >= 1")
     run_suite(jobs, out, workers, echo=typer.echo)
+    if name in ("probe", "all"):
+        from uvlm.suites.probe import adapter_probe
+
+        for job in {j.key: j for j in jobs if j.table == "fig7"}.values():
+            if not (out / "runs" / job.key / "probe" / "probe.json").exists():
+                result = adapter_probe(out / "runs" / job.key)
+                typer.echo(f"probe {job.key}: weather {result['weather_probe_acc']:.1f}%")
     typer.echo(f"{name}: {len({j.key for j in jobs})} runs done in {out}; `uvlm report {out}` writes the report")
 
 

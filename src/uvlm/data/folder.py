@@ -125,7 +125,7 @@ def build_dataset(cfg: MixtureConfig, out: Path, workers: int = 1,
         "images_sha256": hashlib.sha256("".join(digests).encode()).hexdigest(),
     }
     atomic_write_json(out / MANIFEST, manifest)
-    (out / BUILD_MARKER).unlink()
+    (out / BUILD_MARKER).unlink(missing_ok=True)  # a concurrent builder may have removed it
     return manifest
 
 

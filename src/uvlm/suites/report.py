@@ -244,6 +244,34 @@ def _curves(res: Results) -> dict:
     return curves
 
 
+def _probe_section(res: Results, out: Path, paper: dict) -> tuple[list[str], list[str]]:
+    """Fig 7: linear-probe accuracy of the weather at the icon's adapter output, and t-SNE."""
+    rows, points = [], {}
+    for label in res.labels("fig7"):
+        accs = []
+        for k in res.groups[("fig7", label)]:
+            probe = res.root / "runs" / k / "probe"
+            if (probe / "probe.json").exists():
+                accs.append(json.loads((probe / "probe.json").read_text())["weather_probe_acc"])
+                if label not in points and (probe / "tsne.npy").exists():
+                    points[label] = np.load(probe / "tsne.npy")
+        if accs:
+            ref = paper["fig7_probe"]["rows"].get(label)
+            rows.append(f"| {label} | {len(accs)} | {np.mean(accs):.1f} (min {min(accs):.1f}) | {_fmt(ref)} |")
+    if not rows:
+        return [], []
+    figs = []
+    if points:
+        from uvlm.suites.probe import tsne_figure
+
+        tsne_figure(points, out / "fig-7-tsne.png")
+        figs.append("fig-7-tsne.png")
+    lines = ["## Fig 7: weather in the understanding adapter's output (weather-biased models)", "",
+             "Linear probe, 4,000 train / 1,000 test adapter outputs at the weather icon's token.", "",
+             "| model | seeds | probe accuracy (ours) | paper |", "|---|---|---|---|", *rows, ""]
+    return lines, figs
+
+
 def write_report(results: Path, out: Path) -> Path:
     """Write out/README.md and the figures; return the README's path."""
     res = Results(results)
@@ -265,7 +293,9 @@ def write_report(results: Path, out: Path) -> Path:
                   "Each effect is a difference (or difference of differences) of means, in points; the interval "
                   "and p-value come from the same paired bootstrap. reproduced: interval above 0; not reproduced: "
                   "below 0; inconclusive: contains 0.", "", *verdicts, ""]
-    figures = _figures(res, out)
+    probe_lines, probe_fig = _probe_section(res, out, paper)
+    lines += probe_lines
+    figures = _figures(res, out) + probe_fig
     if figures:
         lines += ["## Figures", "", *[f"![{f}]({f})" for f in figures], ""]
     if wall:

@@ -43,7 +43,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    train: Any = field(default_factory=lambda: {"n_vqa": 8000, "n_caption": 8000, "n_generation": 8000})
+    train: Any = field(default_factory=lambda: {"n_vqa": 12000, "n_caption": 12000, "n_generation": 12000})
     test: Any = field(default_factory=lambda: {"split": "test", "seed": 1, "n_vqa": 1000, "n_caption": 0,
                                                "n_generation": 500, "share_images": False})
     siglip: str = "cpu-siglip"

@@ -64,9 +64,18 @@ def cached_artifact(kind: str, config: dict, build: Callable[[Path], dict],
         files = {p.name: file_digest(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         meta = {"kind": kind, "config": config, "info": info, "files": files}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+        if not rebuild and (done := _verified(entry)) is not None:
+            # Another process built the same entry meanwhile (suites run jobs side by side): use it.
+            shutil.rmtree(tmp)
+            return entry, done
         if entry.exists():
-            shutil.rmtree(entry)
+            shutil.rmtree(entry, ignore_errors=True)
         os.replace(tmp, entry)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if (done := _verified(entry)) is not None:  # lost a race to an identical build
+            return entry, done
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
