@@ -112,6 +112,8 @@ def test_run_folder_and_loss_falls(tmp_path, encoders, env):
     ({"data": {"train": "/nonexistent/dataset"}}, "no dataset at /nonexistent/dataset"),
     ({"train": {"bach_size": 4}}, "unknown key train.bach_size"),
     ({"model": {"affine_place": "middle"}}, "affine_place"),
+    ({"train": {"lr": "fast"}}, "train.lr must be a number"),
+    ({"train": {"batch_size": 2.5}}, "train.batch_size must be a whole number"),
 ])
 def test_bad_configs(tmp_path, encoders, env, change, message):
     cfg = run_config(encoders)
@@ -131,3 +133,10 @@ def test_bad_config_files(tmp_path, env):
                           [["--set", "lr=1"], "use section.key=value"]):
         result = uvlm(["train", *args, "--out", tmp_path / "run"], env)
         assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_numbers_written_the_yaml_1_1_way_are_numbers():
+    from uvlm.train.config import load_config
+
+    cfg = load_config(None, ["train.lr=3e-3", "train.batch_size=8", "model.name=VQ_u"])
+    assert cfg.train.lr == 0.003 and isinstance(cfg.train.lr, float) and cfg.train.batch_size == 8

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache
+from transformers import StaticCache
 
 from uvlm.model.prompt import TEXT, Encoded
 from uvlm.model.unified import Batch, UnifiedVLM
@@ -53,17 +53,21 @@ def _choose(logits: torch.Tensor, s: Sampling, g: torch.Generator | None) -> tor
 class _Stepper:
     """Runs the LLM over left-padded inputs, one chunk at a time, keeping a KV cache."""
 
-    def __init__(self, model: UnifiedVLM, embeds: torch.Tensor, mask: torch.Tensor):
+    def __init__(self, model: UnifiedVLM, embeds: torch.Tensor, mask: torch.Tensor, max_len: int):
         self.model = model
         self.mask = mask
         self.positions = (mask.cumsum(-1) - 1).clamp_min(0)
-        self.cache = DynamicCache(config=model.llm.config)
+        # Preallocated: a growing cache would copy every layer's keys and values at each step.
+        self.cache = StaticCache(config=model.llm.config, max_cache_len=max_len)
         self.hidden, self.logits = self._run(embeds, self.positions)
 
     def _run(self, embeds, positions):
-        out = self.model.llm(inputs_embeds=embeds, attention_mask=self.mask, position_ids=positions,
-                             cache=self.cache, use_cache=True, output_hidden_states=True)
-        return out.hidden_states[-1][:, -1], out.logits[:, -1].float()
+        # The decoder alone: the last position's normed hidden state, and logits for it only.
+        llm = self.model.llm
+        out = llm.get_decoder()(inputs_embeds=embeds, attention_mask=self.mask, position_ids=positions,
+                                cache=self.cache, use_cache=True)
+        last = out.last_hidden_state[:, -1]
+        return last, llm.get_output_embeddings()(last).float()
 
     def step(self, embeds: torch.Tensor) -> None:
         """Append one position (B, 1, H) to every row."""
@@ -95,8 +99,8 @@ def decode_batch(model: UnifiedVLM, prompts: list[Encoded], und_features: torch.
     `uncond`: the unconditional prompts for classifier-free guidance (one per prompt).
     """
     sampling = sampling or Sampling()
-    g = torch.Generator().manual_seed(sampling.seed) if sampling.temperature > 0 else None
     device = next(model.parameters()).device
+    g = torch.Generator(device=device).manual_seed(sampling.seed) if sampling.temperature > 0 else None
     b = len(prompts)
     guided = uncond is not None and sampling.cfg_scale != 1.0
     rows = prompts + (uncond if guided else [])
@@ -104,55 +108,62 @@ def decode_batch(model: UnifiedVLM, prompts: list[Encoded], und_features: torch.
     if guided and und_features is not None:
         raise ValueError("classifier-free guidance applies to text-to-image prompts")
     batch = Batch(ids, mask, ids, kinds, und_features, None).to(device)
-    stepper = _Stepper(model, model.embed(batch), batch.attention_mask)
+    stepper = _Stepper(model, model.embed(batch), batch.attention_mask, ids.shape[1] + max_new_tokens + n_vision)
     embed_tokens = model.llm.get_input_embeddings()
-    outputs = [Output() for _ in range(b)]
-    done = torch.zeros(b, dtype=torch.bool)
+    done = torch.zeros(b, dtype=torch.bool, device=device)
     # A prompt that already ends in <boi> (the caller opened the image) starts in image mode.
-    in_image = torch.tensor([int(p.input_ids[-1]) == boi_id and n_vision > 0 for p in prompts])
-    vision: list[list[torch.Tensor]] = [[] for _ in range(b)]
+    in_image = torch.tensor([int(p.input_ids[-1]) == boi_id and n_vision > 0 for p in prompts], device=device)
+    text = torch.zeros(b, max_new_tokens, dtype=torch.long, device=device)
+    n_text = torch.zeros(b, dtype=torch.long, device=device)
+    vision: torch.Tensor | None = None  # (b, n_vision) ids or (b, n_vision, D), allocated on first use
+    n_vis = torch.zeros(b, dtype=torch.long, device=device)
+    rows_b = torch.arange(b, device=device)
     for _ in range(max_new_tokens + n_vision):
         if done.all():
             break
         h = stepper.hidden
-        next_embeds = torch.zeros(len(rows), 1, h.shape[-1], dtype=h.dtype, device=device)
-        text_tokens = stepper.logits[:b].argmax(-1).cpu()
+        next_embeds = torch.zeros(len(rows), h.shape[-1], dtype=h.dtype, device=device)
         image_rows = in_image & ~done
+        text_rows = ~in_image & ~done
         if image_rows.any():
             out = model.generation_head(h)
             if model.generation_head.discrete:
                 logits = out.float()
                 if guided:
                     logits = logits[b:] + sampling.cfg_scale * (logits[:b] - logits[b:])
-                    logits = torch.cat([logits, logits])
                 chosen = _choose(logits[:b], sampling, g)
-                targets = torch.cat([chosen, chosen]) if guided else chosen
             else:
-                targets = out[:b] if not guided else torch.cat([out[:b], out[:b]])
-            fed = model.generate_input(targets.to(device))
-            for i in image_rows.nonzero().flatten().tolist():
-                vision[i].append(targets[i].detach().cpu())
-                next_embeds[i, 0] = fed[i]
-                if guided:
-                    next_embeds[b + i, 0] = fed[b + i]
-                if len(vision[i]) == n_vision:
-                    done[i] = True
-        for i in (~in_image & ~done).nonzero().flatten().tolist():
-            token = int(text_tokens[i])
-            outputs[i].text_ids.append(token)
-            if token == eos_id or len(outputs[i].text_ids) >= max_new_tokens:
-                done[i] = True
-            elif token == boi_id and n_vision > 0:
-                in_image[i] = True
-            next_embeds[i, 0] = embed_tokens(torch.tensor([token], device=device))[0]
+                chosen = out[:b]
+            targets = torch.cat([chosen, chosen]) if guided else chosen
+            fed = model.generate_input(targets).to(h.dtype)
+            if vision is None:
+                vision = torch.zeros((b, n_vision, *chosen.shape[1:]), dtype=chosen.dtype, device=device)
+            idx = rows_b[image_rows]
+            vision[idx, n_vis[idx]] = chosen[idx]
+            n_vis[idx] += 1
+            next_embeds[idx] = fed[idx]
             if guided:
-                next_embeds[b + i, 0] = next_embeds[i, 0]
+                next_embeds[idx + b] = fed[idx + b]
+            done |= image_rows & (n_vis == n_vision)
+        if text_rows.any():
+            tokens = stepper.logits[:b].argmax(-1)
+            idx = rows_b[text_rows]
+            text[idx, n_text[idx]] = tokens[idx]
+            n_text[idx] += 1
+            emb = embed_tokens(tokens).to(h.dtype)
+            next_embeds[idx] = emb[idx]
+            if guided:
+                next_embeds[idx + b] = emb[idx]
+            finished = text_rows & ((tokens == eos_id) | (n_text >= max_new_tokens))
+            done |= finished
+            in_image |= text_rows & ~finished & (tokens == boi_id) & (n_vision > 0)
         if done.all():
             break
-        stepper.step(next_embeds)
+        stepper.step(next_embeds[:, None])
+    outputs = []
     for i in range(b):
-        if vision[i]:
-            outputs[i].vision = torch.stack(vision[i])
+        v = vision[i, : int(n_vis[i])].cpu() if vision is not None and int(n_vis[i]) > 0 else None
+        outputs.append(Output(text[i, : int(n_text[i])].tolist(), v))
     return outputs
 
 

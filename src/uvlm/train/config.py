@@ -106,12 +106,30 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+def _coerce(value, annotation: str, where: str):
+    """Numbers written as YAML strings ("3e-3" is a string to YAML 1.1) become numbers."""
+    kind = annotation.split("|")[0].strip()
+    if kind not in ("int", "float") or value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and not (kind == "int" and isinstance(value, float)):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UvlmError(f"bad config: {where} must be a number, got {value!r}") from None
+    if kind == "int":
+        if not number.is_integer():
+            raise UvlmError(f"bad config: {where} must be a whole number, got {value!r}")
+        return int(number)
+    return number
+
+
 def _section(cls, values: dict, where: str):
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
     if unknown:
         raise UvlmError(f"bad config: unknown key {where}.{unknown[0]}; known: {', '.join(sorted(known))}")
-    return cls(**values)
+    return cls(**{k: _coerce(v, str(known[k].type), f"{where}.{k}") for k, v in values.items()})
 
 
 def from_dict(d: dict) -> RunConfig:
