@@ -103,3 +103,5 @@ def test_eval_bad_input(cli, tmp_path, encoders):
     assert code == 2 and "no final weights" in err
     code, _, err = cli("eval", tmp_path / "nothing")
     assert code == 2 and "holds no run" in err
+    code, _, err = cli("eval", run, "--inception-weights", tmp_path / "pt_inception.pth")
+    assert code == 2 and "do not exist" in err

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -19,7 +16,6 @@ from uvlm.train.data import collate, load_record_set, resolve_dataset
 
 from .helpers import tiny_encoders
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "paper" / "tables.json"
 PAPER_ROWS = ["SigLIP_u", "SigLIP-VQ", "SigLIP-SigLIP", "VQ_u", "VQ_g", "VQ-SigLIP", "VQ-VQ", "SigLIP*_u",
               "SigLIP*-SigLIP", "VQ*_u", "VQ*-VQ", "SigLIP-SigLIP-D", "VQ-VQ-D"]
 TINY_MODEL = {"hidden_size": 64, "layers": 2, "heads": 2, "intermediate_size": 128}
@@ -54,9 +50,9 @@ def test_names_round_trip():
 
 
 def test_every_table_row_is_a_name():
-    if not SHARED.exists():
-        pytest.skip("shared/paper/tables.json not beside the checkout")
-    tables = json.loads(SHARED.read_text())
+    from uvlm.suites.report import paper_tables
+
+    tables = paper_tables()  # the paper's numbers, shipped inside the package
     for key in ("A3_smartwatch_mutual", "A5_weather_biased", "A6_battery_biased"):
         for name in tables[key]["rows"]:
             assert parse_name(name).name == name

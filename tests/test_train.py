@@ -113,6 +113,8 @@ def test_run_folder_and_loss_falls(tmp_path, encoders, env):
     ({"train": {"bach_size": 4}}, "unknown key train.bach_size"),
     ({"model": {"affine_place": "middle"}}, "affine_place"),
     ({"train": {"lr": "fast"}}, "train.lr must be a number"),
+    ({"data": {"vq": "vq:/nonexistent/vq_ds16_c2i.pt"}}, "VQ checkpoint /nonexistent/vq_ds16_c2i.pt does not exist"),
+    ({"data": {"vq": "clip"}}, "unknown encoder 'clip'"),
     ({"train": {"batch_size": 2.5}}, "train.batch_size must be a whole number"),
 ])
 def test_bad_configs(tmp_path, encoders, env, change, message):

@@ -216,11 +216,13 @@ def eval_command(
     run: Annotated[Path, typer.Argument(help="Run folder (from uvlm train).")],
     checkpoint: Annotated[int | None, typer.Option(help="A checkpoint step instead of the final weights.")] = None,
     show: Annotated[int, typer.Option(help="Write a sheet of N generated images and N answered test images.")] = 0,
+    inception_weights: Annotated[Path | None, typer.Option(
+        help="pytorch-fid / torch-fidelity Inception weights file: adds the paper's Inception FID.")] = None,
 ) -> None:
     """Score a run on the whole test set: VQA accuracy, judged generation, FID/KID."""
     from uvlm.eval.evaluate import evaluate_run
 
-    metrics = evaluate_run(run, checkpoint, show)
+    metrics = evaluate_run(run, checkpoint, show, inception_weights)
     typer.echo(json.dumps({k: metrics[k] for k in ("vqa", "gen")}, indent=1))
 
 

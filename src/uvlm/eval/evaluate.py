@@ -22,6 +22,7 @@ import torch
 
 from uvlm.data.folder import read_manifest, read_records
 from uvlm.data.smartwatch import Attributes
+from uvlm.errors import UvlmError
 from uvlm.eval.decode import Sampling, decode_batch
 from uvlm.eval.vqa import aggregate, score_answer, score_items
 from uvlm.io import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -186,14 +187,23 @@ def vqa_rows_to_jsonl(rows: list[dict]) -> str:
                    + "\n" for r in rows)
 
 
-def evaluate_run(run: Path, checkpoint: int | None = None, show: int = 0) -> dict:
+def evaluate_run(run: Path, checkpoint: int | None = None, show: int = 0,
+                 inception_weights: Path | None = None) -> dict:
     """Evaluate a run folder's final weights (or a checkpoint); write metrics.json, answers.jsonl,
     generated/ (PNG for pixel outputs) and, with show > 0, a qualitative sheet."""
     from uvlm.train.load import load_trained
 
     run = Path(run)
+    if inception_weights is not None and not Path(inception_weights).is_file():
+        raise UvlmError(f"Inception weights {inception_weights} do not exist")
     model, ctx = load_trained(run, checkpoint)
     metrics, rows, gen = evaluate_model(model, ctx)
+    if inception_weights is not None and gen is not None and "pixels" in gen:
+        from uvlm.eval.image_metrics import inception_fid
+
+        prompts = [r for r in read_records(ctx.test_root) if r["task"] == "generation"]
+        real = load_images([ctx.test_root / r["image"] for r in prompts])
+        metrics["gen"]["inception_fid"] = inception_fid(real, gen["pixels"], Path(inception_weights))
     metrics["checkpoint"] = checkpoint if checkpoint is not None else "final"
     check_schema(metrics)
     out = run / ("eval" if checkpoint is None else f"eval-step-{checkpoint}")
