@@ -218,11 +218,20 @@ def eval_command(
     show: Annotated[int, typer.Option(help="Write a sheet of N generated images and N answered test images.")] = 0,
     inception_weights: Annotated[Path | None, typer.Option(
         help="pytorch-fid / torch-fidelity Inception weights file: adds the paper's Inception FID.")] = None,
+    temperature: Annotated[float, typer.Option(help="VQ ids: 0 = greedy, else sampled.")] = 0.0,
+    top_k: Annotated[int, typer.Option(help="VQ ids: sample from the k most likely (0 = all).")] = 0,
+    cfg_scale: Annotated[float, typer.Option(help="Classifier-free guidance scale (1 = none).")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of the sampling.")] = 0,
 ) -> None:
     """Score a run on the whole test set: VQA accuracy, judged generation, FID/KID."""
+    from uvlm.eval.decode import Sampling
     from uvlm.eval.evaluate import evaluate_run
 
-    metrics = evaluate_run(run, checkpoint, show, inception_weights)
+    if temperature < 0 or top_k < 0 or cfg_scale <= 0:
+        raise UvlmError("--temperature and --top-k must be >= 0 and --cfg-scale > 0")
+    sampling = Sampling(temperature, top_k, cfg_scale, seed)
+    metrics = evaluate_run(run, checkpoint, show, inception_weights,
+                           None if sampling == Sampling() else sampling)
     typer.echo(json.dumps({k: metrics[k] for k in ("vqa", "gen")}, indent=1))
 
 

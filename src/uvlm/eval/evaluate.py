@@ -96,11 +96,15 @@ def generate_images(model: UnifiedVLM, ctx: EvalContext, records: list[dict], ba
     """The vision tokens each generation prompt yields (None when no image was opened)."""
     tok = ctx.tokenizer
     n = ctx.out_space.n_tokens
+    guided = sampling is not None and sampling.cfg_scale != 1.0
+    # Janus-style unconditional prompt: the same turn with the instruction left out.
+    uncond = ctx.prompts.encode([{"from": "human", "value": ""}]) if guided else None
     results: list[torch.Tensor | None] = []
     for chunk in _batches(records, batch_size):
         prompts = [ctx.prompts.encode(r["conversations"][:1]) for r in chunk]
         outs = decode_batch(model, prompts, None, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id,
-                            boi_id=ctx.prompts.boi_id, max_new_tokens=24, n_vision=n, sampling=sampling)
+                            boi_id=ctx.prompts.boi_id, max_new_tokens=24, n_vision=n, sampling=sampling,
+                            uncond=[uncond] * len(chunk) if guided else None)
         results += [o.vision if o.vision is not None and len(o.vision) == n else None for o in outs]
     return results
 
@@ -149,7 +153,8 @@ def answer_distribution(rows: list[dict], top: int = 5) -> dict:
 
 
 def evaluate_model(model: UnifiedVLM, ctx: EvalContext, vqa_limit: int | None = None,
-                   gen_limit: int | None = None) -> tuple[dict, list[dict], dict | None]:
+                   gen_limit: int | None = None,
+                   sampling: Sampling | None = None) -> tuple[dict, list[dict], dict | None]:
     """metrics (the metrics.json schema), VQA answer rows, generation details."""
     was_training = model.training
     model.eval()
@@ -165,7 +170,7 @@ def evaluate_model(model: UnifiedVLM, ctx: EvalContext, vqa_limit: int | None = 
         metrics["answer_distribution"] = answer_distribution(rows)
     if arch.output_space:
         prompts = [r for r in records if r["task"] == "generation"][:gen_limit]
-        gen = judge_generations(generate_images(model, ctx, prompts), prompts, ctx)
+        gen = judge_generations(generate_images(model, ctx, prompts, sampling=sampling), prompts, ctx)
         metrics["gen"] = {k: v for k, v in gen.items() if k not in ("pixels", "rows")}
     if was_training:
         model.train()
@@ -188,7 +193,7 @@ def vqa_rows_to_jsonl(rows: list[dict]) -> str:
 
 
 def evaluate_run(run: Path, checkpoint: int | None = None, show: int = 0,
-                 inception_weights: Path | None = None) -> dict:
+                 inception_weights: Path | None = None, sampling: Sampling | None = None) -> dict:
     """Evaluate a run folder's final weights (or a checkpoint); write metrics.json, answers.jsonl,
     generated/ (PNG for pixel outputs) and, with show > 0, a qualitative sheet."""
     from uvlm.train.load import load_trained
@@ -197,7 +202,10 @@ def evaluate_run(run: Path, checkpoint: int | None = None, show: int = 0,
     if inception_weights is not None and not Path(inception_weights).is_file():
         raise UvlmError(f"Inception weights {inception_weights} do not exist")
     model, ctx = load_trained(run, checkpoint)
-    metrics, rows, gen = evaluate_model(model, ctx)
+    metrics, rows, gen = evaluate_model(model, ctx, sampling=sampling)
+    if sampling is not None:
+        metrics["sampling"] = {"temperature": sampling.temperature, "top_k": sampling.top_k,
+                               "cfg_scale": sampling.cfg_scale, "seed": sampling.seed}
     if inception_weights is not None and gen is not None and "pixels" in gen:
         from uvlm.eval.image_metrics import inception_fid
 
