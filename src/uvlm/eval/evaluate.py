@@ -28,7 +28,7 @@ from uvlm.eval.vqa import aggregate, score_answer, score_items
 from uvlm.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from uvlm.model.prompt import PromptEncoder
 from uvlm.model.unified import UnifiedVLM
-from uvlm.vision.cache import dataset_images
+from uvlm.vision.cache import cached_features, dataset_images
 from uvlm.vision.space import VisionSpace, load_images
 
 METRICS_SCHEMA = {
@@ -73,11 +73,8 @@ def vqa_answers(model: UnifiedVLM, ctx: EvalContext, records: list[dict], batch_
     """Greedy answers to single-turn VQA records, with what the scorer needs."""
     tok = ctx.tokenizer
     images = {name: i for i, name in enumerate(dataset_images(ctx.test_root))}
-    features = None
-    rows = []
-    from uvlm.vision.cache import cached_features
-
     features = cached_features(ctx.in_space, ctx.test_root)["features"]
+    rows = []
     for chunk in _batches(records, batch_size):
         prompts = [ctx.prompts.encode(r["conversations"][:1]) for r in chunk]
         feats = torch.cat([features[images[r["image"]]] for r in chunk])

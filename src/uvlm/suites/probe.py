@@ -8,7 +8,6 @@ paper's split), and draw a t-SNE of all of them coloured by weather.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +79,3 @@ def tsne_figure(points_by_model: dict[str, np.ndarray], path: Path) -> None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
-
-def probe_summary(path: Path) -> dict:
-    return json.loads(Path(path).read_text())

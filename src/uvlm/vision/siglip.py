@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import torch
 from transformers import SiglipVisionModel
@@ -22,7 +21,7 @@ except ImportError:  # older transformers
     from transformers import SiglipImageProcessor
 
 from uvlm.errors import UvlmError
-from uvlm.vision.space import VisionSpace, file_digest, resize_normalise
+from uvlm.vision.space import VisionSpace, resize_normalise
 
 
 class SiglipSpace(VisionSpace):
@@ -80,8 +79,3 @@ class SiglipSpace(VisionSpace):
             self._fingerprint = "siglip-" + h.hexdigest()[:16]
         return self._fingerprint
 
-
-def folder_fingerprint(folder: Path) -> str:
-    """A cheap fingerprint of a saved folder: the hash of its weight files."""
-    files = sorted(Path(folder).glob("*.safetensors")) + sorted(Path(folder).glob("*.bin"))
-    return hashlib.sha256("".join(file_digest(f) for f in files).encode()).hexdigest()[:16]
