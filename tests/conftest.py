@@ -1,10 +1,12 @@
-"""Shared helpers: run the CLI in-process and capture its exit code and output."""
+"""Shared fixtures: the CLI run in-process, and tiny encoders in the real formats."""
 
 from __future__ import annotations
 
 import pytest
 
 from uvlm.cli import main
+
+from .helpers import tiny_encoders
 
 
 @pytest.fixture
@@ -18,3 +20,9 @@ def cli(capsys):
         return exit_info.value.code, out, err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def encoders(tmp_path_factory) -> dict[str, str]:
+    """Encoder specs of a 16-token VQ and a 16-token SigLIP, built once per test session."""
+    return tiny_encoders(tmp_path_factory.mktemp("enc"))

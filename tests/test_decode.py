@@ -11,13 +11,6 @@ from uvlm.model.prompt import PromptEncoder
 from uvlm.train.build import build_model, build_tokenizer, load_spaces
 from uvlm.train.config import from_dict
 
-from .helpers import tiny_encoders
-
-
-@pytest.fixture(scope="module")
-def encoders(tmp_path_factory):
-    return tiny_encoders(tmp_path_factory.mktemp("enc"))
-
 
 def model_for(name: str, encoders: dict):
     cfg = from_dict({"model": {"name": name, "hidden_size": 64, "layers": 2, "heads": 2,

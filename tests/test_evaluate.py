@@ -13,13 +13,6 @@ from uvlm.train.config import from_dict
 from uvlm.train.loop import _eval_point, train
 from uvlm.vision import judge as judge_mod
 
-from .helpers import tiny_encoders
-
-
-@pytest.fixture(scope="module")
-def encoders(tmp_path_factory):
-    return tiny_encoders(tmp_path_factory.mktemp("enc"))
-
 
 @pytest.fixture(autouse=True)
 def toy_judges(tmp_path_factory, monkeypatch):

@@ -14,19 +14,12 @@ from uvlm.train.build import build_model, build_tokenizer, load_spaces
 from uvlm.train.config import from_dict
 from uvlm.train.data import collate, load_record_set, resolve_dataset
 
-from .helpers import tiny_encoders
-
 PAPER_ROWS = ["SigLIP_u", "SigLIP-VQ", "SigLIP-SigLIP", "VQ_u", "VQ_g", "VQ-SigLIP", "VQ-VQ", "SigLIP*_u",
               "SigLIP*-SigLIP", "VQ*_u", "VQ*-VQ", "SigLIP-SigLIP-D", "VQ-VQ-D"]
 TINY_MODEL = {"hidden_size": 64, "layers": 2, "heads": 2, "intermediate_size": 128}
 TINY_DATA = {"train": {"n_vqa": 12, "n_caption": 12, "n_generation": 12},
              "test": {"split": "test", "seed": 1, "n_vqa": 6, "n_caption": 0, "n_generation": 3,
                       "share_images": False}}
-
-
-@pytest.fixture(scope="module")
-def encoders(tmp_path_factory):
-    return tiny_encoders(tmp_path_factory.mktemp("enc"))
 
 
 @pytest.fixture(autouse=True)

@@ -16,14 +16,7 @@ from safetensors.torch import load_file
 
 from uvlm.train.loop import stream_indices
 
-from .helpers import tiny_encoders
-
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def encoders(tmp_path_factory):
-    return tiny_encoders(tmp_path_factory.mktemp("enc"))
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from uvlm.data.folder import read_manifest, read_records
 from uvlm.data.smartwatch import Attributes
 from uvlm.errors import UvlmError
 from uvlm.eval.decode import Sampling, decode_batch
-from uvlm.eval.vqa import aggregate, score_answer, score_items
+from uvlm.eval.vqa import aggregate, score_answer
 from uvlm.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from uvlm.model.prompt import PromptEncoder
 from uvlm.model.unified import UnifiedVLM
@@ -83,8 +83,9 @@ def vqa_answers(model: UnifiedVLM, ctx: EvalContext, records: list[dict], batch_
         for r, o in zip(chunk, outs, strict=True):
             answer = tok.decode(o.text_ids, skip_special_tokens=True).strip()
             attribute = r["named"][0]
-            rows.append({"id": r["id"], "attribute": attribute, "ground_truth": r["conversations"][1]["value"],
-                         "answer": answer})
+            truth = r["conversations"][1]["value"]
+            rows.append({"id": r["id"], "attribute": attribute, "ground_truth": truth, "answer": answer,
+                         "score": round(score_answer(attribute, truth, answer), 4)})
     return rows
 
 
@@ -163,7 +164,7 @@ def evaluate_model(model: UnifiedVLM, ctx: EvalContext, vqa_limit: int | None = 
     if arch.input_space:
         vqa = [r for r in records if r["task"] == "vqa"][:vqa_limit]
         rows = vqa_answers(model, ctx, vqa)
-        metrics["vqa"] = score_items(rows)
+        metrics["vqa"] = aggregate((r["attribute"], r["score"]) for r in rows)
         metrics["answer_distribution"] = answer_distribution(rows)
     if arch.output_space:
         prompts = [r for r in records if r["task"] == "generation"][:gen_limit]
@@ -185,8 +186,7 @@ def check_schema(metrics: dict) -> None:
 
 
 def vqa_rows_to_jsonl(rows: list[dict]) -> str:
-    return "".join(json.dumps({**r, "score": round(score_answer(r["attribute"], r["ground_truth"], r["answer"]), 4)})
-                   + "\n" for r in rows)
+    return "".join(json.dumps(r) + "\n" for r in rows)
 
 
 def evaluate_run(run: Path, checkpoint: int | None = None, show: int = 0,

@@ -51,16 +51,28 @@ def probe_attributes(x_train: np.ndarray, attrs_train: list[dict], x_test: np.nd
     acc, preds = {}, {}
     for key in PROBE_TARGETS:
         acc[key], preds[key] = linear_probe(x_train, ytr[key], x_test, yte[key], seed)
+    return {"accuracy": acc, "vqa": score_against(answers_from_classes(preds), attrs_test)}
+
+
+def answers_from_classes(classes: dict[str, np.ndarray]) -> list[dict[str, str]]:
+    """Per image, the five VQA answers spelled as the model would (hour class 0 reads 12)."""
+    n = len(classes["hour"])
+    return [{
+        "time": f"{int(classes['hour'][i]) or 12:02d}:{int(classes['minute'][i]):02d}:"
+                f"{int(classes['second'][i]):02d}",
+        "weather": WEATHERS[int(classes["weather"][i])],
+        "weather_pos": POSITIONS[int(classes["weather_pos"][i])],
+        "battery": f"{int(classes['battery'][i])}%",
+        "battery_pos": POSITIONS[int(classes["battery_pos"][i])],
+    } for i in range(n)]
+
+
+def score_against(answers: list[dict[str, str]], attributes: list[dict],
+                  named: list[list[str]] | None = None) -> dict:
+    """VQA-rule scores of judged answers; only the attributes each prompt named, if given."""
     scored = []
-    for i, a in enumerate(attrs_test):
-        hour = int(preds["hour"][i]) or 12
-        answers = {
-            "time": f"{hour:02d}:{int(preds['minute'][i]):02d}:{int(preds['second'][i]):02d}",
-            "weather": WEATHERS[preds["weather"][i]],
-            "weather_pos": POSITIONS[preds["weather_pos"][i]],
-            "battery": f"{int(preds['battery'][i])}%",
-            "battery_pos": POSITIONS[preds["battery_pos"][i]],
-        }
+    for i, (ans, a) in enumerate(zip(answers, attributes, strict=True)):
         truth = Attributes.from_dict(a)
-        scored += [(k, score_answer(k, truth.answer(k), answers[k])) for k in answers]
-    return {"accuracy": acc, "vqa": aggregate(scored)}
+        keys = named[i] if named is not None else list(ans)
+        scored += [(k, score_answer(k, truth.answer(k), ans[k])) for k in keys]
+    return aggregate(scored)

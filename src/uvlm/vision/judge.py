@@ -23,10 +23,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from uvlm.data.smartwatch import CPU_STYLE, POSITIONS, WEATHERS, Attributes
+from uvlm.data.smartwatch import CPU_STYLE
 from uvlm.errors import UvlmError
-from uvlm.eval.probe import PROBE_TARGETS, attribute_labels, fit_probe
-from uvlm.eval.vqa import aggregate, score_answer
+from uvlm.eval.probe import PROBE_TARGETS, answers_from_classes, attribute_labels, fit_probe, score_against
 from uvlm.io import atomic_write_json
 from uvlm.vision.cache import cached_artifact
 from uvlm.vision.pretrain import _batches, _cosine_lr, render_pool
@@ -35,30 +34,6 @@ from uvlm.vision.space import VisionSpace
 # Classes of each attribute head.
 HEADS = {"hour": 12, "minute": 60, "second": 60, "weather": 3, "weather_pos": 4, "battery": 101,
          "battery_pos": 4}
-
-
-def answers_from_classes(classes: dict[str, np.ndarray]) -> list[dict[str, str]]:
-    """Per image, the five VQA answers spelled as the model would (hour class 0 reads 12)."""
-    n = len(classes["hour"])
-    return [{
-        "time": f"{int(classes['hour'][i]) or 12:02d}:{int(classes['minute'][i]):02d}:"
-                f"{int(classes['second'][i]):02d}",
-        "weather": WEATHERS[int(classes["weather"][i])],
-        "weather_pos": POSITIONS[int(classes["weather_pos"][i])],
-        "battery": f"{int(classes['battery'][i])}%",
-        "battery_pos": POSITIONS[int(classes["battery_pos"][i])],
-    } for i in range(n)]
-
-
-def score_against(answers: list[dict[str, str]], attributes: list[dict],
-                  named: list[list[str]] | None = None) -> dict:
-    """VQA-rule scores of judged answers; only the attributes each prompt named, if given."""
-    scored = []
-    for i, (ans, a) in enumerate(zip(answers, attributes, strict=True)):
-        truth = Attributes.from_dict(a)
-        keys = named[i] if named is not None else list(ans)
-        scored += [(k, score_answer(k, truth.answer(k), ans[k])) for k in keys]
-    return aggregate(scored)
 
 
 class JudgeCNN(nn.Module):
