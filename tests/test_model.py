@@ -177,3 +177,33 @@ def test_lora_wraps_only_the_llm(tmp_path, encoders):
                    and "trainable_tokens" not in n and not p.requires_grad]
     assert frozen_base, "the base LLM weights stay frozen"
     assert len(tokenizer) == len(tok) + 3
+
+
+def test_standardization_is_fitted_fixed_and_shared_with_the_adapter(encoders):
+    def model_of(name):
+        cfg = from_dict(config(name, encoders))
+        in_space, out_space = load_spaces(cfg, parse_name(name))
+        return build_model(cfg, in_space, out_space, build_tokenizer(cfg))
+
+    g = torch.Generator().manual_seed(0)
+    features = 5 + 3 * torch.randn(50, 4, 8, generator=g)
+    shared = model_of("VQ-VQ")
+    assert shared.output_norm is shared.input_norm
+    shared.fit_standardization(features, torch.randint(0, 16, (50, 4), generator=g))
+    z = shared.input_norm(features.reshape(-1, 8))
+    assert torch.allclose(z.mean(0), torch.zeros(8), atol=1e-5)
+    assert torch.allclose(z.std(0), torch.ones(8), atol=1e-5)
+    assert torch.allclose(shared.understand(features[0]), shared.understanding_adapter(z[:4]), atol=1e-5)
+    assert not any(n.startswith(("input_norm", "output_norm")) for n, _ in shared.named_parameters())
+
+    detached = model_of("VQ-VQ-D")
+    ids = torch.randint(0, 16, (50, 4), generator=g)
+    detached.fit_standardization(features, ids)
+    codes = detached.codebook[ids].reshape(-1, 8)
+    assert torch.allclose(detached.output_norm.mean, codes.mean(0), atol=1e-5)
+    assert not torch.allclose(detached.output_norm.mean, detached.input_norm.mean)
+
+    off = from_dict(config("VQ-VQ", encoders, standardize=False))
+    in_space, out_space = load_spaces(off, parse_name("VQ-VQ"))
+    plain = build_model(off, in_space, out_space, build_tokenizer(off))
+    assert plain.input_norm is None and plain.output_norm is None

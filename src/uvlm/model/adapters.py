@@ -22,6 +22,29 @@ def default_adapter(space: str) -> str:
     return "mlp2" if space == "siglip" else "linear"
 
 
+class Standardize(nn.Module):
+    """A fixed per-dimension standardisation of a vision space, (x - mean) / std.
+
+    Fitted once on the training set's features before training (buffers, never trained), so
+    every space enters its adapter at unit scale: our SigLIP stand-in's tokens have norm ~50
+    and share one dominant direction, against unit-norm VQ codes. Identity until fitted.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1]).double()
+        self.mean.copy_(x.mean(0).float())
+        self.std.copy_(x.std(0).clamp_min(1e-6).float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+
 class AffineDistortion(nn.Module):
     """A fixed, seeded, invertible affine map x -> x A^T + t (the paper's "*" models).
 

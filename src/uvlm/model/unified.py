@@ -1,9 +1,9 @@
 """The unified VLM: any Hugging Face causal LM, driven through `inputs_embeds`.
 
-Understanding: encoder features -> [affine distortion] -> understanding adapter -> placed at
-the prompt's understanding slots. Generation: at each generation slot the input is the
-target (a VQ code vector or a SigLIP feature) through the generation adapter (the
-understanding adapter itself when shared), and the generation head predicts that target
+Understanding: encoder features -> standardisation -> [affine distortion] -> understanding
+adapter -> placed at the prompt's understanding slots. Generation: at each generation slot the
+input is the target (a VQ code vector or a SigLIP feature), standardised, through the
+generation adapter (the understanding adapter itself when shared), and the generation head predicts that target
 from the hidden state one position earlier. Every row of the paper's tables is one
 `Architecture` of this class.
 """
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uvlm.model.adapters import AffineDistortion, default_adapter, make_adapter
+from uvlm.model.adapters import AffineDistortion, Standardize, default_adapter, make_adapter
 from uvlm.model.heads import GenerationHead
 from uvlm.model.names import Architecture
 from uvlm.model.prompt import GENERATE, IGNORE, UNDERSTAND
@@ -54,17 +54,18 @@ class UnifiedVLM(nn.Module):
                  output_space: SpaceInfo | None, *, understanding_adapter: str = "auto",
                  generation_adapter: str = "auto", affine_strength: float = 0.3, affine_seed: int = 0,
                  affine_place: str = "before", image_loss_weight: float | None = None,
-                 codebook: torch.Tensor | None = None):
+                 codebook: torch.Tensor | None = None, standardize: bool = True):
         super().__init__()
         self.arch = arch
         self.llm = llm
         hidden = llm.config.hidden_size
         self.understanding_adapter = self.generation_adapter = self.generation_head = None
-        self.affine = None
+        self.affine = self.input_norm = self.output_norm = None
         self.affine_place = affine_place
         if arch.input_space:
             kind = default_adapter(arch.input_space) if understanding_adapter == "auto" else understanding_adapter
             self.understanding_adapter = make_adapter(kind, input_space.feature_dim, hidden)
+            self.input_norm = Standardize(input_space.feature_dim) if standardize else None
             if arch.affine:
                 if affine_place not in ("before", "after"):
                     raise ValueError(f"affine_place {affine_place!r} must be 'before' or 'after' the adapter")
@@ -73,9 +74,11 @@ class UnifiedVLM(nn.Module):
         if arch.output_space:
             if arch.shared_adapter:
                 self.generation_adapter = self.understanding_adapter
+                self.output_norm = self.input_norm
             else:
                 kind = default_adapter(arch.output_space) if generation_adapter == "auto" else generation_adapter
                 self.generation_adapter = make_adapter(kind, output_space.feature_dim, hidden)
+                self.output_norm = Standardize(output_space.feature_dim) if standardize else None
             out_dim = output_space.vocab_size if output_space.discrete else output_space.feature_dim
             self.generation_head = GenerationHead(hidden, output_space.discrete, out_dim)
             if output_space.discrete:
@@ -93,8 +96,17 @@ class UnifiedVLM(nn.Module):
                                       self.generation_head) if m is not None}
         return [p for m in modules.values() for p in m.parameters()]
 
+    def fit_standardization(self, und_features: torch.Tensor | None, gen_targets: torch.Tensor | None) -> None:
+        """Fit the fixed input standardisations on the training set's vision tensors."""
+        if self.input_norm is not None and und_features is not None:
+            self.input_norm.fit(und_features)
+        if self.output_norm is not None and self.output_norm is not self.input_norm and gen_targets is not None:
+            self.output_norm.fit(self.target_embedding(gen_targets))
+
     def understand(self, features: torch.Tensor) -> torch.Tensor:
         """Encoder features -> LLM input embeddings (the understanding path)."""
+        if self.input_norm is not None:
+            features = self.input_norm(features)
         if self.affine is not None and self.affine_place == "before":
             features = self.affine(features)
         x = self.understanding_adapter(features)
@@ -108,7 +120,8 @@ class UnifiedVLM(nn.Module):
 
     def generate_input(self, targets: torch.Tensor) -> torch.Tensor:
         """A generated (or teacher-forced) vision token -> the LLM's next input embedding."""
-        return self.generation_adapter(self.target_embedding(targets))
+        x = self.target_embedding(targets)
+        return self.generation_adapter(x if self.output_norm is None else self.output_norm(x))
 
     def embed(self, batch: Batch) -> torch.Tensor:
         embeds = self.llm.get_input_embeddings()(batch.input_ids)

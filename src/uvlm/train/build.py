@@ -86,4 +86,5 @@ def build_model(cfg: RunConfig, in_space: VisionSpace | None, out_space: VisionS
     return UnifiedVLM(arch, llm, space_info(in_space), space_info(out_space),
                       understanding_adapter=m.understanding_adapter, generation_adapter=m.generation_adapter,
                       affine_strength=m.affine_strength, affine_seed=m.affine_seed,
-                      affine_place=m.affine_place, image_loss_weight=m.image_loss_weight, codebook=codebook)
+                      affine_place=m.affine_place, image_loss_weight=m.image_loss_weight, codebook=codebook,
+                      standardize=m.standardize)

@@ -39,6 +39,7 @@ class ModelConfig:
     affine_seed: int = 0
     affine_place: str = "before"  # the release's placement; "after" is the paper text's
     image_loss_weight: float | None = None  # None: 0.2 for VQ targets, 1 for SigLIP
+    standardize: bool = True  # fixed per-dimension standardisation of adapter inputs (train-set stats)
 
 
 @dataclass

@@ -217,6 +217,7 @@ def train(cfg: RunConfig, out: Path, resume: bool = False, progress=None) -> dic
 
     eval_ctx = EvalContext(tokenizer, prompts, in_space, out_space, test_root)
     model = build_model(cfg, in_space, out_space, tokenizer)
+    model.fit_standardization(train_set.und_features, train_set.gen_targets)  # deterministic: redone on resume
     adapter_ids = {id(p) for p in model.adapter_parameters()}
     llm_params = [p for p in model.parameters() if p.requires_grad and id(p) not in adapter_ids]
     optimizer = torch.optim.AdamW([{"params": llm_params, "lr": t.lr},
