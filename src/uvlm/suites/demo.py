@@ -5,7 +5,7 @@
 3. runs the headline comparisons, two at a time, one thread each:
    VQ-VQ vs VQ_u vs VQ_g on the default mix; SigLIP_u vs SigLIP-SigLIP on the weather-biased
    set; one seed, and smaller data than the full cpu suite (DEMO_RECORDS records per task
-   instead of the preset's 8,000), so that it fits;
+   instead of the cpu preset's), so that it fits;
 4. writes the report (the same code as `uvlm report`).
 """
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from uvlm.errors import UvlmError
 from uvlm.model.names import parse_name
 from uvlm.suites.presets import A3_ROWS, BIASED_ROWS, PRESETS, row_config
+from uvlm.train.config import from_dict
 from uvlm.vision.cache import config_hash
 
 SUITES = ("mutual", "affine", "scaling", "transfer-weather", "transfer-battery", "probe")
@@ -39,9 +40,13 @@ class Job:
 
     @property
     def key(self) -> str:
-        """The run folder: identical configs (across tables and suites) share one run."""
+        """The run folder: identical configs (across tables and suites) share one run.
+
+        The hash covers the resolved config, defaults included, so a changed default (in code)
+        never passes an old run off as a current one.
+        """
         name = self.config["model"]["name"].replace("*", "star")
-        return f"{name}-s{self.seed}-{config_hash(self.config)[:8]}"
+        return f"{name}-s{self.seed}-{config_hash(from_dict(self.config).to_dict())[:8]}"
 
 
 def _seeded(cfg: dict, seed: int) -> dict:
