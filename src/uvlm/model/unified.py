@@ -3,8 +3,8 @@
 Understanding: encoder features -> standardisation -> [affine distortion] -> understanding
 adapter -> placed at the prompt's understanding slots. Generation: at each generation slot the
 input is the target (a VQ code vector or a SigLIP feature), standardised, through the
-generation adapter (the understanding adapter itself when shared), and the generation head predicts that target
-from the hidden state one position earlier. Every row of the paper's tables is one
+generation adapter (the understanding adapter itself when shared), and the generation head
+predicts that target from the hidden state one position earlier. Every row of the paper's tables is one
 `Architecture` of this class.
 """
 

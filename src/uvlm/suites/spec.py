@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import cached_property
 
 from uvlm.errors import UvlmError
 from uvlm.model.names import parse_name
@@ -38,7 +39,7 @@ class Job:
     seed: int
     config: dict
 
-    @property
+    @cached_property  # validates and hashes the resolved config: once per job, not per use
     def key(self) -> str:
         """The run folder: identical configs (across tables and suites) share one run.
 
