@@ -90,6 +90,8 @@ def test_skip_and_resume(tmp_path):
     with pytest.raises(UvlmError, match="1 runs failed"):
         run_suite(jobs, tmp_path, workers=1, echo=lambda s: None, execute=fake)
     assert len(ran) == len(jobs)
+    seeds = [next(j.seed for j in jobs if j.key == k) for k in ran]
+    assert seeds == sorted(seeds) and seeds[0] != seeds[-1], "runs go seed by seed"
     first = list(ran)
     ran.clear()
     run_suite(jobs, tmp_path, workers=2, echo=lambda s: None, execute=fake)

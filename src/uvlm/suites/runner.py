@@ -72,7 +72,8 @@ def run_suite(jobs: list[Job], results: Path, workers: int, echo: Callable[[str]
     results.mkdir(parents=True, exist_ok=True)
     record_jobs(results, jobs)
     unique = {j.key: j for j in jobs}
-    pending = [j for j in unique.values() if not is_done(results, j)]
+    # Seed by seed, so a suite stopped part-way leaves whole seeds of every row behind.
+    pending = sorted((j for j in unique.values() if not is_done(results, j)), key=lambda j: j.seed)
     echo(f"{len(unique)} runs: {len(unique) - len(pending)} done, {len(pending)} to run, {workers} at a time")
     outcome: dict = {}
 
