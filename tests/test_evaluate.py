@@ -62,7 +62,8 @@ def test_eval_writes_schema_answers_images_and_sheet(cli, tmp_path, encoders):
     assert "answer_distribution" in metrics
     code, _, err = cli("eval", run, "--temperature", 1.0, "--top-k", 8, "--cfg-scale", 2.0, "--seed", 1)
     assert code == 0, err
-    sampled = json.loads((run / "eval" / "metrics.json").read_text())
+    assert json.loads((run / "eval" / "metrics.json").read_text()) == metrics, "the greedy default is kept"
+    sampled = json.loads((run / "eval-t1-k8-cfg2-seed1" / "metrics.json").read_text())
     assert sampled["sampling"] == {"temperature": 1.0, "top_k": 8, "cfg_scale": 2.0, "seed": 1}
     code, _, err = cli("eval", run, "--checkpoint", 6)  # the last two checkpoints are kept
     assert code == 0, err

@@ -223,7 +223,9 @@ def eval_command(
     cfg_scale: Annotated[float, typer.Option(help="Classifier-free guidance scale (1 = none).")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of the sampling.")] = 0,
 ) -> None:
-    """Score a run on the whole test set: VQA accuracy, judged generation, FID/KID."""
+    """Score a run on the whole test set: VQA accuracy, judged generation, FID/KID.
+
+    Writes RUN/eval/ (final weights, greedy); a checkpoint or sampling gets its own folder."""
     from uvlm.eval.decode import Sampling
     from uvlm.eval.evaluate import evaluate_run
 

@@ -192,7 +192,8 @@ def vqa_rows_to_jsonl(rows: list[dict]) -> str:
 def evaluate_run(run: Path, checkpoint: int | None = None, show: int = 0,
                  inception_weights: Path | None = None, sampling: Sampling | None = None) -> dict:
     """Evaluate a run folder's final weights (or a checkpoint); write metrics.json, answers.jsonl,
-    generated/ (PNG for pixel outputs) and, with show > 0, a qualitative sheet."""
+    generated/ (PNG for pixel outputs) and, with show > 0, a qualitative sheet, into the folder
+    `eval_folder` names."""
     from uvlm.train.load import load_trained
 
     run = Path(run)
@@ -211,7 +212,7 @@ def evaluate_run(run: Path, checkpoint: int | None = None, show: int = 0,
         metrics["gen"]["inception_fid"] = inception_fid(real, gen["pixels"], Path(inception_weights))
     metrics["checkpoint"] = checkpoint if checkpoint is not None else "final"
     check_schema(metrics)
-    out = run / ("eval" if checkpoint is None else f"eval-step-{checkpoint}")
+    out = run / eval_folder(checkpoint, sampling)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "answers.jsonl", vqa_rows_to_jsonl(rows))
     if gen is not None:
@@ -224,6 +225,16 @@ def evaluate_run(run: Path, checkpoint: int | None = None, show: int = 0,
         qualitative_sheet(out / "sheet.png", ctx, rows, gen, show)
     atomic_write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def eval_folder(checkpoint: int | None, sampling: Sampling | None) -> str:
+    """Where an evaluation is written inside its run: `eval` is the default (final weights,
+    greedy) that suites and reports read; any other choice gets a folder naming it, so it
+    never replaces the default."""
+    name = "eval" if checkpoint is None else f"eval-step-{checkpoint}"
+    if sampling is not None:
+        name += f"-t{sampling.temperature:g}-k{sampling.top_k}-cfg{sampling.cfg_scale:g}-seed{sampling.seed}"
+    return name
 
 
 def write_pngs(folder: Path, pixels: torch.Tensor) -> None:
