@@ -9,7 +9,7 @@ import pytest
 from uvlm.errors import UvlmError
 from uvlm.io import atomic_write_json
 from uvlm.suites.presets import A3_ROWS, BIASED_ROWS
-from uvlm.suites.runner import run_suite
+from uvlm.suites.runner import run_suite, suite_status
 from uvlm.suites.spec import DOSES, expand, step_matched
 
 
@@ -103,6 +103,24 @@ def test_skip_and_resume(tmp_path):
     assert len(index) == len(jobs) and {e["table"] for e in index} == {"fig7"}
 
 
+def test_status_counts_runs_per_seed(tmp_path):
+    jobs = expand("probe", "cpu", seeds=2)
+    assert suite_status(jobs, tmp_path) == {"seeds": {0: {"done": 0, "started": 0, "to run": 4},
+                                                      1: {"done": 0, "started": 0, "to run": 4}},
+                                            "median_wall_seconds": None}
+    first, second, third = jobs[0], jobs[2], jobs[1]
+    assert (first.seed, second.seed, third.seed) == (0, 0, 1)
+    for job, wall in ((first, 100.0), (second, 300.0)):
+        atomic_write_json(tmp_path / "runs" / job.key / "eval" / "metrics.json", {"vqa": None})
+        atomic_write_json(tmp_path / "runs" / job.key / "wall.json", {"train_seconds": wall - 10, "eval_seconds": 10})
+    (tmp_path / "runs" / third.key / "checkpoints").mkdir(parents=True)
+    status = suite_status(jobs, tmp_path)
+    assert status == {"seeds": {0: {"done": 2, "started": 0, "to run": 2}, 1: {"done": 0, "started": 1, "to run": 3}},
+                      "median_wall_seconds": 200.0}
+    other = expand("mutual", "cpu", seeds=1)
+    assert suite_status(other, tmp_path)["median_wall_seconds"] == 200.0, "falls back to every finished run"
+
+
 def test_step_matched_needs_understanding_data():
     cfg = expand("mutual", "cpu", 1)[0].config
     assert step_matched(cfg)["train"]["epochs"] > 1
@@ -134,3 +152,26 @@ def test_demo_runs_the_headline_comparisons():
                                                   ("A5", "SigLIP_u"), ("A5", "SigLIP-SigLIP")]
     assert all(j.config["data"]["train"]["n_vqa"] == DEMO_RECORDS for j in jobs)
     assert {j.config["data"]["train"].get("bias") for j in jobs if j.table == "A5"} == {"weather"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "mutual", "--workers", "0"], "--workers 0"),
+    (["status", "mutual", "--workers", "-1"], "--workers -1"),
+    (["status", "bogus"], "unknown suite"),
+    (["status", "mutual", "--seeds", "0"], "--seeds 0"),
+])
+def test_bad_suite_command_lines(cli, tmp_path, args, message):
+    code, _, err = cli("suite", *args, "--out", tmp_path / "results")
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "results").exists(), "nothing written"
+
+
+def test_status_command_prints_seeds_and_estimate(cli, tmp_path):
+    job = expand("probe", "cpu", seeds=1)[0]
+    atomic_write_json(tmp_path / "runs" / job.key / "eval" / "metrics.json", {"vqa": None})
+    atomic_write_json(tmp_path / "runs" / job.key / "wall.json", {"train_seconds": 590, "eval_seconds": 10})
+    code, out, err = cli("suite", "status", "probe", "--seeds", 1, "--out", tmp_path, "--workers", 3)
+    assert code == 0, err
+    assert out.splitlines() == ["seed 0: 1 done, 3 to run",
+                                "probe: 3 runs left, at most about 0.5 h of one core (0.2 h with 3 at a time; "
+                                "median run 10.0 min)"]

@@ -237,24 +237,67 @@ def eval_command(
     typer.echo(json.dumps({k: metrics[k] for k in ("vqa", "gen")}, indent=1))
 
 
+# The suite commands' shared arguments.
+SuiteName = Annotated[str, typer.Argument(help="mutual | affine | scaling | transfer-weather | transfer-battery | "
+                                               "probe | all")]
+Preset = Annotated[str, typer.Option(help="cpu | paper")]
+Seeds = Annotated[int, typer.Option(help="Seeds per cell.")]
+Results = Annotated[Path, typer.Option(help="Results folder (shared by suites).")]
+Workers = Annotated[int | None, typer.Option(help="Runs at a time (default: the core count).")]
+
+
+def _workers(workers: int | None) -> int:
+    """A suite's runs at a time: the core count unless given."""
+    from uvlm.data.folder import cpu_count
+
+    if workers is not None and workers < 1:
+        raise UvlmError(f"--workers {workers} must be >= 1")
+    return cpu_count() if workers is None else workers
+
+
+@suite_app.command("status")
+def suite_status_command(
+    name: SuiteName,
+    preset: Preset = "cpu",
+    seeds: Seeds = 3,
+    out: Results = Path("results"),
+    workers: Workers = None,
+) -> None:
+    """Show how far a suite has got, seed by seed, and about how long the rest would take."""
+    from uvlm.suites.runner import suite_status
+    from uvlm.suites.spec import expand
+
+    workers = _workers(workers)
+    status = suite_status(expand(name, preset, seeds), out)
+    left = 0
+    for seed, counts in status["seeds"].items():
+        typer.echo(f"seed {seed}: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n))
+        left += counts["started"] + counts["to run"]
+    median = status["median_wall_seconds"]
+    if not left:
+        typer.echo(f"{name}: every run is done")
+    elif median is None:
+        typer.echo(f"{name}: {left} runs left; no finished run to estimate their time from")
+    else:
+        hours = left * median / 3600
+        typer.echo(f"{name}: {left} runs left, at most about {hours:.1f} h of one core "
+                   f"({hours / min(workers, left):.1f} h with {workers} at a time; median run {median / 60:.1f} min)")
+
+
 @suite_app.command("run")
 def suite_run(
-    name: Annotated[str, typer.Argument(help="mutual | affine | scaling | transfer-weather | transfer-battery | "
-                                             "probe | all")],
-    preset: Annotated[str, typer.Option(help="cpu | paper")] = "cpu",
-    seeds: Annotated[int, typer.Option(help="Seeds per cell.")] = 3,
-    out: Annotated[Path, typer.Option(help="Results folder (shared by suites).")] = Path("results"),
-    workers: Annotated[int | None, typer.Option(help="Runs at a time (default: the core count).")] = None,
+    name: SuiteName,
+    preset: Preset = "cpu",
+    seeds: Seeds = 3,
+    out: Results = Path("results"),
+    workers: Workers = None,
 ) -> None:
     """Train and evaluate every run of a suite; finished runs are skipped, killed ones resume."""
-    from uvlm.data.folder import cpu_count
     from uvlm.suites.runner import run_suite
     from uvlm.suites.spec import expand
 
     jobs = expand(name, preset, seeds)
-    workers = workers or cpu_count()
-    if workers < 1:
-        raise UvlmError(f"--workers {workers} must be >= 1")
+    workers = _workers(workers)
     run_suite(jobs, out, workers, echo=typer.echo)
     if name in ("probe", "all"):
         from uvlm.suites.probe import adapter_probe

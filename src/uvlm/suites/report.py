@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from uvlm.io import atomic_write_text
-from uvlm.suites.runner import job_index
+from uvlm.suites.runner import job_index, wall_seconds
 from uvlm.suites.stats import cell_interval, contrast
 
 COLUMNS = {"time_acc": ("time",), "weather_acc": ("weather",), "position_acc": ("weather_pos", "battery_pos"),
@@ -95,14 +95,8 @@ class Results:
         return out
 
     def wall(self) -> dict[str, float]:
-        times = {}
-        for keys in self.groups.values():
-            for k in keys:
-                path = self.root / "runs" / k / "wall.json"
-                if path.exists():
-                    w = json.loads(path.read_text())
-                    times[k] = w.get("train_seconds", 0) + w.get("eval_seconds", 0)
-        return times
+        times = {k: wall_seconds(self.root, k) for keys in self.groups.values() for k in keys}
+        return {k: t for k, t in times.items() if t is not None}
 
 
 def _cell(scores: np.ndarray | None) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -53,6 +54,42 @@ def run_job(job: Job, results: Path) -> dict:
             raise UvlmError(f"{job.key}: {step} failed: {lines[-1] if lines else done.returncode}")
     atomic_write_json(run / "wall.json", times)
     return times
+
+
+def wall_seconds(results: Path, key: str) -> float | None:
+    """A finished run's wall time (train + eval) from its wall.json, or None."""
+    path = Path(results) / "runs" / key / "wall.json"
+    if not path.exists():
+        return None
+    w = json.loads(path.read_text())
+    return w.get("train_seconds", 0) + w.get("eval_seconds", 0)
+
+
+def suite_status(jobs: list[Job], results: Path) -> dict:
+    """Per seed, how many of the suite's runs are done, started (a run folder without a final
+    evaluation: resumed by the next `suite run`) or not begun; and the median wall time of the
+    done ones (of every finished run in `results` while the suite has none), for an estimate of
+    what is left."""
+    results = Path(results)
+    per_seed: dict[int, dict[str, int]] = {}
+    walls = []
+    for job in {j.key: j for j in jobs}.values():
+        if is_done(results, job):
+            state = "done"
+            wall = wall_seconds(results, job.key)
+            if wall is not None:
+                walls.append(wall)
+        elif (results / "runs" / job.key).exists():
+            state = "started"
+        else:
+            state = "to run"
+        counts = per_seed.setdefault(job.seed, {"done": 0, "started": 0, "to run": 0})
+        counts[state] += 1
+    if not walls:
+        walls = [w for run in sorted((results / "runs").glob("*"))
+                 if (w := wall_seconds(results, run.name)) is not None]
+    median = statistics.median(walls) if walls else None
+    return {"seeds": dict(sorted(per_seed.items())), "median_wall_seconds": median}
 
 
 def record_jobs(results: Path, jobs: list[Job]) -> None:
