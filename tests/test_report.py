@@ -51,4 +51,6 @@ def test_report_at_toy_size(tmp_path):
     assert "89.3" in text  # the paper's VQ-VQ total beside ours
     assert "unified beats understanding-only: VQ-VQ vs VQ_u" in text and "**reproduced**" in text
     assert (tmp_path / "report" / "fig-A3.png").exists() and (tmp_path / "report" / "fig-3-curves.png").exists()
-    assert ("6 runs" in text and "1.4 h" in text) or "total" in text
+    assert "1.05 h of one core for these 6 runs" in text
+    # 6 runs of 630 s done; mutual at 3 seeds is 45 runs: 45 x 630 s = 7.9 h of one core.
+    assert "| mutual | 6 | 1.1 | 45 | 7.9 (3.9) |" in text and "| affine |" not in text
