@@ -7,9 +7,10 @@ import json
 import numpy as np
 
 from uvlm.io import atomic_write_json, atomic_write_text
+from uvlm.model.names import parse_name
 from uvlm.suites.report import write_report
 from uvlm.suites.runner import record_jobs
-from uvlm.suites.spec import Job
+from uvlm.suites.spec import Job, expand
 
 ATTRS = ["time", "weather", "weather_pos", "battery", "battery_pos"]
 
@@ -54,3 +55,30 @@ def test_report_at_toy_size(tmp_path):
     assert "1.05 h of one core for these 6 runs" in text
     # 6 runs of 630 s done; mutual at 3 seeds is 45 runs: 45 x 630 s = 7.9 h of one core.
     assert "| mutual | 6 | 1.1 | 45 | 7.9 (3.9) |" in text and "| affine |" not in text
+
+
+def test_scaling_and_dose_sections(tmp_path):
+    """Known answers: VQA rises with generation data, beats its step-matched control, and the
+    unified models transfer at every dose; each becomes a reproduced verdict and a figure."""
+    results = tmp_path / "results"
+    jobs = expand("scaling", "cpu", seeds=1)
+    jobs += [j for j in expand("transfer-weather", "cpu", seeds=1) if j.table == "dose-weather"]
+    for i, job in enumerate(jobs):
+        train = job.config["data"]["train"]
+        tasks = parse_name(job.config["model"]["name"]).tasks
+        if job.table == "A4":
+            p = 0.55 if "step-matched" in job.label else 0.5 + (tasks == "both") * train["n_generation"] / 120_000
+        else:
+            p = 0.95 if tasks == "both" else 0.2
+        fake_run(results, job, p, i, gen=tasks != "understanding")
+    record_jobs(results, jobs)
+    text = write_report(results, tmp_path / "report").read_text()
+    assert "| VQ-VQ und 240K gen 60K | 1 |" in text and "94.0" in text  # the paper's A4 cell beside ours
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    slope = next(v for k, v in rows.items() if k.startswith("understanding grows with generation data: VQ-VQ"))
+    assert "**reproduced**" in slope
+    assert "**reproduced**" in rows["... VQ-VQ und 120K gen 180K against its step-matched control"]
+    assert "**reproduced**" in rows["knowledge transfers at p=0.0 (weather questions): VQ-VQ vs VQ_u"]
+    assert not any(k.startswith("knowledge transfers at p=0.05") for k in rows)  # A5's own rows test 0.05
+    for name in ("fig-4-scaling.png", "fig-dose-weather.png"):
+        assert (tmp_path / "report" / name).exists() and f"![{name}]" in text

@@ -10,7 +10,7 @@ from uvlm.errors import UvlmError
 from uvlm.io import atomic_write_json
 from uvlm.suites.presets import A3_ROWS, BIASED_ROWS
 from uvlm.suites.runner import run_suite, suite_status
-from uvlm.suites.spec import DOSES, expand, step_matched
+from uvlm.suites.spec import DOSES, SCALING_ROWS, expand, scaling_curves, scaling_rows, step_matched
 
 
 def labels(jobs, table):
@@ -58,13 +58,30 @@ def test_shared_runs_are_trained_once():
     assert len(keys) < len(everything)
 
 
-def test_scaling_keeps_the_papers_ratios():
+def test_scaling_is_table_a4_at_the_papers_ratios():
     jobs = expand("scaling", "cpu", seeds=1)
-    default = next(j for j in jobs if j.label == "und 120K gen 60K").config["data"]["train"]
-    double = next(j for j in jobs if j.label == "und 240K gen 60K").config["data"]["train"]
+    by_label = {j.label: j for j in jobs}
+    train = {label: j.config["data"]["train"] for label, j in by_label.items()}
+    default, double = train["VQ-VQ und 120K gen 60K"], train["VQ-VQ und 240K gen 60K"]
     assert double["n_vqa"] == 2 * default["n_vqa"] and double["n_generation"] == default["n_generation"]
-    assert next(j for j in jobs if j.label == "und 0K gen 60K").config["model"]["name"] == "VQ_g"
-    assert next(j for j in jobs if j.label == "und 120K gen 0K").config["model"]["name"] == "VQ_u"
+    assert train["SigLIP-VQ und 120K gen 180K"]["n_generation"] == 3 * default["n_generation"]
+    # the paper's grid for both of its models; the 0K points are the task-specific models
+    for name in SCALING_ROWS:
+        for sweep in scaling_curves(name).values():
+            assert all(label in by_label for _, label in sweep)
+    assert [k for k, _ in scaling_curves("VQ-VQ")["gen"]] == [0, 60, 90, 120, 180]
+    assert sorted(scaling_rows()) == sorted(by_label)  # the report's row order covers every run
+    assert by_label["VQ_g und 0K gen 60K"].config["model"]["name"] == "VQ_g"
+    assert by_label["SigLIP_u und 120K gen 0K"].config["model"]["name"] == "SigLIP_u"
+    # the 0K and default points are A3's own runs, trained once
+    a3 = {(j.label, j.key) for j in expand("mutual", "cpu", seeds=1)}
+    for label, a3_label in (("VQ_u und 120K gen 0K", "VQ_u"), ("VQ_g und 0K gen 60K", "VQ_g"),
+                            ("SigLIP-VQ und 120K gen 60K", "SigLIP-VQ")):
+        assert (a3_label, by_label[label].key) in a3
+    # every point of the generation sweep has a _u control taking as many steps
+    matched = by_label["VQ_u und 120K gen 180K (step-matched)"].config
+    records = default["n_vqa"] + default["n_caption"]
+    assert matched["train"]["epochs"] * records == records + train["VQ-VQ und 120K gen 180K"]["n_generation"]
 
 
 def test_bad_suite_arguments():

@@ -25,6 +25,7 @@ A3_ROWS = ("SigLIP_u", "SigLIP-VQ", "SigLIP-SigLIP", "VQ_u", "VQ_g", "VQ-SigLIP"
 BIASED_ROWS = ("SigLIP_u", "SigLIP-SigLIP", "SigLIP-SigLIP-D", "SigLIP-VQ", "VQ_u", "VQ-VQ", "VQ-VQ-D",
                "VQ-SigLIP")
 TABLES = {"default": A3_ROWS, "weather-biased": BIASED_ROWS, "battery-biased": BIASED_ROWS}
+BIAS_VQA_PROB = 0.05  # in the biased sets, the chance that a VQA record asks the biased attribute
 BIAS = {"default": None, "weather-biased": "weather", "battery-biased": "battery"}
 
 PAPER_STYLE = {"size": 224, "detail_scale": 1.0, "face_radius": 0.4}
@@ -60,7 +61,7 @@ def row_config(preset: str, name: str, table: str = "default") -> dict:
     cfg = copy.deepcopy(PRESETS[preset])
     cfg["model"] = {"name": name, **cfg["model"]}
     if BIAS[table]:
-        cfg["data"]["train"].update({"bias": BIAS[table], "bias_vqa_prob": 0.05})
+        cfg["data"]["train"].update({"bias": BIAS[table], "bias_vqa_prob": BIAS_VQA_PROB})
     return cfg
 
 

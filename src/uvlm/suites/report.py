@@ -16,16 +16,37 @@ from pathlib import Path
 import numpy as np
 
 from uvlm.io import atomic_write_text
+from uvlm.suites.presets import BIAS_VQA_PROB
 from uvlm.suites.runner import job_index, wall_seconds
-from uvlm.suites.stats import cell_interval, contrast
+from uvlm.suites.spec import (
+    DOSE_PAIRS,
+    DOSES,
+    PAPER_UND,
+    SCALING_ROWS,
+    dose_label,
+    matched_label,
+    scaling_curves,
+    scaling_label,
+    scaling_rows,
+)
+from uvlm.suites.stats import Interval, cell_interval, contrast
 
 COLUMNS = {"time_acc": ("time",), "weather_acc": ("weather",), "position_acc": ("weather_pos", "battery_pos"),
            "battery_acc": ("battery",), "total_acc": ("time", "weather", "weather_pos", "battery", "battery_pos")}
-PAPER_TABLES = {"A3": "A3_smartwatch_mutual", "A5": "A5_weather_biased", "A6": "A6_battery_biased"}
+PAPER_TABLES = {"A3": "A3_smartwatch_mutual", "A4": "A4_smartwatch_scaling", "A5": "A5_weather_biased",
+                "A6": "A6_battery_biased"}
 TITLES = {"A3": "Table A3: mutual benefits (default mix)", "A5": "Table A5: weather-biased understanding data",
           "A6": "Table A6: battery-biased understanding data", "T1": "Table 1 (SmartWatch half): affine map",
           "A4": "Table A4: scaling", "dose-weather": "Dose-response: share of VQA asking weather (ours)",
           "dose-battery": "Dose-response: share of VQA asking battery (ours)", "fig7": "Fig 7 runs"}
+
+
+def paper_rows(paper: dict, table: str) -> dict[str, dict]:
+    """The paper's rows of one of our tables, by our row label."""
+    rows = paper.get(PAPER_TABLES.get(table, ""), {}).get("rows", {})
+    if table == "A4":  # a list of sweep points; both models' 0K-understanding cells are VQ_g's
+        return {scaling_label(r["model"], r["und_k"], r["gen_k"]): r for r in rows}
+    return rows
 
 
 def paper_tables() -> dict:
@@ -47,7 +68,11 @@ class Results:
         return sorted({t for t, _ in self.groups}, key=lambda t: list(TITLES).index(t) if t in TITLES else 99)
 
     def labels(self, table: str) -> list[str]:
-        return [label for t, label in self.groups if t == table]
+        found = [label for t, label in self.groups if t == table]
+        if table == "A4":  # sweep order, not alphabetical ("gen 120K" before "gen 60K")
+            order = scaling_rows()
+            found.sort(key=lambda label: order.index(label) if label in order else len(order))
+        return found
 
     def metrics(self, key: str) -> dict:
         return json.loads((self.root / "runs" / key / "eval" / "metrics.json").read_text())
@@ -106,7 +131,7 @@ def _cell(scores: np.ndarray | None) -> str:
 
 
 def _table(res: Results, table: str, paper: dict) -> str:
-    rows = paper.get(PAPER_TABLES.get(table, ""), {}).get("rows", {})
+    rows = paper_rows(paper, table)
     head = ["model", "seeds", *[c.removesuffix("_acc") for c in COLUMNS], "paper total", "judge (gen)",
             "domain FID", "paper FID"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -157,9 +182,41 @@ FINDINGS = [
 ]
 
 
+def _slope(points: list[tuple[int, str]]) -> list[tuple[float, str]]:
+    """Weights whose weighted sum of row means is the least-squares slope of score on data
+    amount (thousands of records), per 100K records."""
+    x = np.array([k for k, _ in points], dtype=float)
+    w = 100 * (x - x.mean()) / ((x - x.mean()) ** 2).sum()
+    return [(float(wi), label) for wi, (_, label) in zip(w, points, strict=True)]
+
+
+def scaling_findings() -> list[tuple]:
+    """Section 4.1's claim that the benefits grow with data, as slopes over each sweep of A4."""
+    out = []
+    for name in SCALING_ROWS:
+        curves = scaling_curves(name)
+        top_k, top = curves["gen"][-1]
+        out += [
+            (f"understanding grows with generation data: {name} VQA total, points per 100K generation records "
+             f"(understanding fixed at {PAPER_UND}K)", "A4", "total_acc", _slope(curves["gen"])),
+            (f"... {top} against its step-matched control", "A4", "total_acc",
+             [(1, top), (-1, matched_label(name, PAPER_UND, top_k))]),
+            (f"generation grows with understanding data: {name} judge score, points per 100K understanding "
+             "records (generation fixed at 60K)", "A4", "gen", _slope(curves["und"])),
+        ]
+    return out
+
+
+def dose_findings() -> list[tuple]:
+    """Transfer at each share of biased questions; the A5/A6 rows already test the default 0.05."""
+    return [(f"knowledge transfers at p={p} ({bias} questions): {uni} vs {und}", f"dose-{bias}", f"{bias}_acc",
+             [(1, dose_label(uni, p)), (-1, dose_label(und, p))])
+            for bias in ("weather", "battery") for p in DOSES if p != BIAS_VQA_PROB for uni, und in DOSE_PAIRS]
+
+
 def findings(res: Results) -> list[str]:
     lines = ["| finding | effect (points) [95% CI] | p | verdict |", "|---|---|---|---|"]
-    for text, table, column, terms in FINDINGS:
+    for text, table, column, terms in FINDINGS + scaling_findings() + dose_findings():
         mats = [res.gen_scores(table, label) if column == "gen" else res.vqa_scores(table, label, column)
                 for _, label in terms]
         if any(m is None for m in mats):
@@ -192,7 +249,7 @@ def _figures(res: Results, out: Path) -> list[str]:
         means = [c.mean for _, c in keep]
         err = [[c.mean - c.low for _, c in keep], [c.high - c.mean for _, c in keep]]
         ax.bar(x, means, yerr=err, color="#4c72b0", capsize=3, label="ours (mean, 95% CI)")
-        ref = paper[PAPER_TABLES[table]]["rows"]
+        ref = paper_rows(paper, table)
         px = [i for i, (label, _) in enumerate(keep) if ref.get(label, {}).get(column) is not None]
         ax.scatter(px, [ref[keep[i][0]][column] for i in px], color="#dd8452", zorder=3, label="paper")
         ax.set_xticks(x, [label for label, _ in keep], rotation=35, ha="right", fontsize=8)
@@ -218,7 +275,87 @@ def _figures(res: Results, out: Path) -> list[str]:
         fig.savefig(out / "fig-3-curves.png", dpi=110)
         plt.close(fig)
         made.append("fig-3-curves.png")
+    if _scaling_figure(res, out / "fig-4-scaling.png", paper):
+        made.append("fig-4-scaling.png")
+    for bias in ("weather", "battery"):
+        if _dose_figure(res, bias, out / f"fig-dose-{bias}.png"):
+            made.append(f"fig-dose-{bias}.png")
     return made
+
+
+def _interval(res: Results, table: str, label: str, column: str) -> Interval | None:
+    scores = res.gen_scores(table, label) if column == "gen" else res.vqa_scores(table, label, column)
+    return None if scores is None else cell_interval(scores, n_boot=1000)
+
+
+def _errorbar(ax, xs: list, cells: list[Interval | None], **style) -> bool:
+    """Plot the cells that exist as means with 95% intervals; say whether any did."""
+    pts = [(x, c) for x, c in zip(xs, cells, strict=True) if c is not None]
+    if pts:
+        ax.errorbar([x for x, _ in pts], [c.mean for _, c in pts], capsize=3, marker="o",
+                    yerr=[[c.mean - c.low for _, c in pts], [c.high - c.mean for _, c in pts]], **style)
+    return bool(pts)
+
+
+def _scaling_figure(res: Results, path: Path, paper: dict) -> bool:
+    """Fig 4: VQA and judged generation along each data sweep of table A4."""
+    import matplotlib.pyplot as plt
+
+    if not res.labels("A4"):
+        return False
+    ref = paper_rows(paper, "A4")
+    fig, axes = plt.subplots(2, 2, figsize=(9, 6))
+    for row, (sweep, what) in enumerate((("und", "understanding"), ("gen", "generation"))):
+        for col, (column, ylabel) in enumerate((("total_acc", "VQA total_acc"), ("gen", "judge (gen)"))):
+            ax = axes[row, col]
+            for i, name in enumerate(SCALING_ROWS):
+                points = scaling_curves(name)[sweep]
+                xs = [k for k, _ in points]
+                color = f"C{i}"
+                _errorbar(ax, xs, [_interval(res, "A4", label, column) for _, label in points], color=color,
+                          label=f"{name} (ours)")
+                if column == "total_acc":
+                    paper_pts = [(k, ref[label]["total_acc"]) for k, label in points
+                                 if ref.get(label, {}).get("total_acc") is not None]
+                    ax.plot([k for k, _ in paper_pts], [v for _, v in paper_pts], ls=":", marker="x", color=color,
+                            label=f"{name} (paper)")
+                    if sweep == "gen":
+                        ks = [k for k in xs if k]  # the 0K point is the _u model itself
+                        _errorbar(ax, ks, [_interval(res, "A4", matched_label(name, PAPER_UND, k), column) for k in ks],
+                                  color=color, ls="--", mfc="white", label=f"{name}: step-matched _u")
+            ax.set_xlabel(f"thousands of {what} records (paper scale)")
+            ax.set_ylabel(ylabel)
+            ax.legend(fontsize=6)
+    fig.suptitle("Fig 4 (ours): scaling one task's data with the other fixed (table A4)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _dose_figure(res: Results, bias: str, path: Path) -> bool:
+    """Accuracy on the biased attribute against the share of VQA that asks it."""
+    import matplotlib.pyplot as plt
+
+    table = f"dose-{bias}"
+    if not res.labels(table):
+        return False
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    xs = list(range(len(DOSES)))
+    for i, pair in enumerate(DOSE_PAIRS):
+        for name, ls in zip(pair, ("-", "--"), strict=True):
+            _errorbar(ax, xs, [_interval(res, table, dose_label(name, p), f"{bias}_acc") for p in DOSES],
+                      color=f"C{i}", ls=ls, label=name)
+    ax.set_xticks(xs, [str(p) for p in DOSES])
+    ax.set_xlabel(f"share of VQA records asking {bias} (--bias-vqa-prob)")
+    ax.set_ylabel(f"{bias}_acc (unbiased test set)")
+    ax.set_ylim(0, 105)
+    ax.set_title(f"Transfer dose-response ({bias}-biased mix, ours)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def _curves(res: Results) -> dict:

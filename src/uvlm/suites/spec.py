@@ -24,11 +24,14 @@ AFFINE_ROWS = ("SigLIP_u", "SigLIP*_u", "VQ_u", "VQ*_u", "VQ_g", "SigLIP-SigLIP"
                "VQ*-VQ")
 PROBE_ROWS = ("SigLIP_u", "SigLIP-SigLIP", "VQ_u", "VQ-VQ")
 DOSES = (0.0, 0.01, 0.05, 0.2)
+DOSE_PAIRS = (("SigLIP-SigLIP", "SigLIP_u"), ("VQ-VQ", "VQ_u"))  # (unified, understanding-only)
 DOSE_ROWS = ("SigLIP_u", "SigLIP-SigLIP", "VQ_u", "VQ-VQ")
-# Table A4: thousands of understanding records with 60K generation, and generation swept
-# with 120K understanding. Scaled by the preset's default counts.
+# Table A4 (paper section 4.1), in thousands of records: understanding swept with 60K
+# generation, and generation swept with 120K understanding, for VQ-VQ and SigLIP-VQ. Scaled
+# by the preset's default counts (the paper's 120K + 60K mix).
+SCALING_ROWS = ("VQ-VQ", "SigLIP-VQ")
 SCALING_UND = (0, 120, 180, 240, 300)
-SCALING_GEN = (0, 30, 60, 90, 120)
+SCALING_GEN = (0, 60, 90, 120, 180)
 PAPER_UND, PAPER_GEN = 120, 60
 
 
@@ -76,24 +79,68 @@ def _rows(table: str, mix: str, names, preset: str, seeds: int, controls: bool =
     return jobs
 
 
+def scaling_model(name: str, und_k: int, gen_k: int) -> str:
+    """The model a sweep point trains: without understanding data a unified model is its
+    generation-only model, without generation data its understanding-only one."""
+    enc, dec = name.split("-")
+    return f"{dec}_g" if und_k == 0 else f"{enc}_u" if gen_k == 0 else name
+
+
+def scaling_label(name: str, und_k: int, gen_k: int) -> str:
+    return f"{scaling_model(name, und_k, gen_k)} und {und_k}K gen {gen_k}K"
+
+
+def matched_label(name: str, und_k: int, gen_k: int) -> str:
+    """The step-matched `_u` control of a generation-sweep point."""
+    return f"{scaling_model(name, und_k, 0)} und {und_k}K gen {gen_k}K (step-matched)"
+
+
+def scaling_curves(name: str) -> dict[str, list[tuple[int, str]]]:
+    """Each sweep of a unified model as (thousands of records, row label), in order."""
+    return {"und": [(u, scaling_label(name, u, PAPER_GEN)) for u in SCALING_UND],
+            "gen": [(g, scaling_label(name, PAPER_UND, g)) for g in SCALING_GEN]}
+
+
+def scaling_rows() -> list[str]:
+    """Table A4's row labels in sweep order, each once, every control after its point."""
+    rows: list[str] = []
+    for name in SCALING_ROWS:
+        curves = scaling_curves(name)
+        rows += [label for _, label in curves["und"]]
+        for k, label in curves["gen"]:
+            rows += [label, matched_label(name, PAPER_UND, k)] if k else [label]
+    return list(dict.fromkeys(rows))
+
+
 def _scaling(preset: str, seeds: int) -> list[Job]:
     base = PRESETS[preset]["data"]["train"]
     und_unit = (base["n_vqa"] + base["n_caption"]) / PAPER_UND  # records per paper thousand
     gen_unit = base["n_generation"] / PAPER_GEN
-    points = [(u, PAPER_GEN) for u in SCALING_UND] + [(PAPER_UND, g) for g in SCALING_GEN if g != PAPER_GEN]
     jobs = []
-    for und_k, gen_k in points:
-        for seed in range(seeds):
-            cfg = _seeded(row_config(preset, "VQ-VQ"), seed)
-            half = round(und_k * und_unit / 2)
-            cfg["data"]["train"].update({"n_vqa": half, "n_caption": half, "n_generation": round(gen_k * gen_unit)})
-            if und_k == 0:
-                cfg["model"]["name"] = "VQ_g"
-                cfg["data"]["train"].update({"n_vqa": 0, "n_caption": 0})
-            if gen_k == 0:
-                cfg["model"]["name"] = "VQ_u"
-            jobs.append(Job("A4", f"und {und_k}K gen {gen_k}K", seed, cfg))
+    for name in SCALING_ROWS:
+        points = [(u, PAPER_GEN) for u in SCALING_UND] + [(PAPER_UND, g) for g in SCALING_GEN if g != PAPER_GEN]
+        for und_k, gen_k in points:
+            model = scaling_model(name, und_k, gen_k)
+            for seed in range(seeds):
+                # only the counts of the tasks a model trains on change, so the 0K points are
+                # A3's own _u and _g runs (as in the paper, whose 0K cells repeat A3's)
+                cfg = _seeded(row_config(preset, model), seed)
+                half = round(und_k * und_unit / 2)
+                if und_k:
+                    cfg["data"]["train"].update({"n_vqa": half, "n_caption": half})
+                if gen_k:
+                    cfg["data"]["train"]["n_generation"] = round(gen_k * gen_unit)
+                label = scaling_label(name, und_k, gen_k)
+                jobs.append(Job("A4", label, seed, cfg))
+                if und_k == PAPER_UND and gen_k:
+                    control = _seeded(row_config(preset, scaling_model(name, und_k, 0)), seed)
+                    control["data"]["train"]["n_generation"] = cfg["data"]["train"]["n_generation"]
+                    jobs.append(Job("A4", matched_label(name, und_k, gen_k), seed, step_matched(control)))
     return jobs
+
+
+def dose_label(name: str, p: float) -> str:
+    return f"{name} p={p}"
 
 
 def _doses(bias: str, preset: str, seeds: int) -> list[Job]:
@@ -103,7 +150,7 @@ def _doses(bias: str, preset: str, seeds: int) -> list[Job]:
             for seed in range(seeds):
                 cfg = _seeded(row_config(preset, name, f"{bias}-biased"), seed)
                 cfg["data"]["train"]["bias_vqa_prob"] = p
-                jobs.append(Job(f"dose-{bias}", f"{name} p={p}", seed, cfg))
+                jobs.append(Job(f"dose-{bias}", dose_label(name, p), seed, cfg))
     return jobs
 
 
