@@ -103,3 +103,14 @@ def test_eval_bad_input(cli, tmp_path, encoders):
     assert code == 2 and "holds no run" in err
     code, _, err = cli("eval", run, "--inception-weights", tmp_path / "pt_inception.pth")
     assert code == 2 and "do not exist" in err
+
+
+def test_adapter_probe_writes_per_image_correctness(tmp_path, encoders):
+    from uvlm.suites.probe import adapter_probe
+
+    run = trained(tmp_path, encoders, "VQ_u")
+    result = adapter_probe(run, n_train=60, n_test=30)
+    saved = json.loads((run / "probe" / "probe.json").read_text())
+    assert len(saved["correct"]) == 30 and set(saved["correct"]) <= {0, 1}
+    assert saved["weather_probe_acc"] == pytest.approx(100 * sum(saved["correct"]) / 30) == result["weather_probe_acc"]
+    assert (run / "probe" / "tsne.npy").exists()

@@ -82,3 +82,23 @@ def test_scaling_and_dose_sections(tmp_path):
     assert not any(k.startswith("knowledge transfers at p=0.05") for k in rows)  # A5's own rows test 0.05
     for name in ("fig-4-scaling.png", "fig-dose-weather.png"):
         assert (tmp_path / "report" / name).exists() and f"![{name}]" in text
+
+
+def test_probe_section_and_verdicts(tmp_path):
+    """Probe accuracy far above chance (one model) and at chance (another) get opposite verdicts."""
+    results = tmp_path / "results"
+    jobs = expand("probe", "cpu", seeds=2)
+    rng = np.random.default_rng(0)
+    for i, job in enumerate(jobs):
+        fake_run(results, job, 0.5, i, gen=False)
+        p = 0.95 if job.label == "VQ-VQ" else 1 / 3
+        correct = (rng.random(1000) < p).astype(int).tolist()
+        atomic_write_json(results / "runs" / job.key / "probe" / "probe.json",
+                          {"weather_probe_acc": 100 * float(np.mean(correct)), "correct": correct})
+    record_jobs(results, jobs)
+    text = write_report(results, tmp_path / "report").read_text()
+    assert "## Fig 7" in text and "| VQ-VQ | 2 |" in text
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    verdict = {name: rows[f"the probe finds the weather in {name}'s adapter output: accuracy minus chance (33.3)"]
+               for name in ("VQ-VQ", "VQ_u")}
+    assert "**reproduced**" in verdict["VQ-VQ"] and "**reproduced**" not in verdict["VQ_u"]

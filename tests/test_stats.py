@@ -67,3 +67,10 @@ def test_difference_of_differences():
     v, v_star = bernoulli(0.7, seed=11), bernoulli(0.7, seed=12)
     c = contrast([u, u_star, v, v_star], [1, -1, -1, 1], n_boot=3000)
     assert c.verdict == "reproduced" and abs(c.difference.mean - 0.3) < 0.06
+
+
+@pytest.mark.parametrize("p, verdict", [(0.45, "reproduced"), (1 / 3, "inconclusive"), (0.2, "not reproduced")])
+def test_one_model_against_chance(p, verdict):
+    # a probe over three weathers: chance is 1/3
+    c = contrast([bernoulli(p, seed=13)], [1.0], n_boot=3000, baseline=1 / 3)
+    assert c.verdict == verdict and abs(c.difference.mean - (p - 1 / 3)) < 0.03

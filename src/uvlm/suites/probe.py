@@ -47,10 +47,11 @@ def adapter_probe(run: Path, n_train: int = 4000, n_test: int = 1000, seed: int 
         vectors.append(model.understand(picked).float().numpy())
         labels += [WEATHERS.index(a.weather) for a in attrs]
     x, y = np.concatenate(vectors), np.array(labels)
-    accuracy, _ = linear_probe(x[:n_train], y[:n_train], x[n_train:], y[n_train:])
+    accuracy, pred = linear_probe(x[:n_train], y[:n_train], x[n_train:], y[n_train:])
     out = run / "probe"
     out.mkdir(exist_ok=True)
-    result = {"weather_probe_acc": accuracy, "n_train": n_train, "n_test": n_test, "model": model.arch.name}
+    result = {"weather_probe_acc": accuracy, "n_train": n_train, "n_test": n_test, "model": model.arch.name,
+              "correct": (pred == y[n_train:]).astype(int).tolist()}  # per test image, for paired statistics
     if tsne:
         from sklearn.manifold import TSNE
 

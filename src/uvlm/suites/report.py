@@ -12,9 +12,11 @@ import json
 from collections import defaultdict
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
+from uvlm.data.smartwatch import WEATHERS
 from uvlm.io import atomic_write_text
 from uvlm.suites.presets import BIAS_VQA_PROB
 from uvlm.suites.runner import job_index, wall_seconds
@@ -22,6 +24,7 @@ from uvlm.suites.spec import (
     DOSE_PAIRS,
     DOSES,
     PAPER_UND,
+    PROBE_ROWS,
     SCALING_ROWS,
     dose_label,
     matched_label,
@@ -109,6 +112,25 @@ class Results:
             mats.append([100 * made.get(i, 0.0) for i in ids])
         return np.array(mats) if mats else None
 
+    def probe_scores(self, table: str, label: str) -> np.ndarray | None:
+        """(seeds, test images) correctness of the Fig 7 probe, in percent."""
+        rows = []
+        for k in self.groups.get((table, label), []):
+            path = self.root / "runs" / k / "probe" / "probe.json"
+            correct = json.loads(path.read_text()).get("correct") if path.exists() else None
+            if correct is None:
+                return None
+            rows.append(correct)
+        return 100 * np.array(rows, dtype=float) if rows else None
+
+    def scores(self, table: str, label: str, column: str) -> np.ndarray | None:
+        """(seeds, items) scores of a VQA column, of judged generation ("gen") or of the probe ("probe")."""
+        if column == "gen":
+            return self.gen_scores(table, label)
+        if column == "probe":
+            return self.probe_scores(table, label)
+        return self.vqa_scores(table, label, column)
+
     def values(self, table: str, label: str, path: tuple[str, ...]) -> list[float]:
         out = []
         for k in self.groups.get((table, label), []):
@@ -150,35 +172,47 @@ def _fmt(v) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
-# The paper's findings, as (description, table, column, [(weight, label), ...]).
+class Finding(NamedTuple):
+    """A claim of the paper as a contrast: sum of weight x row mean, minus baseline, > 0."""
+
+    text: str
+    table: str
+    column: str  # a VQA column, "gen" (judged generation) or "probe" (Fig 7 probe accuracy)
+    terms: list[tuple[float, str]]  # (weight, row label)
+    baseline: float = 0.0
+
+
 FINDINGS = [
-    ("unified beats understanding-only: SigLIP-SigLIP vs SigLIP_u", "A3", "total_acc",
-     [(1, "SigLIP-SigLIP"), (-1, "SigLIP_u")]),
-    ("... against the step-matched control", "A3", "total_acc",
-     [(1, "SigLIP-SigLIP"), (-1, "SigLIP_u (step-matched)")]),
-    ("unified beats understanding-only: VQ-VQ vs VQ_u", "A3", "total_acc", [(1, "VQ-VQ"), (-1, "VQ_u")]),
-    ("... against the step-matched control", "A3", "total_acc", [(1, "VQ-VQ"), (-1, "VQ_u (step-matched)")]),
-    ("unified beats understanding-only: VQ-SigLIP vs VQ_u", "A3", "total_acc", [(1, "VQ-SigLIP"), (-1, "VQ_u")]),
-    ("aligned beats misaligned: SigLIP-SigLIP vs SigLIP-VQ", "A3", "total_acc",
-     [(1, "SigLIP-SigLIP"), (-1, "SigLIP-VQ")]),
-    ("aligned beats misaligned: VQ-VQ vs VQ-SigLIP", "A3", "total_acc", [(1, "VQ-VQ"), (-1, "VQ-SigLIP")]),
-    ("unified beats generation-only (judge): VQ-VQ vs VQ_g", "A3", "gen", [(1, "VQ-VQ"), (-1, "VQ_g")]),
-    ("unified beats generation-only (judge): SigLIP-VQ vs VQ_g", "A3", "gen", [(1, "SigLIP-VQ"), (-1, "VQ_g")]),
-    ("the affine map hurts unified more than _u: (SigLIP-SigLIP - SigLIP*-SigLIP) - (SigLIP_u - SigLIP*_u)", "T1",
-     "total_acc", [(1, "SigLIP-SigLIP"), (-1, "SigLIP*-SigLIP"), (-1, "SigLIP_u"), (1, "SigLIP*_u")]),
-    ("the affine map hurts unified more than _u: (VQ-VQ - VQ*-VQ) - (VQ_u - VQ*_u)", "T1", "total_acc",
-     [(1, "VQ-VQ"), (-1, "VQ*-VQ"), (-1, "VQ_u"), (1, "VQ*_u")]),
-    ("knowledge transfers (weather-biased, weather questions): SigLIP-SigLIP vs SigLIP_u", "A5", "weather_acc",
-     [(1, "SigLIP-SigLIP"), (-1, "SigLIP_u")]),
-    ("... against the step-matched control", "A5", "weather_acc",
-     [(1, "SigLIP-SigLIP"), (-1, "SigLIP_u (step-matched)")]),
-    ("knowledge transfers (weather-biased, weather questions): VQ-VQ vs VQ_u", "A5", "weather_acc",
-     [(1, "VQ-VQ"), (-1, "VQ_u")]),
-    ("... against the step-matched control", "A5", "weather_acc", [(1, "VQ-VQ"), (-1, "VQ_u (step-matched)")]),
-    ("knowledge transfers (battery-biased, battery questions): SigLIP-SigLIP vs SigLIP_u", "A6", "battery_acc",
-     [(1, "SigLIP-SigLIP"), (-1, "SigLIP_u")]),
-    ("knowledge transfers (battery-biased, battery questions): VQ-VQ vs VQ_u", "A6", "battery_acc",
-     [(1, "VQ-VQ"), (-1, "VQ_u")]),
+    Finding("unified beats understanding-only: SigLIP-SigLIP vs SigLIP_u", "A3", "total_acc",
+            [(1, "SigLIP-SigLIP"), (-1, "SigLIP_u")]),
+    Finding("... against the step-matched control", "A3", "total_acc",
+            [(1, "SigLIP-SigLIP"), (-1, "SigLIP_u (step-matched)")]),
+    Finding("unified beats understanding-only: VQ-VQ vs VQ_u", "A3", "total_acc", [(1, "VQ-VQ"), (-1, "VQ_u")]),
+    Finding("... against the step-matched control", "A3", "total_acc", [(1, "VQ-VQ"), (-1, "VQ_u (step-matched)")]),
+    Finding("unified beats understanding-only: VQ-SigLIP vs VQ_u", "A3", "total_acc", [(1, "VQ-SigLIP"), (-1, "VQ_u")]),
+    Finding("aligned beats misaligned: SigLIP-SigLIP vs SigLIP-VQ", "A3", "total_acc",
+            [(1, "SigLIP-SigLIP"), (-1, "SigLIP-VQ")]),
+    Finding("aligned beats misaligned: VQ-VQ vs VQ-SigLIP", "A3", "total_acc", [(1, "VQ-VQ"), (-1, "VQ-SigLIP")]),
+    Finding("unified beats generation-only (judge): VQ-VQ vs VQ_g", "A3", "gen", [(1, "VQ-VQ"), (-1, "VQ_g")]),
+    Finding("unified beats generation-only (judge): SigLIP-VQ vs VQ_g", "A3", "gen", [(1, "SigLIP-VQ"), (-1, "VQ_g")]),
+    Finding("the affine map hurts unified more than _u: (SigLIP-SigLIP - SigLIP*-SigLIP) - (SigLIP_u - SigLIP*_u)",
+            "T1", "total_acc", [(1, "SigLIP-SigLIP"), (-1, "SigLIP*-SigLIP"), (-1, "SigLIP_u"), (1, "SigLIP*_u")]),
+    Finding("the affine map hurts unified more than _u: (VQ-VQ - VQ*-VQ) - (VQ_u - VQ*_u)", "T1", "total_acc",
+            [(1, "VQ-VQ"), (-1, "VQ*-VQ"), (-1, "VQ_u"), (1, "VQ*_u")]),
+    Finding("knowledge transfers (weather-biased, weather questions): SigLIP-SigLIP vs SigLIP_u", "A5", "weather_acc",
+            [(1, "SigLIP-SigLIP"), (-1, "SigLIP_u")]),
+    Finding("... against the step-matched control", "A5", "weather_acc",
+            [(1, "SigLIP-SigLIP"), (-1, "SigLIP_u (step-matched)")]),
+    Finding("knowledge transfers (weather-biased, weather questions): VQ-VQ vs VQ_u", "A5", "weather_acc",
+            [(1, "VQ-VQ"), (-1, "VQ_u")]),
+    Finding("... against the step-matched control", "A5", "weather_acc", [(1, "VQ-VQ"), (-1, "VQ_u (step-matched)")]),
+    Finding("knowledge transfers (battery-biased, battery questions): SigLIP-SigLIP vs SigLIP_u", "A6",
+            "battery_acc", [(1, "SigLIP-SigLIP"), (-1, "SigLIP_u")]),
+    Finding("... against the step-matched control", "A6", "battery_acc",
+            [(1, "SigLIP-SigLIP"), (-1, "SigLIP_u (step-matched)")]),
+    Finding("knowledge transfers (battery-biased, battery questions): VQ-VQ vs VQ_u", "A6", "battery_acc",
+            [(1, "VQ-VQ"), (-1, "VQ_u")]),
+    Finding("... against the step-matched control", "A6", "battery_acc", [(1, "VQ-VQ"), (-1, "VQ_u (step-matched)")]),
 ]
 
 
@@ -190,39 +224,45 @@ def _slope(points: list[tuple[int, str]]) -> list[tuple[float, str]]:
     return [(float(wi), label) for wi, (_, label) in zip(w, points, strict=True)]
 
 
-def scaling_findings() -> list[tuple]:
+def scaling_findings() -> list[Finding]:
     """Section 4.1's claim that the benefits grow with data, as slopes over each sweep of A4."""
     out = []
     for name in SCALING_ROWS:
         curves = scaling_curves(name)
         top_k, top = curves["gen"][-1]
         out += [
-            (f"understanding grows with generation data: {name} VQA total, points per 100K generation records "
-             f"(understanding fixed at {PAPER_UND}K)", "A4", "total_acc", _slope(curves["gen"])),
-            (f"... {top} against its step-matched control", "A4", "total_acc",
-             [(1, top), (-1, matched_label(name, PAPER_UND, top_k))]),
-            (f"generation grows with understanding data: {name} judge score, points per 100K understanding "
-             "records (generation fixed at 60K)", "A4", "gen", _slope(curves["und"])),
+            Finding(f"understanding grows with generation data: {name} VQA total, points per 100K generation "
+                    f"records (understanding fixed at {PAPER_UND}K)", "A4", "total_acc", _slope(curves["gen"])),
+            Finding(f"... {top} against its step-matched control", "A4", "total_acc",
+                    [(1, top), (-1, matched_label(name, PAPER_UND, top_k))]),
+            Finding(f"generation grows with understanding data: {name} judge score, points per 100K "
+                    "understanding records (generation fixed at 60K)", "A4", "gen", _slope(curves["und"])),
         ]
     return out
 
 
-def dose_findings() -> list[tuple]:
+def dose_findings() -> list[Finding]:
     """Transfer at each share of biased questions; the A5/A6 rows already test the default 0.05."""
-    return [(f"knowledge transfers at p={p} ({bias} questions): {uni} vs {und}", f"dose-{bias}", f"{bias}_acc",
-             [(1, dose_label(uni, p)), (-1, dose_label(und, p))])
+    return [Finding(f"knowledge transfers at p={p} ({bias} questions): {uni} vs {und}", f"dose-{bias}",
+                    f"{bias}_acc", [(1, dose_label(uni, p)), (-1, dose_label(und, p))])
             for bias in ("weather", "battery") for p in DOSES if p != BIAS_VQA_PROB for uni, und in DOSE_PAIRS]
+
+
+def probe_findings() -> list[Finding]:
+    """Fig 7: the weather is linearly decodable from every model's adapter output."""
+    chance = 100 / len(WEATHERS)
+    return [Finding(f"the probe finds the weather in {name}'s adapter output: accuracy minus chance ({chance:.1f})",
+                    "fig7", "probe", [(1, name)], chance) for name in PROBE_ROWS]
 
 
 def findings(res: Results) -> list[str]:
     lines = ["| finding | effect (points) [95% CI] | p | verdict |", "|---|---|---|---|"]
-    for text, table, column, terms in FINDINGS + scaling_findings() + dose_findings():
-        mats = [res.gen_scores(table, label) if column == "gen" else res.vqa_scores(table, label, column)
-                for _, label in terms]
+    for f in FINDINGS + scaling_findings() + dose_findings() + probe_findings():
+        mats = [res.scores(f.table, label, f.column) for _, label in f.terms]
         if any(m is None for m in mats):
             continue
-        c = contrast(mats, [w for w, _ in terms], n_boot=4000)
-        lines.append(f"| {text} | {c.difference.fmt()} | {c.p_value:.3f} | **{c.verdict}** |")
+        c = contrast(mats, [w for w, _ in f.terms], n_boot=4000, baseline=f.baseline)
+        lines.append(f"| {f.text} | {c.difference.fmt()} | {c.p_value:.3f} | **{c.verdict}** |")
     return lines if len(lines) > 2 else []
 
 
@@ -239,8 +279,7 @@ def _figures(res: Results, out: Path) -> list[str]:
         if not labels:
             continue
         column = {"A3": "total_acc", "A5": "weather_acc", "A6": "battery_acc"}[table]
-        cells = [cell_interval(res.vqa_scores(table, label, column), n_boot=1000)
-                 if res.vqa_scores(table, label, column) is not None else None for label in labels]
+        cells = [_interval(res, table, label, column) for label in labels]
         keep = [(label, c) for label, c in zip(labels, cells, strict=True) if c is not None]
         if not keep:
             continue
@@ -284,7 +323,7 @@ def _figures(res: Results, out: Path) -> list[str]:
 
 
 def _interval(res: Results, table: str, label: str, column: str) -> Interval | None:
-    scores = res.gen_scores(table, label) if column == "gen" else res.vqa_scores(table, label, column)
+    scores = res.scores(table, label, column)
     return None if scores is None else cell_interval(scores, n_boot=1000)
 
 

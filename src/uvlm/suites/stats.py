@@ -71,19 +71,21 @@ def cell_interval(scores, n_boot: int = N_BOOT, seed: int = 0) -> Interval:
     return Interval(float(a.mean()), float(low), float(high), a.shape[0], a.shape[1])
 
 
-def contrast(scores: list, weights: list[float], n_boot: int = N_BOOT, seed: int = 0) -> Comparison:
-    """A weighted sum of model means, e.g. (1, -1) for A - B or (1, -1, -1, 1) for a
-    difference of differences; paired over questions, each model's seeds resampled alone."""
+def contrast(scores: list, weights: list[float], n_boot: int = N_BOOT, seed: int = 0,
+             baseline: float = 0.0) -> Comparison:
+    """A weighted sum of model means minus a baseline, e.g. (1, -1) for A - B, (1, -1, -1, 1)
+    for a difference of differences, or (1,) with chance as the baseline; paired over
+    questions, each model's seeds resampled alone."""
     mats = [_as_matrix(x) for x in scores]
     if len({m.shape[1] for m in mats}) != 1:
         raise ValueError("paired comparison needs the same questions for every model")
     n_q = mats[0].shape[1]
     rng = np.random.default_rng(seed)
     q = rng.integers(0, n_q, size=(n_boot, n_q))
-    stat = np.zeros(n_boot)
+    stat = np.full(n_boot, -float(baseline))
     for w, m in zip(weights, mats, strict=True):
         stat += w * _resampled_means(m, q, rng.integers(0, m.shape[0], size=(n_boot, m.shape[0])))
-    observed = float(sum(w * m.mean() for w, m in zip(weights, mats, strict=True)))
+    observed = float(sum(w * m.mean() for w, m in zip(weights, mats, strict=True))) - baseline
     low, high = np.percentile(stat, [2.5, 97.5])
     p = float(min(1.0, 2 * min((stat <= 0).mean(), (stat >= 0).mean())))
     verdict = "reproduced" if low > 0 else "not reproduced" if high < 0 else "inconclusive"
