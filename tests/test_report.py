@@ -102,3 +102,14 @@ def test_probe_section_and_verdicts(tmp_path):
     verdict = {name: rows[f"the probe finds the weather in {name}'s adapter output: accuracy minus chance (33.3)"]
                for name in ("VQ-VQ", "VQ_u")}
     assert "**reproduced**" in verdict["VQ-VQ"] and "**reproduced**" not in verdict["VQ_u"]
+
+
+def test_biased_tables_show_the_papers_held_out_attribute(tmp_path):
+    results = tmp_path / "results"
+    job = next(j for j in expand("transfer-weather", "cpu", seeds=1) if j.table == "A5" and j.label == "SigLIP_u")
+    fake_run(results, job, 0.5, 0, gen=False)
+    record_jobs(results, [job])
+    text = write_report(results, tmp_path / "report").read_text()
+    assert "| paper total | paper weather |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| SigLIP_u | 1 |"))
+    assert "| 78.7 | 28.6 |" in row  # the paper's SigLIP_u: total 78.7, weather 28.6
