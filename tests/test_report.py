@@ -98,6 +98,7 @@ def test_probe_section_and_verdicts(tmp_path):
     record_jobs(results, jobs)
     text = write_report(results, tmp_path / "report").read_text()
     assert "## Fig 7" in text and "| VQ-VQ | 2 |" in text
+    assert "Fig 7 probe" not in text  # no VQA table for the probe's runs: they are A5's
     rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
     verdict = {name: rows[f"the probe finds the weather in {name}'s adapter output: accuracy minus chance (33.3)"]
                for name in ("VQ-VQ", "VQ_u")}

@@ -42,7 +42,7 @@ PAPER_TABLES = {"A3": "A3_smartwatch_mutual", "A4": "A4_smartwatch_scaling", "A5
 TITLES = {"A3": "Table A3: mutual benefits (default mix)", "A5": "Table A5: weather-biased understanding data",
           "A6": "Table A6: battery-biased understanding data", "T1": "Table 1 (SmartWatch half): affine map",
           "A4": "Table A4: scaling", "dose-weather": "Dose-response: share of VQA asking weather (ours)",
-          "dose-battery": "Dose-response: share of VQA asking battery (ours)", "fig7": "Fig 7 runs"}
+          "dose-battery": "Dose-response: share of VQA asking battery (ours)", "fig7": "Fig 7 probe"}
 
 
 def paper_rows(paper: dict, table: str) -> dict[str, dict]:
@@ -487,7 +487,8 @@ def write_report(results: Path, out: Path) -> Path:
              "(a prompt with no complete image scores 0; the paper has no such column). `domain FID`: FID in "
              "the judge's feature space (not comparable to the paper's Inception FID).", ""]
     for table in res.tables():
-        lines += [f"## {TITLES.get(table, table)}", "", _table(res, table, paper), ""]
+        if table != "fig7":  # the probe's runs are A5's; the probe section below shows what is new
+            lines += [f"## {TITLES.get(table, table)}", "", _table(res, table, paper), ""]
     verdicts = findings(res)
     if verdicts:
         lines += ["## The paper's findings, tested on our numbers", "",
