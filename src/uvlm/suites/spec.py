@@ -25,7 +25,7 @@ AFFINE_ROWS = ("SigLIP_u", "SigLIP*_u", "VQ_u", "VQ*_u", "VQ_g", "SigLIP-SigLIP"
 PROBE_ROWS = ("SigLIP_u", "SigLIP-SigLIP", "VQ_u", "VQ-VQ")
 DOSES = (0.0, 0.01, 0.05, 0.2)
 DOSE_PAIRS = (("SigLIP-SigLIP", "SigLIP_u"), ("VQ-VQ", "VQ_u"))  # (unified, understanding-only)
-DOSE_ROWS = ("SigLIP_u", "SigLIP-SigLIP", "VQ_u", "VQ-VQ")
+DOSE_ROWS = tuple(name for unified, understanding in DOSE_PAIRS for name in (understanding, unified))
 # Table A4 (paper section 4.1), in thousands of records: understanding swept with 60K
 # generation, and generation swept with 120K understanding, for VQ-VQ and SigLIP-VQ. Scaled
 # by the preset's default counts (the paper's 120K + 60K mix).
@@ -116,25 +116,23 @@ def _scaling(preset: str, seeds: int) -> list[Job]:
     base = PRESETS[preset]["data"]["train"]
     und_unit = (base["n_vqa"] + base["n_caption"]) / PAPER_UND  # records per paper thousand
     gen_unit = base["n_generation"] / PAPER_GEN
+    points = [(u, PAPER_GEN) for u in SCALING_UND] + [(PAPER_UND, g) for g in SCALING_GEN if g != PAPER_GEN]
     jobs = []
     for name in SCALING_ROWS:
-        points = [(u, PAPER_GEN) for u in SCALING_UND] + [(PAPER_UND, g) for g in SCALING_GEN if g != PAPER_GEN]
         for und_k, gen_k in points:
-            model = scaling_model(name, und_k, gen_k)
             for seed in range(seeds):
                 # only the counts of the tasks a model trains on change, so the 0K points are
                 # A3's own _u and _g runs (as in the paper, whose 0K cells repeat A3's)
-                cfg = _seeded(row_config(preset, model), seed)
-                half = round(und_k * und_unit / 2)
+                cfg = _seeded(row_config(preset, scaling_model(name, und_k, gen_k)), seed)
                 if und_k:
+                    half = round(und_k * und_unit / 2)
                     cfg["data"]["train"].update({"n_vqa": half, "n_caption": half})
                 if gen_k:
                     cfg["data"]["train"]["n_generation"] = round(gen_k * gen_unit)
-                label = scaling_label(name, und_k, gen_k)
-                jobs.append(Job("A4", label, seed, cfg))
+                jobs.append(Job("A4", scaling_label(name, und_k, gen_k), seed, cfg))
                 if und_k == PAPER_UND and gen_k:
-                    control = _seeded(row_config(preset, scaling_model(name, und_k, 0)), seed)
-                    control["data"]["train"]["n_generation"] = cfg["data"]["train"]["n_generation"]
+                    control = copy.deepcopy(cfg)
+                    control["model"]["name"] = scaling_model(name, und_k, 0)
                     jobs.append(Job("A4", matched_label(name, und_k, gen_k), seed, step_matched(control)))
     return jobs
 
