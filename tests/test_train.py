@@ -80,6 +80,25 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, encoders, e
         a, b = load_file(str(whole / "weights" / name)), load_file(str(killed / "weights" / name))
         assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
 
+    # A resume keeps the cost of the steps before it: train_seconds covers every step.
+    def step_seconds(run: Path, upto: int) -> float:
+        lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        return sum(x["seconds"] for x in lines if x["event"] == "train" and x["step"] <= upto)
+
+    resumed_summary = json.loads((killed / "final.json").read_text())
+    assert summary["resumed_from_step"] == 0 and resumed_summary["resumed_from_step"] >= 20
+    assert summary["train_seconds"] >= step_seconds(whole, 90)
+    assert resumed_summary["train_seconds"] >= step_seconds(killed, 90)
+    assert step_seconds(killed, resumed_summary["resumed_from_step"]) > 0
+
+    # Resumed from its last checkpoint (killed between it and final.json): nothing is retrained,
+    # and the summary still has the last step's losses and the whole run's time.
+    (whole / "final.json").unlink()
+    assert uvlm(["train", "--config", cfg, "--out", whole, "--resume"], env).returncode == 0
+    again = json.loads((whole / "final.json").read_text())
+    assert again["resumed_from_step"] == 90 and again["final"] == summary["final"]
+    assert again["train_seconds"] >= step_seconds(whole, 90)
+
 
 def test_run_folder_and_loss_falls(tmp_path, encoders, env):
     cfg = tmp_path / "run.yaml"

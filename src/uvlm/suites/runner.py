@@ -52,6 +52,8 @@ def run_job(job: Job, results: Path) -> dict:
         if done.returncode != 0:
             lines = done.stderr.strip().splitlines()
             raise UvlmError(f"{job.key}: {step} failed: {lines[-1] if lines else done.returncode}")
+    # The run's own count: a resumed train command only sees the steps after its checkpoint.
+    times["train_seconds"] = json.loads((run / "final.json").read_text()).get("train_seconds", times["train_seconds"])
     atomic_write_json(run / "wall.json", times)
     return times
 

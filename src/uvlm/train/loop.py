@@ -145,6 +145,21 @@ def _truncate_metrics(out: Path, step: int) -> None:
         atomic_write_text(path, "".join(ln + "\n" for ln in keep))
 
 
+def _kept_train_log(out: Path, global_batch: int, total_records: int) -> tuple[float, dict]:
+    """The seconds that the steps a resumed run keeps took (so a resume does not hide them from
+    its cost), and its last train line. Logs written before lines had "seconds" give them as
+    the step's records over its samples/s."""
+    seconds, last = 0.0, {}
+    path = out / "metrics.jsonl"
+    for line in (path.read_text().splitlines() if path.exists() else []):
+        event = json.loads(line)
+        if event["event"] == "train":
+            records = min(event["step"] * global_batch, total_records) - (event["step"] - 1) * global_batch
+            seconds += event["seconds"] if "seconds" in event else records / event["samples_per_s"]
+            last = event
+    return seconds, last
+
+
 @torch.no_grad()
 def validation_loss(model: UnifiedVLM, data: RecordSet, pad_id: int, batch_size: int, device) -> dict:
     """Mean losses over a fixed validation slice (the evaluation points until an evaluator exists)."""
@@ -195,6 +210,7 @@ def train(cfg: RunConfig, out: Path, resume: bool = False, progress=None) -> dic
     _prepare_folder(out, cfg, resume)
     if (out / "final.json").exists():
         return json.loads((out / "final.json").read_text())
+    began = time.perf_counter()
     t = cfg.train
     torch.set_num_threads(t.threads)
     random.seed(t.seed)
@@ -232,11 +248,13 @@ def train(cfg: RunConfig, out: Path, resume: bool = False, progress=None) -> dic
     unwrapped = accelerator.unwrap_model(model)
 
     checkpoints = Checkpointer(out / "checkpoints", t.keep_checkpoints)
-    start_step = 0
+    start_step, seconds_before = 0, 0.0
+    last: dict = {}
     latest = checkpoints.latest() if resume else None
     if latest is not None:
         start_step = Checkpointer.load(latest, unwrapped, optimizer, scheduler)["step"]
         _truncate_metrics(out, start_step)
+        seconds_before, last = _kept_train_log(out, global_batch, total_records)
     elif (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()
     writer = SummaryWriter(str(out / "tb"), purge_step=start_step)
@@ -245,7 +263,6 @@ def train(cfg: RunConfig, out: Path, resume: bool = False, progress=None) -> dic
     rank, world = accelerator.process_index, accelerator.num_processes
 
     model.train()
-    last: dict = {}
     tick = time.perf_counter()
     for step in range(start_step, total_steps):
         records = stream_indices(len(train_set), t.seed, step * global_batch,
@@ -270,7 +287,8 @@ def train(cfg: RunConfig, out: Path, resume: bool = False, progress=None) -> dic
         elapsed = time.perf_counter() - tick
         tick = time.perf_counter()
         last = {"event": "train", "step": done, **{k: round(v, 6) for k, v in sums.items()},
-                "lr": scheduler.get_last_lr()[0], "samples_per_s": round(len(records) / elapsed, 2)}
+                "lr": scheduler.get_last_lr()[0], "samples_per_s": round(len(records) / elapsed, 2),
+                "seconds": round(elapsed, 4)}
         if accelerator.is_main_process:
             _log(out, last)
             for key in sums:
@@ -293,7 +311,9 @@ def train(cfg: RunConfig, out: Path, resume: bool = False, progress=None) -> dic
         return {}
     save_final_weights(out, unwrapped, tokenizer)
     summary = {"steps": total_steps, "records": total_records, "train_records": len(train_set),
-               "final": last, "model": arch.name}
+               "final": last, "model": arch.name,
+               "resumed_from_step": start_step,
+               "train_seconds": round(time.perf_counter() - began + seconds_before, 1)}
     atomic_write_json(out / "final.json", summary)
     return summary
 
