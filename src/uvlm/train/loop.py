@@ -11,7 +11,8 @@ Run folder:
     tb/                    TensorBoard
     checkpoints/step-N/    trainable weights, optimizer, scheduler, RNG, state (atomic)
     weights/               final weights: adapters.safetensors, llm/ (full or LoRA), tokenizer/
-    final.json             written last: the run is complete
+    final.json             written last: the run is complete; its train_seconds include the
+                           steps before any resume
 """
 
 from __future__ import annotations
