@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
@@ -118,6 +119,23 @@ def test_skip_and_resume(tmp_path):
     assert ran == []
     index = json.loads((tmp_path / "jobs.json").read_text())
     assert len(index) == len(jobs) and {e["table"] for e in index} == {"fig7"}
+
+
+def test_progress_is_reported_as_runs_finish(tmp_path):
+    first, second = expand("probe", "cpu", seeds=1)[:2]
+    second_done = threading.Event()
+
+    def fake(job, results):
+        if job.key == first.key:
+            assert second_done.wait(10), "the two runs did not run side by side"
+        atomic_write_json(results / "runs" / job.key / "eval" / "metrics.json", {"vqa": None})
+        if job.key == second.key:
+            second_done.set()
+        return {"train_seconds": 1, "eval_seconds": 1}
+
+    lines = []
+    run_suite([first, second], tmp_path, workers=2, echo=lines.append, execute=fake)
+    assert [line.split(":")[0] for line in lines[1:]] == [f"[1/2] {second.key}", f"[2/2] {first.key}"]
 
 
 def test_status_counts_runs_per_seed(tmp_path):

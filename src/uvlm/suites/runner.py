@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import yaml
@@ -123,7 +123,9 @@ def run_suite(jobs: list[Job], results: Path, workers: int, echo: Callable[[str]
             return job.key, {"error": str(e)}
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for i, (key, result) in enumerate(pool.map(one, pending), start=1):
+        # Reported as they finish, so the log shows what is done, not what was started first.
+        finished = as_completed([pool.submit(one, job) for job in pending])
+        for i, (key, result) in enumerate((f.result() for f in finished), start=1):
             outcome[key] = result
             status = result.get("error") or (f"train {result.get('train_seconds')} s, "
                                              f"eval {result.get('eval_seconds')} s")
