@@ -138,27 +138,22 @@ def _log(out: Path, line: dict) -> None:
         f.write(json.dumps(line) + "\n")
 
 
-def _truncate_metrics(out: Path, step: int) -> None:
-    """Drop log lines a killed run wrote after its last checkpoint."""
+def _truncate_metrics(out: Path, step: int) -> list[dict]:
+    """Drop log lines a killed run wrote after its last checkpoint; return the kept train lines."""
     path = out / "metrics.jsonl"
-    if path.exists():
-        keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-        atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+    if not path.exists():
+        return []
+    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+    atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+    return [e for e in map(json.loads, keep) if e["event"] == "train"]
 
 
-def _kept_train_log(out: Path, global_batch: int, total_records: int) -> tuple[float, dict]:
-    """The seconds that the steps a resumed run keeps took (so a resume does not hide them from
-    its cost), and its last train line. Logs written before lines had "seconds" give them as
-    the step's records over its samples/s."""
-    seconds, last = 0.0, {}
-    path = out / "metrics.jsonl"
-    for line in (path.read_text().splitlines() if path.exists() else []):
-        event = json.loads(line)
-        if event["event"] == "train":
-            records = min(event["step"] * global_batch, total_records) - (event["step"] - 1) * global_batch
-            seconds += event["seconds"] if "seconds" in event else records / event["samples_per_s"]
-            last = event
-    return seconds, last
+def _seconds_of(steps: list[dict], global_batch: int, total_records: int) -> float:
+    """The seconds that the steps a resumed run keeps took, so a resume does not hide them from
+    its cost. Lines logged before they had "seconds" give the step's records over its samples/s."""
+    return sum(e["seconds"] if "seconds" in e else
+               (min(e["step"] * global_batch, total_records) - (e["step"] - 1) * global_batch) / e["samples_per_s"]
+               for e in steps)
 
 
 @torch.no_grad()
@@ -254,8 +249,8 @@ def train(cfg: RunConfig, out: Path, resume: bool = False, progress=None) -> dic
     latest = checkpoints.latest() if resume else None
     if latest is not None:
         start_step = Checkpointer.load(latest, unwrapped, optimizer, scheduler)["step"]
-        _truncate_metrics(out, start_step)
-        seconds_before, last = _kept_train_log(out, global_batch, total_records)
+        kept = _truncate_metrics(out, start_step)
+        seconds_before, last = _seconds_of(kept, global_batch, total_records), (kept[-1] if kept else {})
     elif (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()
     writer = SummaryWriter(str(out / "tb"), purge_step=start_step)
