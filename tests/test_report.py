@@ -32,6 +32,7 @@ def fake_run(results, job: Job, p_correct: float, seed: int, gen: bool):
         metrics["gen"] = {"n": 40, "n_images": 40, "fid": 12.5, "judge": {"total_acc": 50.0}}
     atomic_write_json(run / "metrics.json", metrics)
     atomic_write_json(results / "runs" / job.key / "wall.json", {"train_seconds": 600, "eval_seconds": 30})
+    atomic_write_json(results / "runs" / job.key / "final.json", {"records": 36_000})
     evals = [{"event": "eval", "step": s, "vqa_total_acc": 50 + s} for s in (10, 20, 30)]
     atomic_write_text(results / "runs" / job.key / "metrics.jsonl", "".join(json.dumps(e) + "\n" for e in evals))
 
@@ -53,8 +54,9 @@ def test_report_at_toy_size(tmp_path):
     assert "unified beats understanding-only: VQ-VQ vs VQ_u" in text and "**reproduced**" in text
     assert (tmp_path / "report" / "fig-A3.png").exists() and (tmp_path / "report" / "fig-3-curves.png").exists()
     assert "1.05 h of one core for these 6 runs" in text
-    # 6 runs of 630 s done; mutual at 3 seeds is 45 runs: 45 x 630 s = 7.9 h of one core.
-    assert "| mutual | 6 | 1.1 | 45 | 7.9 (3.9) |" in text and "| affine |" not in text
+    # 6 runs of 630 s for 36K records done. Mutual at 3 seeds trains 3 x 468K records: 6 unified
+    # rows and 4 step-matched controls of 36K, 4 _u rows of 24K, VQ_g's 12K. 1404K x 630 / 36K s = 6.8 h.
+    assert "| mutual | 6 | 1.1 | 45 | 6.8 (3.4) |" in text and "| affine |" not in text
 
 
 def test_scaling_and_dose_sections(tmp_path):

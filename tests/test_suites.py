@@ -140,20 +140,32 @@ def test_progress_is_reported_as_runs_finish(tmp_path):
 
 def test_status_counts_runs_per_seed(tmp_path):
     jobs = expand("probe", "cpu", seeds=2)
+    # SigLIP_u, SigLIP-SigLIP, VQ_u, VQ-VQ on the 12K + 12K + 12K cpu mix, two seeds each
+    assert [j.records for j in jobs] == [24_000] * 2 + [36_000] * 2 + [24_000] * 2 + [36_000] * 2
     assert suite_status(jobs, tmp_path) == {"seeds": {0: {"done": 0, "started": 0, "to run": 4},
                                                       1: {"done": 0, "started": 0, "to run": 4}},
-                                            "median_wall_seconds": None}
+                                            "median_wall_seconds": None, "records_left": 240_000,
+                                            "seconds_per_record": None}
     first, second, third = jobs[0], jobs[2], jobs[1]
     assert (first.seed, second.seed, third.seed) == (0, 0, 1)
-    for job, wall in ((first, 100.0), (second, 300.0)):
+    for job, wall in ((first, 120.0), (second, 360.0)):
         atomic_write_json(tmp_path / "runs" / job.key / "eval" / "metrics.json", {"vqa": None})
         atomic_write_json(tmp_path / "runs" / job.key / "wall.json", {"train_seconds": wall - 10, "eval_seconds": 10})
+        atomic_write_json(tmp_path / "runs" / job.key / "final.json", {"records": job.records})
     (tmp_path / "runs" / third.key / "checkpoints").mkdir(parents=True)
     status = suite_status(jobs, tmp_path)
+    # 120 s / 24K and 360 s / 36K records: 5 and 10 ms a record
     assert status == {"seeds": {0: {"done": 2, "started": 0, "to run": 2}, 1: {"done": 0, "started": 1, "to run": 3}},
-                      "median_wall_seconds": 200.0}
-    other = expand("mutual", "cpu", seeds=1)
-    assert suite_status(other, tmp_path)["median_wall_seconds"] == 200.0, "falls back to every finished run"
+                      "median_wall_seconds": 240.0, "records_left": 180_000, "seconds_per_record": 0.0075}
+    other = suite_status(expand("mutual", "cpu", seeds=1), tmp_path)
+    assert (other["median_wall_seconds"], other["seconds_per_record"]) == (240.0, 0.0075), \
+        "falls back to every finished run"
+
+
+def test_scaling_runs_grow_with_their_data():
+    records = {j.label: j.records for j in expand("scaling", "cpu", seeds=1)}
+    assert records["VQ-VQ und 300K gen 60K"] == 72_000 and records["VQ_g und 0K gen 60K"] == 12_000
+    assert records["VQ_u und 120K gen 180K (step-matched)"] == records["VQ-VQ und 120K gen 180K"] == 60_000
 
 
 def test_step_matched_needs_understanding_data():
@@ -205,8 +217,10 @@ def test_status_command_prints_seeds_and_estimate(cli, tmp_path):
     job = expand("probe", "cpu", seeds=1)[0]
     atomic_write_json(tmp_path / "runs" / job.key / "eval" / "metrics.json", {"vqa": None})
     atomic_write_json(tmp_path / "runs" / job.key / "wall.json", {"train_seconds": 590, "eval_seconds": 10})
+    atomic_write_json(tmp_path / "runs" / job.key / "final.json", {"records": 24_000})
     code, out, err = cli("suite", "status", "probe", "--seeds", 1, "--out", tmp_path, "--workers", 3)
     assert code == 0, err
+    # 25 ms a record; left: SigLIP-SigLIP 36K, VQ_u 24K, VQ-VQ 36K records = 2,400 s
     assert out.splitlines() == ["seed 0: 1 done, 3 to run",
-                                "probe: 3 runs left, at most about 0.5 h of one core (0.2 h with 3 at a time; "
-                                "median run 10.0 min)"]
+                                "probe: 3 runs left, at most about 0.7 h of one core (0.2 h with 3 at a time; "
+                                "median run 10.0 min; time scaled by each run's records)"]

@@ -273,15 +273,16 @@ def suite_status_command(
     for seed, counts in status["seeds"].items():
         typer.echo(f"seed {seed}: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n))
         left += counts["started"] + counts["to run"]
-    median = status["median_wall_seconds"]
+    rate = status["seconds_per_record"]
     if not left:
         typer.echo(f"{name}: every run is done")
-    elif median is None:
+    elif rate is None:
         typer.echo(f"{name}: {left} runs left; no finished run to estimate their time from")
     else:
-        hours = left * median / 3600
+        hours = status["records_left"] * rate / 3600
         typer.echo(f"{name}: {left} runs left, at most about {hours:.1f} h of one core "
-                   f"({hours / min(workers, left):.1f} h with {workers} at a time; median run {median / 60:.1f} min)")
+                   f"({hours / min(workers, left):.1f} h with {workers} at a time; "
+                   f"median run {status['median_wall_seconds'] / 60:.1f} min; time scaled by each run's records)")
 
 
 @suite_app.command("run")

@@ -19,7 +19,7 @@ import numpy as np
 from uvlm.data.smartwatch import WEATHERS
 from uvlm.io import atomic_write_text
 from uvlm.suites.presets import BIAS_VQA_PROB
-from uvlm.suites.runner import job_index, wall_seconds
+from uvlm.suites.runner import job_index, seconds_per_record, wall_seconds
 from uvlm.suites.spec import (
     DOSE_PAIRS,
     DOSES,
@@ -453,28 +453,35 @@ def _probe_section(res: Results, out: Path, paper: dict) -> tuple[list[str], lis
 
 
 def _cost_section(res: Results, wall: dict[str, float]) -> list[str]:
-    """Wall time spent per suite, and what each suite's cpu grid at 3 seeds would cost at the
-    median run time of its finished runs."""
+    """Wall time spent per suite, and what each suite's cpu grid at 3 seeds would cost: its runs'
+    training records times the median seconds per record of its finished runs."""
     from uvlm.suites.spec import SUITES, expand
 
     rows = ["| suite | runs done | one-core hours spent | runs at 3 seeds | estimated one-core hours at 3 seeds "
             "(2 cores) |", "|---|---|---|---|---|"]
-    every: set[str] = set()
+    every: dict[str, int] = {}
     for suite in SUITES:
         jobs = expand(suite, "cpu", 3)
-        grid, tables = {j.key for j in jobs}, {j.table for j in jobs}
+        grid, tables = {j.key: j.records for j in jobs}, {j.table for j in jobs}
         every |= grid
-        done = [wall[k] for k in {k for (t, _), keys in res.groups.items() if t in tables for k in keys} if k in wall]
-        if done:
-            est = len(grid) * float(np.median(done)) / 3600
-            rows.append(f"| {suite} | {len(done)} | {sum(done) / 3600:.1f} | {len(grid)} | {est:.1f} ({est / 2:.1f}) |")
+        done = [k for k in {k for (t, _), keys in res.groups.items() if t in tables for k in keys} if k in wall]
+        rate = seconds_per_record(res.root, done)
+        if rate is not None:
+            est = sum(grid.values()) * rate / 3600
+            spent = sum(wall[k] for k in done) / 3600
+            rows.append(f"| {suite} | {len(done)} | {spent:.1f} | {len(grid)} | {est:.1f} ({est / 2:.1f}) |")
     median = float(np.median(list(wall.values())))
-    grid = len(every)
-    return ["## Cost", "", f"Wall time per run (train + eval, one thread): median {median / 60:.1f} min; "
-            f"{sum(wall.values()) / 3600:.2f} h of one core for these {len(wall)} runs. A suite's runs go "
-            "two at a time on 2 cores, so its wall-clock time is about half its one-core hours.", "", *rows, "",
-            f"The full cpu grid (`uvlm suite run all --seeds 3`) is {grid} runs: about {grid * median / 3600:.0f} h "
-            f"of one core, {grid * median / 7200:.0f} h on 2 cores.", ""]
+    lines = ["## Cost", "", f"Wall time per run (train + eval, one thread): median {median / 60:.1f} min; "
+             f"{sum(wall.values()) / 3600:.2f} h of one core for these {len(wall)} runs. A suite's runs go "
+             "two at a time on 2 cores, so its wall-clock time is about half its one-core hours. Estimates "
+             "scale each run by its training records (epochs included) at the median seconds per record.", "",
+             *rows, ""]
+    rate = seconds_per_record(res.root, wall)
+    if rate is not None:
+        full = sum(every.values()) * rate / 3600
+        lines += [f"The full cpu grid (`uvlm suite run all --seeds 3`) is {len(every)} runs: about {full:.0f} h "
+                  f"of one core, {full / 2:.0f} h on 2 cores.", ""]
+    return lines
 
 
 def write_report(results: Path, out: Path) -> Path:

@@ -67,31 +67,40 @@ def wall_seconds(results: Path, key: str) -> float | None:
     return w.get("train_seconds", 0) + w.get("eval_seconds", 0)
 
 
+def seconds_per_record(results: Path, keys) -> float | None:
+    """Median wall seconds per training record (final.json's count) of the finished runs among
+    `keys`: runs differ in size, so an estimate scales by records, not by runs."""
+    rates = []
+    for key in keys:
+        wall, final = wall_seconds(results, key), Path(results) / "runs" / key / "final.json"
+        if wall is not None and final.exists() and (records := json.loads(final.read_text()).get("records")):
+            rates.append(wall / records)
+    return statistics.median(rates) if rates else None
+
+
 def suite_status(jobs: list[Job], results: Path) -> dict:
     """Per seed, how many of the suite's runs are done, started (a run folder without a final
-    evaluation: resumed by the next `suite run`) or not begun; and the median wall time of the
-    done ones (of every finished run in `results` while the suite has none), for an estimate of
-    what is left."""
+    evaluation: resumed by the next `suite run`) or not begun; the median wall time of the done
+    ones; and the records left to train with the seconds a record took (in the done runs, or in
+    every finished run in `results` while the suite has none), for an estimate of what is left."""
     results = Path(results)
     per_seed: dict[int, dict[str, int]] = {}
-    walls = []
+    done, records_left = [], 0
     for job in {j.key: j for j in jobs}.values():
         if is_done(results, job):
             state = "done"
-            wall = wall_seconds(results, job.key)
-            if wall is not None:
-                walls.append(wall)
-        elif (results / "runs" / job.key).exists():
-            state = "started"
+            done.append(job.key)
         else:
-            state = "to run"
+            state = "started" if (results / "runs" / job.key).exists() else "to run"
+            records_left += job.records
         counts = per_seed.setdefault(job.seed, {"done": 0, "started": 0, "to run": 0})
         counts[state] += 1
-    if not walls:
-        walls = [w for run in sorted((results / "runs").glob("*"))
-                 if (w := wall_seconds(results, run.name)) is not None]
-    median = statistics.median(walls) if walls else None
-    return {"seeds": dict(sorted(per_seed.items())), "median_wall_seconds": median}
+    if not done:
+        done = [run.name for run in sorted((results / "runs").glob("*"))]
+    walls = [w for key in done if (w := wall_seconds(results, key)) is not None]
+    return {"seeds": dict(sorted(per_seed.items())),
+            "median_wall_seconds": statistics.median(walls) if walls else None,
+            "records_left": records_left, "seconds_per_record": seconds_per_record(results, done)}
 
 
 def record_jobs(results: Path, jobs: list[Job]) -> None:

@@ -10,13 +10,16 @@ understanding data repeated, so that "more steps" is never mistaken for "generat
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
+from uvlm.data.mixture import MixtureConfig
 from uvlm.errors import UvlmError
 from uvlm.model.names import parse_name
 from uvlm.suites.presets import A3_ROWS, BIASED_ROWS, PRESETS, row_config
 from uvlm.train.config import from_dict
+from uvlm.train.data import TASKS_OF
 from uvlm.vision.cache import config_hash
 
 SUITES = ("mutual", "affine", "scaling", "transfer-weather", "transfer-battery", "probe")
@@ -51,6 +54,19 @@ class Job:
         """
         name = self.config["model"]["name"].replace("*", "star")
         return f"{name}-s{self.seed}-{config_hash(from_dict(self.config).to_dict())[:8]}"
+
+    @cached_property
+    def records(self) -> int:
+        return planned_records(self.config)
+
+
+def planned_records(config: dict) -> int:
+    """The training records a run config sees, epochs included: what its run time grows with
+    (the scaling sweep's runs train up to twice the default mix)."""
+    cfg = from_dict(config)
+    counts = MixtureConfig.from_dict(cfg.data.train).counts
+    tasks = TASKS_OF[parse_name(cfg.model.name).tasks]
+    return math.ceil(cfg.train.epochs * sum(counts[t] for t in tasks))
 
 
 def _seeded(cfg: dict, seed: int) -> dict:
