@@ -10,8 +10,10 @@ import pytest
 from uvlm.errors import UvlmError
 from uvlm.io import atomic_write_json
 from uvlm.suites.presets import A3_ROWS, BIASED_ROWS
-from uvlm.suites.runner import run_suite, suite_status
+from uvlm.suites.report import write_report
+from uvlm.suites.runner import claim_results, run_suite, suite_status
 from uvlm.suites.spec import DOSES, SCALING_ROWS, expand, scaling_curves, scaling_rows, step_matched
+from uvlm.train.config import from_dict
 
 
 def labels(jobs, table):
@@ -168,6 +170,44 @@ def test_scaling_runs_grow_with_their_data():
     assert records["VQ_u und 120K gen 180K (step-matched)"] == records["VQ-VQ und 120K gen 180K"] == 60_000
 
 
+def test_overrides_change_every_run_and_keep_the_controls():
+    plain = expand("mutual", "cpu", seeds=1)
+    jobs = expand("mutual", "cpu", seeds=1, overrides=("train.lr=1e-3", "train.adapter_lr=1e-3"))
+    assert [j.label for j in jobs] == [j.label for j in plain]
+    assert all(from_dict(j.config).train.lr == from_dict(j.config).train.adapter_lr == 1e-3 for j in jobs)
+    assert not {j.key for j in jobs} & {j.key for j in plain}, "other settings, other runs"
+    matched = next(j for j in jobs if j.label == "VQ_u (step-matched)")
+    assert matched.config["train"]["epochs"] == 1.5
+    # a suite's own sweep values win over an override of the same key
+    scaling = expand("scaling", "cpu", seeds=1, overrides=("data.train.n_generation=7",))
+    point = next(j for j in scaling if j.label == "VQ-VQ und 120K gen 180K")
+    assert point.config["data"]["train"]["n_generation"] == 36_000
+
+
+def test_rows_keep_their_controls_and_sweep_points():
+    jobs = expand("mutual", "cpu", seeds=3, rows=("VQ-VQ", "VQ_u"))
+    assert sorted({j.label for j in jobs}) == ["VQ-VQ", "VQ_u", "VQ_u (step-matched)"] and len(jobs) == 9
+    doses = expand("transfer-weather", "cpu", seeds=1, rows=("VQ-VQ",))
+    assert sorted(j.label for j in doses) == ["VQ-VQ", *(f"VQ-VQ p={p}" for p in DOSES)]
+
+
+def test_a_results_folder_holds_one_setting(tmp_path):
+    lr = ("train.lr=1e-3",)
+    claim_results(tmp_path / "lr", lr)
+    run_suite(expand("probe", "cpu", 1, lr, ("VQ_u",)), tmp_path / "lr", workers=1, echo=lambda s: None,
+              execute=lambda job, results: {})
+    claim_results(tmp_path / "lr", lr)  # the same settings again: accepted
+    with pytest.raises(UvlmError, match=r"made with --set train\.lr=1e-3; give those, or another --out"):
+        claim_results(tmp_path / "lr", ())
+    claim_results(tmp_path / "plain", ())
+    run_suite(expand("probe", "cpu", 1, rows=("VQ_u",)), tmp_path / "plain", workers=1, echo=lambda s: None,
+              execute=lambda job, results: {})
+    with pytest.raises(UvlmError, match="made with no --set"):
+        claim_results(tmp_path / "plain", lr)
+    assert not (tmp_path / "plain" / "overrides.json").exists()
+    assert "changes its preset with `--set train.lr=1e-3`" in write_report(tmp_path / "lr", tmp_path / "r").read_text()
+
+
 def test_step_matched_needs_understanding_data():
     cfg = expand("mutual", "cpu", 1)[0].config
     assert step_matched(cfg)["train"]["epochs"] > 1
@@ -206,6 +246,9 @@ def test_demo_runs_the_headline_comparisons():
     (["status", "mutual", "--workers", "-1"], "--workers -1"),
     (["status", "bogus"], "unknown suite"),
     (["status", "mutual", "--seeds", "0"], "--seeds 0"),
+    (["run", "mutual", "--set", "train.bogus=1"], "bogus"),
+    (["run", "mutual", "--set", "lr"], "bad --set 'lr'"),
+    (["run", "mutual", "--rows", "VQ-VQ,VQ-XX"], "'VQ-XX' is not a row of mutual"),
 ])
 def test_bad_suite_command_lines(cli, tmp_path, args, message):
     code, _, err = cli("suite", *args, "--out", tmp_path / "results")

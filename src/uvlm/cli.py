@@ -244,6 +244,16 @@ Preset = Annotated[str, typer.Option(help="cpu | paper")]
 Seeds = Annotated[int, typer.Option(help="Seeds per cell.")]
 Results = Annotated[Path, typer.Option(help="Results folder (shared by suites).")]
 Workers = Annotated[int | None, typer.Option(help="Runs at a time (default: the core count).")]
+Overrides = Annotated[list[str] | None, typer.Option("--set", help="Change every run's config: section.key=value.")]
+Rows = Annotated[str | None, typer.Option(help="Only these rows, comma-separated (controls and sweep points "
+                                               "included), e.g. VQ-VQ,VQ_u.")]
+
+
+def _jobs(name: str, preset: str, seeds: int, overrides: list[str] | None, rows: str | None) -> list:
+    from uvlm.suites.spec import expand
+
+    return expand(name, preset, seeds, tuple(overrides or ()), tuple(r.strip() for r in (rows or "").split(",")
+                                                                     if r.strip()))
 
 
 def _workers(workers: int | None) -> int:
@@ -262,13 +272,14 @@ def suite_status_command(
     seeds: Seeds = 3,
     out: Results = Path("results"),
     workers: Workers = None,
+    set_: Overrides = None,
+    rows: Rows = None,
 ) -> None:
     """Show how far a suite has got, seed by seed, and about how long the rest would take."""
     from uvlm.suites.runner import suite_status
-    from uvlm.suites.spec import expand
 
     workers = _workers(workers)
-    status = suite_status(expand(name, preset, seeds), out)
+    status = suite_status(_jobs(name, preset, seeds, set_, rows), out)
     left = 0
     for seed, counts in status["seeds"].items():
         typer.echo(f"seed {seed}: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n))
@@ -292,13 +303,19 @@ def suite_run(
     seeds: Seeds = 3,
     out: Results = Path("results"),
     workers: Workers = None,
+    set_: Overrides = None,
+    rows: Rows = None,
 ) -> None:
-    """Train and evaluate every run of a suite; finished runs are skipped, killed ones resume."""
-    from uvlm.suites.runner import run_suite
-    from uvlm.suites.spec import expand
+    """Train and evaluate every run of a suite; finished runs are skipped, killed ones resume.
 
-    jobs = expand(name, preset, seeds)
+    With --set, every run's config changes (e.g. --set train.lr=1e-3); the results folder keeps
+    the overrides of its first suite, so use one folder per setting.
+    """
+    from uvlm.suites.runner import claim_results, run_suite
+
+    jobs = _jobs(name, preset, seeds, set_, rows)
     workers = _workers(workers)
+    claim_results(out, tuple(set_ or ()))
     run_suite(jobs, out, workers, echo=typer.echo)
     if name in ("probe", "all"):
         from uvlm.suites.probe import adapter_probe

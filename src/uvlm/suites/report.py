@@ -19,7 +19,7 @@ import numpy as np
 from uvlm.data.smartwatch import WEATHERS
 from uvlm.io import atomic_write_text
 from uvlm.suites.presets import BIAS_VQA_PROB
-from uvlm.suites.runner import job_index, seconds_per_record, wall_seconds
+from uvlm.suites.runner import job_index, overrides_of, seconds_per_record, wall_seconds
 from uvlm.suites.spec import (
     DOSE_PAIRS,
     DOSES,
@@ -461,7 +461,7 @@ def _cost_section(res: Results, wall: dict[str, float]) -> list[str]:
             "(2 cores) |", "|---|---|---|---|---|"]
     every: dict[str, int] = {}
     for suite in SUITES:
-        jobs = expand(suite, "cpu", 3)
+        jobs = expand(suite, "cpu", 3, tuple(overrides_of(res.root)))
         grid, tables = {j.key: j.records for j in jobs}, {j.table for j in jobs}
         every |= grid
         done = [k for k in {k for (t, _), keys in res.groups.items() if t in tables for k in keys} if k in wall]
@@ -498,6 +498,8 @@ def write_report(results: Path, out: Path) -> Path:
              "judge's score of each generated image on the attributes its prompt named, averaged over prompts "
              "(a prompt with no complete image scores 0; the paper has no such column). `domain FID`: FID in "
              "the judge's feature space (not comparable to the paper's Inception FID).", ""]
+    if overrides := overrides_of(results):
+        lines += [f"Every run here changes its preset with {', '.join(f'`--set {o}`' for o in overrides)}.", ""]
     for table in res.tables():
         if table != "fig7":  # the probe's runs are A5's; the probe section below shows what is new
             lines += [f"## {TITLES.get(table, table)}", "", _table(res, table, paper), ""]

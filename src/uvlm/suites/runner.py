@@ -103,6 +103,27 @@ def suite_status(jobs: list[Job], results: Path) -> dict:
             "records_left": records_left, "seconds_per_record": seconds_per_record(results, done)}
 
 
+def overrides_of(results: Path) -> list[str]:
+    """The `--set` overrides every run in `results` was made with (none unless recorded)."""
+    path = Path(results) / "overrides.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def claim_results(results: Path, overrides: tuple[str, ...]) -> None:
+    """Keep one set of overrides per results folder, so a report never mixes settings: a folder
+    takes the overrides of its first suite, and a suite with other overrides is refused."""
+    results = Path(results)
+    if (results / "jobs.json").exists():
+        held = overrides_of(results)
+        if held != list(overrides):
+            shown = " ".join(f"--set {o}" for o in held) or "no --set"
+            raise UvlmError(f"{results} holds runs made with {shown}; give those, or another --out for these")
+    elif overrides:
+        atomic_write_json(results / "overrides.json", list(overrides))
+    else:
+        (results / "overrides.json").unlink(missing_ok=True)  # left by a suite killed before its first job
+
+
 def record_jobs(results: Path, jobs: list[Job]) -> None:
     """Merge these jobs into results/jobs.json (other suites' jobs are kept)."""
     path = results / "jobs.json"

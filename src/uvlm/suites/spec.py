@@ -18,7 +18,7 @@ from uvlm.data.mixture import MixtureConfig
 from uvlm.errors import UvlmError
 from uvlm.model.names import parse_name
 from uvlm.suites.presets import A3_ROWS, BIASED_ROWS, PRESETS, row_config
-from uvlm.train.config import from_dict
+from uvlm.train.config import apply_override, from_dict
 from uvlm.train.data import TASKS_OF
 from uvlm.vision.cache import config_hash
 
@@ -69,8 +69,12 @@ def planned_records(config: dict) -> int:
     return math.ceil(cfg.train.epochs * sum(counts[t] for t in tasks))
 
 
-def _seeded(cfg: dict, seed: int) -> dict:
-    cfg = copy.deepcopy(cfg)
+def _row(preset: str, name: str, mix: str, seed: int, overrides: tuple[str, ...]) -> dict:
+    """One row's config for one seed: the preset's, with the user's `--set` overrides on top (a
+    suite's own sweep values, set after this, win over them)."""
+    cfg = row_config(preset, name, mix)
+    for assignment in overrides:
+        apply_override(cfg, assignment)
     cfg["train"]["seed"] = seed
     return cfg
 
@@ -84,11 +88,12 @@ def step_matched(cfg: dict) -> dict:
     return cfg
 
 
-def _rows(table: str, mix: str, names, preset: str, seeds: int, controls: bool = True) -> list[Job]:
+def _rows(table: str, mix: str, names, preset: str, seeds: int, overrides: tuple[str, ...],
+          controls: bool = True) -> list[Job]:
     jobs = []
     for name in names:
         for seed in range(seeds):
-            cfg = _seeded(row_config(preset, name, mix), seed)
+            cfg = _row(preset, name, mix, seed, overrides)
             jobs.append(Job(table, name, seed, cfg))
             if controls and parse_name(name).tasks == "understanding":
                 jobs.append(Job(table, f"{name} (step-matched)", seed, step_matched(cfg)))
@@ -128,7 +133,7 @@ def scaling_rows() -> list[str]:
     return list(dict.fromkeys(rows))
 
 
-def _scaling(preset: str, seeds: int) -> list[Job]:
+def _scaling(preset: str, seeds: int, overrides: tuple[str, ...]) -> list[Job]:
     base = PRESETS[preset]["data"]["train"]
     und_unit = (base["n_vqa"] + base["n_caption"]) / PAPER_UND  # records per paper thousand
     gen_unit = base["n_generation"] / PAPER_GEN
@@ -139,7 +144,7 @@ def _scaling(preset: str, seeds: int) -> list[Job]:
             for seed in range(seeds):
                 # only the counts of the tasks a model trains on change, so the 0K points are
                 # A3's own _u and _g runs (as in the paper, whose 0K cells repeat A3's)
-                cfg = _seeded(row_config(preset, scaling_model(name, und_k, gen_k)), seed)
+                cfg = _row(preset, scaling_model(name, und_k, gen_k), "default", seed, overrides)
                 if und_k:
                     half = round(und_k * und_unit / 2)
                     cfg["data"]["train"].update({"n_vqa": half, "n_caption": half})
@@ -157,40 +162,55 @@ def dose_label(name: str, p: float) -> str:
     return f"{name} p={p}"
 
 
-def _doses(bias: str, preset: str, seeds: int) -> list[Job]:
+def _doses(bias: str, preset: str, seeds: int, overrides: tuple[str, ...]) -> list[Job]:
     jobs = []
     for p in DOSES:
         for name in DOSE_ROWS:
             for seed in range(seeds):
-                cfg = _seeded(row_config(preset, name, f"{bias}-biased"), seed)
+                cfg = _row(preset, name, f"{bias}-biased", seed, overrides)
                 cfg["data"]["train"]["bias_vqa_prob"] = p
                 jobs.append(Job(f"dose-{bias}", dose_label(name, p), seed, cfg))
     return jobs
 
 
-def expand(suite: str, preset: str = "cpu", seeds: int = 3) -> list[Job]:
-    """The jobs of a suite (or `all`), deduplicated by run key."""
+def expand(suite: str, preset: str = "cpu", seeds: int = 3, overrides: tuple[str, ...] = (),
+           rows: tuple[str, ...] = ()) -> list[Job]:
+    """The jobs of a suite (or `all`), deduplicated by run key.
+
+    `overrides` (`section.key=value`) change every run's config; `rows` keeps only the runs of
+    those rows (a row's step-matched control and sweep points included).
+    """
     if preset not in PRESETS:
         raise UvlmError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
     if seeds < 1:
         raise UvlmError(f"--seeds {seeds} must be >= 1")
+    overrides = tuple(overrides)
     if suite == "all":
-        return _dedupe([j for s in SUITES for j in expand(s, preset, seeds)])
-    if suite == "mutual":
-        jobs = _rows("A3", "default", A3_ROWS, preset, seeds)
+        jobs = [j for s in SUITES for j in expand(s, preset, seeds, overrides)]
+    elif suite == "mutual":
+        jobs = _rows("A3", "default", A3_ROWS, preset, seeds, overrides)
     elif suite == "affine":
-        jobs = _rows("T1", "default", AFFINE_ROWS, preset, seeds, controls=False)
+        jobs = _rows("T1", "default", AFFINE_ROWS, preset, seeds, overrides, controls=False)
     elif suite == "scaling":
-        jobs = _scaling(preset, seeds)
+        jobs = _scaling(preset, seeds, overrides)
     elif suite in ("transfer-weather", "transfer-battery"):
         bias = suite.split("-")[1]
-        jobs = _rows("A5" if bias == "weather" else "A6", f"{bias}-biased", BIASED_ROWS, preset, seeds)
-        jobs += _doses(bias, preset, seeds)
+        jobs = _rows("A5" if bias == "weather" else "A6", f"{bias}-biased", BIASED_ROWS, preset, seeds, overrides)
+        jobs += _doses(bias, preset, seeds, overrides)
     elif suite == "probe":
-        jobs = _rows("fig7", "weather-biased", PROBE_ROWS, preset, seeds, controls=False)
+        jobs = _rows("fig7", "weather-biased", PROBE_ROWS, preset, seeds, overrides, controls=False)
     else:
         raise UvlmError(f"unknown suite {suite!r}; use one of {', '.join(SUITES)} or all")
-    return _dedupe(jobs)
+    return _dedupe(_only(jobs, suite, rows) if rows else jobs)
+
+
+def _only(jobs: list[Job], suite: str, rows: tuple[str, ...]) -> list[Job]:
+    """The jobs of the given rows: a label is its row's name, or the name and a space and more."""
+    names = {j.label.split(" ")[0] for j in jobs}
+    unknown = [r for r in rows if r not in names]
+    if unknown:
+        raise UvlmError(f"--rows: {unknown[0]!r} is not a row of {suite}; its rows are {', '.join(sorted(names))}")
+    return [j for j in jobs if j.label.split(" ")[0] in rows]
 
 
 def _dedupe(jobs: list[Job]) -> list[Job]:
