@@ -68,6 +68,7 @@ class Results:
                 self.groups[(e["table"], e["label"])].append(e["key"])
         self._answers: dict[str, dict] = {}
         self._generation: dict[str, list[float] | None] = {}
+        self._probe: dict[str, dict | None] = {}
 
     def tables(self) -> list[str]:
         return sorted({t for t, _ in self.groups}, key=lambda t: list(TITLES).index(t) if t in TITLES else 99)
@@ -119,12 +120,18 @@ class Results:
         runs = [self.generation(k) for k in self.groups.get((table, label), [])]
         return None if not runs or any(r is None for r in runs) else np.array(runs)
 
+    def probe(self, key: str) -> dict | None:
+        """A run's Fig 7 probe result (probe/probe.json), or None before `suite run probe`."""
+        if key not in self._probe:
+            path = self.root / "runs" / key / "probe" / "probe.json"
+            self._probe[key] = json.loads(path.read_text()) if path.exists() else None
+        return self._probe[key]
+
     def probe_scores(self, table: str, label: str) -> np.ndarray | None:
         """(seeds, test images) correctness of the Fig 7 probe, in percent."""
         rows = []
         for k in self.groups.get((table, label), []):
-            path = self.root / "runs" / k / "probe" / "probe.json"
-            correct = json.loads(path.read_text()).get("correct") if path.exists() else None
+            correct = (self.probe(k) or {}).get("correct")
             if correct is None:
                 return None
             rows.append(correct)
@@ -430,11 +437,11 @@ def _probe_section(res: Results, out: Path, paper: dict) -> tuple[list[str], lis
     for label in res.labels("fig7"):
         accs = []
         for k in res.groups[("fig7", label)]:
-            probe = res.root / "runs" / k / "probe"
-            if (probe / "probe.json").exists():
-                accs.append(json.loads((probe / "probe.json").read_text())["weather_probe_acc"])
-                if label not in points and (probe / "tsne.npy").exists():
-                    points[label] = np.load(probe / "tsne.npy")
+            if (result := res.probe(k)) is not None:
+                accs.append(result["weather_probe_acc"])
+                tsne = res.root / "runs" / k / "probe" / "tsne.npy"
+                if label not in points and tsne.exists():
+                    points[label] = np.load(tsne)
         if accs:
             ref = paper["fig7_probe"]["rows"].get(label)
             rows.append(f"| {label} | {len(accs)} | {np.mean(accs):.1f} (min {min(accs):.1f}) | {_fmt(ref)} |")
