@@ -81,6 +81,8 @@ def test_scaling_and_dose_sections(tmp_path):
     assert "**reproduced**" in slope
     assert "**reproduced**" in rows["... VQ-VQ und 120K gen 180K against its step-matched control"]
     assert "**reproduced**" in rows["knowledge transfers at p=0.0 (weather questions): VQ-VQ vs VQ_u"]
+    assert "**reproduced**" in rows["... VQ-VQ at p=0.2 against the step-matched control"]
+    assert "| VQ_u p=0.2 (step-matched) | 1 |" in text
     assert not any(k.startswith("knowledge transfers at p=0.05") for k in rows)  # A5's own rows test 0.05
     for name in ("fig-4-scaling.png", "fig-dose-weather.png"):
         assert (tmp_path / "report" / name).exists() and f"![{name}]" in text

@@ -47,6 +47,10 @@ def test_transfer_suites(suite, table, bias):
     assert all(j.config["data"]["train"]["bias"] == bias for j in jobs)
     doses = [j for j in jobs if j.table == f"dose-{bias}"]
     assert {j.config["data"]["train"]["bias_vqa_prob"] for j in doses} == set(DOSES)
+    # every unified-vs-_u comparison has its step-matched control, except at p = 0 (never asked)
+    assert labels(doses, f"dose-{bias}") >= {"VQ_u p=0.2 (step-matched)", "SigLIP_u p=0.01 (step-matched)"}
+    assert not any("p=0.0 (step-matched)" in j.label for j in doses)
+    assert len(doses) == len(DOSES) * 4 + (len(DOSES) - 1) * 2  # one seed
     assert all(j.config["data"]["test"].get("bias") is None for j in jobs)
 
 

@@ -259,10 +259,21 @@ def scaling_findings() -> list[Finding]:
 
 
 def dose_findings() -> list[Finding]:
-    """Transfer at each share of biased questions; the A5/A6 rows already test the default 0.05."""
-    return [Finding(f"knowledge transfers at p={p} ({bias} questions): {uni} vs {und}", f"dose-{bias}",
-                    f"{bias}_acc", [(1, dose_label(uni, p)), (-1, dose_label(und, p))])
-            for bias in ("weather", "battery") for p in DOSES if p != BIAS_VQA_PROB for uni, und in DOSE_PAIRS]
+    """Transfer at each share of biased questions, and against the step-matched control where the
+    attribute is asked at all (p > 0); the A5/A6 rows already test the default 0.05."""
+    out = []
+    for bias in ("weather", "battery"):
+        for p in DOSES:
+            if p == BIAS_VQA_PROB:
+                continue
+            for uni, und in DOSE_PAIRS:
+                out.append(Finding(f"knowledge transfers at p={p} ({bias} questions): {uni} vs {und}",
+                                   f"dose-{bias}", f"{bias}_acc", [(1, dose_label(uni, p)), (-1, dose_label(und, p))]))
+                if p:
+                    control = f"{dose_label(und, p)} (step-matched)"
+                    out.append(Finding(f"... {uni} at p={p} against the step-matched control", f"dose-{bias}",
+                                       f"{bias}_acc", [(1, dose_label(uni, p)), (-1, control)]))
+    return out
 
 
 def probe_findings() -> list[Finding]:
@@ -402,6 +413,10 @@ def _dose_figure(res: Results, bias: str, path: Path) -> bool:
         for name, ls in zip(pair, ("-", "--"), strict=True):
             _errorbar(ax, xs, [_interval(res, table, dose_label(name, p), f"{bias}_acc") for p in DOSES],
                       color=f"C{i}", ls=ls, label=name)
+        matched = [(x, _interval(res, table, f"{dose_label(pair[1], p)} (step-matched)", f"{bias}_acc"))
+                   for x, p in zip(xs, DOSES, strict=True) if p]
+        _errorbar(ax, [x for x, _ in matched], [v for _, v in matched], color=f"C{i}", ls=":", mfc="white",
+                  label=f"{pair[1]} (step-matched)")
     ax.set_xticks(xs, [str(p) for p in DOSES])
     ax.set_xlabel(f"share of VQA records asking {bias} (--bias-vqa-prob)")
     ax.set_ylabel(f"{bias}_acc (unbiased test set)")

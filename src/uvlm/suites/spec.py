@@ -170,6 +170,9 @@ def _doses(bias: str, preset: str, seeds: int, overrides: tuple[str, ...]) -> li
                 cfg = _row(preset, name, f"{bias}-biased", seed, overrides)
                 cfg["data"]["train"]["bias_vqa_prob"] = p
                 jobs.append(Job(f"dose-{bias}", dose_label(name, p), seed, cfg))
+                # at p = 0 no model is ever asked the attribute, so there is no transfer to control
+                if p and parse_name(name).tasks == "understanding":
+                    jobs.append(Job(f"dose-{bias}", f"{dose_label(name, p)} (step-matched)", seed, step_matched(cfg)))
     return jobs
 
 
