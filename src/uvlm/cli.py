@@ -250,10 +250,11 @@ Rows = Annotated[str | None, typer.Option(help="Only these rows, comma-separated
 
 
 def _jobs(name: str, preset: str, seeds: int, overrides: list[str] | None, rows: str | None) -> list:
+    """A suite's jobs under the command line's --set and --rows."""
     from uvlm.suites.spec import expand
 
-    return expand(name, preset, seeds, tuple(overrides or ()), tuple(r.strip() for r in (rows or "").split(",")
-                                                                     if r.strip()))
+    only = tuple(r.strip() for r in (rows or "").split(",") if r.strip())
+    return expand(name, preset, seeds, tuple(overrides or ()), only)
 
 
 def _workers(workers: int | None) -> int:
