@@ -19,7 +19,7 @@ import numpy as np
 from uvlm.data.smartwatch import WEATHERS
 from uvlm.io import atomic_write_text
 from uvlm.suites.presets import BIAS_VQA_PROB
-from uvlm.suites.runner import job_index, overrides_of, seconds_per_record, wall_seconds
+from uvlm.suites.runner import job_index, overrides_of, record_rates, wall_seconds
 from uvlm.suites.spec import (
     DOSE_PAIRS,
     DOSES,
@@ -27,6 +27,7 @@ from uvlm.suites.spec import (
     PROBE_ROWS,
     SCALING_ROWS,
     dose_label,
+    matched,
     matched_label,
     scaling_curves,
     scaling_label,
@@ -229,7 +230,7 @@ def transfer_findings() -> list[Finding]:
             out += [Finding(f"knowledge transfers ({bias}-biased, {bias} questions): {unified} vs {understanding}",
                             table, f"{bias}_acc", [(1, unified), (-1, understanding)]),
                     Finding("... against the step-matched control", table, f"{bias}_acc",
-                            [(1, unified), (-1, f"{understanding} (step-matched)")])]
+                            [(1, unified), (-1, matched(understanding))])]
     return out
 
 
@@ -270,9 +271,8 @@ def dose_findings() -> list[Finding]:
                 out.append(Finding(f"knowledge transfers at p={p} ({bias} questions): {uni} vs {und}",
                                    f"dose-{bias}", f"{bias}_acc", [(1, dose_label(uni, p)), (-1, dose_label(und, p))]))
                 if p:
-                    control = f"{dose_label(und, p)} (step-matched)"
                     out.append(Finding(f"... {uni} at p={p} against the step-matched control", f"dose-{bias}",
-                                       f"{bias}_acc", [(1, dose_label(uni, p)), (-1, control)]))
+                                       f"{bias}_acc", [(1, dose_label(uni, p)), (-1, matched(dose_label(und, p)))]))
     return out
 
 
@@ -413,10 +413,10 @@ def _dose_figure(res: Results, bias: str, path: Path) -> bool:
         for name, ls in zip(pair, ("-", "--"), strict=True):
             _errorbar(ax, xs, [_interval(res, table, dose_label(name, p), f"{bias}_acc") for p in DOSES],
                       color=f"C{i}", ls=ls, label=name)
-        matched = [(x, _interval(res, table, f"{dose_label(pair[1], p)} (step-matched)", f"{bias}_acc"))
-                   for x, p in zip(xs, DOSES, strict=True) if p]
-        _errorbar(ax, [x for x, _ in matched], [v for _, v in matched], color=f"C{i}", ls=":", mfc="white",
-                  label=f"{pair[1]} (step-matched)")
+        asked = [(x, p) for x, p in zip(xs, DOSES, strict=True) if p]  # no control at p = 0
+        _errorbar(ax, [x for x, _ in asked], [_interval(res, table, matched(dose_label(pair[1], p)), f"{bias}_acc")
+                                              for _, p in asked], color=f"C{i}", ls=":", mfc="white",
+                  label=matched(pair[1]))
     ax.set_xticks(xs, [str(p) for p in DOSES])
     ax.set_xlabel(f"share of VQA records asking {bias} (--bias-vqa-prob)")
     ax.set_ylabel(f"{bias}_acc (unbiased test set)")
@@ -481,15 +481,15 @@ def _cost_section(res: Results, wall: dict[str, float]) -> list[str]:
 
     rows = ["| suite | runs done | one-core hours spent | runs at 3 seeds | estimated one-core hours at 3 seeds "
             "(2 cores) |", "|---|---|---|---|---|"]
+    rates = record_rates(res.root, wall)  # each run's files read once, for every suite's estimate
     every: dict[str, int] = {}
     for suite in SUITES:
         jobs = expand(suite, "cpu", 3, tuple(overrides_of(res.root)))
         grid, tables = {j.key: j.records for j in jobs}, {j.table for j in jobs}
         every |= grid
         done = [k for k in {k for (t, _), keys in res.groups.items() if t in tables for k in keys} if k in wall]
-        rate = seconds_per_record(res.root, done)
-        if rate is not None:
-            est = sum(grid.values()) * rate / 3600
+        if done_rates := [rates[k] for k in done if k in rates]:
+            est = sum(grid.values()) * float(np.median(done_rates)) / 3600
             spent = sum(wall[k] for k in done) / 3600
             rows.append(f"| {suite} | {len(done)} | {spent:.1f} | {len(grid)} | {est:.1f} ({est / 2:.1f}) |")
     median = float(np.median(list(wall.values())))
@@ -498,9 +498,8 @@ def _cost_section(res: Results, wall: dict[str, float]) -> list[str]:
              "two at a time on 2 cores, so its wall-clock time is about half its one-core hours. Estimates "
              "scale each run by its training records (epochs included) at the median seconds per record.", "",
              *rows, ""]
-    rate = seconds_per_record(res.root, wall)
-    if rate is not None:
-        full = sum(every.values()) * rate / 3600
+    if rates:
+        full = sum(every.values()) * float(np.median(list(rates.values()))) / 3600
         lines += [f"The full cpu grid (`uvlm suite run all --seeds 3`) is {len(every)} runs: about {full:.0f} h "
                   f"of one core, {full / 2:.0f} h on 2 cores.", ""]
     return lines

@@ -67,15 +67,15 @@ def wall_seconds(results: Path, key: str) -> float | None:
     return w.get("train_seconds", 0) + w.get("eval_seconds", 0)
 
 
-def seconds_per_record(results: Path, keys) -> float | None:
-    """Median wall seconds per training record (final.json's count) of the finished runs among
-    `keys`: runs differ in size, so an estimate scales by records, not by runs."""
-    rates = []
+def record_rates(results: Path, keys) -> dict[str, float]:
+    """Wall seconds per training record (final.json's count) of the finished runs among `keys`:
+    runs differ in size, so an estimate scales by records, not by runs."""
+    rates = {}
     for key in keys:
         wall, final = wall_seconds(results, key), Path(results) / "runs" / key / "final.json"
         if wall is not None and final.exists() and (records := json.loads(final.read_text()).get("records")):
-            rates.append(wall / records)
-    return statistics.median(rates) if rates else None
+            rates[key] = wall / records
+    return rates
 
 
 def suite_status(jobs: list[Job], results: Path) -> dict:
@@ -98,9 +98,10 @@ def suite_status(jobs: list[Job], results: Path) -> dict:
     if not done:
         done = [run.name for run in sorted((results / "runs").glob("*"))]
     walls = [w for key in done if (w := wall_seconds(results, key)) is not None]
+    rates = list(record_rates(results, done).values())
     return {"seeds": dict(sorted(per_seed.items())),
             "median_wall_seconds": statistics.median(walls) if walls else None,
-            "records_left": records_left, "seconds_per_record": seconds_per_record(results, done)}
+            "records_left": records_left, "seconds_per_record": statistics.median(rates) if rates else None}
 
 
 def overrides_of(results: Path) -> list[str]:

@@ -18,7 +18,7 @@ from uvlm.data.mixture import MixtureConfig
 from uvlm.errors import UvlmError
 from uvlm.model.names import parse_name
 from uvlm.suites.presets import A3_ROWS, BIASED_ROWS, PRESETS, row_config
-from uvlm.train.config import apply_override, from_dict
+from uvlm.train.config import RunConfig, apply_override, from_dict
 from uvlm.train.data import TASKS_OF
 from uvlm.vision.cache import config_hash
 
@@ -45,7 +45,11 @@ class Job:
     seed: int
     config: dict
 
-    @cached_property  # validates and hashes the resolved config: once per job, not per use
+    @cached_property  # validated once per job, for its key and its size alike
+    def resolved(self) -> RunConfig:
+        return from_dict(self.config)
+
+    @cached_property
     def key(self) -> str:
         """The run folder: identical configs (across tables and suites) share one run.
 
@@ -53,17 +57,16 @@ class Job:
         never passes an old run off as a current one.
         """
         name = self.config["model"]["name"].replace("*", "star")
-        return f"{name}-s{self.seed}-{config_hash(from_dict(self.config).to_dict())[:8]}"
+        return f"{name}-s{self.seed}-{config_hash(self.resolved.to_dict())[:8]}"
 
     @cached_property
     def records(self) -> int:
-        return planned_records(self.config)
+        return planned_records(self.resolved)
 
 
-def planned_records(config: dict) -> int:
+def planned_records(cfg: RunConfig) -> int:
     """The training records a run config sees, epochs included: what its run time grows with
     (the scaling sweep's runs train up to twice the default mix)."""
-    cfg = from_dict(config)
     counts = MixtureConfig.from_dict(cfg.data.train).counts
     tasks = TASKS_OF[parse_name(cfg.model.name).tasks]
     return math.ceil(cfg.train.epochs * sum(counts[t] for t in tasks))
@@ -77,6 +80,11 @@ def _row(preset: str, name: str, mix: str, seed: int, overrides: tuple[str, ...]
         apply_override(cfg, assignment)
     cfg["train"]["seed"] = seed
     return cfg
+
+
+def matched(label: str) -> str:
+    """The row label of a run's step-matched `_u` control."""
+    return f"{label} (step-matched)"
 
 
 def step_matched(cfg: dict) -> dict:
@@ -96,7 +104,7 @@ def _rows(table: str, mix: str, names, preset: str, seeds: int, overrides: tuple
             cfg = _row(preset, name, mix, seed, overrides)
             jobs.append(Job(table, name, seed, cfg))
             if controls and parse_name(name).tasks == "understanding":
-                jobs.append(Job(table, f"{name} (step-matched)", seed, step_matched(cfg)))
+                jobs.append(Job(table, matched(name), seed, step_matched(cfg)))
     return jobs
 
 
@@ -113,7 +121,7 @@ def scaling_label(name: str, und_k: int, gen_k: int) -> str:
 
 def matched_label(name: str, und_k: int, gen_k: int) -> str:
     """The step-matched `_u` control of a generation-sweep point."""
-    return f"{scaling_model(name, und_k, 0)} und {und_k}K gen {gen_k}K (step-matched)"
+    return matched(f"{scaling_model(name, und_k, 0)} und {und_k}K gen {gen_k}K")
 
 
 def scaling_curves(name: str) -> dict[str, list[tuple[int, str]]]:
@@ -172,7 +180,7 @@ def _doses(bias: str, preset: str, seeds: int, overrides: tuple[str, ...]) -> li
                 jobs.append(Job(f"dose-{bias}", dose_label(name, p), seed, cfg))
                 # at p = 0 no model is ever asked the attribute, so there is no transfer to control
                 if p and parse_name(name).tasks == "understanding":
-                    jobs.append(Job(f"dose-{bias}", f"{dose_label(name, p)} (step-matched)", seed, step_matched(cfg)))
+                    jobs.append(Job(f"dose-{bias}", matched(dose_label(name, p)), seed, step_matched(cfg)))
     return jobs
 
 

@@ -143,9 +143,9 @@ def _truncate_metrics(out: Path, step: int) -> list[dict]:
     path = out / "metrics.jsonl"
     if not path.exists():
         return []
-    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-    atomic_write_text(path, "".join(ln + "\n" for ln in keep))
-    return [e for e in map(json.loads, keep) if e["event"] == "train"]
+    keep = [(ln, e) for ln in path.read_text().splitlines() if ln and (e := json.loads(ln))["step"] <= step]
+    atomic_write_text(path, "".join(ln + "\n" for ln, _ in keep))
+    return [e for _, e in keep if e["event"] == "train"]
 
 
 def _seconds_of(steps: list[dict], global_batch: int, total_records: int) -> float:
