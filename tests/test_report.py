@@ -46,6 +46,7 @@ def test_report_at_toy_size(tmp_path):
             job = Job("A3", label, seed, cfg)
             jobs.append(job)
             fake_run(results, job, p, seed * 10 + len(label), gen)
+    record_jobs(results, expand("mutual", "cpu", seeds=3))  # the suite was asked for every row
     record_jobs(results, jobs)
     readme = write_report(results, tmp_path / "report")
     text = readme.read_text()
@@ -57,6 +58,19 @@ def test_report_at_toy_size(tmp_path):
     # 6 runs of 630 s for 36K records done. Mutual at 3 seeds trains 3 x 468K records: 6 unified
     # rows and 4 step-matched controls of 36K, 4 _u rows of 24K, VQ_g's 12K. 1404K x 630 / 36K s = 6.8 h.
     assert "| mutual | 6 | 1.1 | 45 | 6.8 (3.4) |" in text and "| affine |" not in text
+
+
+def test_cost_prices_only_the_rows_asked_for(tmp_path):
+    """A `--rows` folder's cost table prices those rows' runs, not the whole suite's grid."""
+    results = tmp_path / "results"
+    jobs = expand("mutual", "cpu", seeds=3, rows=("VQ-VQ", "VQ_u"))
+    for i, job in enumerate(j for j in jobs if j.seed == 0):
+        fake_run(results, job, 0.7, i, gen=job.label == "VQ-VQ")
+    record_jobs(results, jobs)
+    text = write_report(results, tmp_path / "report").read_text()
+    # 3 seeds of VQ-VQ (36K records), VQ_u (24K) and its step-matched control (36K): 9 runs, 288K
+    # records at 630 s per 36K = 1.4 h; 3 runs done, 0.5 h spent.
+    assert "| mutual | 3 | 0.5 | 9 | 1.4 (0.7) |" in text
 
 
 def test_scaling_and_dose_sections(tmp_path):

@@ -64,7 +64,9 @@ class Results:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.groups: dict[tuple[str, str], list[str]] = defaultdict(list)
-        for e in job_index(self.root):
+        index = job_index(self.root)
+        self.planned = {(e["table"], e["label"]) for e in index}  # the rows a suite was asked for (`--rows`)
+        for e in index:
             if (self.root / "runs" / e["key"] / "eval" / "metrics.json").exists():
                 self.groups[(e["table"], e["label"])].append(e["key"])
         self._answers: dict[str, dict] = {}
@@ -476,7 +478,8 @@ def _probe_section(res: Results, out: Path, paper: dict) -> tuple[list[str], lis
 
 def _cost_section(res: Results, wall: dict[str, float]) -> list[str]:
     """Wall time spent per suite, and what each suite's cpu grid at 3 seeds would cost: its runs'
-    training records times the median seconds per record of its finished runs."""
+    training records times the median seconds per record of its finished runs. A suite's grid is
+    the rows this folder's suites were run with (all of them unless `--rows` chose some)."""
     from uvlm.suites.spec import SUITES, expand
 
     rows = ["| suite | runs done | one-core hours spent | runs at 3 seeds | estimated one-core hours at 3 seeds "
@@ -485,8 +488,9 @@ def _cost_section(res: Results, wall: dict[str, float]) -> list[str]:
     every: dict[str, int] = {}
     for suite in SUITES:
         jobs = expand(suite, "cpu", 3, tuple(overrides_of(res.root)))
-        grid, tables = {j.key: j.records for j in jobs}, {j.table for j in jobs}
-        every |= grid
+        every |= {j.key: j.records for j in jobs}
+        grid = {j.key: j.records for j in jobs if (j.table, j.label) in res.planned}
+        tables = {j.table for j in jobs}
         done = [k for k in {k for (t, _), keys in res.groups.items() if t in tables for k in keys} if k in wall]
         if done_rates := [rates[k] for k in done if k in rates]:
             est = sum(grid.values()) * float(np.median(done_rates)) / 3600
