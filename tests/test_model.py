@@ -43,7 +43,7 @@ def test_names_round_trip():
 
 
 def test_every_table_row_is_a_name():
-    from uvlm.suites.report import paper_tables
+    from uvlm.suites.results import paper_tables
 
     tables = paper_tables()  # the paper's numbers, shipped inside the package
     for key in ("A3_smartwatch_mutual", "A5_weather_biased", "A6_battery_biased"):

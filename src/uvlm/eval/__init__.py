@@ -1,1 +1,1 @@
-"""Scoring: VQA answers now; generated images in later modules."""
+"""Evaluation: VQA scoring, decoding, image metrics, linear probes and qualitative sheets."""

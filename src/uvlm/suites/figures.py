@@ -1,0 +1,175 @@
+"""The report's figures in the paper's spirit: bars beside the paper (Fig 1, 5, 6), training
+curves (Fig 3), data scaling (Fig 4) and the transfer dose-response, each with 95% intervals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from uvlm.suites.results import KEY_COLUMN, TITLES, Results, paper_rows, paper_tables
+from uvlm.suites.spec import (
+    DOSE_PAIRS,
+    DOSES,
+    PAPER_UND,
+    SCALING_ROWS,
+    dose_label,
+    matched,
+    matched_label,
+    scaling_curves,
+)
+from uvlm.suites.stats import Interval, cell_interval
+
+
+def figures(res: Results, out: Path) -> list[str]:
+    """Draw every figure the results allow into `out`; return the file names drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    paper = paper_tables()
+    for table in ("A3", "A5", "A6"):
+        labels = res.labels(table)
+        if not labels:
+            continue
+        column = KEY_COLUMN[table]
+        cells = [_interval(res, table, label, column) for label in labels]
+        keep = [(label, c) for label, c in zip(labels, cells, strict=True) if c is not None]
+        if not keep:
+            continue
+        fig, ax = plt.subplots(figsize=(max(6, len(keep) * 0.9), 3.6))
+        x = np.arange(len(keep))
+        means = [c.mean for _, c in keep]
+        err = [[c.mean - c.low for _, c in keep], [c.high - c.mean for _, c in keep]]
+        ax.bar(x, means, yerr=err, color="#4c72b0", capsize=3, label="ours (mean, 95% CI)")
+        ref = paper_rows(paper, table)
+        px = [i for i, (label, _) in enumerate(keep) if ref.get(label, {}).get(column) is not None]
+        ax.scatter(px, [ref[keep[i][0]][column] for i in px], color="#dd8452", zorder=3, label="paper")
+        ax.set_xticks(x, [label for label, _ in keep], rotation=35, ha="right", fontsize=8)
+        ax.set_ylabel(column)
+        ax.set_ylim(0, 105)
+        ax.set_title(TITLES[table], fontsize=9)
+        ax.legend(fontsize=7, loc="lower right")
+        fig.tight_layout()
+        name = f"fig-{table}.png"
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        made.append(name)
+    curves = _curves(res)
+    if curves:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        for label, (steps, values) in curves.items():
+            ax.plot(steps, values, marker="o", label=label)
+        ax.set_xlabel("training progress (fraction of steps)")
+        ax.set_ylabel("VQA total_acc (eval slice)")
+        ax.set_title("Fig 3 (ours): understanding during training, default mix", fontsize=9)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "fig-3-curves.png", dpi=110)
+        plt.close(fig)
+        made.append("fig-3-curves.png")
+    if _scaling_figure(res, out / "fig-4-scaling.png", paper):
+        made.append("fig-4-scaling.png")
+    for bias in ("weather", "battery"):
+        if _dose_figure(res, bias, out / f"fig-dose-{bias}.png"):
+            made.append(f"fig-dose-{bias}.png")
+    return made
+
+
+def _interval(res: Results, table: str, label: str, column: str) -> Interval | None:
+    scores = res.scores(table, label, column)
+    return None if scores is None else cell_interval(scores, n_boot=1000)
+
+
+def _errorbar(ax, xs: list, cells: list[Interval | None], **style) -> bool:
+    """Plot the cells that exist as means with 95% intervals; say whether any did."""
+    pts = [(x, c) for x, c in zip(xs, cells, strict=True) if c is not None]
+    if pts:
+        ax.errorbar([x for x, _ in pts], [c.mean for _, c in pts], capsize=3, marker="o",
+                    yerr=[[c.mean - c.low for _, c in pts], [c.high - c.mean for _, c in pts]], **style)
+    return bool(pts)
+
+
+def _scaling_figure(res: Results, path: Path, paper: dict) -> bool:
+    """Fig 4: VQA and judged generation along each data sweep of table A4."""
+    import matplotlib.pyplot as plt
+
+    if not res.labels("A4"):
+        return False
+    ref = paper_rows(paper, "A4")
+    fig, axes = plt.subplots(2, 2, figsize=(9, 6))
+    for row, (sweep, what) in enumerate((("und", "understanding"), ("gen", "generation"))):
+        for col, (column, ylabel) in enumerate((("total_acc", "VQA total_acc"), ("gen", "judge (gen)"))):
+            ax = axes[row, col]
+            for i, name in enumerate(SCALING_ROWS):
+                points = scaling_curves(name)[sweep]
+                xs = [k for k, _ in points]
+                color = f"C{i}"
+                _errorbar(ax, xs, [_interval(res, "A4", label, column) for _, label in points], color=color,
+                          label=f"{name} (ours)")
+                if column == "total_acc":
+                    paper_pts = [(k, ref[label]["total_acc"]) for k, label in points
+                                 if ref.get(label, {}).get("total_acc") is not None]
+                    ax.plot([k for k, _ in paper_pts], [v for _, v in paper_pts], ls=":", marker="x", color=color,
+                            label=f"{name} (paper)")
+                    if sweep == "gen":
+                        ks = [k for k in xs if k]  # the 0K point is the _u model itself
+                        _errorbar(ax, ks, [_interval(res, "A4", matched_label(name, PAPER_UND, k), column) for k in ks],
+                                  color=color, ls="--", mfc="white", label=f"{name}: step-matched _u")
+            ax.set_xlabel(f"thousands of {what} records (paper scale)")
+            ax.set_ylabel(ylabel)
+            ax.legend(fontsize=6)
+    fig.suptitle("Fig 4 (ours): scaling one task's data with the other fixed (table A4)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _dose_figure(res: Results, bias: str, path: Path) -> bool:
+    """Accuracy on the biased attribute against the share of VQA that asks it."""
+    import matplotlib.pyplot as plt
+
+    table = f"dose-{bias}"
+    if not res.labels(table):
+        return False
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    xs = list(range(len(DOSES)))
+    for i, pair in enumerate(DOSE_PAIRS):
+        for name, ls in zip(pair, ("-", "--"), strict=True):
+            _errorbar(ax, xs, [_interval(res, table, dose_label(name, p), f"{bias}_acc") for p in DOSES],
+                      color=f"C{i}", ls=ls, label=name)
+        asked = [(x, p) for x, p in zip(xs, DOSES, strict=True) if p]  # no control at p = 0
+        _errorbar(ax, [x for x, _ in asked], [_interval(res, table, matched(dose_label(pair[1], p)), f"{bias}_acc")
+                                              for _, p in asked], color=f"C{i}", ls=":", mfc="white",
+                  label=matched(pair[1]))
+    ax.set_xticks(xs, [str(p) for p in DOSES])
+    ax.set_xlabel(f"share of VQA records asking {bias} (--bias-vqa-prob)")
+    ax.set_ylabel(f"{bias}_acc (unbiased test set)")
+    ax.set_ylim(0, 105)
+    ax.set_title(f"Transfer dose-response ({bias}-biased mix, ours)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _curves(res: Results) -> dict:
+    curves = {}
+    for label in res.labels("A3"):
+        per_seed = []
+        for k in res.groups[("A3", label)]:
+            path = res.root / "runs" / k / "metrics.jsonl"
+            evals = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+            evals = [e for e in evals if e["event"] == "eval" and "vqa_total_acc" in e]
+            if evals:
+                last = evals[-1]["step"]
+                per_seed.append([(e["step"] / last, e["vqa_total_acc"]) for e in evals])
+        if per_seed and all(len(s) == len(per_seed[0]) for s in per_seed):
+            steps = [p[0] for p in per_seed[0]]
+            curves[label] = (steps, np.mean([[p[1] for p in s] for s in per_seed], axis=0))
+    return curves

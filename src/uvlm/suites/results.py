@@ -1,0 +1,145 @@
+"""A results folder read back: finished runs grouped by (table, row label), their scores, and
+the paper's numbers for the same rows (shipped in the package as paper_tables.json).
+
+Every number comes from the runs' own files (eval/metrics.json, answers.jsonl,
+generation.jsonl, probe/probe.json, wall.json); nothing is typed in.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from uvlm.suites.runner import job_index, wall_seconds
+from uvlm.suites.spec import scaling_label, scaling_rows
+
+COLUMNS = {"time_acc": ("time",), "weather_acc": ("weather",), "position_acc": ("weather_pos", "battery_pos"),
+           "battery_acc": ("battery",), "total_acc": ("time", "weather", "weather_pos", "battery", "battery_pos")}
+KEY_COLUMN = {"A3": "total_acc", "A5": "weather_acc", "A6": "battery_acc"}  # what each table's figure shows
+PAPER_TABLES = {"A3": "A3_smartwatch_mutual", "A4": "A4_smartwatch_scaling", "A5": "A5_weather_biased",
+                "A6": "A6_battery_biased"}
+TITLES = {"A3": "Table A3: mutual benefits (default mix)", "A5": "Table A5: weather-biased understanding data",
+          "A6": "Table A6: battery-biased understanding data", "T1": "Table 1 (SmartWatch half): affine map",
+          "A4": "Table A4: scaling", "dose-weather": "Dose-response: share of VQA asking weather (ours)",
+          "dose-battery": "Dose-response: share of VQA asking battery (ours)", "fig7": "Fig 7 probe"}
+
+
+def paper_rows(paper: dict, table: str) -> dict[str, dict]:
+    """The paper's rows of one of our tables, by our row label."""
+    rows = paper.get(PAPER_TABLES.get(table, ""), {}).get("rows", {})
+    if table == "A4":  # a list of sweep points; both models' 0K-understanding cells are VQ_g's
+        return {scaling_label(r["model"], r["und_k"], r["gen_k"]): r for r in rows}
+    return rows
+
+
+def paper_tables() -> dict:
+    return json.loads(resources.files("uvlm.suites").joinpath("paper_tables.json").read_text())
+
+
+class Results:
+    """The finished runs of a results folder, grouped by (table, row label)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+        index = job_index(self.root)
+        self.planned = {(e["table"], e["label"]) for e in index}  # the rows a suite was asked for (`--rows`)
+        for e in index:
+            if (self.root / "runs" / e["key"] / "eval" / "metrics.json").exists():
+                self.groups[(e["table"], e["label"])].append(e["key"])
+        self._answers: dict[str, dict] = {}
+        self._generation: dict[str, list[float] | None] = {}
+        self._probe: dict[str, dict | None] = {}
+
+    def tables(self) -> list[str]:
+        return sorted({t for t, _ in self.groups}, key=lambda t: list(TITLES).index(t) if t in TITLES else 99)
+
+    def labels(self, table: str) -> list[str]:
+        found = [label for t, label in self.groups if t == table]
+        if table == "A4":  # sweep order, not alphabetical ("gen 120K" before "gen 60K")
+            order = scaling_rows()
+            found.sort(key=lambda label: order.index(label) if label in order else len(order))
+        return found
+
+    def metrics(self, key: str) -> dict:
+        return json.loads((self.root / "runs" / key / "eval" / "metrics.json").read_text())
+
+    def answers(self, key: str) -> dict:
+        """id -> (attribute, score) of a run's VQA answers."""
+        if key not in self._answers:
+            path = self.root / "runs" / key / "eval" / "answers.jsonl"
+            rows = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+            self._answers[key] = {r["id"]: (r["attribute"], r["score"]) for r in rows}
+        return self._answers[key]
+
+    def vqa_scores(self, table: str, label: str, column: str) -> np.ndarray | None:
+        """(seeds, questions) scores in percent for one column, questions in id order."""
+        keys = self.groups.get((table, label), [])
+        runs = [self.answers(k) for k in keys]
+        if not runs or not runs[0]:
+            return None
+        ids = sorted(i for i, (a, _) in runs[0].items() if a in COLUMNS[column])
+        return 100 * np.array([[r[i][1] for i in ids] for r in runs])
+
+    def generation(self, key: str) -> list[float] | None:
+        """A run's judged score per test prompt in percent (mean over its named attributes; 0 if
+        no image), or None if it generated nothing. Read once per run: tables, verdicts and
+        figures all ask for it."""
+        if key not in self._generation:
+            path = self.root / "runs" / key / "eval" / "generation.jsonl"
+            scores = None
+            if path.exists():
+                made = {r["id"]: np.mean(list(r["scores"].values()))
+                        for r in map(json.loads, path.read_text().splitlines())}
+                n = self.metrics(key)["gen"]["n"]
+                scores = [100 * made.get(f"test-generation-{j:06d}", 0.0) for j in range(n)]
+            self._generation[key] = scores
+        return self._generation[key]
+
+    def gen_scores(self, table: str, label: str) -> np.ndarray | None:
+        """(seeds, prompts) judged scores of a row's runs."""
+        runs = [self.generation(k) for k in self.groups.get((table, label), [])]
+        return None if not runs or any(r is None for r in runs) else np.array(runs)
+
+    def probe(self, key: str) -> dict | None:
+        """A run's Fig 7 probe result (probe/probe.json), or None before `suite run probe`."""
+        if key not in self._probe:
+            path = self.root / "runs" / key / "probe" / "probe.json"
+            self._probe[key] = json.loads(path.read_text()) if path.exists() else None
+        return self._probe[key]
+
+    def probe_scores(self, table: str, label: str) -> np.ndarray | None:
+        """(seeds, test images) correctness of the Fig 7 probe, in percent."""
+        rows = []
+        for k in self.groups.get((table, label), []):
+            correct = (self.probe(k) or {}).get("correct")
+            if correct is None:
+                return None
+            rows.append(correct)
+        return 100 * np.array(rows, dtype=float) if rows else None
+
+    def scores(self, table: str, label: str, column: str) -> np.ndarray | None:
+        """(seeds, items) scores of a VQA column, of judged generation ("gen") or of the probe ("probe")."""
+        if column == "gen":
+            return self.gen_scores(table, label)
+        if column == "probe":
+            return self.probe_scores(table, label)
+        return self.vqa_scores(table, label, column)
+
+    def values(self, table: str, label: str, path: tuple[str, ...]) -> list[float]:
+        out = []
+        for k in self.groups.get((table, label), []):
+            v = self.metrics(k)
+            for p in path:
+                v = v.get(p) if isinstance(v, dict) else None
+            if isinstance(v, int | float):
+                out.append(float(v))
+        return out
+
+    def wall(self) -> dict[str, float]:
+        times = {k: wall_seconds(self.root, k) for keys in self.groups.values() for k in keys}
+        return {k: t for k, t in times.items() if t is not None}
