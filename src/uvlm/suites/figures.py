@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from uvlm.suites.results import KEY_COLUMN, TITLES, Results, paper_rows, paper_tables
+from uvlm.suites.results import KEY_COLUMN, TITLES, Results, paper_rows
 from uvlm.suites.spec import (
     DOSE_PAIRS,
     DOSES,
@@ -22,15 +22,15 @@ from uvlm.suites.spec import (
 from uvlm.suites.stats import Interval, cell_interval
 
 
-def figures(res: Results, out: Path) -> list[str]:
-    """Draw every figure the results allow into `out`; return the file names drawn."""
+def figures(res: Results, out: Path, paper: dict) -> list[str]:
+    """Draw every figure the results allow into `out`, the paper's numbers beside ours; return the
+    file names drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     made = []
-    paper = paper_tables()
     for table in ("A3", "A5", "A6"):
         labels = res.labels(table)
         if not labels:

@@ -137,7 +137,7 @@ def write_report(results: Path, out: Path) -> Path:
                   "below 0; inconclusive: contains 0.", "", *verdicts, ""]
     probe_lines, probe_fig = _probe_section(res, out, paper)
     lines += probe_lines
-    made = figures(res, out) + probe_fig
+    made = figures(res, out, paper) + probe_fig
     if made:
         lines += ["## Figures", "", *[f"![{f}]({f})" for f in made], ""]
     if wall:
