@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from uvlm.errors import UvlmError
-from uvlm.model.adapters import AffineDistortion
+from uvlm.model.adapters import AffineDistortion, Standardize
 from uvlm.model.names import parse_name
 from uvlm.model.prompt import BOI, EOI, GENERATE, IGNORE, SPECIAL_TOKENS, TEXT, UNDERSTAND, PromptEncoder
 from uvlm.model.tokenizer import template_corpus, train_tokenizer
@@ -207,3 +207,15 @@ def test_standardization_is_fitted_fixed_and_shared_with_the_adapter(encoders):
     in_space, out_space = load_spaces(off, parse_name("VQ-VQ"))
     plain = build_model(off, in_space, out_space, build_tokenizer(off))
     assert plain.input_norm is None and plain.output_norm is None
+
+
+def test_standardization_fits_in_chunks_as_in_one_pass():
+    g = torch.Generator().manual_seed(1)
+    x = 7 + 2 * torch.randn(300, 5, 6, generator=g, dtype=torch.float16).float()
+    one, chunked = Standardize(6), Standardize(6)
+    one.fit(x, chunk=len(x) * 5)
+    chunked.fit(x, chunk=7)  # 1500 rows in 215 chunks, the last one short
+    flat = x.reshape(-1, 6).double()
+    assert torch.allclose(chunked.mean.double(), flat.mean(0), atol=1e-6)
+    assert torch.allclose(chunked.std.double(), flat.std(0), atol=1e-6)
+    assert torch.allclose(chunked.mean, one.mean, atol=1e-6) and torch.allclose(chunked.std, one.std, atol=1e-6)
