@@ -71,6 +71,13 @@ def test_cost_prices_only_the_rows_asked_for(tmp_path):
     # 3 seeds of VQ-VQ (36K records), VQ_u (24K) and its step-matched control (36K): 9 runs, 288K
     # records at 630 s per 36K = 1.4 h; 3 runs done, 0.5 h spent.
     assert "| mutual | 3 | 0.5 | 9 | 1.4 (0.7) |" in text
+    # A planned suite with no run done yet is priced at the rate of the runs there are: VQ_u's
+    # battery runs are 7 per seed (A6's 24K and its 36K control, which p = 0.05 shares; p = 0,
+    # 0.01 and 0.2 at 24K, the last two with 36K controls), 21 at 3 seeds: 612K records at
+    # 630 s per 36K = 3.0 h.
+    record_jobs(results, expand("transfer-battery", "cpu", seeds=1, rows=("VQ_u",)))
+    text = write_report(results, tmp_path / "report").read_text()
+    assert "| transfer-battery | 0 | 0.0 | 21 | 3.0 (1.5) |" in text
 
 
 def test_scaling_and_dose_sections(tmp_path):

@@ -79,7 +79,8 @@ def _probe_section(res: Results, out: Path, paper: dict) -> tuple[list[str], lis
 
 def _cost_section(res: Results, wall: dict[str, float]) -> list[str]:
     """Wall time spent per suite, and what each suite's cpu grid at 3 seeds would cost: its runs'
-    training records times the median seconds per record of its finished runs. A suite's grid is
+    training records times the median seconds per record of its finished runs (of all runs while it
+    has none). A suite's grid is
     the rows this folder's suites were run with (all of them unless `--rows` chose some)."""
     from uvlm.suites.spec import SUITES, expand
 
@@ -93,7 +94,10 @@ def _cost_section(res: Results, wall: dict[str, float]) -> list[str]:
         grid = {j.key: j.records for j in jobs if (j.table, j.label) in res.planned}
         tables = {j.table for j in jobs}
         done = [k for k in {k for (t, _), keys in res.groups.items() if t in tables for k in keys} if k in wall]
-        if done_rates := [rates[k] for k in done if k in rates]:
+        if not grid and not done:
+            continue
+        # a suite with no finished run yet is priced at the median rate of every run
+        if done_rates := [rates[k] for k in done if k in rates] or list(rates.values()):
             est = sum(grid.values()) * float(np.median(done_rates)) / 3600
             spent = sum(wall[k] for k in done) / 3600
             rows.append(f"| {suite} | {len(done)} | {spent:.1f} | {len(grid)} | {est:.1f} ({est / 2:.1f}) |")
