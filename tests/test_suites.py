@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from uvlm.errors import UvlmError
-from uvlm.io import atomic_write_json
+from uvlm.io import atomic_write_json, exclusive
 from uvlm.suites.presets import A3_ROWS, BIASED_ROWS
 from uvlm.suites.report import write_report
 from uvlm.suites.runner import claim_results, run_suite, suite_status
@@ -258,6 +258,18 @@ def test_bad_suite_command_lines(cli, tmp_path, args, message):
     code, _, err = cli("suite", *args, "--out", tmp_path / "results")
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "results").exists(), "nothing written"
+
+
+def test_a_results_folder_runs_one_suite_at_a_time(cli, tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    with exclusive(results, "suite run"):  # another suite, still running
+        code, _, err = cli("suite", "run", "mutual", "--out", results)
+    assert code == 2 and "in use by another suite run" in err and len(err.strip().splitlines()) == 1
+    assert list(results.iterdir()) == [], "nothing written"
+    (tmp_path / "file").write_text("")
+    code, _, err = cli("suite", "run", "mutual", "--out", tmp_path / "file")
+    assert code == 2 and "is a file" in err
 
 
 def test_status_command_prints_seeds_and_estimate(cli, tmp_path):

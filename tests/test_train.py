@@ -14,6 +14,7 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
+from uvlm.io import exclusive
 from uvlm.suites.spec import planned_records
 from uvlm.train.config import from_dict
 from uvlm.train.loop import stream_indices
@@ -150,6 +151,21 @@ def test_bad_config_files(tmp_path, env):
                           [["--set", "lr=1"], "use section.key=value"]):
         result = uvlm(["train", *args, "--out", tmp_path / "run"], env)
         assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_one_trainer_per_run_folder(tmp_path, encoders, env):
+    """A second trainer into a folder that one is training fails at once and writes nothing."""
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump(run_config(encoders)))
+    out = tmp_path / "run"
+    out.mkdir()
+    with exclusive(out, "`uvlm train`"):  # this process stands in for the first trainer
+        second = uvlm(["train", "--config", cfg, "--out", out, "--resume"], env)
+    assert second.returncode == 2 and "in use by another `uvlm train`" in second.stderr, second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1 and list(out.iterdir()) == []
+    (tmp_path / "file").write_text("")
+    to_file = uvlm(["train", "--config", cfg, "--out", tmp_path / "file"], env)
+    assert to_file.returncode == 2 and "is a file" in to_file.stderr, to_file.stderr
 
 
 def test_numbers_written_the_yaml_1_1_way_are_numbers():

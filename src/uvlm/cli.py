@@ -316,6 +316,8 @@ def suite_run(
 
     jobs = _jobs(name, preset, seeds, set_, rows)
     workers = _workers(workers)
+    if out.exists() and not out.is_dir():
+        raise UvlmError(f"--out {out} is a file; give a folder for the results")
     claim_results(out, tuple(set_ or ()))
     run_suite(jobs, out, workers, echo=typer.echo)
     if name in ("probe", "all"):

@@ -1,11 +1,21 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""Atomic file writes (a reader sees the old file or the new one, never half of one) and
+folder locks (two processes never write one folder at once)."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from uvlm.errors import UvlmError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, so folders go unlocked there
+    fcntl = None
 
 
 def _file_mode() -> int:
@@ -46,3 +56,22 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, obj: object) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+@contextmanager
+def exclusive(folder: Path, holder: str) -> Iterator[None]:
+    """Hold an exclusive lock on an existing `folder` while the block runs; fail at once if
+    another process holds it. The lock is on the folder itself (no lock file to go stale): the
+    OS drops it when its process ends, killed or not."""
+    if fcntl is None:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UvlmError(f"{folder} is in use by another {holder}; wait for it to end or stop it") from None
+        yield
+    finally:
+        os.close(fd)

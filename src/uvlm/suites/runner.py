@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from uvlm.errors import UvlmError
-from uvlm.io import atomic_write_json, atomic_write_text
+from uvlm.io import atomic_write_json, atomic_write_text, exclusive
 from uvlm.suites.spec import Job
 
 
@@ -137,35 +137,37 @@ def record_jobs(results: Path, jobs: list[Job]) -> None:
 
 def run_suite(jobs: list[Job], results: Path, workers: int, echo: Callable[[str], None] = print,
               execute: Callable[[Job, Path], dict] = run_job) -> dict:
-    """Run every job not yet done, `workers` at a time. Returns {key: wall times or error}."""
+    """Run every job not yet done, `workers` at a time. Returns {key: wall times or error}.
+    One suite at a time per folder: a second fails at once while this one runs."""
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
-    record_jobs(results, jobs)
-    unique = {j.key: j for j in jobs}
-    # Seed by seed, so a suite stopped part-way leaves whole seeds of every row behind.
-    pending = sorted((j for j in unique.values() if not is_done(results, j)), key=lambda j: j.seed)
-    echo(f"{len(unique)} runs: {len(unique) - len(pending)} done, {len(pending)} to run, {workers} at a time")
-    outcome: dict = {}
+    with exclusive(results, "suite run (`uvlm suite run` or `uvlm demo`)"):
+        record_jobs(results, jobs)
+        unique = {j.key: j for j in jobs}
+        # Seed by seed, so a suite stopped part-way leaves whole seeds of every row behind.
+        pending = sorted((j for j in unique.values() if not is_done(results, j)), key=lambda j: j.seed)
+        echo(f"{len(unique)} runs: {len(unique) - len(pending)} done, {len(pending)} to run, {workers} at a time")
+        outcome: dict = {}
 
-    def one(job: Job) -> tuple[str, dict]:
-        try:
-            return job.key, execute(job, results)
-        except UvlmError as e:
-            return job.key, {"error": str(e)}
+        def one(job: Job) -> tuple[str, dict]:
+            try:
+                return job.key, execute(job, results)
+            except UvlmError as e:
+                return job.key, {"error": str(e)}
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        # Reported as they finish, so the log shows what is done, not what was started first.
-        finished = as_completed([pool.submit(one, job) for job in pending])
-        for i, (key, result) in enumerate((f.result() for f in finished), start=1):
-            outcome[key] = result
-            status = result.get("error") or (f"train {result.get('train_seconds')} s, "
-                                             f"eval {result.get('eval_seconds')} s")
-            echo(f"[{i}/{len(pending)}] {key}: {status}")
-    failed = [k for k, r in outcome.items() if "error" in r]
-    if failed:
-        raise UvlmError(f"{len(failed)} runs failed (first: {outcome[failed[0]]['error']}); "
-                        "fix and run the same command again")
-    return outcome
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            # Reported as they finish, so the log shows what is done, not what was started first.
+            finished = as_completed([pool.submit(one, job) for job in pending])
+            for i, (key, result) in enumerate((f.result() for f in finished), start=1):
+                outcome[key] = result
+                status = result.get("error") or (f"train {result.get('train_seconds')} s, "
+                                                 f"eval {result.get('eval_seconds')} s")
+                echo(f"[{i}/{len(pending)}] {key}: {status}")
+        failed = [k for k, r in outcome.items() if "error" in r]
+        if failed:
+            raise UvlmError(f"{len(failed)} runs failed (first: {outcome[failed[0]]['error']}); "
+                            "fix and run the same command again")
+        return outcome
 
 
 def job_index(results: Path) -> list[dict]:

@@ -38,7 +38,7 @@ from transformers.utils import logging as hf_logging
 
 from uvlm.errors import UvlmError
 from uvlm.eval.evaluate import EvalContext, evaluate_model
-from uvlm.io import atomic_write_json, atomic_write_text
+from uvlm.io import atomic_write_json, atomic_write_text, exclusive
 from uvlm.model.names import parse_name
 from uvlm.model.prompt import PromptEncoder
 from uvlm.model.unified import UnifiedVLM
@@ -201,9 +201,20 @@ def save_final_weights(out: Path, model: UnifiedVLM, tokenizer) -> None:
 
 
 def train(cfg: RunConfig, out: Path, resume: bool = False, progress=None) -> dict:
-    """Train the run of `cfg` into `out`; return the final summary (also written to final.json)."""
+    """Train the run of `cfg` into `out`; return the final summary (also written to final.json).
+    A second `uvlm train` into the same folder fails while this one runs."""
     out = Path(out)
-    _prepare_folder(out, cfg, resume)
+    if out.exists() and not out.is_dir():
+        raise UvlmError(f"--out {out} is a file; give a folder for the run")
+    out.mkdir(parents=True, exist_ok=True)
+    # Under `accelerate launch` every rank trains into `out`; the main one holds the lock.
+    main_rank = os.environ.get("RANK", "0") == "0"
+    with exclusive(out, "`uvlm train`") if main_rank else nullcontext():
+        _prepare_folder(out, cfg, resume)
+        return _train(cfg, out, resume, progress)
+
+
+def _train(cfg: RunConfig, out: Path, resume: bool, progress) -> dict:
     if (out / "final.json").exists():
         return json.loads((out / "final.json").read_text())
     began = time.perf_counter()
