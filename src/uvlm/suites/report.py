@@ -79,9 +79,9 @@ def _probe_section(res: Results, out: Path, paper: dict) -> tuple[list[str], lis
 
 def _cost_section(res: Results, wall: dict[str, float]) -> list[str]:
     """Wall time spent per suite, and what each suite's cpu grid at 3 seeds would cost: its runs'
-    training records times the median seconds per record of its finished runs (of all runs while it
-    has none). A suite's grid is
-    the rows this folder's suites were run with (all of them unless `--rows` chose some)."""
+    training records times the median seconds per record of its finished runs (of all runs while
+    it has none). A suite's grid is the rows this folder's suites were run with (all of them
+    unless `--rows` chose some)."""
     from uvlm.suites.spec import SUITES, expand
 
     rows = ["| suite | runs done | one-core hours spent | runs at 3 seeds | estimated one-core hours at 3 seeds "

@@ -129,7 +129,6 @@ def _prepare_folder(out: Path, cfg: RunConfig, resume: bool) -> None:
             raise UvlmError(f"{out} holds an unfinished run; add --resume to continue it")
     elif out.exists() and any(out.iterdir()):
         raise UvlmError(f"{out} is not empty and holds no uvlm run; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(resolved, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
