@@ -312,12 +312,12 @@ def suite_run(
     With --set, every run's config changes (e.g. --set train.lr=1e-3); the results folder keeps
     the overrides of its first suite, so use one folder per setting.
     """
+    from uvlm.io import make_folder
     from uvlm.suites.runner import claim_results, run_suite
 
     jobs = _jobs(name, preset, seeds, set_, rows)
     workers = _workers(workers)
-    if out.exists() and not out.is_dir():
-        raise UvlmError(f"--out {out} is a file; give a folder for the results")
+    make_folder(out, "results")
     claim_results(out, tuple(set_ or ()))
     run_suite(jobs, out, workers, echo=typer.echo)
     if name in ("probe", "all"):

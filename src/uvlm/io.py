@@ -58,6 +58,13 @@ def atomic_write_json(path: Path, obj: object) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def make_folder(path: Path, what: str) -> None:
+    """Create the output folder `--out` names (with its parents); a file there is bad input."""
+    if path.exists() and not path.is_dir():
+        raise UvlmError(f"--out {path} is a file; give a folder for the {what}")
+    path.mkdir(parents=True, exist_ok=True)
+
+
 @contextmanager
 def exclusive(folder: Path, holder: str) -> Iterator[None]:
     """Hold an exclusive lock on an existing `folder` while the block runs; fail at once if

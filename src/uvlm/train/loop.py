@@ -38,7 +38,7 @@ from transformers.utils import logging as hf_logging
 
 from uvlm.errors import UvlmError
 from uvlm.eval.evaluate import EvalContext, evaluate_model
-from uvlm.io import atomic_write_json, atomic_write_text, exclusive
+from uvlm.io import atomic_write_json, atomic_write_text, exclusive, make_folder
 from uvlm.model.names import parse_name
 from uvlm.model.prompt import PromptEncoder
 from uvlm.model.unified import UnifiedVLM
@@ -127,7 +127,7 @@ def _prepare_folder(out: Path, cfg: RunConfig, resume: bool) -> None:
             return
         if not resume:
             raise UvlmError(f"{out} holds an unfinished run; add --resume to continue it")
-    elif out.exists() and any(out.iterdir()):
+    elif any(out.iterdir()):  # train() made the folder
         raise UvlmError(f"{out} is not empty and holds no uvlm run; choose another --out")
     atomic_write_text(resolved, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
@@ -203,9 +203,7 @@ def train(cfg: RunConfig, out: Path, resume: bool = False, progress=None) -> dic
     """Train the run of `cfg` into `out`; return the final summary (also written to final.json).
     A second `uvlm train` into the same folder fails while this one runs."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UvlmError(f"--out {out} is a file; give a folder for the run")
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, "run")
     # Under `accelerate launch` every rank trains into `out`; the main one holds the lock.
     main_rank = os.environ.get("RANK", "0") == "0"
     with exclusive(out, "`uvlm train`") if main_rank else nullcontext():
