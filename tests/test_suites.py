@@ -268,8 +268,10 @@ def test_a_results_folder_runs_one_suite_at_a_time(cli, tmp_path):
     assert code == 2 and "in use by another suite run" in err and len(err.strip().splitlines()) == 1
     assert list(results.iterdir()) == [], "nothing written"
     (tmp_path / "file").write_text("")
-    code, _, err = cli("suite", "run", "mutual", "--out", tmp_path / "file")
-    assert code == 2 and "is a file" in err
+    (results / "jobs.json").write_text("[]")  # so that `uvlm report` reaches its --out
+    for command in (("suite", "run", "mutual"), ("report", results), ("demo",)):
+        code, _, err = cli(*command, "--out", tmp_path / "file")
+        assert code == 2 and "is a file" in err and len(err.strip().splitlines()) == 1, (command, err)
 
 
 def test_status_command_prints_seeds_and_estimate(cli, tmp_path):

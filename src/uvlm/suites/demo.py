@@ -20,6 +20,7 @@ from uvlm.data.folder import build_dataset, cpu_count
 from uvlm.data.gallery import gallery
 from uvlm.data.mixture import MixtureConfig
 from uvlm.data.smartwatch import CPU_STYLE
+from uvlm.io import make_folder
 from uvlm.suites.presets import row_config
 from uvlm.suites.spec import Job
 
@@ -46,6 +47,7 @@ def run_demo(out: Path, echo: Callable[[str], None] = print) -> Path:
     from uvlm.vision.pretrain import pretrained_siglip, pretrained_vq, quality_summary
 
     out = Path(out)
+    make_folder(out, "demo")
     echo("1/4 rendering a sample of the SmartWatch data")
     sample = MixtureConfig(seed=0, n_vqa=24, n_caption=24, n_generation=24, **CPU_STYLE)
     build_dataset(sample, out / "sample", workers=min(2, cpu_count()))
