@@ -59,3 +59,39 @@ def test_positions_are_pooled():
 def test_unknown_attribute():
     with pytest.raises(ValueError, match="unknown attribute"):
         score_answer("colour", "red", "red")
+
+
+def test_chance_is_exact_against_brute_force():
+    """Random and best-constant scores equal the scorer's own numbers over the answer space."""
+    import itertools
+
+    import numpy as np
+
+    from uvlm.eval.chance import chance
+    from uvlm.eval.vqa import score_answer
+
+    rng = np.random.default_rng(0)
+    items = [("time", f"{rng.integers(1, 13):02d}:{rng.integers(0, 60):02d}:{rng.integers(0, 60):02d}")
+             for _ in range(25)]
+    items += [("battery", f"{b}%") for b in rng.integers(30, 101, 40)]
+    items += [("weather", w) for w in ["sunny"] * 5 + ["rainy"] * 9 + ["cloudy"] * 6]
+    items += [("weather_pos", "top-left")] * 3 + [("battery_pos", "bottom-right")] * 2 + \
+        [("battery_pos", "top-left")]
+    result = chance(items)
+    assert result["random"]["time_acc"] == pytest.approx(50.0)  # exactly half, whatever the truths
+    times = [t for a, t in items if a == "time"]
+    hours = [(h, m, s) for h, m, s in itertools.product(range(1, 13), range(0, 60, 7), range(0, 60, 7))]
+    best = max(np.mean([score_answer("time", t, f"{h:02d}:{m:02d}:{s:02d}") for t in times]) for h, m, s in hours)
+    assert 100 * best <= result["constant"]["time_acc"] + 1e-9  # a coarse search cannot beat the exact best
+    mine = result["constant_answers"]["time"]
+    mine_score = 100 * np.mean([score_answer("time", t, mine) for t in times])
+    assert mine_score == pytest.approx(result["constant"]["time_acc"])
+    levels = [t for a, t in items if a == "battery"]
+    per_answer = [np.mean([score_answer("battery", t, f"{a}%") for t in levels]) for a in range(101)]
+    assert result["random"]["battery_acc"] == pytest.approx(100 * np.mean(per_answer))
+    assert result["constant"]["battery_acc"] == pytest.approx(100 * max(per_answer))
+    assert result["constant"]["weather_acc"] == pytest.approx(45.0) and result["constant_answers"]["weather"] == "rainy"
+    assert result["random"]["weather_acc"] == pytest.approx(100 / 3)
+    assert result["constant"]["position_acc"] == pytest.approx(100 * 5 / 6)  # top-left x3, bottom-right x2
+    for column in ("time_acc", "battery_acc", "weather_acc", "position_acc", "total_acc"):
+        assert result["constant"][column] >= result["random"][column] - 1e-9
