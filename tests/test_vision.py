@@ -251,3 +251,38 @@ def test_concurrent_builders_of_one_entry_agree(cache_dir):
     assert len(results) == 3 and len({r[0] for r in results}) == 1
     assert all(r[1] == b"same bytes" and r[2] == {"ok": True} for r in results)
     assert [p.name for p in (cache_dir / "race").iterdir()] == [results[0][0].name]  # no leftovers
+
+
+def test_embedding_judge_reads_content_not_length():
+    """Probes on unit-length tokens: the same answers for real features at any scale, content
+    still read when features are pulled most of the way to their mean, and one answer set for
+    a constant vector (the judge of a model that draws the mean image)."""
+    from dataclasses import asdict
+
+    import numpy as np
+
+    from uvlm.data.smartwatch import sample_attributes
+    from uvlm.eval.probe import attribute_labels, score_against
+    from uvlm.vision.judge import EmbeddingJudge
+
+    rng = np.random.default_rng(0)
+    attrs = [asdict(sample_attributes(rng)) for _ in range(700)]
+    # 4 tokens of 24 dims: a dominant shared direction, plus one direction per attribute value
+    tokens, dim = 4, 24
+    common = 40 * rng.normal(size=dim) / np.sqrt(dim)
+    keys = {k: rng.normal(size=(n, tokens, dim)) for k, n in
+            (("hour", 12), ("minute", 60), ("second", 60), ("weather", 3), ("weather_pos", 4),
+             ("battery", 101), ("battery_pos", 4))}
+    labels = attribute_labels(attrs)
+    x = common + sum(3 * keys[k][labels[k]] for k in keys) + 0.3 * rng.normal(size=(700, tokens, dim))
+    judge = EmbeddingJudge.fit(x[:500], attrs[:500])
+    held, held_attrs = x[500:], attrs[500:]
+    base = judge.answers(held)
+    assert score_against(base, held_attrs)["weather_acc"] > 95
+    for scale in (0.3, 0.9, 2.0):
+        assert judge.answers(scale * held) == base
+    mean = held.mean(0, keepdims=True)
+    pulled = mean + 0.2 * (held - mean)
+    assert score_against(judge.answers(pulled), held_attrs)["weather_acc"] > 90
+    constant = judge.answers(np.repeat(mean, len(held), axis=0))
+    assert all(a == constant[0] for a in constant)

@@ -7,7 +7,8 @@ with it), its N vision tokens:
 - image steps: the generation head's output for the hidden state, fed back through the
   generation adapter as the next input. VQ ids are chosen greedily or by seeded sampling
   (temperature, top-k), optionally with classifier-free guidance against an unconditional
-  prompt; SigLIP outputs are the head's embedding itself.
+  prompt; SigLIP outputs are the head's embedding rescaled to the training targets' length at
+  its position (`UnifiedVLM.as_target`), the scale the model was fed during training.
 
 Batched decoding left-pads the prompts and passes explicit position ids, so every row sees
 exactly the positions it would see alone.
@@ -133,7 +134,7 @@ def decode_batch(model: UnifiedVLM, prompts: list[Encoded], und_features: torch.
                     logits = logits[b:] + sampling.cfg_scale * (logits[:b] - logits[b:])
                 chosen = _choose(logits[:b], sampling, g)
             else:
-                chosen = out[:b]
+                chosen = model.as_target(out[:b], n_vis.clamp_max(n_vision - 1))
             targets = torch.cat([chosen, chosen]) if guided else chosen
             fed = model.generate_input(targets).to(h.dtype)
             if vision is None:
@@ -184,7 +185,7 @@ def decode_reference(model: UnifiedVLM, prompt: Encoded, und_features: torch.Ten
         last = out.text_ids[-1] if out.text_ids else int(prompt.input_ids[-1])
         if vision or (last == boi_id and n_vision > 0):
             head = model.generation_head(result.hidden_states[-1][:, -1])
-            target = head.argmax(-1) if model.generation_head.discrete else head
+            target = head.argmax(-1) if model.generation_head.discrete else model.as_target(head, len(vision))
             vision.append(target[0].cpu())
             nxt = model.generate_input(target)
             if len(vision) == n_vision:

@@ -6,6 +6,11 @@ input is the target (a VQ code vector or a SigLIP feature), standardised, throug
 generation adapter (the understanding adapter itself when shared), and the generation head
 predicts that target from the hidden state one position earlier. Every row of the paper's tables is one
 `Architecture` of this class.
+
+A SigLIP-space head is trained with 1 - cosine, which leaves the length of its output free. So
+a generated vector is rescaled to the mean length of the training targets at its position
+(`target_norm`, fitted with the standardisations) before it is fed back or judged: fed back
+raw, a short vector lands far from every target after standardisation, and decoding drifts.
 """
 
 from __future__ import annotations
@@ -81,6 +86,9 @@ class UnifiedVLM(nn.Module):
                 self.output_norm = Standardize(output_space.feature_dim) if standardize else None
             out_dim = output_space.vocab_size if output_space.discrete else output_space.feature_dim
             self.generation_head = GenerationHead(hidden, output_space.discrete, out_dim)
+            if not output_space.discrete:
+                # per position; 0 until fitted, and then generated vectors are used as the head gives them
+                self.register_buffer("target_norm", torch.zeros(output_space.n_tokens))
             if output_space.discrete:
                 if codebook is None:
                     raise ValueError("a VQ output space needs its codebook to feed generated ids back")
@@ -97,11 +105,24 @@ class UnifiedVLM(nn.Module):
         return [p for m in modules.values() for p in m.parameters()]
 
     def fit_standardization(self, und_features: torch.Tensor | None, gen_targets: torch.Tensor | None) -> None:
-        """Fit the fixed input standardisations on the training set's vision tensors."""
+        """Fit the fixed input standardisations on the training set's vision tensors
+        (features (images, N, D); targets (images, N) ids or (images, N, D)), and the
+        per-position target length of a continuous output space."""
         if self.input_norm is not None and und_features is not None:
             self.input_norm.fit(und_features)
         if self.output_norm is not None and self.output_norm is not self.input_norm and gen_targets is not None:
             self.output_norm.fit(self.target_embedding(gen_targets))
+        if hasattr(self, "target_norm") and gen_targets is not None:
+            self.target_norm.copy_(gen_targets.float().norm(dim=-1).reshape(-1, len(self.target_norm)).mean(0))
+
+    def as_target(self, head_output: torch.Tensor, position: torch.Tensor | int) -> torch.Tensor:
+        """A continuous head output as a target-space vector: rescaled to the training targets'
+        mean length at its position (0..N-1, per row or one for all). VQ logits pass through."""
+        if self.generation_head.discrete or not bool((self.target_norm > 0).all()):
+            return head_output
+        length = self.target_norm[position]
+        length = length[:, None] if length.ndim else length
+        return head_output / head_output.norm(dim=-1, keepdim=True).clamp_min(1e-12) * length.to(head_output.dtype)
 
     def understand(self, features: torch.Tensor) -> torch.Tensor:
         """Encoder features -> LLM input embeddings (the understanding path)."""

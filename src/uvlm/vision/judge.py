@@ -5,7 +5,10 @@ generated image; its answers are scored with the same rules as the model's VQA a
 against the attributes the prompt asked for.
 - `PixelJudge`: a small CNN trained on renders, for pixel outputs (decoded VQ ids).
 - `EmbeddingJudge`: linear probes on SigLIP features of real renders, applied to generated
-  SigLIP embeddings (which have no pixel decoder).
+  SigLIP embeddings (which have no pixel decoder). Every token is scaled to unit length before
+  the probe reads it, so the judge reads direction (content), never length: a head trained
+  with 1 - cosine leaves its outputs' length free, and a probe on raw features judged a real
+  feature scaled by 0.9 as a different weather.
 The pixel judge's penultimate features also give a domain FID/KID that runs offline.
 """
 
@@ -149,8 +152,16 @@ def pretrained_judge(cfg: JudgeConfig | None = None, progress=None,
     return PixelJudge.load(entry), meta["info"]
 
 
+def unit_tokens(features: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(images, tokens, D) features with every token scaled to length 1, flattened per image."""
+    x = np.asarray(features, dtype=np.float32)
+    x = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    return x.reshape(len(x), -1)
+
+
 class EmbeddingJudge:
-    """Attribute probes on SigLIP features of real renders, applied to generated embeddings."""
+    """Attribute probes on unit-length SigLIP tokens of real renders, applied to generated
+    embeddings: invariant to each token's length."""
 
     def __init__(self, probes: dict):
         self.probes = probes
@@ -158,10 +169,11 @@ class EmbeddingJudge:
     @classmethod
     def fit(cls, features: np.ndarray, attributes: list[dict], seed: int = 0) -> EmbeddingJudge:
         labels = attribute_labels(attributes)
-        return cls({k: fit_probe(features, labels[k], seed) for k in PROBE_TARGETS})
+        x = unit_tokens(features)
+        return cls({k: fit_probe(x, labels[k], seed) for k in PROBE_TARGETS})
 
     def answers(self, embeddings: torch.Tensor | np.ndarray) -> list[dict[str, str]]:
-        x = np.asarray(embeddings, dtype=np.float32).reshape(len(embeddings), -1)
+        x = unit_tokens(embeddings)
         return answers_from_classes({k: p.predict(x) for k, p in self.probes.items()})
 
 
@@ -170,7 +182,7 @@ def embedding_judge(space: VisionSpace, style: dict | None = None, n_train: int 
     """The cached embedding judge for a SigLIP space, fitted on pool renders, and its scores."""
     style = style or dict(CPU_STYLE)
     config = {"encoder": space.fingerprint, "style": style, "n_train": n_train,
-              "n_held_out": n_held_out, "seed": seed}
+              "n_held_out": n_held_out, "seed": seed, "tokens": "unit length"}
 
     def build(folder: Path) -> dict:
         images, attrs = render_pool(n_train + n_held_out, seed, style)
