@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from uvlm.eval.evaluate import METRICS_SCHEMA
+from uvlm.eval.evaluate import METRICS_SCHEMA, eval_point
 from uvlm.train.config import from_dict
-from uvlm.train.loop import _eval_point, train
+from uvlm.train.loop import train
 from uvlm.vision import judge as judge_mod
 
 
@@ -60,6 +60,12 @@ def test_eval_writes_schema_answers_images_and_sheet(cli, tmp_path, encoders):
         assert metrics["gen"]["fid"] is not None
     assert (run / "eval" / "sheet.png").exists()
     assert "answer_distribution" in metrics
+    assert metrics["chance"]["random"]["n"] == metrics["vqa"]["n"]  # chance of the same questions
+    assert metrics["chance"]["constant"]["total_acc"] >= metrics["chance"]["random"]["total_acc"]
+    base = metrics["gen"]["baselines"]
+    assert metrics["gen"]["protocol"] == 2
+    assert set(base) == {"real", "shuffled", "constant", "reconstructed", "random answer", "best constant answer"}
+    assert all(base[k]["n"]["total"] == base["real"]["n"]["total"] > 0 for k in base)
     code, _, err = cli("eval", run, "--temperature", 1.0, "--top-k", 8, "--cfg-scale", 2.0, "--seed", 1)
     assert code == 0, err
     assert json.loads((run / "eval" / "metrics.json").read_text()) == metrics, "the greedy default is kept"
@@ -72,22 +78,25 @@ def test_eval_writes_schema_answers_images_and_sheet(cli, tmp_path, encoders):
 
 def test_eval_of_siglip_outputs_uses_the_embedding_judge(tmp_path, encoders):
     from uvlm.eval.evaluate import evaluate_run
+    from uvlm.train.load import load_trained
 
     run = trained(tmp_path, encoders, "SigLIP-SigLIP")
     metrics = evaluate_run(run)
     assert metrics["gen"]["fid"] is None and metrics["vqa"]["n"]["total"] == 12
+    assert set(metrics["gen"]["baselines"]) == {"real", "shuffled", "constant", "random answer",
+                                                "best constant answer"}
+    model, _ = load_trained(run)  # generated vectors are fed back at the targets' length, saved with the run
+    assert (model.target_norm > 0).all()
     if metrics["gen"]["n_images"]:
         assert metrics["gen"]["judge"]["n"]["total"] > 0
 
 
 def test_eval_points_report_vqa(tmp_path, encoders):
-    from uvlm.eval.evaluate import EvalContext
     from uvlm.train.load import load_trained
 
     run = trained(tmp_path, encoders, "VQ_u")
-    model, ctx = load_trained(run)
-    assert isinstance(ctx, EvalContext)
-    flat = _eval_point(model, ctx, 6)
+    model, parts = load_trained(run)
+    flat = eval_point(model, parts, 6)
     assert set(flat) == {"vqa_time_acc", "vqa_weather_acc", "vqa_position_acc", "vqa_battery_acc",
                          "vqa_total_acc"}
 

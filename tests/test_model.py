@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -219,3 +220,79 @@ def test_standardization_fits_in_chunks_as_in_one_pass():
     assert torch.allclose(chunked.mean.double(), flat.mean(0), atol=1e-6)
     assert torch.allclose(chunked.std.double(), flat.std(0), atol=1e-6)
     assert torch.allclose(chunked.mean, one.mean, atol=1e-6) and torch.allclose(chunked.std, one.std, atol=1e-6)
+
+
+def test_siglip_generation_regenerates_memorised_images():
+    """A SigLIP-output model that memorised 16 images (teacher forcing) regenerates them, decoding
+    greedily, closer than the per-position mean of its targets does. The head is trained with
+    1 - cosine, so its raw output has no set length: fed back raw, decoding drifts further from
+    the targets than the mean (measured here: 0.61 vs 0.39, 1 - cos); rescaled to the targets'
+    length, 0.21."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from uvlm.eval.decode import decode_batch
+    from uvlm.model.unified import SpaceInfo, UnifiedVLM
+    from uvlm.train.data import RecordSet
+
+    torch.manual_seed(0)
+    n_tok, dim, n_img = 8, 32, 16
+    g = torch.Generator().manual_seed(0)
+    common = torch.randn(dim, generator=g)
+    # like our SigLIP stand-in: one dominant direction shared by every token, then position and image
+    targets = 45 * common / common.norm() + 4 * torch.randn(n_tok, dim, generator=g) + \
+        12 * torch.randn(n_img, n_tok, dim, generator=g)
+    tok = train_tokenizer(template_corpus(), SPECIAL_TOKENS)
+    prompts = PromptEncoder(tok, n_tok)
+    convs = [[{"from": "human", "value": f"Can you draw a smart watch showing {i + 1:02d}:{7 * i:02d}:{3 * i:02d}?"},
+              {"from": "gpt", "value": "Here you go: <image>"}] for i in range(n_img)]
+    data = RecordSet([prompts.encode(c) for c in convs], np.arange(n_img), [], None, targets)
+    llm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2,
+                                       num_attention_heads=2, num_key_value_heads=2, intermediate_size=128,
+                                       max_position_embeddings=256, pad_token_id=tok.pad_token_id,
+                                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
+    model = UnifiedVLM(parse_name("SigLIP_g"), llm, None, SpaceInfo("siglip", dim, n_tok, False))
+    model.fit_standardization(None, targets)
+    assert torch.allclose(model.target_norm, targets.norm(dim=-1).mean(0))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    batch = collate(data, list(range(n_img)), tok.pad_token_id)
+    for _ in range(250):
+        out = model(batch)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    assert out["image_loss"] < 0.01  # memorised under teacher forcing
+    model.eval()
+    opened = [prompts.encode(c, answer_image=False) for c in convs]
+
+    def distance() -> float:
+        outs = decode_batch(model, opened, None, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id,
+                            boi_id=prompts.boi_id, n_vision=n_tok)
+        made = torch.stack([o.vision for o in outs])
+        return float((1 - torch.nn.functional.cosine_similarity(made, targets, dim=-1)).mean())
+
+    mean = targets.mean(0, keepdim=True).expand_as(targets)
+    baseline = float((1 - torch.nn.functional.cosine_similarity(mean, targets, dim=-1)).mean())
+    rescaled = distance()
+    model.target_norm.zero_()  # unfitted: the head's raw output is fed back
+    raw = distance()
+    assert rescaled < 0.75 * baseline and raw > baseline, (rescaled, baseline, raw)
+
+
+def test_validation_losses_do_not_depend_on_how_records_fall_into_batches(encoders):
+    """Image loss per generation slot, text loss per answer token: a VQA-only batch adds no zero
+    image loss (which diluted it about 2x in unified runs), and batch size changes nothing."""
+    from uvlm.train.loop import validation_loss
+
+    cfg = from_dict(config("VQ-VQ", encoders))
+    arch = parse_name("VQ-VQ")
+    in_space, out_space = load_spaces(cfg, arch)
+    tok = build_tokenizer(cfg)
+    model = build_model(cfg, in_space, out_space, tok)
+    data = load_record_set(resolve_dataset(cfg.data.train, "train"), arch, PromptEncoder(tok, 16), in_space,
+                           out_space, ("vqa", "generation"))  # 12 VQA records, then 12 generation records
+    whole = validation_loss(model, data, tok.pad_token_id, len(data), "cpu")
+    for size in (4, 5):
+        split = validation_loss(model, data, tok.pad_token_id, size, "cpu")
+        for key, value in whole.items():
+            assert split[key] == pytest.approx(value, rel=1e-5), (size, key)
+    assert whole["val_image_loss"] > 0

@@ -15,14 +15,24 @@ from uvlm.suites.spec import Job, expand
 ATTRS = ["time", "weather", "weather_pos", "battery", "battery_pos"]
 
 
+def truth(attribute: str, i: int) -> str:
+    """The i-th test question's true answer: the same for every run (one test set)."""
+    rng = np.random.default_rng(1000 + i)
+    return {"time": f"{rng.integers(1, 13):02d}:{rng.integers(0, 60):02d}:{rng.integers(0, 60):02d}",
+            "weather": ("sunny", "cloudy", "rainy")[rng.integers(3)], "battery": f"{rng.integers(0, 101)}%",
+            "weather_pos": ("top-left", "top-right", "bottom-left", "bottom-right")[rng.integers(4)],
+            "battery_pos": ("top-left", "top-right", "bottom-left", "bottom-right")[rng.integers(4)]}[attribute]
+
+
 def fake_run(results, job: Job, p_correct: float, seed: int, gen: bool):
     rng = np.random.default_rng(seed)
     run = results / "runs" / job.key / "eval"
     answers = []
     for i in range(200):
         score = float(rng.random() < p_correct)
-        answers.append({"id": f"test-vqa-{i:06d}", "attribute": ATTRS[i % 5], "ground_truth": "x", "answer": "x",
-                        "score": score})
+        attribute = ATTRS[i % 5]
+        answers.append({"id": f"test-vqa-{i:06d}", "attribute": attribute, "ground_truth": truth(attribute, i),
+                        "answer": "x", "score": score})
     atomic_write_text(run / "answers.jsonl", "".join(json.dumps(a) + "\n" for a in answers))
     metrics = {"vqa": {"total_acc": 100 * p_correct, "n": {"total": 200}}, "gen": None}
     if gen:
@@ -53,6 +63,13 @@ def test_report_at_toy_size(tmp_path):
     assert "Table A3" in text and "| VQ-VQ | 2 |" in text
     assert "89.3" in text  # the paper's VQ-VQ total beside ours
     assert "unified beats understanding-only: VQ-VQ vs VQ_u" in text and "**reproduced**" in text
+    # chance above the table, from the true answers: a random time scores exactly 50
+    assert "| *chance: random answer* |  | 50.0 | 33.3 | 25.0 |" in text
+    assert "| *chance: best constant answer* |" in text
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in text.splitlines() if line.startswith("| ")}
+    assert rows["VQ_g"][6].endswith("°")  # a total of 0 does not clear chance
+    assert not rows["VQ-VQ"][6].endswith("°")  # 90% correct does
+    assert "| Holm p |" in text and "not recorded" in text  # fake runs carry no judge baselines
     assert (tmp_path / "report" / "fig-A3.png").exists() and (tmp_path / "report" / "fig-3-curves.png").exists()
     assert "1.05 h of one core for these 6 runs" in text
     # 6 runs of 630 s for 36K records done. Mutual at 3 seeds trains 3 x 468K records: 6 unified
@@ -84,8 +101,8 @@ def test_scaling_and_dose_sections(tmp_path):
     """Known answers: VQA rises with generation data, beats its step-matched control, and the
     unified models transfer at every dose; each becomes a reproduced verdict and a figure."""
     results = tmp_path / "results"
-    jobs = expand("scaling", "cpu", seeds=1)
-    jobs += [j for j in expand("transfer-weather", "cpu", seeds=1) if j.table == "dose-weather"]
+    jobs = expand("scaling", "cpu", seeds=3)
+    jobs += [j for j in expand("transfer-weather", "cpu", seeds=3) if j.table == "dose-weather"]
     for i, job in enumerate(jobs):
         train = job.config["data"]["train"]
         tasks = parse_name(job.config["model"]["name"]).tasks
@@ -96,17 +113,29 @@ def test_scaling_and_dose_sections(tmp_path):
         fake_run(results, job, p, i, gen=tasks != "understanding")
     record_jobs(results, jobs)
     text = write_report(results, tmp_path / "report").read_text()
-    assert "| VQ-VQ und 240K gen 60K | 1 |" in text and "94.0" in text  # the paper's A4 cell beside ours
+    assert "| VQ-VQ und 240K gen 60K | 3 |" in text and "94.0" in text  # the paper's A4 cell beside ours
     rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
     slope = next(v for k, v in rows.items() if k.startswith("understanding grows with generation data: VQ-VQ"))
     assert "**reproduced**" in slope
     assert "**reproduced**" in rows["... VQ-VQ und 120K gen 180K against its step-matched control"]
     assert "**reproduced**" in rows["knowledge transfers at p=0.0 (weather questions): VQ-VQ vs VQ_u"]
     assert "**reproduced**" in rows["... VQ-VQ at p=0.2 against the step-matched control"]
-    assert "| VQ_u p=0.2 (step-matched) | 1 |" in text
+    assert "| VQ_u p=0.2 (step-matched) | 3 |" in text
     assert not any(k.startswith("knowledge transfers at p=0.05") for k in rows)  # A5's own rows test 0.05
     for name in ("fig-4-scaling.png", "fig-dose-weather.png"):
         assert (tmp_path / "report" / name).exists() and f"![{name}]" in text
+    # seed 0 alone: the same numbers get no verdict
+    alone = tmp_path / "alone"
+    for job in (j for j in jobs if j.seed == 0):
+        src, dst = results / "runs" / job.key, alone / "runs" / job.key
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        src.rename(dst)
+    record_jobs(alone, [j for j in jobs if j.seed == 0])
+    text = write_report(alone, tmp_path / "report-alone").read_text()
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    control = rows["... VQ-VQ at p=0.2 against the step-matched control"]
+    assert control.endswith("| 1 | - | - | **1 seed: no verdict** |")
+    assert "reproduced**" not in text
 
 
 def test_probe_section_and_verdicts(tmp_path):

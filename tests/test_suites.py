@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 
 import pytest
@@ -215,6 +216,27 @@ def test_a_results_folder_holds_one_setting(tmp_path):
 def test_step_matched_needs_understanding_data():
     cfg = expand("mutual", "cpu", 1)[0].config
     assert step_matched(cfg)["train"]["epochs"] > 1
+
+
+@pytest.mark.parametrize("overrides", [("train.epochs=2",), ("train.batch_size=7",),
+                                       ("train.epochs=1.3", "data.train.n_generation=5001"),
+                                       ("train.batch_size=4", "train.global_batch=12")])
+def test_step_matched_controls_take_the_unified_runs_steps_whatever_set_changes(overrides):
+    """The control's epochs follow the unified run's actual step count; at `--set train.epochs=2`
+    a fixed 1.5 epochs would have given the control half the unified run's steps."""
+    from uvlm.suites.spec import planned_steps
+
+    for suite in ("mutual", "transfer-battery", "scaling"):
+        jobs = expand(suite, "cpu", 1, overrides)
+        by = {(j.table, j.label): j for j in jobs}
+        # "VQ*_u p=0.2 (step-matched)" controls "VQ*-VQ p=0.2" (A4: "SigLIP_u und ..." has no SigLIP-SigLIP
+        # point, and is checked against SigLIP-VQ's by the scaling tests' record counts)
+        unified = {key: (key[0], re.sub(r"^(SigLIP|VQ)(\*?)_u", r"\1\2-\1", key[1]).removesuffix(" (step-matched)"))
+                   for key in by if key[1].endswith("(step-matched)")}
+        pairs = [(by[c], by[u]) for c, u in unified.items() if u in by]
+        assert pairs
+        for control, uni in pairs:
+            assert planned_steps(control.resolved) == planned_steps(uni.resolved), (control.label, uni.label)
 
 
 def test_icon_token_is_the_patch_under_the_icon():

@@ -200,6 +200,7 @@ def train_command(
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
 ) -> None:
     """Train one model of the paper's family (the name in the config picks the row)."""
+    from uvlm.eval.evaluate import eval_point
     from uvlm.train.config import load_config
     from uvlm.train.loop import train
 
@@ -207,7 +208,7 @@ def train_command(
     with progress_bar(f"train {cfg.model.name}") as bar:
         task = bar.add_task(cfg.model.name, total=None)
         summary = train(cfg, out, resume, lambda done, n, msg: bar.update(task, completed=done, total=n,
-                                                                            description=msg))
+                                                                            description=msg), eval_point)
     typer.echo(f"{out}: {summary['steps']} steps, final loss {summary['final'].get('loss')}")
 
 

@@ -5,7 +5,9 @@
   constant word scores chance and should be seen doing it).
 - Generation (every output space): the judge reads the generated images (VQ, decoded to
   pixels) or embeddings (SigLIP) and its answers are scored against the attributes the
-  prompt named; domain FID/KID against the test images for pixel outputs.
+  prompt named; domain FID/KID against the test images for pixel outputs. Beside them, what
+  the judge gives real, shuffled, constant and (VQ) reconstructed images for the same prompts.
+- Chance: what a random and the best constant answer score on the same questions.
 
 `evaluate_model` works on a model in memory (the training loop's evaluation points);
 `evaluate_run` loads a run folder and writes metrics.json, answers.jsonl and generated/.
@@ -20,16 +22,21 @@ from pathlib import Path
 
 import torch
 
-from uvlm.data.folder import read_manifest, read_records
+from uvlm.data.folder import read_records
 from uvlm.data.smartwatch import Attributes
 from uvlm.errors import UvlmError
+from uvlm.eval.chance import chance
 from uvlm.eval.decode import Sampling, decode_batch
 from uvlm.eval.vqa import aggregate, score_answer
 from uvlm.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from uvlm.model.prompt import PromptEncoder
+from uvlm.model.names import parse_name
 from uvlm.model.unified import UnifiedVLM
+from uvlm.train.build import RunParts, load_spaces
+from uvlm.train.data import resolve_dataset
+from uvlm.train.load import load_trained
+from uvlm.train.loop import load_run_config
 from uvlm.vision.cache import cached_features, dataset_images
-from uvlm.vision.space import VisionSpace, load_images
+from uvlm.vision.space import load_images
 
 METRICS_SCHEMA = {
     "vqa": ["time_acc", "weather_acc", "position_acc", "battery_acc", "total_acc", "n"],
@@ -38,20 +45,15 @@ METRICS_SCHEMA = {
 
 
 @dataclass
-class EvalContext:
-    """What evaluation needs besides the model."""
+class EvalContext(RunParts):
+    """What evaluation needs besides the model: the run's parts and the judges."""
 
-    tokenizer: object
-    prompts: PromptEncoder
-    in_space: VisionSpace | None
-    out_space: VisionSpace | None
-    test_root: Path
     pixel_judge: object | None = None  # default: the cached pretrained judge for the test style
     embed_judge: object | None = None  # default: probes on the output SigLIP space
 
-    def style(self) -> dict:
-        config = read_manifest(self.test_root)["config"]
-        return {k: config[k] for k in ("size", "detail_scale", "face_radius")}
+    @classmethod
+    def of(cls, parts: RunParts) -> EvalContext:
+        return cls(parts.tokenizer, parts.prompts, parts.in_space, parts.out_space, parts.test_root)
 
     def judges(self):
         """The judge for the output space, loaded (or trained and cached) on first use."""
@@ -107,10 +109,30 @@ def generate_images(model: UnifiedVLM, ctx: EvalContext, records: list[dict], ba
     return results
 
 
+# What metrics.json's "gen.protocol" records: 2 = SigLIP outputs rescaled to the targets' length
+# when fed back and judged by unit-length probes (earlier SigLIP-output judgements read lengths).
+GEN_PROTOCOL = 2
+
+
+def _judged_rows(answers: list[dict], records: list[dict], indices: list[int]) -> list[dict]:
+    """Judged answers scored against the attributes each prompt named (unnamed ones are free)."""
+    rows = []
+    for i, ans in zip(indices, answers, strict=True):
+        truth = Attributes.from_dict(records[i]["attributes"])
+        rows.append({"id": records[i]["id"], "judged": ans,
+                     "scores": {k: round(score_answer(k, truth.answer(k), ans[k]), 4) for k in records[i]["named"]}})
+    return rows
+
+
+def _judge_total(answers: list[dict], records: list[dict]) -> dict:
+    return aggregate((k, v) for r in _judged_rows(answers, records, list(range(len(records))))
+                     for k, v in r["scores"].items())
+
+
 def judge_generations(vision: list[torch.Tensor | None], records: list[dict], ctx: EvalContext) -> dict:
     """Judge scores (named attributes only), FID/KID for pixel outputs, and counts."""
     made = [i for i, v in enumerate(vision) if v is not None]
-    result: dict = {"n": len(records), "n_images": len(made)}
+    result: dict = {"n": len(records), "n_images": len(made), "protocol": GEN_PROTOCOL}
     if not made:
         result.update({"judge": None, "fid": None, "kid": None, "rows": []})
         return result
@@ -130,14 +152,48 @@ def judge_generations(vision: list[torch.Tensor | None], records: list[dict], ct
     else:
         answers = judge.answers(torch.stack([vision[i] for i in made]))
         result.update({"fid": None, "kid": None})
-    rows = []
-    for i, ans in zip(made, answers, strict=True):
-        truth = Attributes.from_dict(records[i]["attributes"])
-        rows.append({"id": records[i]["id"], "judged": ans,
-                     "scores": {k: round(score_answer(k, truth.answer(k), ans[k]), 4) for k in records[i]["named"]}})
+    rows = _judged_rows(answers, records, made)
     result["judge"] = aggregate((k, v) for r in rows for k, v in r["scores"].items())
     result["rows"] = rows
     return result
+
+
+def judge_baselines(ctx: EvalContext, records: list[dict]) -> dict:
+    """What the judge gives images that no model drew, for these prompts (total_acc and the
+    columns, percent): `real`, each prompt's own test image (the judge's ceiling); `shuffled`,
+    the next prompt's image (a real watch of unrelated attributes); `constant`, one image for
+    every prompt (the mean test image, or the mean feature per position); for VQ outputs
+    `reconstructed`, the real image through the VQ's encoder and decoder (the ceiling of any
+    VQ-output model); and `chance`, the random and best constant answers of uvlm.eval.chance."""
+    judge = ctx.judges()
+    real = load_images([ctx.test_root / r["image"] for r in records])
+    if ctx.out_space.discrete:
+        images = {"real": real, "constant": real.float().mean(0, keepdim=True).round().to(torch.uint8)
+                  .expand_as(real)}
+        ids = torch.cat([ctx.out_space.targets(real[i:i + 64]) for i in range(0, len(real), 64)])
+        images["reconstructed"] = torch.cat([ctx.out_space.decode(ids[i:i + 64]) for i in range(0, len(ids), 64)])
+    else:
+        feats = torch.cat([ctx.out_space.targets(real[i:i + 64]) for i in range(0, len(real), 64)])
+        images = {"real": feats, "constant": feats.mean(0, keepdim=True).expand_as(feats)}
+    images["shuffled"] = images["real"].roll(1, dims=0)
+    out = {name: _judge_total(judge.answers(x), records) for name, x in images.items()}
+    truths = [(k, Attributes.from_dict(r["attributes"]).answer(k)) for r in records for k in r["named"]]
+    found = chance(truths)
+    out.update({"random answer": found["random"], "best constant answer": found["constant"]})
+    return out
+
+
+def run_judge_baselines(run: Path) -> dict:
+    """`judge_baselines` on a run folder's generation prompts and output space (its config is
+    enough: no weights are read), for runs evaluated before metrics.json recorded them."""
+    cfg = load_run_config(run)
+    arch = parse_name(cfg.model.name)
+    if arch.output_space is None:
+        raise UvlmError(f"{run} ({arch.name}) generates no images: it has no judge baselines")
+    _, out_space = load_spaces(cfg, arch)
+    test_root = resolve_dataset(cfg.data.test, "test")
+    ctx = EvalContext(None, None, None, out_space, test_root)
+    return judge_baselines(ctx, [r for r in read_records(test_root) if r["task"] == "generation"])
 
 
 def answer_distribution(rows: list[dict], top: int = 5) -> dict:
@@ -166,6 +222,7 @@ def evaluate_model(model: UnifiedVLM, ctx: EvalContext, vqa_limit: int | None = 
         rows = vqa_answers(model, ctx, vqa)
         metrics["vqa"] = aggregate((r["attribute"], r["score"]) for r in rows)
         metrics["answer_distribution"] = answer_distribution(rows)
+        metrics["chance"] = chance((r["attribute"], r["ground_truth"]) for r in rows)
     if arch.output_space:
         prompts = [r for r in records if r["task"] == "generation"][:gen_limit]
         gen = judge_generations(generate_images(model, ctx, prompts, sampling=sampling), prompts, ctx)
@@ -173,6 +230,19 @@ def evaluate_model(model: UnifiedVLM, ctx: EvalContext, vqa_limit: int | None = 
     if was_training:
         model.train()
     return metrics, rows, gen
+
+
+def eval_point(model: UnifiedVLM, parts: RunParts, samples: int) -> dict:
+    """The evaluator on a slice of the test set, flattened for metrics.jsonl: the numbers of the
+    paper's Fig 3 curves (the training loop calls it at each evaluation point)."""
+    metrics, _, _ = evaluate_model(model, EvalContext.of(parts), vqa_limit=samples, gen_limit=max(2, samples // 2))
+    flat = {}
+    if metrics["vqa"]:
+        flat.update({f"vqa_{k}": v for k, v in metrics["vqa"].items() if k != "n"})
+    if metrics["gen"] and metrics["gen"]["judge"]:
+        flat["gen_judge_total_acc"] = metrics["gen"]["judge"]["total_acc"]
+        flat["gen_fid"] = metrics["gen"]["fid"]
+    return flat
 
 
 def check_schema(metrics: dict) -> None:
@@ -194,13 +264,15 @@ def evaluate_run(run: Path, checkpoint: int | None = None, show: int = 0,
     """Evaluate a run folder's final weights (or a checkpoint); write metrics.json, answers.jsonl,
     generated/ (PNG for pixel outputs) and, with show > 0, a qualitative sheet, into the folder
     `eval_folder` names."""
-    from uvlm.train.load import load_trained
-
     run = Path(run)
     if inception_weights is not None and not Path(inception_weights).is_file():
         raise UvlmError(f"Inception weights {inception_weights} do not exist")
-    model, ctx = load_trained(run, checkpoint)
+    model, parts = load_trained(run, checkpoint)
+    ctx = EvalContext.of(parts)
     metrics, rows, gen = evaluate_model(model, ctx, sampling=sampling)
+    if gen is not None:
+        prompts = [r for r in read_records(ctx.test_root) if r["task"] == "generation"]
+        metrics["gen"]["baselines"] = judge_baselines(ctx, prompts)
     if sampling is not None:
         metrics["sampling"] = {"temperature": sampling.temperature, "top_k": sampling.top_k,
                                "cfg_scale": sampling.cfg_scale, "seed": sampling.seed}

@@ -1,5 +1,6 @@
 """The report's figures in the paper's spirit: bars beside the paper (Fig 1, 5, 6), training
-curves (Fig 3), data scaling (Fig 4) and the transfer dose-response, each with 95% intervals."""
+curves (Fig 3), data scaling (Fig 4) and the transfer dose-response, each with 95% intervals
+and chance drawn across (a random answer dashed, the best constant answer dotted)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ def figures(res: Results, out: Path, paper: dict) -> list[str]:
         ref = paper_rows(paper, table)
         px = [i for i, (label, _) in enumerate(keep) if ref.get(label, {}).get(column) is not None]
         ax.scatter(px, [ref[keep[i][0]][column] for i in px], color="#dd8452", zorder=3, label="paper")
+        _chance_lines(ax, res.chance(table), column)
         ax.set_xticks(x, [label for label, _ in keep], rotation=35, ha="right", fontsize=8)
         ax.set_ylabel(column)
         ax.set_ylim(0, 105)
@@ -79,9 +81,26 @@ def figures(res: Results, out: Path, paper: dict) -> list[str]:
     return made
 
 
+def _chance_lines(ax, chance: dict | None, column: str) -> None:
+    """Chance of one column across the axes: a random answer and the best constant answer."""
+    if not chance or chance["random"].get(column) is None:
+        return
+    ax.axhline(chance["random"][column], color="grey", ls="--", lw=0.8, label="chance: random answer")
+    ax.axhline(chance["constant"][column], color="grey", ls=":", lw=1.0, label="chance: best constant answer")
+
+
+def _judge_lines(ax, baselines: dict | None) -> None:
+    """The judge's chance: the best constant answer, and one constant image for every prompt."""
+    if not baselines:
+        return
+    ax.axhline(baselines["best constant answer"]["total_acc"], color="grey", ls=":", lw=1.0,
+               label="judge: best constant answer")
+    ax.axhline(baselines["constant"]["total_acc"], color="grey", ls="-.", lw=0.8, label="judge: constant image")
+
+
 def _interval(res: Results, table: str, label: str, column: str) -> Interval | None:
     scores = res.scores(table, label, column)
-    return None if scores is None else cell_interval(scores, n_boot=1000)
+    return None if scores is None else cell_interval(scores)
 
 
 def _errorbar(ax, xs: list, cells: list[Interval | None], **style) -> bool:
@@ -119,6 +138,10 @@ def _scaling_figure(res: Results, path: Path, paper: dict) -> bool:
                         ks = [k for k in xs if k]  # the 0K point is the _u model itself
                         _errorbar(ax, ks, [_interval(res, "A4", matched_label(name, PAPER_UND, k), column) for k in ks],
                                   color=color, ls="--", mfc="white", label=f"{name}: step-matched _u")
+            if column == "total_acc":
+                _chance_lines(ax, res.chance("A4"), column)
+            else:
+                _judge_lines(ax, res.judge_baselines("vq"))
             ax.set_xlabel(f"thousands of {what} records (paper scale)")
             ax.set_ylabel(ylabel)
             ax.legend(fontsize=6)
@@ -146,6 +169,7 @@ def _dose_figure(res: Results, bias: str, path: Path) -> bool:
         _errorbar(ax, [x for x, _ in asked], [_interval(res, table, matched(dose_label(pair[1], p)), f"{bias}_acc")
                                               for _, p in asked], color=f"C{i}", ls=":", mfc="white",
                   label=matched(pair[1]))
+    _chance_lines(ax, res.chance(table), f"{bias}_acc")
     ax.set_xticks(xs, [str(p) for p in DOSES])
     ax.set_xlabel(f"share of VQA records asking {bias} (--bias-vqa-prob)")
     ax.set_ylabel(f"{bias}_acc (unbiased test set)")

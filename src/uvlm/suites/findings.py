@@ -1,5 +1,6 @@
-"""The paper's findings as contrasts of row means, each tested with the paired bootstrap of
-uvlm.suites.stats and given a verdict: reproduced, not reproduced or inconclusive."""
+"""The paper's findings as contrasts of row means, each tested with uvlm.suites.stats and
+given a verdict on its Holm-adjusted p-value over the report's family of findings:
+reproduced, not reproduced, inconclusive, or "1 seed: no verdict"."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from uvlm.suites.spec import (
     matched_label,
     scaling_curves,
 )
-from uvlm.suites.stats import contrast
+from uvlm.suites.stats import Comparison, adjust, contrast, fmt_p
 
 
 class Finding(NamedTuple):
@@ -116,12 +117,33 @@ def probe_findings() -> list[Finding]:
                     "fig7", "probe", [(1, name)], chance) for name in PROBE_ROWS]
 
 
-def findings(res: Results) -> list[str]:
-    lines = ["| finding | effect (points) [95% CI] | p | verdict |", "|---|---|---|---|"]
-    for f in FINDINGS + transfer_findings() + scaling_findings() + dose_findings() + probe_findings():
+def all_findings() -> list[Finding]:
+    return FINDINGS + transfer_findings() + scaling_findings() + dose_findings() + probe_findings()
+
+
+def tested(res: Results) -> list[tuple[Finding, Comparison | None]]:
+    """Every finding whose rows have results, with its comparison: Holm-adjusted over all of
+    them that can get a verdict. None: its judged generation cannot be read (SigLIP outputs
+    judged under the old protocol)."""
+    found: list[tuple[Finding, Comparison | None]] = []
+    for f in all_findings():
         mats = [res.scores(f.table, label, f.column) for _, label in f.terms]
         if any(m is None for m in mats):
             continue
-        c = contrast(mats, [w for w, _ in f.terms], n_boot=4000, baseline=f.baseline)
-        lines.append(f"| {f.text} | {c.difference.fmt()} | {c.p_value:.3f} | **{c.verdict}** |")
+        valid = f.column != "gen" or all(res.gen_valid(f.table, label) for _, label in f.terms)
+        found.append((f, contrast(mats, [w for w, _ in f.terms], baseline=f.baseline) if valid else None))
+    adjusted = iter(adjust([c for _, c in found if c is not None]))
+    return [(f, next(adjusted) if c is not None else None) for f, c in found]
+
+
+def findings(res: Results) -> list[str]:
+    """The findings as markdown table lines (none when no finding has results)."""
+    lines = ["| finding | effect (points) [95% CI] | seeds | p | Holm p | verdict |", "|---|---|---|---|---|---|"]
+    for f, c in tested(res):
+        if c is None:
+            lines.append(f"| {f.text} | - | - | - | - | invalid: SigLIP outputs judged by the old judge |")
+            continue
+        seeds = min(len(res.groups[(f.table, label)]) for _, label in f.terms)
+        lines.append(f"| {f.text} | {c.difference.fmt()} | {seeds} | {fmt_p(c.p_value)} | {fmt_p(c.p_adjusted)} "
+                     f"| **{c.verdict}** |")
     return lines if len(lines) > 2 else []

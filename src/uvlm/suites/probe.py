@@ -32,16 +32,16 @@ def adapter_probe(run: Path, n_train: int = 4000, n_test: int = 1000, seed: int 
     from uvlm.train.load import load_trained
 
     run = Path(run)
-    model, ctx = load_trained(run)
-    style_dict = ctx.style()
+    model, parts = load_trained(run)
+    style_dict = parts.style()
     style = RenderStyle(**style_dict)
     cfg = MixtureConfig(seed=seed, split="test", n_vqa=n_train + n_test, n_caption=0, n_generation=0, **style_dict)
-    grid = round(ctx.in_space.n_tokens**0.5)
+    grid = round(parts.in_space.n_tokens**0.5)
     vectors, labels = [], []
     for start in range(0, n_train + n_test, 250):
         attrs = [image_attributes(cfg, i) for i in range(start, min(start + 250, n_train + n_test))]
         images = torch.from_numpy(np.stack([np.asarray(render(a, style)) for a in attrs])).permute(0, 3, 1, 2)
-        feats = ctx.in_space.encode(images)
+        feats = parts.in_space.encode(images)
         idx = torch.tensor([icon_token(a, style, grid) for a in attrs])
         picked = feats[torch.arange(len(attrs)), idx]
         vectors.append(model.understand(picked).float().numpy())

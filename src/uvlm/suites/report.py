@@ -14,15 +14,30 @@ import numpy as np
 from uvlm.io import atomic_write_text, make_folder
 from uvlm.suites.figures import figures
 from uvlm.suites.findings import findings
-from uvlm.suites.results import COLUMNS, KEY_COLUMN, TITLES, Results, paper_rows, paper_tables
+from uvlm.suites.results import COLUMNS, KEY_COLUMN, TITLES, Results, output_space, paper_rows, paper_tables
 from uvlm.suites.runner import overrides_of, record_rates
 from uvlm.suites.stats import cell_interval
 
+AT_CHANCE = "°"  # the cell's interval does not clear chance
+INVALID = "invalid‡"  # SigLIP-output generation judged under the old protocol
 
-def _cell(scores: np.ndarray | None) -> str:
+
+def _cell(scores: np.ndarray | None, bar: float | None = None) -> str:
+    """mean [95% CI], marked when the interval's low end does not clear `bar` (chance)."""
     if scores is None or scores.size == 0:
         return "-"
-    return cell_interval(scores, n_boot=2000).fmt()
+    cell = cell_interval(scores)
+    return cell.fmt() + (AT_CHANCE if bar is not None and cell.low <= bar else "")
+
+
+def judge_bar(baselines: dict | None, column: str = "total_acc") -> float | None:
+    """What a generated image must beat to show it follows its prompt: the best of the best
+    constant answer, one constant image, and real images of other prompts."""
+    if not baselines:
+        return None
+    values = [baselines[k][column] for k in ("best constant answer", "constant", "shuffled")
+              if k in baselines and baselines[k].get(column) is not None]
+    return max(values) if values else None
 
 
 def _table(res: Results, table: str, paper: dict) -> str:
@@ -33,16 +48,60 @@ def _table(res: Results, table: str, paper: dict) -> str:
     head = ["model", "seeds", *[c.removesuffix("_acc") for c in COLUMNS], "paper total",
             *[f"paper {c.removesuffix('_acc')}" for c in extra], "judge (gen)", "domain FID", "paper FID"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for label in res.labels(table):
+    chance = res.chance(table)
+    labels = res.labels(table)
+    spaces = {output_space(label) for label in labels} - {None}
+    judged = {space: res.judge_baselines(space) for space in spaces}
+    if chance:
+        for kind, name in (("random", "random answer"), ("constant", "best constant answer")):
+            gen = {space: (b or {}).get(name, {}).get("total_acc") for space, b in judged.items()}
+            gen_cell = " / ".join(f"{v:.1f}" for v in gen.values() if v is not None) or "-"
+            lines.append("| " + " | ".join([f"*chance: {name}*", "", *[_fmt(chance[kind][c]) for c in COLUMNS], "",
+                                            *["" for _ in extra], gen_cell, "", ""]) + " |")
+    for label in labels:
         n = len(res.groups[(table, label)])
-        cells = [_cell(res.vqa_scores(table, label, c)) for c in COLUMNS]
+        cells = [_cell(res.vqa_scores(table, label, c), chance["constant"][c] if chance else None) for c in COLUMNS]
         ref = rows.get(label, {})
         fids = res.values(table, label, ("gen", "fid"))
-        gen = res.gen_scores(table, label)
+        space = output_space(label)
+        if space is None:
+            gen_cell = "-"
+        elif not res.gen_valid(table, label):
+            gen_cell = INVALID
+        else:
+            gen_cell = _cell(res.gen_scores(table, label), judge_bar(judged.get(space)))
         lines.append("| " + " | ".join([label, str(n), *cells, _fmt(ref.get("total_acc")),
-                                        *[_fmt(ref.get(c)) for c in extra], _cell(gen),
+                                        *[_fmt(ref.get(c)) for c in extra], gen_cell,
                                         f"{np.mean(fids):.1f}" if fids else "-", _fmt(ref.get("fid"))]) + " |")
     return "\n".join(lines)
+
+
+def _baselines_section(res: Results) -> list[str]:
+    """The judge's reading of images no model drew, per output space: the scale for `judge (gen)`."""
+    names = {"real": "real test images (the judge's ceiling)",
+             "reconstructed": "real images through the VQ (a VQ-output model's ceiling)",
+             "shuffled": "real images of other prompts", "constant": "one image for every prompt (the mean)",
+             "best constant answer": "best constant answer", "random answer": "random answer"}
+    rows = []
+    for space in ("vq", "siglip"):
+        if not any(output_space(label) == space for _, label in res.groups):
+            continue
+        base = res.judge_baselines(space)
+        if not base:
+            rows.append(f"| {space} | not recorded: evaluate one run of this output space with `uvlm eval` | "
+                        + " | ".join("" for _ in COLUMNS) + " |")
+            continue
+        for key, text in names.items():
+            if key in base:
+                rows.append(f"| {space} | {text} | " + " | ".join(_fmt(base[key].get(c)) for c in COLUMNS) + " |")
+    if not rows:
+        return []
+    head = ["output space", "images", *[c.removesuffix("_acc") for c in COLUMNS]]
+    return ["## The judge's baselines", "",
+            "What the judge gives images that no model drew, on the same generation prompts and attributes as "
+            "`judge (gen)`. A generated image follows its prompt only where its score clears the best of the "
+            "constant answer, the constant image and the shuffled real images (a cell marked " + AT_CHANCE + " does "
+            "not).", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head), *rows, ""]
 
 
 def _fmt(v) -> str:
@@ -114,6 +173,20 @@ def _cost_section(res: Results, wall: dict[str, float]) -> list[str]:
     return lines
 
 
+def _record_baselines(res: Results) -> None:
+    """Judge baselines for output spaces whose runs were all evaluated before metrics.json held
+    them: computed once from a run's config (cached encoders and judge) into baselines.json."""
+    from uvlm.eval.evaluate import run_judge_baselines
+
+    for space in ("vq", "siglip"):
+        keys = [k for (_, label), ks in res.groups.items() if output_space(label) == space for k in ks]
+        if not keys or res.judge_baselines(space) is not None:
+            continue
+        run = res.root / "runs" / keys[0]
+        if (run / "config.yaml").exists():
+            res.store_baselines(space, run_judge_baselines(run))
+
+
 def write_report(results: Path, out: Path) -> Path:
     """Write out/README.md and the figures; return the README's path."""
     res = Results(results)
@@ -121,13 +194,23 @@ def write_report(results: Path, out: Path) -> Path:
     make_folder(out, "report")
     paper = paper_tables()
     wall = res.wall()
+    _record_baselines(res)
     lines = ["# uvlm report (generated by `uvlm report`; do not edit by hand)", "",
-             f"Results: `{results}`. {len(wall)} runs. Cells: mean over seeds with a 95% interval from a "
-             "two-level bootstrap (test questions paired, seeds resampled); percent. The paper reports one "
-             "seed per cell; with one seed our intervals reflect test-question noise only. `judge (gen)`: the "
-             "judge's score of each generated image on the attributes its prompt named, averaged over prompts "
-             "(a prompt with no complete image scores 0; the paper has no such column). `domain FID`: FID in "
-             "the judge's feature space (not comparable to the paper's Inception FID).", ""]
+             f"Results: `{results}`. {len(wall)} runs. Cells: mean over seeds with a 95% t-interval that counts "
+             "both the seeds (the unit of replication) and the test questions; percent (uvlm.suites.stats). "
+             "The paper reports one seed per cell; a row with one seed has no seed variance to estimate, so "
+             "its interval covers test questions only and it gets no verdict.", "",
+             "Chance sits above every table, computed from the test questions' true answers: a random answer "
+             "(time scores exactly 50, battery about 66) and the best constant answer (one answer per "
+             f"attribute, e.g. always the most common weather). {AT_CHANCE}: the cell's interval does not "
+             "clear the best constant answer, so the model has not been shown to read that attribute.", "",
+             "`judge (gen)`: the judge's score of each generated image on the attributes its prompt named, "
+             "averaged over prompts (a prompt with no complete image scores 0; the paper has no such column); "
+             f"{AT_CHANCE} when it does not clear the best of a constant answer, a constant image and real "
+             f"images of other prompts (see the judge's baselines). {INVALID}: SigLIP-output generations judged "
+             "before generated vectors were rescaled and judged by direction; such runs must be retrained "
+             "(weights are not committed) and evaluated again. `domain FID`: FID in the judge's feature space "
+             "(not comparable to the paper's Inception FID).", ""]
     if overrides := overrides_of(results):
         lines += [f"Every run here changes its preset with {', '.join(f'`--set {o}`' for o in overrides)}.", ""]
     for table in res.tables():
@@ -136,9 +219,13 @@ def write_report(results: Path, out: Path) -> Path:
     verdicts = findings(res)
     if verdicts:
         lines += ["## The paper's findings, tested on our numbers", "",
-                  "Each effect is a difference (or difference of differences) of means, in points; the interval "
-                  "and p-value come from the same paired bootstrap. reproduced: interval above 0; not reproduced: "
-                  "below 0; inconclusive: contains 0.", "", *verdicts, ""]
+                  "Each effect is a difference (or difference of differences, or slope) of row means, in points, "
+                  "paired over test questions, with seeds as the unit of replication. `p` is two-sided and "
+                  "unadjusted; `Holm p` is adjusted over every finding below that gets a verdict, and the verdict "
+                  "is called on it: reproduced (Holm p < 0.05, effect > 0), not reproduced (Holm p < 0.05, "
+                  "effect < 0), inconclusive otherwise. A finding with a one-seed row gets no verdict. `seeds`: "
+                  "the fewest seeds of any row in it.", "", *verdicts, ""]
+    lines += _baselines_section(res)
     probe_lines, probe_fig = _probe_section(res, out, paper)
     lines += probe_lines
     made = figures(res, out, paper) + probe_fig

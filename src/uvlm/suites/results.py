@@ -2,7 +2,10 @@
 the paper's numbers for the same rows (shipped in the package as paper_tables.json).
 
 Every number comes from the runs' own files (eval/metrics.json, answers.jsonl,
-generation.jsonl, probe/probe.json, wall.json); nothing is typed in.
+generation.jsonl, probe/probe.json, wall.json); nothing is typed in. Chance is computed from
+the test questions' true answers in answers.jsonl, and the judge's baselines come from the
+runs' metrics.json (or, for runs evaluated before they were recorded, from baselines.json in
+the results folder; see `Results.judge_baselines`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from uvlm.eval.chance import chance
+from uvlm.eval.evaluate import GEN_PROTOCOL
+from uvlm.io import atomic_write_json
+from uvlm.model.names import parse_name
 from uvlm.suites.runner import job_index, wall_seconds
 from uvlm.suites.spec import scaling_label, scaling_rows
 
@@ -34,6 +41,11 @@ def paper_rows(paper: dict, table: str) -> dict[str, dict]:
     if table == "A4":  # a list of sweep points; both models' 0K-understanding cells are VQ_g's
         return {scaling_label(r["model"], r["und_k"], r["gen_k"]): r for r in rows}
     return rows
+
+
+def output_space(label: str) -> str | None:
+    """The output space ("siglip", "vq" or None) of a row label ("VQ-SigLIP p=0.2", ...)."""
+    return parse_name(label.split(" ")[0]).output_space
 
 
 def paper_tables() -> dict:
@@ -129,6 +141,47 @@ class Results:
         if column == "probe":
             return self.probe_scores(table, label)
         return self.vqa_scores(table, label, column)
+
+    def chance(self, table: str) -> dict | None:
+        """Chance on a table's test questions (uvlm.eval.chance), from the true answers its runs
+        were scored against; None before any run of the table has answers."""
+        for label in self.labels(table):
+            for key in self.groups[(table, label)]:
+                rows = self._answer_rows(key)
+                if rows:
+                    return chance((r["attribute"], r["ground_truth"]) for r in rows)
+        return None
+
+    def _answer_rows(self, key: str) -> list[dict]:
+        path = self.root / "runs" / key / "eval" / "answers.jsonl"
+        return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+    def gen_valid(self, table: str, label: str) -> bool:
+        """Whether a row's judged generation can be read: SigLIP outputs judged before the
+        protocol that rescales generated vectors and reads them by direction cannot."""
+        if output_space(label) != "siglip":
+            return True
+        return all((self.metrics(k).get("gen") or {}).get("protocol", 1) >= GEN_PROTOCOL
+                   for k in self.groups.get((table, label), []))
+
+    def judge_baselines(self, space: str) -> dict | None:
+        """What the judge of an output space gives real, shuffled and constant images (and the
+        chance answers) on this folder's generation prompts: recorded by `uvlm eval` in each run's
+        metrics.json; for runs evaluated before that, kept in baselines.json (`store_baselines`)."""
+        for (_, label), keys in self.groups.items():
+            if output_space(label) == space:
+                for k in keys:
+                    found = (self.metrics(k).get("gen") or {}).get("baselines")
+                    if found and (space != "siglip" or self.metrics(k)["gen"].get("protocol", 1) >= GEN_PROTOCOL):
+                        return found
+        path = self.root / "baselines.json"
+        return json.loads(path.read_text()).get(space) if path.exists() else None
+
+    def store_baselines(self, space: str, baselines: dict) -> None:
+        """Keep an output space's judge baselines in baselines.json (computed once, read by reports)."""
+        path = self.root / "baselines.json"
+        known = json.loads(path.read_text()) if path.exists() else {}
+        atomic_write_json(path, {**known, space: baselines})
 
     def values(self, table: str, label: str, path: tuple[str, ...]) -> list[float]:
         out = []

@@ -64,12 +64,18 @@ class Job:
         return planned_records(self.resolved)
 
 
-def planned_records(cfg: RunConfig) -> int:
+def planned_records(cfg: RunConfig, tasks: str | None = None) -> int:
     """The training records a run config sees, epochs included: what its run time grows with
-    (the scaling sweep's runs train up to twice the default mix)."""
+    (the scaling sweep's runs train up to twice the default mix). `tasks`: count as if the
+    model trained on these ("both", "understanding", "generation") instead of its own."""
     counts = MixtureConfig.from_dict(cfg.data.train).counts
-    tasks = TASKS_OF[parse_name(cfg.model.name).tasks]
+    tasks = TASKS_OF[tasks or parse_name(cfg.model.name).tasks]
     return math.ceil(cfg.train.epochs * sum(counts[t] for t in tasks))
+
+
+def planned_steps(cfg: RunConfig, tasks: str | None = None) -> int:
+    """The optimizer steps a run config takes, counted as the training loop counts them."""
+    return math.ceil(planned_records(cfg, tasks) / (cfg.train.global_batch or cfg.train.batch_size))
 
 
 def _row(preset: str, name: str, mix: str, seed: int, overrides: tuple[str, ...]) -> dict:
@@ -88,11 +94,18 @@ def matched(label: str) -> str:
 
 
 def step_matched(cfg: dict) -> dict:
-    """A `_u` config trained for the steps its unified counterpart takes on the same mix."""
-    train = cfg["data"]["train"]
-    understanding = train["n_vqa"] + train["n_caption"]
+    """A `_u` config trained for exactly the optimizer steps its unified counterpart (the same
+    config and mix, trained on the generation records too) takes, whatever `--set` changed
+    (epochs, batch, counts): its understanding data repeated, every step a full global batch."""
+    resolved = from_dict(cfg)
+    records = planned_steps(resolved, "both") * (resolved.train.global_batch or resolved.train.batch_size)
+    counts = MixtureConfig.from_dict(resolved.data.train).counts
+    understanding = sum(counts[t] for t in TASKS_OF["understanding"])
+    epochs = records / understanding
+    while math.ceil(epochs * understanding) > records:  # float rounding must not add a step
+        epochs = math.nextafter(epochs, 0)
     cfg = copy.deepcopy(cfg)
-    cfg["train"]["epochs"] = (understanding + train["n_generation"]) / understanding
+    cfg["train"]["epochs"] = epochs
     return cfg
 
 

@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from uvlm.data.folder import read_manifest
 from uvlm.errors import UvlmError
 from uvlm.model.names import Architecture, parse_name
-from uvlm.model.prompt import SPECIAL_TOKENS
+from uvlm.model.prompt import SPECIAL_TOKENS, PromptEncoder
 from uvlm.model.tokenizer import template_corpus, train_tokenizer
 from uvlm.model.unified import SpaceInfo, UnifiedVLM
 from uvlm.train.config import RunConfig
 from uvlm.vision.load import load_space
 from uvlm.vision.space import VisionSpace
+
+
+@dataclass
+class RunParts:
+    """What a run's model works with besides its weights: evaluation and probes start from it."""
+
+    tokenizer: object
+    prompts: PromptEncoder
+    in_space: VisionSpace | None
+    out_space: VisionSpace | None
+    test_root: Path
+
+    def style(self) -> dict:
+        """The render style (size, detail scale, face radius) of the run's test set."""
+        config = read_manifest(self.test_root)["config"]
+        return {k: config[k] for k in ("size", "detail_scale", "face_radius")}
 
 
 def space_info(space: VisionSpace | None) -> SpaceInfo | None:

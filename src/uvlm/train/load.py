@@ -8,16 +8,15 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from uvlm.errors import UvlmError
-from uvlm.eval.evaluate import EvalContext
 from uvlm.model.names import parse_name
 from uvlm.model.prompt import PromptEncoder
 from uvlm.model.unified import UnifiedVLM
-from uvlm.train.build import build_model, load_spaces
+from uvlm.train.build import RunParts, build_model, load_spaces
 from uvlm.train.data import resolve_dataset
 from uvlm.train.loop import load_run_config
 
 
-def load_trained(run: Path, checkpoint: int | None = None) -> tuple[UnifiedVLM, EvalContext]:
+def load_trained(run: Path, checkpoint: int | None = None) -> tuple[UnifiedVLM, RunParts]:
     """The model of a run folder with its final weights, or those of checkpoint `checkpoint`."""
     run = Path(run)
     cfg = load_run_config(run)
@@ -48,5 +47,4 @@ def load_trained(run: Path, checkpoint: int | None = None) -> tuple[UnifiedVLM, 
         model.load_state_dict(load_file(str(folder / "trainable.safetensors")), strict=False)
     model.eval()
     prompts = PromptEncoder(tokenizer, (in_space or out_space).n_tokens, (out_space or in_space).n_tokens)
-    ctx = EvalContext(tokenizer, prompts, in_space, out_space, resolve_dataset(cfg.data.test, "test"))
-    return model, ctx
+    return model, RunParts(tokenizer, prompts, in_space, out_space, resolve_dataset(cfg.data.test, "test"))

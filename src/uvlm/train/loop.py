@@ -24,6 +24,7 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -37,12 +38,11 @@ from transformers import get_cosine_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
 from uvlm.errors import UvlmError
-from uvlm.eval.evaluate import EvalContext, evaluate_model
 from uvlm.io import atomic_write_json, atomic_write_text, exclusive, make_folder
 from uvlm.model.names import parse_name
-from uvlm.model.prompt import PromptEncoder
+from uvlm.model.prompt import GENERATE, IGNORE, PromptEncoder
 from uvlm.model.unified import UnifiedVLM
-from uvlm.train.build import build_model, build_tokenizer, load_spaces
+from uvlm.train.build import RunParts, build_model, build_tokenizer, load_spaces
 from uvlm.train.config import RunConfig, from_dict
 from uvlm.train.data import RecordSet, collate, load_record_set, resolve_dataset
 
@@ -157,28 +157,24 @@ def _seconds_of(steps: list[dict], global_batch: int, total_records: int) -> flo
 
 @torch.no_grad()
 def validation_loss(model: UnifiedVLM, data: RecordSet, pad_id: int, batch_size: int, device) -> dict:
-    """Mean losses over a fixed validation slice (the evaluation points until an evaluator exists)."""
+    """Mean losses over a fixed validation slice: the text loss per answer token and the image
+    loss per generation slot, each over the batches that have any (a VQA-only batch has no
+    image loss to average in), and their weighted sum as in training."""
     model.eval()
-    sums = {"loss": 0.0, "text_loss": 0.0, "image_loss": 0.0}
+    sums = {"text_loss": 0.0, "image_loss": 0.0}
+    counts = {"text_loss": 0, "image_loss": 0}
     for start in range(0, len(data), batch_size):
-        idx = list(range(start, min(start + batch_size, len(data))))
-        out = model(collate(data, idx, pad_id).to(device))
+        batch = collate(data, list(range(start, min(start + batch_size, len(data)))), pad_id)
+        out = model(batch.to(device))
+        n = {"text_loss": int((batch.labels[:, 1:] != IGNORE).sum()),
+             "image_loss": int((batch.kinds == GENERATE).sum())}
         for k in sums:
-            sums[k] += float(out[k]) * len(idx)
+            sums[k] += float(out[k]) * n[k]
+            counts[k] += n[k]
     model.train()
-    return {f"val_{k}": v / len(data) for k, v in sums.items()}
-
-
-def _eval_point(model: UnifiedVLM, ctx: EvalContext, samples: int) -> dict:
-    """The evaluator on a slice of the test set: the numbers of the paper's Fig 3 curves."""
-    metrics, _, _ = evaluate_model(model, ctx, vqa_limit=samples, gen_limit=max(2, samples // 2))
-    flat = {}
-    if metrics["vqa"]:
-        flat.update({f"vqa_{k}": v for k, v in metrics["vqa"].items() if k != "n"})
-    if metrics["gen"] and metrics["gen"]["judge"]:
-        flat["gen_judge_total_acc"] = metrics["gen"]["judge"]["total_acc"]
-        flat["gen_fid"] = metrics["gen"]["fid"]
-    return flat
+    means = {k: sums[k] / counts[k] if counts[k] else 0.0 for k in sums}
+    means["loss"] = means["text_loss"] + model.image_loss_weight * means["image_loss"]
+    return {f"val_{k}": means[k] for k in ("loss", "text_loss", "image_loss")}
 
 
 def save_final_weights(out: Path, model: UnifiedVLM, tokenizer) -> None:
@@ -199,19 +195,26 @@ def save_final_weights(out: Path, model: UnifiedVLM, tokenizer) -> None:
     os.replace(tmp, weights)
 
 
-def train(cfg: RunConfig, out: Path, resume: bool = False, progress=None) -> dict:
+EvalPoint = Callable[[UnifiedVLM, RunParts, int], dict]
+
+
+def train(cfg: RunConfig, out: Path, resume: bool = False, progress=None, eval_point: EvalPoint | None = None) -> dict:
     """Train the run of `cfg` into `out`; return the final summary (also written to final.json).
-    A second `uvlm train` into the same folder fails while this one runs."""
+    A second `uvlm train` into the same folder fails while this one runs.
+
+    `eval_point(model, parts, samples)` adds metrics at each evaluation point (`uvlm train`
+    passes the evaluator's, uvlm.eval.evaluate.eval_point); without it they log validation
+    losses only."""
     out = Path(out)
     make_folder(out, "run")
     # Under `accelerate launch` every rank trains into `out`; the main one holds the lock.
     main_rank = os.environ.get("RANK", "0") == "0"
     with exclusive(out, "`uvlm train`") if main_rank else nullcontext():
         _prepare_folder(out, cfg, resume)
-        return _train(cfg, out, resume, progress)
+        return _train(cfg, out, resume, progress, eval_point)
 
 
-def _train(cfg: RunConfig, out: Path, resume: bool, progress) -> dict:
+def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPoint | None) -> dict:
     if (out / "final.json").exists():
         return json.loads((out / "final.json").read_text())
     began = time.perf_counter()
@@ -235,7 +238,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress) -> dict:
     val_set = load_record_set(test_root, arch, prompts, in_space, out_space, val_tasks[arch.tasks],
                               limit=t.eval_samples) if t.eval_points else None
 
-    eval_ctx = EvalContext(tokenizer, prompts, in_space, out_space, test_root)
+    parts = RunParts(tokenizer, prompts, in_space, out_space, test_root)
     model = build_model(cfg, in_space, out_space, tokenizer)
     model.fit_standardization(train_set.und_features, train_set.gen_targets)  # deterministic: redone on resume
     adapter_ids = {id(p) for p in model.adapter_parameters()}
@@ -300,8 +303,8 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress) -> dict:
         if done in eval_steps and val_set is not None and accelerator.is_main_process:
             val = {k: round(v, 6) for k, v in
                    validation_loss(unwrapped, val_set, pad_id, t.batch_size, accelerator.device).items()}
-            if t.eval_metrics:
-                val.update(_eval_point(unwrapped, eval_ctx, t.eval_samples))
+            if t.eval_metrics and eval_point is not None:
+                val.update(eval_point(unwrapped, parts, t.eval_samples))
             _log(out, {"event": "eval", "step": done, **val})
             for key, v in val.items():
                 if isinstance(v, int | float):
