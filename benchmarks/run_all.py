@@ -7,10 +7,13 @@ import sys
 from pathlib import Path
 
 here = Path(__file__).parent
+# each script with its default arguments, and the paper-scale training path at its CPU size
+runs = [[script.name] for script in sorted(here.glob("bench_*.py"))]
+runs.append(["bench_train.py", "--preset", "paper", "--random-weights", "--scale", "tiny"])
 failed = []
-for script in sorted(here.glob("bench_*.py")):
-    print(f"== {script.name}", flush=True)
-    if subprocess.run([sys.executable, str(script)], cwd=here).returncode != 0:
-        failed.append(script.name)
+for args in runs:
+    print(f"== {' '.join(args)}", flush=True)
+    if subprocess.run([sys.executable, *args], cwd=here).returncode != 0:
+        failed.append(" ".join(args))
 if failed:
     sys.exit(f"failed: {', '.join(failed)}")

@@ -1,8 +1,14 @@
-"""Tiny random models saved in the real formats (LlamaGen checkpoint, transformers folder)."""
+"""Tiny random models saved in the real formats (LlamaGen checkpoint, transformers folder), and
+a run killed with SIGKILL at a chosen point."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import torch
@@ -109,3 +115,14 @@ def tiny_encoders(folder: Path) -> dict[str, str]:
     vq = write_llamagen(folder / "vq.pt", TRAIN_VQ)
     siglip = tiny_siglip_folder(folder / "siglip", size=16, patch=4)
     return {"vq": f"vq:{vq}", "siglip": f"siglip:{siglip}"}
+
+
+def kill_when(args: list, env: dict, marker: Path, timeout: float = 300) -> None:
+    """Start `uvlm ARGS...`, SIGKILL it as soon as `marker` exists (e.g. a checkpoint's state.json)."""
+    proc = subprocess.Popen([sys.executable, "-m", "uvlm.cli", *map(str, args)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while time.time() < deadline and not marker.exists() and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import pytest
 import torch
 
@@ -67,3 +69,28 @@ def test_sampling_is_seeded_and_guidance_changes_ids(encoders):
     guided = decode_batch(model, gen, None, sampling=Sampling(cfg_scale=3.0), uncond=uncond, **kw)
     assert all(g.vision.max() < out_space.vocab_size for g in guided)
     assert any(not torch.equal(a.vision, b.vision) for a, b in zip(greedy, guided, strict=True))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("autocast", [False, True])
+def test_decoding_in_every_precision_with_and_without_autocast(encoders, dtype, autocast):
+    """A 16-bit LLM beside fp32 adapters and heads (a pretrained LLM's weights in bf16/fp16):
+    text and image decoding work with autocast (training's evaluation points) and without it."""
+    for name in ("VQ-VQ", "SigLIP-SigLIP"):
+        torch.manual_seed(0)
+        model, tok, prompts, in_space, out_space = model_for(name, encoders)
+        model.llm.to(dtype)
+        n = out_space.n_tokens
+        und = [prompts.prompt(q) for q in QUESTIONS[:2]]
+        feats = torch.randn(2 * in_space.n_tokens, in_space.feature_dim)
+        opened = [prompts.encode([{"from": "human", "value": d}, {"from": "gpt", "value": "<image>"}],
+                                 answer_image=False) for d in DRAW]
+        kw = dict(pad_id=tok.pad_token_id, eos_id=tok.eos_token_id, boi_id=prompts.boi_id, n_vision=n)
+        context = torch.autocast("cpu", dtype=dtype) if autocast and dtype != torch.float32 else nullcontext()
+        with context:
+            answers = decode_batch(model, und, feats, max_new_tokens=4, **kw)
+            images = decode_batch(model, opened, None, max_new_tokens=4, **kw)
+        assert all(len(a.text_ids) > 0 for a in answers)
+        assert all(i.vision is not None and len(i.vision) == n for i in images)
+        if not out_space.discrete:
+            assert torch.isfinite(torch.stack([i.vision for i in images]).float()).all()

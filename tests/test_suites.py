@@ -307,3 +307,24 @@ def test_status_command_prints_seeds_and_estimate(cli, tmp_path):
     assert out.splitlines() == ["seed 0: 1 done, 3 to run",
                                 "probe: 3 runs left, at most about 0.7 h of one core (0.2 h with 3 at a time; "
                                 "median run 10.0 min; time scaled by each run's records)"]
+
+
+def test_runs_side_by_side_never_share_a_gpu(tmp_path):
+    """On a machine with GPUs each running job holds its own (here 4 GPUs, 2 at a time: 2 each)."""
+    held: dict[str, str] = {}
+    lock = threading.Lock()
+    clashes = []
+
+    def execute(job, results, devices):
+        with lock:
+            if devices in held.values():
+                clashes.append(devices)
+            held[job.key] = devices
+        threading.Event().wait(0.01)
+        with lock:
+            held.pop(job.key)
+        return {"devices": devices}
+
+    out = run_suite(expand("mutual", "cpu", seeds=1, rows=("VQ-VQ", "VQ_u")), tmp_path, workers=2,
+                    echo=lambda s: None, execute=execute, gpus=4)
+    assert {r["devices"] for r in out.values()} <= {"0,1", "2,3"} and not clashes

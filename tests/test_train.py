@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,8 @@ from uvlm.io import exclusive
 from uvlm.suites.spec import planned_records
 from uvlm.train.config import from_dict
 from uvlm.train.loop import stream_indices
+
+from .helpers import kill_when
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,13 +66,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, encoders, e
     assert summary["records"] == planned_records(from_dict(run_config(encoders))) == 360, "cost estimates hold"
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "uvlm.cli", "train", "--config", str(cfg), "--out",
-                             str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (killed / "checkpoints" / "step-0000020" / "state.json").exists():
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when(["train", "--config", cfg, "--out", killed], env, killed / "checkpoints" / "step-0000020" / "state.json")
     assert not (killed / "final.json").exists(), "the run ended before it could be killed"
     unfinished = uvlm(["train", "--config", cfg, "--out", killed], env)
     assert unfinished.returncode == 2 and "--resume" in unfinished.stderr

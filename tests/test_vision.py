@@ -159,10 +159,26 @@ def test_feature_cache_keys_and_invalidation(cache_dir, tmp_path, vq):
     entries = list((cache_dir / "features").iterdir())
     assert len(entries) == 1
     # Corrupt the stored tensors: detected by the digest, recomputed, same values.
-    f = entries[0] / "features.safetensors"
+    f = entries[0] / "targets.npy"
+    kept = first["targets"].clone()
     f.write_bytes(f.read_bytes()[:-10] + b"0123456789")
     again = cache.cached_features(vq, ds)
-    assert torch.equal(again["targets"], first["targets"])
+    assert torch.equal(again["targets"], kept)
+    # Read memory-mapped, not loaded: the tensor's memory is a mapping of the entry's file.
+    def mapped_from(tensor: torch.Tensor, name: str) -> bool:
+        for line in Path("/proc/self/maps").read_text().splitlines():
+            low, high = (int(x, 16) for x in line.split()[0].split("-"))
+            if low <= tensor.data_ptr() < high and line.endswith(name):
+                return True
+        return False
+
+    assert mapped_from(again["features"], "features.npy") and mapped_from(again["targets"], "targets.npy")
+    # 16-bit storage is an entry of its own, with the same values to 16-bit precision.
+    half = cache.cached_features(vq, ds, dtype="float16")
+    assert half["features"].dtype == torch.float16
+    assert torch.allclose(half["features"].float(), again["features"], atol=1e-3)
+    assert torch.equal(half["targets"], kept)
+    assert len(list((cache_dir / "features").iterdir())) == 2
     # Another dataset or another encoder is another entry.
     other = tmp_path / "other"
     build_dataset(MixtureConfig(seed=1, n_vqa=10, n_caption=10, n_generation=10, size=64), other)
@@ -170,7 +186,7 @@ def test_feature_cache_keys_and_invalidation(cache_dir, tmp_path, vq):
     vq.model.quantize.embedding.weight.data.mul_(-1)
     vq._digest = ""
     cache.cached_features(vq, ds)
-    assert len(list((cache_dir / "features").iterdir())) == 3
+    assert len(list((cache_dir / "features").iterdir())) == 4
 
 
 def test_judge_plumbing_at_toy_size(tmp_path):

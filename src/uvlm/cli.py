@@ -212,6 +212,52 @@ def train_command(
     typer.echo(f"{out}: {summary['steps']} steps, final loss {summary['final'].get('loss')}")
 
 
+@app.command("plan")
+def plan_command(
+    config: Annotated[Path, typer.Argument(help="YAML run config (configs/paper/*.yaml).")],
+    gpu_mem: Annotated[float | None, typer.Option(help="GPU memory in GB to plan for (default: this machine's "
+                                                        "GPU; none: no limit).")] = None,
+    gpus: Annotated[int, typer.Option(help="GPUs the run's global batch is spread over.")] = 1,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override: section.key=value.")] = None,
+) -> None:
+    """Print a run's memory plan: parameters, memory per device and the micro-batch it will use."""
+    from uvlm.device import placement
+    from uvlm.train.config import load_config
+    from uvlm.train.memory import GIB, device_memory, llm_shape, plan, planned_layout
+
+    if gpu_mem is not None and gpu_mem <= 0:
+        raise UvlmError(f"--gpu-mem {gpu_mem} must be positive (GB)")
+    if gpus < 1:
+        raise UvlmError(f"--gpus {gpus} must be >= 1")
+    cfg = load_config(config, set_ or [])
+    shape, shape_source = llm_shape(cfg.model)
+    layout, text_source = planned_layout(cfg)
+    limit = gpu_mem * 1e9 if gpu_mem is not None else device_memory(placement(cfg.train.precision).device)
+    p = plan(cfg, layout, limit, gpus, shape, gpu=limit is not None)
+    micro = p.micro_batch if cfg.train.micro_batch in (None, "auto") else int(cfg.train.micro_batch)
+    if cfg.train.micro_batch is None:
+        micro = cfg.train.batch_size
+    steps = -(-p.per_device // micro)
+    fits = limit is None or p.total(micro) <= limit
+    rows = [("LLM", f"{cfg.model.llm} ({shape.layers} layers, hidden {shape.hidden}; shape from {shape_source})"),
+            ("parameters", f"{p.params / 1e6:,.1f}M, {p.trainable / 1e6:,.1f}M trained"
+                           + (f" (LoRA r {cfg.model.lora_r})" if cfg.model.lora_r else "")),
+            ("longest record", f"{layout.tokens} tokens, {layout.scored} scored, {layout.slots} generation slots "
+                               f"(text measured with {text_source})"),
+            ("weights", f"{p.weights_bytes / GIB:.1f} GiB"),
+            ("gradients + AdamW", f"{p.optimizer_bytes / GIB:.1f} GiB"),
+            ("activations", f"{p.per_record_bytes / GIB:.2f} GiB per record"
+                            + (" (gradient checkpointing)" if cfg.train.gradient_checkpointing else "")),
+            ("micro-batch", f"{micro} of {p.per_device} records per device per step ({steps} accumulation steps)"
+                            + (", chosen to fit (train.micro_batch: auto)" if cfg.train.micro_batch == "auto" else "")),
+            ("memory per device", f"{p.total(micro) / GIB:.1f} GiB"
+                                  + (f" of {limit / GIB:.1f} GiB: {'fits' if fits else 'DOES NOT FIT'}"
+                                     if limit else " (no device limit known: pass --gpu-mem)"))]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        typer.echo(f"{key:<{width}}  {value}")
+
+
 @app.command("eval")
 def eval_command(
     run: Annotated[Path, typer.Argument(help="Run folder (from uvlm train).")],
@@ -223,6 +269,8 @@ def eval_command(
     top_k: Annotated[int, typer.Option(help="VQ ids: sample from the k most likely (0 = all).")] = 0,
     cfg_scale: Annotated[float, typer.Option(help="Classifier-free guidance scale (1 = none).")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of the sampling.")] = 0,
+    open_image: Annotated[bool, typer.Option(help="Start every generation answer at <boi>: decode an image even "
+                                                  "where the model would not open one.")] = False,
 ) -> None:
     """Score a run on the whole test set: VQA accuracy, judged generation, FID/KID.
 
@@ -234,7 +282,7 @@ def eval_command(
         raise UvlmError("--temperature and --top-k must be >= 0 and --cfg-scale > 0")
     sampling = Sampling(temperature, top_k, cfg_scale, seed)
     metrics = evaluate_run(run, checkpoint, show, inception_weights,
-                           None if sampling == Sampling() else sampling)
+                           None if sampling == Sampling() else sampling, open_image)
     typer.echo(json.dumps({k: metrics[k] for k in ("vqa", "gen")}, indent=1))
 
 
@@ -244,7 +292,7 @@ SuiteName = Annotated[str, typer.Argument(help="mutual | affine | scaling | tran
 Preset = Annotated[str, typer.Option(help="cpu | paper")]
 Seeds = Annotated[int, typer.Option(help="Seeds per cell.")]
 Results = Annotated[Path, typer.Option(help="Results folder (shared by suites).")]
-Workers = Annotated[int | None, typer.Option(help="Runs at a time (default: the core count).")]
+Workers = Annotated[int | None, typer.Option(help="Runs at a time (default: one per GPU, or per core without).")]
 Overrides = Annotated[list[str] | None, typer.Option("--set", help="Change every run's config: section.key=value.")]
 Rows = Annotated[str | None, typer.Option(help="Only these rows, comma-separated (controls and sweep points "
                                                "included), e.g. VQ-VQ,VQ_u.")]
@@ -259,12 +307,17 @@ def _jobs(name: str, preset: str, seeds: int, overrides: list[str] | None, rows:
 
 
 def _workers(workers: int | None) -> int:
-    """A suite's runs at a time: the core count unless given."""
+    """A suite's runs at a time: one per GPU on a GPU machine, else one per core, unless given."""
     from uvlm.data.folder import cpu_count
+    from uvlm.device import gpu_count
 
     if workers is not None and workers < 1:
         raise UvlmError(f"--workers {workers} must be >= 1")
-    return cpu_count() if workers is None else workers
+    if workers is None:
+        return gpu_count() or cpu_count()
+    if gpu_count() and workers > gpu_count():
+        raise UvlmError(f"--workers {workers} is more than this machine's {gpu_count()} GPUs; runs never share one")
+    return workers
 
 
 @suite_app.command("status")
@@ -320,7 +373,9 @@ def suite_run(
     workers = _workers(workers)
     make_folder(out, "results")
     claim_results(out, tuple(set_ or ()))
-    run_suite(jobs, out, workers, echo=typer.echo)
+    from uvlm.device import gpu_count
+
+    run_suite(jobs, out, workers, echo=typer.echo, gpus=gpu_count())
     if name in ("probe", "all"):
         from uvlm.suites.probe import adapter_probe
 

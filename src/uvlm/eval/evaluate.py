@@ -53,14 +53,14 @@ class EvalContext(RunParts):
 
     @classmethod
     def of(cls, parts: RunParts) -> EvalContext:
-        return cls(parts.tokenizer, parts.prompts, parts.in_space, parts.out_space, parts.test_root)
+        return cls(parts.tokenizer, parts.prompts, parts.in_space, parts.out_space, parts.test_root, parts.place)
 
     def judges(self):
         """The judge for the output space, loaded (or trained and cached) on first use."""
         from uvlm.vision.judge import JudgeConfig, embedding_judge, pretrained_judge
 
         if self.out_space.discrete and self.pixel_judge is None:
-            self.pixel_judge = pretrained_judge(JudgeConfig(style=self.style()))[0]
+            self.pixel_judge = pretrained_judge(JudgeConfig(style=self.style()))[0].to(self.place.device)
         if not self.out_space.discrete and self.embed_judge is None:
             self.embed_judge = embedding_judge(self.out_space, self.style())[0]
         return self.pixel_judge if self.out_space.discrete else self.embed_judge
@@ -92,16 +92,20 @@ def vqa_answers(model: UnifiedVLM, ctx: EvalContext, records: list[dict], batch_
 
 
 def generate_images(model: UnifiedVLM, ctx: EvalContext, records: list[dict], batch_size: int = 32,
-                    sampling: Sampling | None = None) -> list[torch.Tensor | None]:
-    """The vision tokens each generation prompt yields (None when no image was opened)."""
+                    sampling: Sampling | None = None, open_image: bool = False) -> list[torch.Tensor | None]:
+    """The vision tokens each generation prompt yields (None when no image was opened).
+
+    open_image: every answer starts at `<boi>`, so an image is decoded whether or not the model
+    would open one (an untrained model, a check of the image path)."""
     tok = ctx.tokenizer
     n = ctx.out_space.n_tokens
     guided = sampling is not None and sampling.cfg_scale != 1.0
+    opened = [{"from": "gpt", "value": "<image>"}] if open_image else []
     # Janus-style unconditional prompt: the same turn with the instruction left out.
-    uncond = ctx.prompts.encode([{"from": "human", "value": ""}]) if guided else None
+    uncond = ctx.prompts.encode([{"from": "human", "value": ""}, *opened], answer_image=False) if guided else None
     results: list[torch.Tensor | None] = []
     for chunk in _batches(records, batch_size):
-        prompts = [ctx.prompts.encode(r["conversations"][:1]) for r in chunk]
+        prompts = [ctx.prompts.encode([r["conversations"][0], *opened], answer_image=False) for r in chunk]
         outs = decode_batch(model, prompts, None, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id,
                             boi_id=ctx.prompts.boi_id, max_new_tokens=24, n_vision=n, sampling=sampling,
                             uncond=[uncond] * len(chunk) if guided else None)
@@ -207,8 +211,8 @@ def answer_distribution(rows: list[dict], top: int = 5) -> dict:
 
 
 def evaluate_model(model: UnifiedVLM, ctx: EvalContext, vqa_limit: int | None = None,
-                   gen_limit: int | None = None,
-                   sampling: Sampling | None = None) -> tuple[dict, list[dict], dict | None]:
+                   gen_limit: int | None = None, sampling: Sampling | None = None,
+                   open_image: bool = False) -> tuple[dict, list[dict], dict | None]:
     """metrics (the metrics.json schema), VQA answer rows, generation details."""
     was_training = model.training
     model.eval()
@@ -219,13 +223,16 @@ def evaluate_model(model: UnifiedVLM, ctx: EvalContext, vqa_limit: int | None = 
     arch = model.arch
     if arch.input_space:
         vqa = [r for r in records if r["task"] == "vqa"][:vqa_limit]
-        rows = vqa_answers(model, ctx, vqa)
+        with ctx.place.autocast():
+            rows = vqa_answers(model, ctx, vqa)
         metrics["vqa"] = aggregate((r["attribute"], r["score"]) for r in rows)
         metrics["answer_distribution"] = answer_distribution(rows)
         metrics["chance"] = chance((r["attribute"], r["ground_truth"]) for r in rows)
     if arch.output_space:
         prompts = [r for r in records if r["task"] == "generation"][:gen_limit]
-        gen = judge_generations(generate_images(model, ctx, prompts, sampling=sampling), prompts, ctx)
+        with ctx.place.autocast():
+            vision = generate_images(model, ctx, prompts, sampling=sampling, open_image=open_image)
+        gen = judge_generations(vision, prompts, ctx)
         metrics["gen"] = {k: v for k, v in gen.items() if k not in ("pixels", "rows")}
     if was_training:
         model.train()
@@ -260,7 +267,8 @@ def vqa_rows_to_jsonl(rows: list[dict]) -> str:
 
 
 def evaluate_run(run: Path, checkpoint: int | None = None, show: int = 0,
-                 inception_weights: Path | None = None, sampling: Sampling | None = None) -> dict:
+                 inception_weights: Path | None = None, sampling: Sampling | None = None,
+                 open_image: bool = False) -> dict:
     """Evaluate a run folder's final weights (or a checkpoint); write metrics.json, answers.jsonl,
     generated/ (PNG for pixel outputs) and, with show > 0, a qualitative sheet, into the folder
     `eval_folder` names."""
@@ -269,7 +277,7 @@ def evaluate_run(run: Path, checkpoint: int | None = None, show: int = 0,
         raise UvlmError(f"Inception weights {inception_weights} do not exist")
     model, parts = load_trained(run, checkpoint)
     ctx = EvalContext.of(parts)
-    metrics, rows, gen = evaluate_model(model, ctx, sampling=sampling)
+    metrics, rows, gen = evaluate_model(model, ctx, sampling=sampling, open_image=open_image)
     if gen is not None:
         prompts = [r for r in read_records(ctx.test_root) if r["task"] == "generation"]
         metrics["gen"]["baselines"] = judge_baselines(ctx, prompts)
@@ -283,8 +291,9 @@ def evaluate_run(run: Path, checkpoint: int | None = None, show: int = 0,
         real = load_images([ctx.test_root / r["image"] for r in prompts])
         metrics["gen"]["inception_fid"] = inception_fid(real, gen["pixels"], Path(inception_weights))
     metrics["checkpoint"] = checkpoint if checkpoint is not None else "final"
+    metrics["open_image"] = open_image
     check_schema(metrics)
-    out = run / eval_folder(checkpoint, sampling)
+    out = run / eval_folder(checkpoint, sampling, open_image)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "answers.jsonl", vqa_rows_to_jsonl(rows))
     if gen is not None:
@@ -299,14 +308,14 @@ def evaluate_run(run: Path, checkpoint: int | None = None, show: int = 0,
     return metrics
 
 
-def eval_folder(checkpoint: int | None, sampling: Sampling | None) -> str:
+def eval_folder(checkpoint: int | None, sampling: Sampling | None, open_image: bool = False) -> str:
     """Where an evaluation is written inside its run: `eval` is the default (final weights,
     greedy) that suites and reports read; any other choice gets a folder naming it, so it
     never replaces the default."""
     name = "eval" if checkpoint is None else f"eval-step-{checkpoint}"
     if sampling is not None:
         name += f"-t{sampling.temperature:g}-k{sampling.top_k}-cfg{sampling.cfg_scale:g}-seed{sampling.seed}"
-    return name
+    return name + ("-opened" if open_image else "")
 
 
 def write_pngs(folder: Path, pixels: torch.Tensor) -> None:

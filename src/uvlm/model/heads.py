@@ -19,7 +19,9 @@ class GenerationHead(nn.Module):
         self.proj = nn.Linear(hidden, out_dim)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.proj(hidden)
+        # the LLM may hold 16-bit weights while the head trains in fp32: compute in the head's dtype
+        # (under autocast, autocast's dtype wins)
+        return self.proj(hidden.to(self.proj.weight.dtype))
 
     def loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         out = self(hidden).float()

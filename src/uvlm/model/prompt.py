@@ -1,6 +1,6 @@
 """Our chat template, and the token layout of a record.
 
-    <s>USER: <image>\\nWhat is the weather?\\nASSISTANT: sunny</s>USER: ...\\nASSISTANT: ...</s>
+    <s>[system prompt ]USER: <image>\\nWhat is the weather?\\nASSISTANT: sunny</s>USER: ...\\nASSISTANT: ...</s>
 
 - `<image>` in a human turn becomes N understanding slots (encoder features, adapted).
 - `<image>` in an answer becomes `<boi>`, N generation slots, `<eoi>`: the model learns to
@@ -8,6 +8,8 @@
   state one position earlier; during training (teacher forcing) the slot's input is the
   target fed back through the generation adapter.
 - Text loss only on answer tokens (answers, `<boi>`, `<eoi>`, `</s>`), never on the prompt.
+- An optional system prompt opens every sequence (the paper preset: Vicuna v1's, as the
+  authors' release trains with it); the cpu preset has none.
 
 The text is split at `<image>` by us and each piece tokenised on its own: special tokens are
 real added tokens, and no position is found by searching for magic ids.
@@ -45,10 +47,11 @@ USER, ASSISTANT = "USER: ", "\nASSISTANT:"
 class PromptEncoder:
     """Turns LLaVA-style conversations into token ids, labels and slot kinds."""
 
-    def __init__(self, tokenizer, n_understand: int, n_generate: int | None = None):
+    def __init__(self, tokenizer, n_understand: int, n_generate: int | None = None, system: str = ""):
         """n_understand / n_generate: vision tokens of the input and output spaces (the paper's
-        SigLIP-VQ reads 196 and writes 256)."""
+        SigLIP-VQ reads 196 and writes 256); system: text before the first turn."""
         self.tokenizer = tokenizer
+        self.system = f"{system.strip()} " if system.strip() else ""
         self.n_understand = n_understand
         self.n_generate = n_understand if n_generate is None else n_generate
         ids = tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS))
@@ -70,6 +73,7 @@ class PromptEncoder:
             labels.extend(tokens if learn else [IGNORE] * len(tokens))
             kinds.extend([kind] * len(tokens))
 
+        add(self._text(self.system), learn=False)
         for turn in conversations:
             human = turn["from"] == "human"
             text = f"{USER}{turn['value']}{ASSISTANT}" if human else f" {turn['value']}"

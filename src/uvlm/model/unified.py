@@ -48,10 +48,28 @@ class Batch:
     kinds: torch.Tensor  # (B, L), TEXT / UNDERSTAND / GENERATE
     und_features: torch.Tensor | None  # (n_und_slots, D_in)
     gen_targets: torch.Tensor | None  # (n_gen_slots,) ids or (n_gen_slots, D_out)
+    scored: torch.Tensor | None = None  # flat positions (b * L + p) whose hidden state predicts an answer token
+    slots: torch.Tensor | None = None  # flat positions whose hidden state predicts a generation slot
+
+    def positions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scored, slots) flat positions, as `collate` precomputes them on the host (no device sync)."""
+        if self.scored is not None and self.slots is not None:
+            return self.scored, self.slots
+        return predicting_positions(self.labels, self.kinds)
 
     def to(self, device) -> Batch:
         move = (lambda t: None if t is None else t.to(device))  # noqa: E731
         return Batch(*(move(getattr(self, f)) for f in self.__dataclass_fields__))
+
+
+def predicting_positions(labels, kinds) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat positions b * L + p of the hidden states that predict an answer token (labels at p + 1)
+    and a generation slot (kinds at p + 1): each head reads only those."""
+    as_tensor = torch.as_tensor
+    labels, kinds = as_tensor(labels), as_tensor(kinds)
+    length = labels.shape[1]
+    grid = torch.arange(labels.shape[0] * length, device=labels.device).view(-1, length)[:, :-1]
+    return grid[labels[:, 1:] != IGNORE], grid[kinds[:, 1:] == GENERATE]
 
 
 class UnifiedVLM(nn.Module):
@@ -113,7 +131,9 @@ class UnifiedVLM(nn.Module):
         if self.output_norm is not None and self.output_norm is not self.input_norm and gen_targets is not None:
             self.output_norm.fit(self.target_embedding(gen_targets))
         if hasattr(self, "target_norm") and gen_targets is not None:
-            self.target_norm.copy_(gen_targets.float().norm(dim=-1).reshape(-1, len(self.target_norm)).mean(0))
+            rows = gen_targets.reshape(-1, len(self.target_norm), gen_targets.shape[-1])
+            total = sum(rows[i:i + 4096].double().norm(dim=-1).sum(0) for i in range(0, len(rows), 4096))
+            self.target_norm.copy_((total / len(rows)).float())
 
     def as_target(self, head_output: torch.Tensor, position: torch.Tensor | int) -> torch.Tensor:
         """A continuous head output as a target-space vector: rescaled to the training targets'
@@ -126,6 +146,7 @@ class UnifiedVLM(nn.Module):
 
     def understand(self, features: torch.Tensor) -> torch.Tensor:
         """Encoder features -> LLM input embeddings (the understanding path)."""
+        features = features.float()  # features may be cached in 16 bits; the maps are fp32
         if self.input_norm is not None:
             features = self.input_norm(features)
         if self.affine is not None and self.affine_place == "before":
@@ -141,33 +162,38 @@ class UnifiedVLM(nn.Module):
 
     def generate_input(self, targets: torch.Tensor) -> torch.Tensor:
         """A generated (or teacher-forced) vision token -> the LLM's next input embedding."""
-        x = self.target_embedding(targets)
+        x = self.target_embedding(targets).float()
         return self.generation_adapter(x if self.output_norm is None else self.output_norm(x))
 
     def embed(self, batch: Batch) -> torch.Tensor:
+        """Token embeddings with the vision slots filled (a batch carries vision tensors exactly when it
+        has slots of that kind, so nothing here waits on the device)."""
         embeds = self.llm.get_input_embeddings()(batch.input_ids)
         dtype = embeds.dtype
-        und = batch.kinds == UNDERSTAND
-        gen = batch.kinds == GENERATE
-        if und.any():
-            embeds = embeds.masked_scatter(und.unsqueeze(-1), self.understand(batch.und_features).to(dtype))
-        if gen.any():
-            embeds = embeds.masked_scatter(gen.unsqueeze(-1), self.generate_input(batch.gen_targets).to(dtype))
+        if batch.und_features is not None:
+            und = (batch.kinds == UNDERSTAND).unsqueeze(-1)
+            embeds = embeds.masked_scatter(und, self.understand(batch.und_features).to(dtype))
+        if batch.gen_targets is not None:
+            gen = (batch.kinds == GENERATE).unsqueeze(-1)
+            embeds = embeds.masked_scatter(gen, self.generate_input(batch.gen_targets).to(dtype))
         return embeds
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Losses of a batch: text (answer tokens), image (generation slots) and their sum."""
-        out = self.llm(inputs_embeds=self.embed(batch), attention_mask=batch.attention_mask,
-                       output_hidden_states=True, use_cache=False)
-        logits = out.logits[:, :-1].float()
-        labels = batch.labels[:, 1:]
-        n_text = (labels != IGNORE).sum()
-        text_loss = (F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                     ignore_index=IGNORE, reduction="sum") / n_text.clamp_min(1))
+        """Losses of a batch: text (answer tokens), image (generation slots) and their sum.
+
+        The decoder runs alone, and each head reads only the positions it is scored on: the
+        LM head the positions before answer tokens, the generation head those before
+        generation slots. Full logits (batch x length x vocabulary, in fp32) would be the
+        largest tensor of a 7B run and are never made."""
+        hidden = self.llm.get_decoder()(inputs_embeds=self.embed(batch), attention_mask=batch.attention_mask,
+                                        use_cache=False).last_hidden_state
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        scored, slots = batch.positions()
+        targets = batch.labels.reshape(-1).index_select(0, scored + 1)  # the token after each scored position
+        logits = self.llm.get_output_embeddings()(flat.index_select(0, scored)).float()
+        text_loss = F.cross_entropy(logits, targets, reduction="sum") / max(scored.numel(), 1)
         image_loss = torch.zeros((), device=text_loss.device)
-        predicts_slot = batch.kinds[:, 1:] == GENERATE  # the hidden state before each slot
-        if predicts_slot.any():
-            hidden = out.hidden_states[-1][:, :-1][predicts_slot]
-            image_loss = self.generation_head.loss(hidden, batch.gen_targets)
+        if slots.numel():
+            image_loss = self.generation_head.loss(flat.index_select(0, slots), batch.gen_targets)
         loss = text_loss + self.image_loss_weight * image_loss
         return {"loss": loss, "text_loss": text_loss.detach(), "image_loss": image_loss.detach()}

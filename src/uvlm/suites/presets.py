@@ -29,6 +29,9 @@ BIAS_VQA_PROB = 0.05  # in the biased sets, the chance that a VQA record asks th
 BIAS = {"default": None, "weather-biased": "weather", "battery-biased": "battery"}
 
 PAPER_STYLE = {"size": 224, "detail_scale": 1.0, "face_radius": 0.4}
+# The vicuna_v1 conversation's system prompt, which the authors' release trains with.
+VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "
+                 "helpful, detailed, and polite answers to the user's questions.")
 
 PRESETS: dict[str, dict] = {
     "cpu": {
@@ -44,14 +47,17 @@ PRESETS: dict[str, dict] = {
         "train": {"batch_size": 16, "lr": 5e-4, "adapter_lr": 5e-4, "threads": 1, "checkpoint_every": 200},
     },
     "paper": {
-        "model": {"llm": "lmsys/vicuna-7b-v1.5", "lora_r": 128, "lora_alpha": 256},
+        "model": {"llm": "lmsys/vicuna-7b-v1.5", "lora_r": 128, "lora_alpha": 256, "lora_dropout": 0.05,
+                  "system_prompt": VICUNA_SYSTEM},
         "data": {
             "train": {"seed": 0, "n_vqa": 60000, "n_caption": 60000, "n_generation": 60000, **PAPER_STYLE},
             "test": {"split": "test", "seed": 1, "n_vqa": 1000, "n_caption": 0, "n_generation": 500,
                      "share_images": False, **PAPER_STYLE},
-            "siglip": "siglip:google/siglip-base-patch16-224", "vq": "vq:checkpoints/vq_ds16_c2i.pt"},
-        "train": {"batch_size": 131, "global_batch": 393, "lr": 2e-4, "adapter_lr": 1e-4, "precision": "auto",
-                  "checkpoint_every": 50},
+            "siglip": "siglip:google/siglip-base-patch16-224", "vq": "vq:checkpoints/vq_ds16_c2i.pt",
+            "feature_dtype": "float16"},
+        # the authors' 131 per GPU x 3 GPUs; on any device count, micro-batches of what fits, accumulated
+        "train": {"batch_size": 131, "global_batch": 393, "micro_batch": "auto", "gradient_checkpointing": True,
+                  "lr": 2e-4, "adapter_lr": 1e-4, "precision": "auto", "checkpoint_every": 50},
     },
 }
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import statistics
 import subprocess
 import sys
@@ -37,12 +38,15 @@ def _uvlm(*args: str) -> list[str]:
     return [sys.executable, "-m", "uvlm.cli", *args]
 
 
-def run_job(job: Job, results: Path) -> dict:
-    """Train (resuming if interrupted) and evaluate one job; return its wall times."""
+def run_job(job: Job, results: Path, devices: str | None = None) -> dict:
+    """Train (resuming if interrupted) and evaluate one job; return its wall times. `devices`: the
+    GPUs the job may use (CUDA_VISIBLE_DEVICES), so jobs side by side never share one."""
     config = results / "configs" / f"{job.key}.yaml"
     atomic_write_text(config, yaml.safe_dump(job.config, sort_keys=False))
     run = results / "runs" / job.key
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    if devices is not None:
+        env["CUDA_VISIBLE_DEVICES"] = devices
     times = {}
     for step, cmd in (("train", _uvlm("train", "--config", str(config), "--out", str(run), "--resume")),
                       ("eval", _uvlm("eval", str(run)))):
@@ -136,8 +140,9 @@ def record_jobs(results: Path, jobs: list[Job]) -> None:
 
 
 def run_suite(jobs: list[Job], results: Path, workers: int, echo: Callable[[str], None] = print,
-              execute: Callable[[Job, Path], dict] = run_job) -> dict:
+              execute: Callable[..., dict] = run_job, gpus: int = 0) -> dict:
     """Run every job not yet done, `workers` at a time. Returns {key: wall times or error}.
+    With `gpus`, each running job holds GPUs of its own (`gpus // workers` each).
     One suite at a time per folder: a second fails at once while this one runs."""
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
@@ -148,12 +153,20 @@ def run_suite(jobs: list[Job], results: Path, workers: int, echo: Callable[[str]
         pending = sorted((j for j in unique.values() if not is_done(results, j)), key=lambda j: j.seed)
         echo(f"{len(unique)} runs: {len(unique) - len(pending)} done, {len(pending)} to run, {workers} at a time")
         outcome: dict = {}
+        per_job = gpus // workers if gpus else 0
+        free: queue.Queue[str] = queue.Queue()
+        for w in range(workers if per_job else 0):
+            free.put(",".join(str(w * per_job + k) for k in range(per_job)))
 
         def one(job: Job) -> tuple[str, dict]:
+            devices = free.get() if per_job else None
             try:
-                return job.key, execute(job, results)
+                return job.key, execute(job, results, devices) if devices is not None else execute(job, results)
             except UvlmError as e:
                 return job.key, {"error": str(e)}
+            finally:
+                if devices is not None:
+                    free.put(devices)
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
             # Reported as they finish, so the log shows what is done, not what was started first.

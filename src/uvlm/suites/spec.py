@@ -57,7 +57,7 @@ class Job:
         never passes an old run off as a current one.
         """
         name = self.config["model"]["name"].replace("*", "star")
-        return f"{name}-s{self.seed}-{config_hash(self.resolved.to_dict())[:8]}"
+        return f"{name}-s{self.seed}-{config_hash(self.resolved.identity())[:8]}"
 
     @cached_property
     def records(self) -> int:

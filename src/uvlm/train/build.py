@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib.util
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from uvlm.data.folder import read_manifest
+from uvlm.device import Placement, placement
 from uvlm.errors import UvlmError
 from uvlm.model.names import Architecture, parse_name
 from uvlm.model.prompt import SPECIAL_TOKENS, PromptEncoder
@@ -28,6 +30,7 @@ class RunParts:
     in_space: VisionSpace | None
     out_space: VisionSpace | None
     test_root: Path
+    place: Placement = field(default_factory=placement)  # where the model computes
 
     def style(self) -> dict:
         """The render style (size, detail scale, face radius) of the run's test set."""
@@ -41,15 +44,29 @@ def space_info(space: VisionSpace | None) -> SpaceInfo | None:
     return SpaceInfo(space.name, space.feature_dim, space.n_tokens, space.discrete, space.vocab_size)
 
 
-def load_spaces(cfg: RunConfig, arch: Architecture) -> tuple[VisionSpace | None, VisionSpace | None]:
-    """The frozen encoders of the input and output spaces (each loaded once)."""
+def load_spaces(cfg: RunConfig, arch: Architecture,
+                place: Placement | None = None) -> tuple[VisionSpace | None, VisionSpace | None]:
+    """The frozen encoders of the input and output spaces (each loaded once), on the run's device."""
     specs = {"siglip": cfg.data.siglip, "vq": cfg.data.vq}
-    loaded = {space: load_space(specs[space]) for space in {arch.input_space, arch.output_space} - {None}}
+    device = (place or placement(cfg.train.precision)).device
+    loaded = {space: load_space(specs[space]).to(device) for space in {arch.input_space, arch.output_space} - {None}}
     return loaded.get(arch.input_space), loaded.get(arch.output_space)
 
 
+# Llama shapes uvlm can build with random weights (`llm: random:NAME`), for speed and memory
+# measurements that download nothing; "llama-tiny" runs the same code on a CPU.
+KNOWN_LLMS = {
+    "lmsys/vicuna-7b-v1.5": {"hidden_size": 4096, "intermediate_size": 11008, "num_attention_heads": 32,
+                             "num_key_value_heads": 32, "num_hidden_layers": 32, "vocab_size": 32000,
+                             "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "tie_word_embeddings": False},
+    "llama-tiny": {"hidden_size": 64, "intermediate_size": 172, "num_attention_heads": 4, "num_key_value_heads": 4,
+                   "num_hidden_layers": 2, "vocab_size": 32000, "max_position_embeddings": 4096,
+                   "rms_norm_eps": 1e-5, "tie_word_embeddings": False},
+}
+
+
 def build_tokenizer(cfg: RunConfig):
-    if cfg.model.llm == "tiny":
+    if cfg.model.llm == "tiny" or cfg.model.llm.startswith("random:"):
         return train_tokenizer(template_corpus(), SPECIAL_TOKENS)
     try:
         tok = AutoTokenizer.from_pretrained(cfg.model.llm, local_files_only=True)
@@ -62,46 +79,94 @@ def build_tokenizer(cfg: RunConfig):
     return tok
 
 
-def build_llm(cfg: RunConfig, tokenizer):
+def attention_implementation(choice: str, place: Placement) -> str:
+    """`auto`: flash-attention 2 on a GPU in 16 bits where the package is installed, else SDPA."""
+    if choice != "auto":
+        return choice
+    if place.device.type == "cuda" and place.mixed and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def tiny_llm_config(cfg: RunConfig, tokenizer) -> LlamaConfig:
+    """The cpu preset's LLM: a Llama trained from scratch, sized by the config."""
     m = cfg.model
+    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=m.hidden_size, num_hidden_layers=m.layers,
+                       num_attention_heads=m.heads, num_key_value_heads=m.heads,
+                       intermediate_size=m.intermediate_size, max_position_embeddings=512,
+                       pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                       eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
+
+
+def build_llm(cfg: RunConfig, tokenizer, place: Placement | None = None):
+    """The LLM: the tiny one in fp32 (trained whole, computing under autocast), or a pretrained one
+    with its frozen weights in the precision's dtype (a 7B in fp32 would double its memory), both
+    with the resolved attention and, if asked, gradient checkpointing."""
+    m = cfg.model
+    place = place or placement(cfg.train.precision)
+    attention = attention_implementation(m.attention, place)
     if m.llm == "tiny":
-        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=m.hidden_size, num_hidden_layers=m.layers,
-                             num_attention_heads=m.heads, num_key_value_heads=m.heads,
-                             intermediate_size=m.intermediate_size, max_position_embeddings=512,
-                             pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                             eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
-        return LlamaForCausalLM(config)
-    try:
-        llm = AutoModelForCausalLM.from_pretrained(m.llm, local_files_only=True, torch_dtype="auto")
-    except (OSError, ValueError) as e:
-        raise UvlmError(f"cannot load the LLM {m.llm!r} ({str(e).splitlines()[0]}); give a local folder "
-                        "or a hub id already in the HF cache") from None
-    llm.resize_token_embeddings(len(tokenizer))
+        config = tiny_llm_config(cfg, tokenizer)
+        config._attn_implementation = attention
+        llm = LlamaForCausalLM(config)
+    elif m.llm.startswith("random:"):
+        name = m.llm.removeprefix("random:")
+        if name not in KNOWN_LLMS:
+            raise UvlmError(f"unknown random LLM {name!r}; use one of {', '.join(KNOWN_LLMS)}")
+        config = LlamaConfig(**KNOWN_LLMS[name], pad_token_id=tokenizer.pad_token_id,
+                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+        config._attn_implementation = attention
+        with torch.device(place.device):  # a 7B initialised where it will train, in the weights' dtype
+            llm = LlamaForCausalLM(config).to(place.dtype)
+    else:
+        try:
+            llm = AutoModelForCausalLM.from_pretrained(m.llm, local_files_only=True, dtype=place.dtype,
+                                                       attn_implementation=attention)
+        except (OSError, ValueError) as e:
+            raise UvlmError(f"cannot load the LLM {m.llm!r} ({str(e).splitlines()[0]}); give a local folder "
+                            "or a hub id already in the HF cache") from None
+        # new rows (the added tokens) start at the mean of the old ones, in the weights' dtype
+        llm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    if cfg.train.gradient_checkpointing:
+        llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        llm.config.use_cache = False
     return llm
 
 
 def add_lora(llm, cfg: RunConfig, tokenizer):
-    """Wrap the LLM (only) with LoRA; the added special tokens' embeddings stay trainable."""
+    """Wrap the LLM (only) with LoRA. The added special tokens stay trainable where they are read
+    (input embeddings) and, for an LLM whose output layer is not tied to them (Vicuna), where
+    they are written: without that, the output rows of `<boi>` and `<eoi>` stay at their
+    initial values and the model cannot learn to open an image."""
     from peft import LoraConfig, get_peft_model
 
     new_ids = tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS))
-    lora = LoraConfig(r=cfg.model.lora_r, lora_alpha=cfg.model.lora_alpha, lora_dropout=0.0,
-                      target_modules="all-linear", task_type="CAUSAL_LM",
-                      trainable_token_indices={"embed_tokens": new_ids})
+    tokens = {"embed_tokens": new_ids}
+    if not llm.config.tie_word_embeddings:
+        tokens["lm_head"] = new_ids
+    lora = LoraConfig(r=cfg.model.lora_r, lora_alpha=cfg.model.lora_alpha, lora_dropout=cfg.model.lora_dropout,
+                      target_modules="all-linear", task_type="CAUSAL_LM", trainable_token_indices=tokens)
     return get_peft_model(llm, lora)
 
 
+def prompt_encoder(cfg: RunConfig, tokenizer, in_space: VisionSpace | None,
+                   out_space: VisionSpace | None) -> PromptEncoder:
+    """The prompt layout of a run: its spaces' token counts and the config's system prompt."""
+    return PromptEncoder(tokenizer, (in_space or out_space).n_tokens, (out_space or in_space).n_tokens,
+                         system=cfg.model.system_prompt)
+
+
 def build_model(cfg: RunConfig, in_space: VisionSpace | None, out_space: VisionSpace | None,
-                tokenizer) -> UnifiedVLM:
-    """The UnifiedVLM of `cfg`, its weights initialised from the run seed."""
+                tokenizer, place: Placement | None = None) -> UnifiedVLM:
+    """The UnifiedVLM of `cfg`, its weights initialised from the run seed (on the CPU)."""
     arch = parse_name(cfg.model.name)
     torch.manual_seed(cfg.train.seed)
-    llm = build_llm(cfg, tokenizer)
+    llm = build_llm(cfg, tokenizer, place)
     if cfg.model.lora_r > 0:
         llm = add_lora(llm, cfg, tokenizer)
     codebook = None
     if out_space is not None and out_space.discrete:
-        codebook = out_space.model.quantize.embedding.weight.detach().clone()
+        codebook = out_space.codebook.clone()
     m = cfg.model
     return UnifiedVLM(arch, llm, space_info(in_space), space_info(out_space),
                       understanding_adapter=m.understanding_adapter, generation_adapter=m.generation_adapter,

@@ -22,6 +22,10 @@ from uvlm.errors import UvlmError
 from uvlm.model.adapters import ADAPTER_KINDS
 from uvlm.model.names import parse_name
 
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+ATTENTIONS = ("auto", "sdpa", "eager", "flash_attention_2")
+FEATURE_DTYPES = ("float32", "float16")
+
 
 @dataclass
 class ModelConfig:
@@ -40,6 +44,9 @@ class ModelConfig:
     affine_place: str = "before"  # the release's placement; "after" is the paper text's
     image_loss_weight: float | None = None  # None: 0.2 for VQ targets, 1 for SigLIP
     standardize: bool = True  # fixed per-dimension standardisation of adapter inputs (train-set stats)
+    lora_dropout: float = 0.0  # the authors' release: 0.05 (peft's default, never overridden)
+    system_prompt: str = ""  # text before the first turn; the paper preset uses vicuna_v1's
+    attention: str = "auto"  # auto (flash-attention 2 on a GPU where installed, else sdpa) | sdpa | eager
 
 
 @dataclass
@@ -49,14 +56,18 @@ class DataConfig:
                                                "n_generation": 500, "share_images": False})
     siglip: str = "cpu-siglip"
     vq: str = "cpu-vq"
+    feature_dtype: str = "float32"  # how cached encoder features are stored: float32 | float16
 
 
 @dataclass
 class TrainConfig:
     seed: int = 0
     epochs: float = 1.0
-    batch_size: int = 32  # per step on one device
-    global_batch: int | None = None  # with accumulation; None = batch_size
+    batch_size: int = 32  # records per forward/backward on a device, and per optimizer step, unless the next two say
+    global_batch: int | None = None  # records per optimizer step, all devices together; None = batch_size
+    micro_batch: int | str | None = None  # records per forward/backward on a device: N, "auto" (the
+    # largest that fits, uvlm.train.memory), or None (= batch_size); accumulation makes up the rest
+    gradient_checkpointing: bool = False  # recompute each layer's activations in backward (the paper preset)
     lr: float = 1e-3  # LLM (or LoRA) parameters
     adapter_lr: float = 1e-3  # adapters and generation head
     weight_decay: float = 0.0
@@ -68,7 +79,7 @@ class TrainConfig:
     eval_samples: int = 300  # validation records per evaluation point
     eval_metrics: bool = True  # also VQA accuracy and judged generation at each point (slower)
     threads: int = 1  # CPU threads; suites run one-thread jobs side by side
-    precision: str = "auto"  # auto (bf16 on a supporting GPU) | bf16 | fp32
+    precision: str = "auto"  # auto (bf16 on a supporting GPU, fp16 on others, fp32 on CPU) | bf16 | fp16 | fp32
 
 
 @dataclass
@@ -83,14 +94,19 @@ class RunConfig:
         checks = [
             (t.lr > 0 and t.adapter_lr > 0, f"learning rates must be positive (lr={t.lr}, adapter_lr={t.adapter_lr})"),
             (t.batch_size >= 1, f"batch_size {t.batch_size} must be >= 1"),
-            (t.global_batch is None or (t.global_batch >= t.batch_size and t.global_batch % t.batch_size == 0),
-             f"global_batch {t.global_batch} must be a multiple of batch_size {t.batch_size}"),
+            (t.global_batch is None or t.global_batch >= 1, f"global_batch {t.global_batch} must be >= 1"),
+            (t.micro_batch in (None, "auto") or (isinstance(t.micro_batch, int) and t.micro_batch >= 1),
+             f"micro_batch {t.micro_batch!r}: use a number >= 1, auto, or leave it unset"),
             (t.epochs > 0, f"epochs {t.epochs} must be positive"),
             (0 <= t.warmup_ratio < 1, f"warmup_ratio {t.warmup_ratio} must be in [0, 1)"),
             (t.checkpoint_every >= 1, f"checkpoint_every {t.checkpoint_every} must be >= 1"),
             (t.eval_points >= 0, f"eval_points {t.eval_points} must be >= 0"),
             (t.threads >= 1, f"threads {t.threads} must be >= 1"),
-            (t.precision in ("auto", "bf16", "fp32"), f"precision {t.precision!r}: use auto, bf16 or fp32"),
+            (t.precision in PRECISIONS, f"precision {t.precision!r}: use {', '.join(PRECISIONS)}"),
+            (m.attention in ATTENTIONS, f"attention {m.attention!r}: use {', '.join(ATTENTIONS)}"),
+            (0 <= m.lora_dropout < 1, f"lora_dropout {m.lora_dropout} must be in [0, 1)"),
+            (self.data.feature_dtype in FEATURE_DTYPES,
+             f"feature_dtype {self.data.feature_dtype!r}: use {', '.join(FEATURE_DTYPES)}"),
             (m.understanding_adapter in (*ADAPTER_KINDS, "auto"), f"unknown adapter {m.understanding_adapter!r}"),
             (m.generation_adapter in (*ADAPTER_KINDS, "auto"), f"unknown adapter {m.generation_adapter!r}"),
             (m.affine_place in ("before", "after"), f"affine_place {m.affine_place!r}: use before or after"),
@@ -106,12 +122,38 @@ class RunConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def identity(self) -> dict:
+        """What names a run: the resolved config, less the fields added after results were first
+        published while they hold the value that reproduces the behaviour before them, so runs made
+        before a field existed keep their folders (uvlm.suites.spec.Job.key) and can be resumed."""
+        d = self.to_dict()
+        for (section, key), neutral in LATER_FIELDS.items():
+            if d[section].get(key, neutral) == neutral:
+                d[section].pop(key, None)
+        return d
+
+
+# Fields added after the committed results, with the value under which a run behaves exactly as
+# before them (see RunConfig.identity). A new field belongs here when its default keeps old runs'
+# behaviour; a changed default must not be listed, so that it changes every affected run's key.
+LATER_FIELDS = {
+    ("model", "lora_dropout"): 0.0,
+    ("model", "system_prompt"): "",
+    ("model", "attention"): "auto",
+    ("data", "feature_dtype"): "float32",
+    ("train", "micro_batch"): None,
+    ("train", "gradient_checkpointing"): False,
+}
+
 
 def _coerce(value, annotation: str, where: str):
     """Numbers written as YAML strings ("3e-3" is a string to YAML 1.1) become numbers."""
-    kind = annotation.split("|")[0].strip()
+    kinds = [k.strip() for k in annotation.split("|")]
+    kind = kinds[0]
     if kind not in ("int", "float") or value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str) and "str" in kinds and not value.strip().lstrip("+-").replace(".", "", 1).isdigit():
+        return value  # a word where one is allowed ("auto")
     if isinstance(value, int | float) and not (kind == "int" and isinstance(value, float)):
         return value
     try:

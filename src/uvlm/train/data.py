@@ -18,7 +18,7 @@ from uvlm.data.smartwatch import CPU_STYLE
 from uvlm.errors import UvlmError
 from uvlm.model.names import Architecture
 from uvlm.model.prompt import GENERATE, IGNORE, UNDERSTAND, Encoded, PromptEncoder
-from uvlm.model.unified import Batch
+from uvlm.model.unified import Batch, predicting_positions
 from uvlm.vision.cache import cache_root, cached_features, config_hash, dataset_images
 
 TASKS_OF = {"understanding": ("vqa", "caption"), "generation": ("generation",),
@@ -57,7 +57,11 @@ class RecordSet:
 
 
 def load_record_set(root: Path, arch: Architecture, prompts: PromptEncoder, in_space, out_space,
-                    tasks: tuple[str, ...] | None = None, limit: int | None = None) -> RecordSet:
+                    tasks: tuple[str, ...] | None = None, limit: int | None = None,
+                    feature_dtype: str = "float32") -> RecordSet:
+    """The records of `tasks` (the model's own by default; `limit`: an equal share of each),
+    tokenised, with the memory-mapped features they index (one cache entry when both roles
+    use the same space, as SigLIP-SigLIP and VQ-VQ do)."""
     tasks = tasks or TASKS_OF[arch.tasks]
     everything = read_records(root)
     per_task = None if limit is None else max(1, limit // len(tasks))  # an equal share of each task
@@ -65,8 +69,10 @@ def load_record_set(root: Path, arch: Architecture, prompts: PromptEncoder, in_s
     if not records:
         raise UvlmError(f"{root} holds no {'/'.join(tasks)} records for {arch.name}")
     row = {name: i for i, name in enumerate(dataset_images(root))}
-    und = cached_features(in_space, root)["features"] if in_space is not None else None
-    gen = cached_features(out_space, root)["targets"] if out_space is not None else None
+    cached = {id(space): cached_features(space, root, dtype=feature_dtype)
+              for space in (in_space, out_space) if space is not None}
+    und = cached[id(in_space)]["features"] if in_space is not None else None
+    gen = cached[id(out_space)]["targets"] if out_space is not None else None
     return RecordSet([prompts.encode(r["conversations"]) for r in records],
                      np.array([row[r["image"]] for r in records]), records, und, gen)
 
@@ -92,4 +98,6 @@ def collate(data: RecordSet, indices: list[int], pad_id: int) -> Batch:
             und.append(data.und_features[image])
         if (e.kinds == GENERATE).any():
             gen.append(data.gen_targets[image])
-    return Batch(ids, mask, labels, kinds, torch.cat(und) if und else None, torch.cat(gen) if gen else None)
+    scored, slots = predicting_positions(labels, kinds)
+    return Batch(ids, mask, labels, kinds, torch.cat(und) if und else None, torch.cat(gen) if gen else None,
+                 scored, slots)

@@ -25,26 +25,29 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from safetensors.torch import load_file, save_file
 from torch.utils.tensorboard import SummaryWriter
 from transformers import get_cosine_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
+from uvlm.device import placement
 from uvlm.errors import UvlmError
 from uvlm.io import atomic_write_json, atomic_write_text, exclusive, make_folder
 from uvlm.model.names import parse_name
-from uvlm.model.prompt import GENERATE, IGNORE, PromptEncoder
+from uvlm.model.prompt import GENERATE, IGNORE
 from uvlm.model.unified import UnifiedVLM
-from uvlm.train.build import RunParts, build_model, build_tokenizer, load_spaces
+from uvlm.train.build import RunParts, build_model, build_tokenizer, load_spaces, prompt_encoder
 from uvlm.train.config import RunConfig, from_dict
 from uvlm.train.data import RecordSet, collate, load_record_set, resolve_dataset
+from uvlm.train.memory import micro_batch_size, out_of_memory_named
 
 
 def stream_indices(n: int, seed: int, start: int, stop: int) -> list[int]:
@@ -121,7 +124,7 @@ def _prepare_folder(out: Path, cfg: RunConfig, resume: bool) -> None:
     resolved = out / "config.yaml"
     if resolved.exists():
         previous = yaml.safe_load(resolved.read_text())
-        if previous != cfg.to_dict():
+        if from_dict(previous).identity() != cfg.identity():
             raise UvlmError(f"{out} holds a run with another config; choose another --out or delete it")
         if (out / "final.json").exists():
             return
@@ -156,7 +159,8 @@ def _seconds_of(steps: list[dict], global_batch: int, total_records: int) -> flo
 
 
 @torch.no_grad()
-def validation_loss(model: UnifiedVLM, data: RecordSet, pad_id: int, batch_size: int, device) -> dict:
+def validation_loss(model: UnifiedVLM, data: RecordSet, pad_id: int, batch_size: int, device,
+                    autocast: Callable[[], AbstractContextManager] = nullcontext) -> dict:
     """Mean losses over a fixed validation slice: the text loss per answer token and the image
     loss per generation slot, each over the batches that have any (a VQA-only batch has no
     image loss to average in), and their weighted sum as in training."""
@@ -165,7 +169,8 @@ def validation_loss(model: UnifiedVLM, data: RecordSet, pad_id: int, batch_size:
     counts = {"text_loss": 0, "image_loss": 0}
     for start in range(0, len(data), batch_size):
         batch = collate(data, list(range(start, min(start + batch_size, len(data)))), pad_id)
-        out = model(batch.to(device))
+        with autocast():
+            out = model(batch.to(device))
         n = {"text_loss": int((batch.labels[:, 1:] != IGNORE).sum()),
              "image_loss": int((batch.kinds == GENERATE).sum())}
         for k in sums:
@@ -224,22 +229,24 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
     np.random.seed(t.seed)
     arch = parse_name(cfg.model.name)
 
-    cuda = torch.cuda.is_available()
-    bf16 = t.precision == "bf16" or (t.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
-    accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not cuda)
+    place = placement(t.precision)
+    # one Accelerator per run; a process that trains twice (tests, notebooks) may change precision
+    AcceleratorState._reset_state()
+    accelerator = Accelerator(mixed_precision=place.accelerate_precision, cpu=place.device.type == "cpu")
 
-    in_space, out_space = load_spaces(cfg, arch)
+    in_space, out_space = load_spaces(cfg, arch, place)
     hf_logging.disable_progress_bar()
     tokenizer = build_tokenizer(cfg)
-    prompts = PromptEncoder(tokenizer, (in_space or out_space).n_tokens, (out_space or in_space).n_tokens)
-    train_set = load_record_set(resolve_dataset(cfg.data.train, "train"), arch, prompts, in_space, out_space)
+    prompts = prompt_encoder(cfg, tokenizer, in_space, out_space)
+    train_set = load_record_set(resolve_dataset(cfg.data.train, "train"), arch, prompts, in_space, out_space,
+                                feature_dtype=cfg.data.feature_dtype)
     test_root = resolve_dataset(cfg.data.test, "test")
     val_tasks = {"understanding": ("vqa",), "generation": ("generation",), "both": ("vqa", "generation")}
     val_set = load_record_set(test_root, arch, prompts, in_space, out_space, val_tasks[arch.tasks],
-                              limit=t.eval_samples) if t.eval_points else None
+                              limit=t.eval_samples, feature_dtype=cfg.data.feature_dtype) if t.eval_points else None
 
-    parts = RunParts(tokenizer, prompts, in_space, out_space, test_root)
-    model = build_model(cfg, in_space, out_space, tokenizer)
+    parts = RunParts(tokenizer, prompts, in_space, out_space, test_root, place)
+    model = build_model(cfg, in_space, out_space, tokenizer, place)
     model.fit_standardization(train_set.und_features, train_set.gen_targets)  # deterministic: redone on resume
     adapter_ids = {id(p) for p in model.adapter_parameters()}
     llm_params = [p for p in model.parameters() if p.requires_grad and id(p) not in adapter_ids]
@@ -268,6 +275,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
     eval_steps = {round(total_steps * k / t.eval_points) for k in range(1, t.eval_points + 1)}
     pad_id = tokenizer.pad_token_id
     rank, world = accelerator.process_index, accelerator.num_processes
+    micro_size = micro_batch_size(cfg, model, train_set, pad_id, accelerator)
 
     model.train()
     tick = time.perf_counter()
@@ -275,13 +283,14 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
         records = stream_indices(len(train_set), t.seed, step * global_batch,
                                  min((step + 1) * global_batch, total_records))
         mine = records[rank::world]
-        micro = [mine[i:i + t.batch_size] for i in range(0, len(mine), t.batch_size)]
+        micro = [mine[i:i + micro_size] for i in range(0, len(mine), micro_size)]
         optimizer.zero_grad(set_to_none=True)
         sums = {"loss": 0.0, "text_loss": 0.0, "image_loss": 0.0}
         for k, idx in enumerate(micro):
             batch = collate(train_set, idx, pad_id).to(accelerator.device)
             sync = k == len(micro) - 1
-            with accelerator.autocast(), (accelerator.no_sync(model) if not sync else nullcontext()):
+            with out_of_memory_named(micro_size), accelerator.autocast(), \
+                    (accelerator.no_sync(model) if not sync else nullcontext()):
                 losses = model(batch)
                 weight = len(idx) / len(mine)
                 accelerator.backward(losses["loss"] * weight)
@@ -301,8 +310,8 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
             for key in sums:
                 writer.add_scalar(f"train/{key}", sums[key], done)
         if done in eval_steps and val_set is not None and accelerator.is_main_process:
-            val = {k: round(v, 6) for k, v in
-                   validation_loss(unwrapped, val_set, pad_id, t.batch_size, accelerator.device).items()}
+            val = {k: round(v, 6) for k, v in validation_loss(unwrapped, val_set, pad_id, micro_size,
+                                                              accelerator.device, accelerator.autocast).items()}
             if t.eval_metrics and eval_point is not None:
                 val.update(eval_point(unwrapped, parts, t.eval_samples))
             _log(out, {"event": "eval", "step": done, **val})

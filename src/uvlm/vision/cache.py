@@ -5,7 +5,7 @@ with `meta.json` listing the sha256 of every file. An entry whose files do not m
 meta (a partial copy, a flipped bit) is treated as absent and rebuilt.
 
 Two kinds of entries: pretrained stand-ins (`cached_artifact`) and frozen-encoder features
-of a dataset (`cached_features`), so training reads features, not pixels.
+of a dataset (`cached_features`, memory-mapped), so training reads features, not pixels.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from uvlm.data.folder import read_manifest, read_records
 from uvlm.errors import UvlmError
+from uvlm.progress import progress as progress_lines
 from uvlm.vision.space import VisionSpace, file_digest, load_images
 
 
@@ -93,41 +94,66 @@ def dataset_images(root: Path) -> list[str]:
     return sorted({r["image"] for r in read_records(root)})
 
 
+FEATURE_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
 def cached_features(space: VisionSpace, root: Path, batch_size: int = 64,
-                    progress: Callable[[int, int], None] | None = None) -> dict[str, torch.Tensor]:
-    """Frozen-encoder outputs for every image of a dataset, computed once.
+                    progress: Callable[[int, int], None] | None = None,
+                    dtype: str = "float32") -> dict[str, torch.Tensor]:
+    """Frozen-encoder outputs for every image of a dataset, computed once, in batches on the
+    space's device.
 
     Returns {"features": (n, N, D), "targets": (n, N) ids or (n, N, D)} in the order of
-    `dataset_images(root)`. Keyed by the encoder's fingerprint and the dataset's hash.
+    `dataset_images(root)`, keyed by the encoder's fingerprint and the dataset's hash. The
+    arrays are stored as .npy files (features in `dtype`; float16 halves the paper's 36 GB of
+    SigLIP features) and come back memory-mapped: a batch reads its rows from the page cache,
+    nothing is loaded whole, and two readers of one entry share one copy. For a continuous
+    space the targets are the features (one array).
     """
     root = Path(root)
     names = dataset_images(root)
-    config = {"encoder": space.fingerprint, "dataset": dataset_key(root), "n": len(names)}
+    config = {"encoder": space.fingerprint, "dataset": dataset_key(root), "n": len(names), "format": "npy"}
+    if dtype != "float32":
+        config["dtype"] = dtype
 
     def build(folder: Path) -> dict:
-        feats, targets = [], []
+        if progress is None:
+            update = progress_lines(f"encoding {len(names)} images with {space.fingerprint}", len(names))
+        else:
+            def update(done: int) -> None:
+                progress(done, len(names))
+        # written in place batch by batch: never a list of batches plus a concatenated copy
+        feats = np.lib.format.open_memmap(folder / "features.npy", mode="w+", dtype=FEATURE_DTYPES[dtype],
+                                          shape=(len(names), space.n_tokens, space.feature_dim))
+        ids = np.lib.format.open_memmap(folder / "targets.npy", mode="w+", dtype=np.int64,
+                                        shape=(len(names), space.n_tokens)) if space.discrete else None
         for start in range(0, len(names), batch_size):
-            images = load_images([root / n for n in names[start:start + batch_size]])
-            f, t = space.encode_with_targets(images)
-            feats.append(f)
-            targets.append(t)
-            if progress:
-                progress(min(start + batch_size, len(names)), len(names))
-        tensors = {"features": torch.cat(feats).contiguous()}
-        if space.discrete:
-            tensors["targets"] = torch.cat(targets).contiguous()
-        save_file(tensors, str(folder / "features.safetensors"))
+            stop = min(start + batch_size, len(names))
+            f, t = space.encode_with_targets(load_images([root / n for n in names[start:stop]]))
+            feats[start:stop] = f.numpy()
+            if ids is not None:
+                ids[start:stop] = t.numpy()
+            update(stop)
+        for array in (feats, ids):
+            if array is not None:
+                array.flush()
+        del feats, ids
         return {"images": len(names)}
 
     entry, _ = cached_artifact("features", config, build)
     try:
-        tensors = load_file(str(entry / "features.safetensors"))
-    except Exception:  # a file that verified but will not parse: rebuild once
+        tensors = _open(entry, space.discrete)
+    except (OSError, ValueError):  # a file that verified but will not parse: rebuild once
         entry, _ = cached_artifact("features", config, build, rebuild=True)
-        tensors = load_file(str(entry / "features.safetensors"))
-    if "targets" not in tensors:
-        tensors["targets"] = tensors["features"]
+        tensors = _open(entry, space.discrete)
     if tensors["features"].shape[0] != len(names):
         raise UvlmError(f"feature cache {entry} holds {tensors['features'].shape[0]} images, "
                         f"expected {len(names)}; delete it")
     return tensors
+
+
+def _open(entry: Path, discrete: bool) -> dict[str, torch.Tensor]:
+    """The entry's arrays, memory-mapped copy-on-write (read-only in practice: nothing writes them)."""
+    features = torch.from_numpy(np.load(entry / "features.npy", mmap_mode="c"))
+    targets = torch.from_numpy(np.load(entry / "targets.npy", mmap_mode="c")) if discrete else features
+    return {"features": features, "targets": targets}

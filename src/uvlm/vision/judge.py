@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from uvlm.data.smartwatch import CPU_STYLE
+from uvlm.device import placement
 from uvlm.errors import UvlmError
 from uvlm.eval.probe import PROBE_TARGETS, answers_from_classes, attribute_labels, fit_probe, score_against
 from uvlm.io import atomic_write_json
@@ -73,6 +74,13 @@ class PixelJudge:
 
     def __init__(self, model: JudgeCNN):
         self.model = model.eval().requires_grad_(False)
+        self.device = torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> PixelJudge:
+        """Judge on `device` (images are moved there; answers and features come back on the CPU)."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
 
     @classmethod
     def load(cls, folder: Path) -> PixelJudge:
@@ -87,7 +95,7 @@ class PixelJudge:
         return cls(model)
 
     def save(self, folder: Path) -> None:
-        state = {k: v.contiguous() for k, v in self.model.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         state["_size"] = torch.tensor(self.model.size)
         save_file(state, str(Path(folder) / "judge.safetensors"))
 
@@ -95,8 +103,8 @@ class PixelJudge:
     def classes(self, images: torch.Tensor, batch: int = 256) -> dict[str, np.ndarray]:
         outs: dict[str, list] = {k: [] for k in HEADS}
         for i in range(0, len(images), batch):
-            for k, logits in self.model(images[i:i + batch]).items():
-                outs[k].append(logits.argmax(-1))
+            for k, logits in self.model(images[i:i + batch].to(self.device)).items():
+                outs[k].append(logits.argmax(-1).cpu())
         return {k: torch.cat(v).numpy() for k, v in outs.items()}
 
     def answers(self, images: torch.Tensor) -> list[dict[str, str]]:
@@ -104,7 +112,8 @@ class PixelJudge:
 
     @torch.no_grad()
     def features(self, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
-        return torch.cat([self.model.embed(images[i:i + batch]) for i in range(0, len(images), batch)])
+        return torch.cat([self.model.embed(images[i:i + batch].to(self.device)).float().cpu()
+                          for i in range(0, len(images), batch)])
 
 
 @dataclass(frozen=True)
@@ -119,24 +128,26 @@ class JudgeConfig:
 
 
 def train_judge(cfg: JudgeConfig, out: Path, progress: Callable[[int, int, str], None] | None = None) -> dict:
-    """Train the pixel judge; save it to out/judge.safetensors; return its held-out scores."""
+    """Train the pixel judge on this process's device (uvlm.device); save it to
+    out/judge.safetensors; return its held-out scores."""
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
+    device = placement().device
     images, attrs = render_pool(cfg.pool, cfg.seed, cfg.style)
-    labels = {k: torch.from_numpy(v) for k, v in attribute_labels(attrs).items()}
-    model = JudgeCNN(cfg.style["size"]).train()
+    labels = {k: torch.from_numpy(v).to(device) for k, v in attribute_labels(attrs).items()}
+    model = JudgeCNN(cfg.style["size"]).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     for step, idx in enumerate(_batches(cfg.pool, cfg.batch, cfg.steps, cfg.seed)):
         for group in opt.param_groups:
             group["lr"] = _cosine_lr(step, cfg.steps, cfg.lr, cfg.steps // 20)
-        logits = model(images[idx])
-        loss = sum(F.cross_entropy(logits[k], labels[k][idx]) for k in HEADS)
+        logits = model(images[idx].to(device))
+        loss = sum(F.cross_entropy(logits[k], labels[k][idx.to(device)]) for k in HEADS)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if progress:
             progress(step + 1, cfg.steps, f"loss {loss.item():.3f}")
-    judge = PixelJudge(model)
+    judge = PixelJudge(model).to(device)
     judge.save(out)
     held, held_attrs = render_pool(cfg.held_out, cfg.seed + 1, cfg.style, offset=cfg.pool)
     scores = score_against(judge.answers(held), held_attrs)

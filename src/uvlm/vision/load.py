@@ -3,6 +3,7 @@
     cpu-siglip | cpu-vq          the cached stand-ins (trained on first use)
     siglip:<folder or hub id>    a transformers SigLIP (hub ids must be in the local cache)
     vq:<checkpoint.pt>           a LlamaGen VQ checkpoint (sidecar .json for other sizes)
+    synthetic:<shape>            the paper encoders' output shapes, no encoder (speed and memory only)
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from uvlm.errors import UvlmError
 from uvlm.vision.space import VisionSpace
 
-SPEC_HELP = "use cpu-siglip, cpu-vq, siglip:<folder or hub id> or vq:<checkpoint.pt>"
+SPEC_HELP = "use cpu-siglip, cpu-vq, siglip:<folder or hub id>, vq:<checkpoint.pt> or synthetic:<shape>"
 
 
 def load_space(spec: str) -> VisionSpace:
@@ -32,4 +33,10 @@ def load_space(spec: str) -> VisionSpace:
         from uvlm.vision.vq import VQSpace
 
         return VQSpace.load(source)
+    if kind == "synthetic":
+        from uvlm.vision.synthetic import SHAPES, SyntheticSpace
+
+        if source not in SHAPES:
+            raise UvlmError(f"unknown synthetic space {source!r}; use one of {', '.join(SHAPES)}")
+        return SyntheticSpace(source)
     raise UvlmError(f"unknown encoder {spec!r}; {SPEC_HELP}")

@@ -59,8 +59,8 @@ class SiglipSpace(VisionSpace):
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        out = self.model(pixel_values=self._pixels(images), output_hidden_states=True)
-        return out.hidden_states[-2]
+        out = self.model(pixel_values=self._pixels(images.to(self.device)), output_hidden_states=True)
+        return out.hidden_states[-2].float().cpu()
 
     def targets(self, images: torch.Tensor) -> torch.Tensor:
         return self.encode(images)

@@ -7,6 +7,8 @@ A `VisionSpace` turns images into
 - `decode(ids)`: pixels, where the space has a decoder (VQ only).
 
 Images come in as uint8 tensors (B, 3, H, W); each space resizes and normalises them itself.
+A space computes on the device given to `to()` (the CPU by default) and hands every result
+back on the CPU: its outputs go to caches, judges and files, and the model moves what it needs.
 """
 
 from __future__ import annotations
@@ -30,6 +32,14 @@ class VisionSpace(ABC):
     image_size: int  # the resolution the encoder works at
     discrete: bool  # True when targets are ids (cross-entropy), False for embeddings (cosine)
     vocab_size: int | None = None  # number of ids when discrete
+    model: torch.nn.Module
+    device: torch.device = torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> VisionSpace:
+        """Compute on `device` from now on (the encoder's weights move there)."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
 
     @abstractmethod
     def encode(self, images: torch.Tensor) -> torch.Tensor: ...
@@ -48,6 +58,11 @@ class VisionSpace(ABC):
     def decode(self, ids: torch.Tensor) -> torch.Tensor:
         """uint8 images (B, 3, H, W) from generated ids."""
         raise NotImplementedError(f"the {self.name} space has no pixel decoder")
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        """The code vectors of a discrete space (K, D), as its ids are embedded (on the CPU)."""
+        raise NotImplementedError(f"the {self.name} space has no codebook")
 
     @property
     @abstractmethod

@@ -164,9 +164,10 @@ class VQSpace(VisionSpace):
     @torch.no_grad()
     def quantize(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """ids (B, N) and L2-normalised code vectors (B, N, D), row-major over the grid."""
-        h = self.model.quant_conv(self.model.encoder(self._pixels(images)))
+        h = self.model.quant_conv(self.model.encoder(self._pixels(images.to(self.device))))
         z = h.permute(0, 2, 3, 1).flatten(1, 2)  # (B, N, D)
-        return lookup(z, self.model.quantize.embedding.weight)
+        ids, codes = lookup(z, self.model.quantize.embedding.weight)
+        return ids.cpu(), codes.float().cpu()
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return self.quantize(images)[1]
@@ -178,15 +179,19 @@ class VQSpace(VisionSpace):
     def targets(self, images: torch.Tensor) -> torch.Tensor:
         return self.quantize(images)[0]
 
+    @property
+    def codebook(self) -> torch.Tensor:
+        return self.model.quantize.embedding.weight.detach().float().cpu()
+
     def embed_targets(self, targets: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.model.quantize.embedding.weight, dim=-1)[targets]
+        return F.normalize(self.model.quantize.embedding.weight, dim=-1)[targets.to(self.device)].cpu()
 
     @torch.no_grad()
     def decode(self, ids: torch.Tensor) -> torch.Tensor:
-        codes = self.embed_targets(ids)  # (B, N, D)
+        codes = F.normalize(self.model.quantize.embedding.weight, dim=-1)[ids.to(self.device)]  # (B, N, D)
         g = self.config.grid
         codes = codes.view(ids.shape[0], g, g, -1).permute(0, 3, 1, 2)
-        return to_uint8(self.model.decoder(self.model.post_quant_conv(codes)))
+        return to_uint8(self.model.decoder(self.model.post_quant_conv(codes))).cpu()
 
     @property
     def fingerprint(self) -> str:

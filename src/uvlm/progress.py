@@ -1,0 +1,44 @@
+"""Progress of long steps, shown to the person waiting, on stderr.
+
+`progress(label, total)` returns a function `update(done, note="")` that prints a line with
+the share done, the time so far and the time left at most every `every` seconds, and a last
+line when a step that printed finishes. A step shorter than `every` prints nothing; a long
+one is never silent, on a terminal, in a log file or in a suite's child process alike.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+Update = Callable[..., None]
+
+
+def _fmt(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def progress(label: str, total: int, every: float = 30.0, stream=None) -> Update:
+    """An `update(done, note="")` for a step of `total` units (see the module docstring)."""
+    stream = stream or sys.stderr
+    start = time.perf_counter()
+    state = {"last": start, "printed": False}
+
+    def update(done: int, note: str = "") -> None:
+        now = time.perf_counter()
+        finished = done >= total
+        if now - state["last"] < every and not (finished and state["printed"]):
+            return
+        state["last"], state["printed"] = now, True
+        elapsed = now - start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        left = (total - done) / rate if rate > 0 else float("inf")
+        eta = "done" if finished else (f"{_fmt(left)} left" if left != float("inf") else "")
+        extra = f"  {note}" if note else ""
+        print(f"{label}: {done}/{total} ({100 * done / max(total, 1):.0f}%, {_fmt(elapsed)} so far, {eta}){extra}",
+              file=stream, flush=True)
+
+    return update

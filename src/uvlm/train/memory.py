@@ -1,0 +1,344 @@
+"""The memory plan of a run: what a device holds, and the largest micro-batch that fits.
+
+Per device: the LLM's weights (16-bit for a pretrained LLM in bf16/fp16, fp32 otherwise), for
+every trained parameter its fp32 value, gradient and two AdamW moments (16 bytes), the
+activations that backward needs for each record of a micro-batch, the logits of the scored
+positions, and a fixed overhead (CUDA context and allocator slack).
+
+Activations per decoder layer are linear in the widths. The coefficients below were measured
+with saved-tensor hooks on transformers' Llama layers (SDPA attention, peft LoRA on every
+linear layer) and fit exactly (to 0.02%) as bytes per token
+
+    a * hidden + b * intermediate + c * heads + d * lora_r
+
+plus, under autocast, the 16-bit copies of trained weights that a layer keeps once per
+forward (independent of tokens). tests/test_memory.py checks the whole estimate against
+saved-tensor hooks at Vicuna-7B widths. With gradient checkpointing a layer keeps only its
+input, and one layer's activations exist at a time while it is recomputed.
+
+`plan()` is what `uvlm plan` prints; `micro_batch_size()` resolves `train.micro_batch` for
+the training loop (`auto`: the plan's choice, then one confirming forward/backward on the
+longest records, halving on out-of-memory).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from uvlm.errors import UvlmError
+
+# (weights, lora) -> per-token bytes per layer: hidden, intermediate, heads, lora_r (dropout 0), and
+# what LoRA dropout > 0 adds on hidden and intermediate.
+LAYER_COEFFICIENTS = {
+    ("16-bit", True): {"a": 28, "b": 8, "c": 4, "d": 14, "a_dropout": 24, "b_dropout": 4},
+    ("fp32", True): {"a": 32, "b": 16, "c": 4, "d": 28, "a_dropout": 40, "b_dropout": 4},
+    ("fp32", False): {"a": 40, "b": 16, "c": 4, "d": 0, "a_dropout": 0, "b_dropout": 0},
+    ("fp32 under autocast", False): {"a": 34, "b": 8, "c": 4, "d": 0, "a_dropout": 0, "b_dropout": 0},
+}
+NON_LAYER_PER_TOKEN = 9  # x hidden bytes: input embeddings, final norm (measured: 4.5 x hidden in 16 bits)
+OVERHEAD_BYTES = 1.5 * 2**30  # CUDA context, allocator slack, kernels' workspaces
+FRAGMENTATION = 1.10
+GIB = 2**30
+
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The widths of a decoder-only LLM that memory depends on."""
+
+    hidden: int
+    intermediate: int
+    heads: int
+    layers: int
+    vocab: int
+    tied: bool
+
+    @property
+    def params(self) -> int:
+        """Parameters of a Llama-architecture model (embeddings, layers, head)."""
+        layer = 4 * self.hidden**2 + 3 * self.hidden * self.intermediate + 2 * self.hidden
+        head = 0 if self.tied else self.vocab * self.hidden
+        return self.vocab * self.hidden + self.layers * layer + self.hidden + head
+
+    def lora_params(self, r: int) -> int:
+        """LoRA parameters on every linear layer of every decoder layer."""
+        h, m = self.hidden, self.intermediate
+        return self.layers * r * (4 * 2 * h + 3 * (h + m))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Tokens of the longest record of a run: what one record costs in activations."""
+
+    tokens: int  # sequence length
+    scored: int  # positions the LM head is scored on (answer tokens)
+    slots: int  # generation slots (the generation head's positions)
+    head_width: int  # the generation head's outputs per slot (VQ codebook size or SigLIP width)
+
+
+@dataclass(frozen=True)
+class Plan:
+    shape: Shape
+    params: int
+    trainable: int
+    weights_bytes: float
+    optimizer_bytes: float
+    per_record_bytes: float
+    fixed_bytes: float  # per forward, independent of the micro-batch (16-bit weight copies, one recomputed layer)
+    micro_batch: int  # the largest that fits (at least 1), at most the per-device batch
+    per_device: int  # records per optimizer step on a device
+    device_bytes: float | None  # what was planned against; None: no limit known
+
+    def total(self, micro: int) -> float:
+        return (self.weights_bytes + self.optimizer_bytes + self.fixed_bytes + micro * self.per_record_bytes
+                + OVERHEAD_BYTES) * FRAGMENTATION
+
+    @property
+    def fits(self) -> bool:
+        return self.device_bytes is None or self.total(self.micro_batch) <= self.device_bytes
+
+
+def layer_bytes(shape: Shape, tokens: int, *, weights16: bool, autocast16: bool, lora_r: int,
+                lora_dropout: float) -> tuple[float, float]:
+    """(bytes per token, bytes per forward) that one decoder layer keeps for backward."""
+    lora = lora_r > 0
+    kind = ("16-bit" if weights16 else "fp32") if lora else ("fp32 under autocast" if autocast16 else "fp32")
+    k = LAYER_COEFFICIENTS[(kind, lora)]
+    h, m = shape.hidden, shape.intermediate
+    dropout = lora_dropout > 0
+    per_token = ((k["a"] + dropout * k["a_dropout"]) * h + (k["b"] + dropout * k["b_dropout"]) * m
+                 + k["c"] * shape.heads + k["d"] * lora_r)
+    if lora and autocast16:  # 16-bit copies of LoRA A and B
+        fixed = 22 * lora_r * h + 6 * lora_r * m
+    elif not lora and autocast16:  # 16-bit copies of the layer's weights
+        fixed = 8 * h * h + 6 * h * m
+    else:
+        fixed = 0.0
+    return float(per_token), float(fixed)
+
+
+def activation_bytes(shape: Shape, layout: Layout, *, weights16: bool, autocast16: bool, lora_r: int,
+                     lora_dropout: float, checkpointing: bool) -> tuple[float, float]:
+    """(bytes per record, bytes per forward) kept for backward by a whole forward."""
+    per_token, fixed = layer_bytes(shape, layout.tokens, weights16=weights16, autocast16=autocast16,
+                                   lora_r=lora_r, lora_dropout=lora_dropout)
+    act = 2 if (weights16 or autocast16) else 4  # bytes of an activation element
+    if checkpointing:  # each layer keeps its input; one layer is recomputed at a time
+        layers = shape.layers * act * shape.hidden * layout.tokens + per_token * layout.tokens
+    else:
+        layers = shape.layers * per_token * layout.tokens
+    non_layer = NON_LAYER_PER_TOKEN * shape.hidden * layout.tokens * act / 2
+    # scored logits: the head's output, its fp32 copy and the log-softmax kept for the loss
+    logits = layout.scored * shape.vocab * (act + 8) + layout.slots * layout.head_width * (act + 8)
+    return layers + non_layer + logits, shape.layers * fixed
+
+
+def llm_shape(model_cfg) -> tuple[Shape, str]:
+    """The LLM's shape and where it came from: the tiny config, the local HF config, or uvlm's
+    table of known models (for planning on a machine that does not hold the model)."""
+    from uvlm.train.build import KNOWN_LLMS
+
+    def known(c: dict) -> Shape:
+        return Shape(c["hidden_size"], c["intermediate_size"], c["num_attention_heads"], c["num_hidden_layers"],
+                     c["vocab_size"], c["tie_word_embeddings"])
+
+    if model_cfg.llm == "tiny":
+        return Shape(model_cfg.hidden_size, model_cfg.intermediate_size, model_cfg.heads, model_cfg.layers,
+                     vocab=2000, tied=False), "the tiny preset"
+    name = model_cfg.llm.removeprefix("random:")
+    if model_cfg.llm.startswith("random:") and name in KNOWN_LLMS:
+        return known(KNOWN_LLMS[name]), "uvlm's table (random weights)"
+    try:
+        from transformers import AutoConfig
+
+        c = AutoConfig.from_pretrained(model_cfg.llm, local_files_only=True)
+        return Shape(c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_hidden_layers, c.vocab_size,
+                     bool(getattr(c, "tie_word_embeddings", False))), "its config.json"
+    except (OSError, ValueError):
+        if name in KNOWN_LLMS:
+            return known(KNOWN_LLMS[name]), "uvlm's table (the model is not in the local HF cache)"
+        raise UvlmError(f"cannot read the shape of {model_cfg.llm!r}: not in the local HF cache and not one of "
+                        f"{', '.join(KNOWN_LLMS)}; give a local folder") from None
+
+
+def plan(cfg, layout: Layout, device_bytes: float | None, world: int = 1, shape: Shape | None = None,
+         gpu: bool | None = None) -> Plan:
+    """The memory plan of run config `cfg` for records of `layout` on devices of `device_bytes`.
+    `gpu`: plan for a GPU (precision `auto` is then bf16) whatever this machine has; default:
+    this machine's device."""
+    from uvlm.device import placement
+
+    shape = shape or llm_shape(cfg.model)[0]
+    mixed = (gpu and cfg.train.precision == "auto") or placement(cfg.train.precision).mixed
+    pretrained = cfg.model.llm != "tiny"
+    weights16 = pretrained and mixed
+    lora_r = cfg.model.lora_r
+    per_record, fixed = activation_bytes(shape, layout, weights16=weights16, autocast16=mixed, lora_r=lora_r,
+                                         lora_dropout=cfg.model.lora_dropout,
+                                         checkpointing=cfg.train.gradient_checkpointing)
+    params = shape.params
+    trainable = shape.lora_params(lora_r) + 2 * 3 * shape.hidden if lora_r else params
+    weights = params * (2 if weights16 else 4) + (trainable * 4 if lora_r else 0)
+    optimizer = trainable * 12  # gradient, two AdamW moments (fp32); the fp32 values are in `weights`
+    global_batch = cfg.train.global_batch or cfg.train.batch_size
+    per_device = math.ceil(global_batch / world)
+    partial = Plan(shape, params, trainable, weights, optimizer, per_record, fixed, 1, per_device, device_bytes)
+    micro = per_device
+    if device_bytes is not None:
+        room = device_bytes / FRAGMENTATION - weights - optimizer - fixed - OVERHEAD_BYTES
+        largest = max(1, min(per_device, int(room // per_record)))
+        micro = math.ceil(per_device / math.ceil(per_device / largest))  # as many steps, equal micro-batches
+    return Plan(**{**partial.__dict__, "micro_batch": micro})
+
+
+def device_memory(device: torch.device) -> float | None:
+    """Bytes a device holds (GPU), or None where the limit is the host's (CPU)."""
+    if device.type == "cuda":
+        return float(torch.cuda.get_device_properties(device).total_memory)
+    return None
+
+
+def layout_of(encoded: list, out_space) -> Layout:
+    """The layout of the longest records of tokenised records (`Encoded`): the longest sequence,
+    the most scored tokens and the most generation slots of any record."""
+    from uvlm.model.prompt import GENERATE, IGNORE
+
+    width = 0 if out_space is None else (out_space.vocab_size if out_space.discrete else out_space.feature_dim)
+    return Layout(max(len(e) for e in encoded), max(int((e.labels != IGNORE).sum()) for e in encoded),
+                  max(int((e.kinds == GENERATE).sum()) for e in encoded), width)
+
+
+@contextmanager
+def out_of_memory_named(micro: int) -> Iterator[None]:
+    """A device out-of-memory error becomes one line naming the settings that lower memory."""
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        raise UvlmError(f"out of device memory at micro-batch {micro}: set train.micro_batch lower (or auto), "
+                        "or train.gradient_checkpointing=true; `uvlm plan CONFIG` shows the estimate") from None
+
+
+def micro_batch_size(cfg, model, data, pad_id: int, accelerator) -> int:
+    """`train.micro_batch` resolved: a number as given; unset: batch_size; `auto`: the memory plan's
+    largest micro-batch for this device, confirmed by one forward/backward on the longest records
+    (halved on out-of-memory)."""
+    t = cfg.train
+    per_device = math.ceil((t.global_batch or t.batch_size) / accelerator.num_processes)
+    if t.micro_batch is None:
+        return t.batch_size
+    if t.micro_batch != "auto":
+        return min(int(t.micro_batch), per_device)
+    limit = device_memory(accelerator.device)
+    if limit is None:  # on the CPU there is nothing to confirm against: the per-device batch at once
+        return per_device
+    out_space = accelerator.unwrap_model(model).generation_head
+    width = 0 if out_space is None else out_space.proj.out_features
+    layout = layout_of(data.encoded, None)
+    layout = Layout(layout.tokens, layout.scored, layout.slots, width)
+    micro = plan(cfg, layout, limit, accelerator.num_processes).micro_batch
+    return _confirm(model, data, pad_id, accelerator, micro)
+
+
+def _confirm(model, data, pad_id: int, accelerator, micro: int) -> int:
+    """The largest micro-batch up to `micro` that survives a forward/backward on the longest records."""
+    from uvlm.train.data import collate
+
+    longest = sorted(range(len(data)), key=lambda i: -len(data.encoded[i]))
+    while True:
+        try:
+            batch = collate(data, longest[:micro], pad_id).to(accelerator.device)
+            with accelerator.autocast():
+                accelerator.backward(model(batch)["loss"])
+            model.zero_grad(set_to_none=True)
+            return micro
+        except torch.OutOfMemoryError:
+            model.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+            if micro == 1:
+                raise UvlmError("out of device memory with one record per micro-batch: turn on "
+                                "train.gradient_checkpointing, or use a device with more memory") from None
+            micro //= 2
+
+
+# Vision tokens and head widths of the encoders uvlm knows, for planning without loading them.
+KNOWN_SPACES = {"siglip:google/siglip-base-patch16-224": (196, 768, None)}
+
+
+def space_tokens(spec: str) -> tuple[int, int, int | None]:
+    """(tokens per image, feature width, codebook size or None) of an encoder spec, read from its
+    config files where they are on this machine, without loading weights."""
+    from uvlm.vision.pretrain import SiglipPretrainConfig, VQPretrainConfig
+    from uvlm.vision.vq import VQConfig
+
+    if spec == "cpu-siglip":
+        c = SiglipPretrainConfig()
+        return (c.style["size"] // c.patch_size) ** 2, c.hidden_size, None
+    if spec == "cpu-vq":
+        c = VQPretrainConfig()
+        grid = c.style["size"] // 2 ** (len(c.channel_multiplier) - 1)
+        return grid**2, c.embed_dim, c.num_embeddings
+    kind, _, source = spec.partition(":")
+    if kind == "synthetic":
+        from uvlm.vision.synthetic import SHAPES
+
+        if source in SHAPES:
+            return SHAPES[source]
+    if kind == "siglip":
+        try:
+            from transformers import SiglipVisionConfig
+
+            c = SiglipVisionConfig.from_pretrained(source, local_files_only=True)
+            return (c.image_size // c.patch_size) ** 2, c.hidden_size, None
+        except (OSError, ValueError):
+            if spec in KNOWN_SPACES:
+                return KNOWN_SPACES[spec]
+            raise UvlmError(f"cannot read the shape of encoder {spec!r} on this machine") from None
+    if kind == "vq":
+        import json
+        from pathlib import Path
+
+        sidecar = Path(source).with_suffix(".json")
+        c = VQConfig.from_dict(json.loads(sidecar.read_text())) if sidecar.exists() else VQConfig()
+        return c.grid**2, c.embed_dim, c.num_embeddings
+    raise UvlmError(f"unknown encoder {spec!r}")
+
+
+def planned_layout(cfg, sample: int = 300) -> tuple[Layout, str]:
+    """The layout of the longest of `sample` records of each task the run trains on, rendered as
+    text only (no images), tokenised with the run's tokenizer where this machine has it."""
+    from uvlm.data.mixture import MixtureConfig, image_attributes, image_name, make_record
+    from uvlm.data.smartwatch import CPU_STYLE
+    from uvlm.model.names import parse_name
+    from uvlm.model.prompt import PromptEncoder
+    from uvlm.train.build import build_tokenizer
+    from uvlm.train.data import TASKS_OF
+
+    arch = parse_name(cfg.model.name)
+    specs = {"siglip": cfg.data.siglip, "vq": cfg.data.vq}
+    spaces = {s: space_tokens(specs[s]) for s in {arch.input_space, arch.output_space} - {None}}
+    n_in = spaces[arch.input_space or arch.output_space][0]
+    n_out, width, vocab = spaces[arch.output_space or arch.input_space]
+    try:
+        tokenizer, source = build_tokenizer(cfg), "the run's tokenizer"
+    except UvlmError:  # a pretrained LLM that is not on this machine: text lengths from our template's
+        from uvlm.model.prompt import SPECIAL_TOKENS
+        from uvlm.model.tokenizer import template_corpus, train_tokenizer
+
+        tokenizer, source = train_tokenizer(template_corpus(), SPECIAL_TOKENS), "the template tokenizer"
+    prompts = PromptEncoder(tokenizer, n_in, n_out, system=cfg.model.system_prompt)
+    spec = cfg.data.train if isinstance(cfg.data.train, dict) else {}
+    mixture = MixtureConfig.from_dict({**CPU_STYLE, **spec})
+    encoded = []
+    for task in TASKS_OF[arch.tasks]:
+        for j in range(min(sample, mixture.counts[task])):
+            record = make_record(mixture, task, j, image_attributes(mixture, mixture.image_index(task, j)),
+                                 image_name(j))
+            encoded.append(prompts.encode(record["conversations"]))
+    layout = layout_of(encoded, None)
+    head = 0 if arch.output_space is None else (vocab or width)
+    return Layout(layout.tokens, layout.scored, layout.slots, head), source

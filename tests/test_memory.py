@@ -1,0 +1,199 @@
+"""The memory plan against what a forward pass really keeps for backward, at Vicuna-7B widths.
+
+What backward needs is counted with saved-tensor hooks (each storage once, parameters and
+buffers excluded). At 4,096 x 11,008 widths the forward runs under FakeTensorMode: the same
+kernels' shapes and dtypes, no arithmetic, so a 16-bit 7B-width layer costs seconds on a CPU
+that has no 16-bit matmuls. A real forward at small widths checks that fake and real agree.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from uvlm.cli import main as _cli_main  # noqa: F401  (the CLI imports cleanly)
+from uvlm.model.names import parse_name
+from uvlm.model.prompt import SPECIAL_TOKENS, PromptEncoder
+from uvlm.model.tokenizer import template_corpus, train_tokenizer
+from uvlm.model.unified import SpaceInfo, UnifiedVLM
+from uvlm.train.config import from_dict
+from uvlm.train.data import RecordSet, collate
+from uvlm.train.memory import Layout, Shape, activation_bytes, layout_of, plan
+
+VICUNA = Shape(hidden=4096, intermediate=11008, heads=32, layers=1, vocab=32000, tied=False)
+
+
+def saved_bytes(model: torch.nn.Module, run) -> int:
+    """Bytes of the distinct storages autograd saves while `run()` runs, parameters excluded."""
+    own = {t.untyped_storage()._cdata for t in (*model.parameters(), *model.buffers())}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage._cdata not in own:
+            seen[storage._cdata] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        run()
+    return sum(seen.values())
+
+
+def paper_model(shape: Shape, layers: int, fake: FakeTensorMode | None, lora_r: int = 128):
+    """A VQ-VQ UnifiedVLM at these widths: Llama with LoRA on every linear layer (dropout 0.05),
+    16-bit weights, 256 VQ tokens of an 8-d codebook of 16,384 codes."""
+    from peft import LoraConfig, get_peft_model
+
+    tok = train_tokenizer(template_corpus(), SPECIAL_TOKENS)
+    config = LlamaConfig(vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
+                         num_attention_heads=shape.heads, num_key_value_heads=shape.heads, num_hidden_layers=layers,
+                         max_position_embeddings=1024, tie_word_embeddings=False, attn_implementation="sdpa")
+    space = SpaceInfo("vq", 8, 256, True, 16384)
+    with torch.device("meta" if fake else "cpu"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        llm = LlamaForCausalLM(config).to(torch.bfloat16)
+        llm = get_peft_model(llm, LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.05,
+                                             target_modules="all-linear"))
+        model = UnifiedVLM(parse_name("VQ-VQ"), llm, space, space, codebook=torch.randn(16384, 8))
+    if fake:
+        with fake:  # the same module tree with fake CPU tensors in place of meta ones
+            for module in model.modules():
+                for name, p in list(module._parameters.items()):
+                    if p is not None:
+                        module._parameters[name] = torch.nn.Parameter(torch.empty(p.shape, dtype=p.dtype),
+                                                                      requires_grad=p.requires_grad)
+                for name, b in list(module._buffers.items()):
+                    if b is not None:
+                        module._buffers[name] = torch.zeros(b.shape, dtype=b.dtype)
+    return model.train(), PromptEncoder(tok, 256), tok
+
+
+def paper_batch(prompts: PromptEncoder, pad_id: int):
+    """One VQA record (256 understanding slots) and one generation record (256 generation slots)."""
+    convs = [[{"from": "human", "value": "<image>\nWhat is the weather according to the watch?"},
+              {"from": "gpt", "value": "sunny"}],
+             [{"from": "human", "value": "Can you draw a smart watch showing 03:15:20 with the weather icon at "
+                                         "the top-left and 45% battery?"},
+              {"from": "gpt", "value": "Sure, here it is: <image>"}]]
+    encoded = [prompts.encode(c) for c in convs]
+    g = torch.Generator().manual_seed(0)
+    data = RecordSet(encoded, np.array([0, 1]), [], torch.randn(2, 256, 8, generator=g),
+                     torch.randint(0, 16384, (2, 256), generator=g))
+    return collate(data, [0, 1], pad_id), encoded
+
+
+def estimate(shape: Shape, batch, layers: int, lora_r: int = 128) -> float:
+    scored, slots = batch.positions()
+    total = Layout(batch.input_ids.numel(), scored.numel(), slots.numel(), 16384)
+    per, fixed = activation_bytes(Shape(**{**shape.__dict__, "layers": layers}), total, weights16=True,
+                                  autocast16=True, lora_r=lora_r, lora_dropout=0.05, checkpointing=False)
+    return per + fixed
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_estimate_matches_saved_tensors_at_vicuna_widths(layers):
+    fake = FakeTensorMode(allow_non_fake_inputs=True)
+    model, prompts, tok = paper_model(VICUNA, layers, fake)
+    batch, _ = paper_batch(prompts, tok.pad_token_id)
+    with fake:
+        measured = saved_bytes(model, lambda: model(batch))
+    predicted = estimate(VICUNA, batch, layers)
+    assert abs(predicted - measured) <= 0.15 * measured, (predicted / 2**20, measured / 2**20)
+
+
+def test_fake_and_real_forwards_save_the_same_bytes():
+    small = Shape(hidden=256, intermediate=688, heads=4, layers=1, vocab=2048, tied=False)
+    counts = []
+    for fake in (None, FakeTensorMode(allow_non_fake_inputs=True)):
+        torch.manual_seed(0)
+        model, prompts, tok = paper_model(small, 2, fake, lora_r=8)
+        batch, _ = paper_batch(prompts, tok.pad_token_id)
+        with fake or torch.autocast("cpu", enabled=False), torch.autocast("cpu", dtype=torch.bfloat16):
+            counts.append(saved_bytes(model, lambda model=model, batch=batch: model(batch)))
+    assert abs(counts[0] - counts[1]) <= 0.01 * counts[0], counts
+
+
+def test_plan_fits_the_paper_preset_on_an_80_gb_gpu():
+    cfg = from_dict(_paper_config())
+    tok = train_tokenizer(template_corpus(), SPECIAL_TOKENS)
+    layout = Layout(330, 40, 256, 16384)  # about the longest VQ-VQ record at the paper's 256 tokens
+    p = plan(cfg, layout, 80e9, gpu=True)
+    assert p.fits and 1 <= p.micro_batch <= p.per_device == 393  # one GPU takes the global batch by accumulation
+    assert 6.5e9 < p.params < 7.0e9 and p.trainable < 0.1 * p.params  # LoRA: a few percent of 7B
+    without = from_dict({**_paper_config(), "train": {**_paper_config()["train"], "gradient_checkpointing": False}})
+    assert plan(without, layout, 80e9, gpu=True).micro_batch < p.micro_batch  # checkpointing is what lets more fit
+    assert len(tok) > 0
+
+
+def test_layout_of_the_longest_records():
+    tok = train_tokenizer(template_corpus(), SPECIAL_TOKENS)
+    _, encoded = paper_batch(PromptEncoder(tok, 256), tok.pad_token_id)
+    layout = layout_of(encoded, None)
+    assert layout.tokens == max(len(e) for e in encoded) and layout.slots == 256 and layout.scored >= 3
+
+
+def _paper_config() -> dict:
+    from uvlm.suites.presets import row_config
+
+    return row_config("paper", "VQ-VQ")
+
+
+class _Accelerator:
+    """What micro_batch_size uses of accelerate's Accelerator, on a device of our choosing."""
+
+    def __init__(self, device: str = "cpu", processes: int = 1):
+        self.device, self.num_processes = torch.device(device), processes
+
+    def unwrap_model(self, model):
+        return model
+
+    def autocast(self):
+        return torch.autocast("cpu", enabled=False)
+
+    def backward(self, loss):
+        loss.backward()
+
+
+def test_micro_batch_settings_resolve():
+    from uvlm.train.memory import micro_batch_size
+
+    def cfg(**train):
+        return from_dict({"train": {"batch_size": 8, **train}})
+
+    assert micro_batch_size(cfg(), None, None, 0, _Accelerator()) == 8  # unset: batch_size, as always
+    assert micro_batch_size(cfg(global_batch=393, micro_batch=64), None, None, 0, _Accelerator(processes=2)) == 64
+    assert micro_batch_size(cfg(global_batch=10, micro_batch=64), None, None, 0, _Accelerator(processes=2)) == 5
+    assert micro_batch_size(cfg(global_batch=393, micro_batch="auto"), None, None, 0, _Accelerator()) == 393
+
+
+def test_auto_micro_batch_halves_on_out_of_memory_and_oom_is_one_line():
+    from uvlm.errors import UvlmError
+    from uvlm.train.memory import _confirm, out_of_memory_named
+
+    class Tiny(torch.nn.Module):
+        def __init__(self, fits: int):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(()))
+            self.fits = fits
+
+        def forward(self, batch):
+            if batch.input_ids.shape[0] > self.fits:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return {"loss": self.w * 1.0}
+
+    tok = train_tokenizer(template_corpus(), SPECIAL_TOKENS)
+    prompts = PromptEncoder(tok, 4)
+    encoded = [prompts.encode([{"from": "human", "value": "What is the weather?"}, {"from": "gpt", "value": "x"}])
+               for _ in range(40)]
+    data = RecordSet(encoded, np.zeros(40, dtype=int), [], None, None)
+    assert _confirm(Tiny(fits=5), data, tok.pad_token_id, _Accelerator(), 32) == 4  # 32 -> 16 -> 8 -> 4
+    with pytest.raises(UvlmError, match="with one record per micro-batch"):
+        _confirm(Tiny(fits=0), data, tok.pad_token_id, _Accelerator(), 2)
+    with pytest.raises(UvlmError, match=r"micro-batch 16: set train.micro_batch lower") as err, out_of_memory_named(16):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+    assert "\n" not in str(err.value)
