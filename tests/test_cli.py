@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import typer
@@ -122,3 +123,16 @@ def test_score_bad_lines(cli, tmp_path, bad, message):
 def test_score_missing_file(cli, tmp_path):
     code, _, err = cli("score", tmp_path / "none.jsonl")
     assert code == 2 and "does not exist" in err
+
+
+def test_plan_prints_a_plan_that_fits_the_paper_preset(cli):
+    paper = Path(__file__).resolve().parents[1] / "configs" / "paper" / "VQ-VQ.yaml"
+    code, out, err = cli("plan", paper, "--gpu-mem", "80")
+    assert code == 0, err
+    assert "6,738.4M" in out and "fits" in out and "DOES NOT FIT" not in out
+    assert "3 accumulation steps" in out and "gradient checkpointing" in out
+    code, out, err = cli("plan", paper, "--gpu-mem", "80", "--set",
+                         "train.gradient_checkpointing=false", "--set", "train.micro_batch=131")
+    assert code == 0 and "DOES NOT FIT" in out  # 131 records' activations without checkpointing
+    code, _, err = cli("plan", paper, "--gpu-mem", "-1")
+    assert code == 2 and "--gpu-mem" in err

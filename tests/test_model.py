@@ -296,3 +296,24 @@ def test_validation_losses_do_not_depend_on_how_records_fall_into_batches(encode
         for key, value in whole.items():
             assert split[key] == pytest.approx(value, rel=1e-5), (size, key)
     assert whole["val_image_loss"] > 0
+
+
+def test_system_prompt_opens_every_sequence_and_is_never_learned(prompts):
+    tok = prompts.tokenizer
+    system = PromptEncoder(tok, n_understand=5, system="smart watch answers")
+    conv = [{"from": "human", "value": "<image>\nWhat is the weather?"}, {"from": "gpt", "value": "sunny"}]
+    plain, opened = prompts.encode(conv), system.encode(conv)
+    extra = len(opened) - len(plain)
+    assert extra == len(tok("smart watch answers ", add_special_tokens=False)["input_ids"]) > 0
+    assert (opened.labels[1:1 + extra] == IGNORE).all() and (opened.labels[1 + extra:] == plain.labels[1:]).all()
+
+
+def test_one_space_in_both_roles_is_read_from_one_cache_entry(encoders):
+    cfg = from_dict(config("SigLIP-SigLIP", encoders))
+    arch = parse_name("SigLIP-SigLIP")
+    in_space, out_space = load_spaces(cfg, arch)
+    assert in_space is out_space
+    tok = build_tokenizer(cfg)
+    data = load_record_set(resolve_dataset(cfg.data.train, "train"), arch, PromptEncoder(tok, 16), in_space,
+                           out_space)
+    assert data.und_features is data.gen_targets  # one memory-mapped array, not two loads
