@@ -38,14 +38,14 @@ def model_with_tokens(n_tokens: int, tokenizer) -> UnifiedVLM:
                       codebook=torch.randn(512, 8)).eval()
 
 
-def paper_model(tokenizer):
-    """The paper preset's VQ-VQ on a Vicuna-7B-shaped random LLM (LoRA r 128), on this device in bf16."""
+def paper_model(tokenizer, llm: str):
+    """The paper preset's VQ-VQ on a random LLM of a known shape (LoRA r 128), on this device."""
     from uvlm.device import placement
     from uvlm.suites.presets import row_config
     from uvlm.train.build import add_lora
 
     cfg_dict = row_config("paper", "VQ-VQ")
-    cfg_dict["model"]["llm"] = "random:lmsys/vicuna-7b-v1.5"
+    cfg_dict["model"]["llm"] = llm
     cfg = from_dict(cfg_dict)
     place = placement(cfg.train.precision)
     torch.manual_seed(0)
@@ -55,11 +55,12 @@ def paper_model(tokenizer):
     return model.to(place.device).eval(), place
 
 
-def main_paper(images: int, reference_images: int) -> None:
+def main_paper(images: int, reference_images: int, scale: str) -> None:
     tok = train_tokenizer(template_corpus(), SPECIAL_TOKENS)
     mix = MixtureConfig(seed=0, split="test", n_vqa=0, n_caption=0, n_generation=images, share_images=False)
     records = [make_record(mix, "generation", j, image_attributes(mix, j), "") for j in range(images)]
-    model, place = paper_model(tok)
+    llm = {"paper": "random:lmsys/vicuna-7b-v1.5", "tiny": "random:llama-tiny"}[scale]
+    model, place = paper_model(tok, llm)
     prompts = PromptEncoder(tok, 256)
     encoded = [prompts.encode([r["conversations"][0], {"from": "gpt", "value": "<image>"}], answer_image=False)
                for r in records]
@@ -82,29 +83,30 @@ def main_paper(images: int, reference_images: int) -> None:
     fast, slow = images / fast_s, reference_images / slow_s
     same = sum(torch.equal(r.vision, b.vision) for r, b in zip(reference, batched, strict=False))
     row = [256, images, f"{slow:.3f}", f"{fast:.2f}", f"{fast / slow:.0f}x", f"{same}/{reference_images}"]
-    body = (f"Vicuna-7B-shaped Llama (random weights, LoRA r 128) in {place.precision} on "
+    body = (f"{llm} (random weights, LoRA r 128) in {place.precision} on "
             f"{torch.cuda.get_device_name() if place.device.type == 'cuda' else 'the CPU'}, greedy, every answer "
             f"opened at <boi>; batched: {images} prompts in one batch with a KV cache; reference: {reference_images} "
             "prompts one at a time, whole sequence re-run per token. `same ids`: reference images whose 256 ids "
             "equal the batched ones (16-bit arithmetic can break exact ties).\n\n"
             + markdown_table(["vision tokens", "images", "reference (img/s)", "batched + KV cache (img/s)",
                               "speed-up", "same ids"], [row]))
-    record("bench_generate (paper)", "python benchmarks/bench_generate.py --random-weights --scale paper", body)
+    record(f"bench_generate ({scale})", f"python benchmarks/bench_generate.py --random-weights --scale {scale}", body)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--random-weights", action="store_true")
-    parser.add_argument("--scale", default="cpu", choices=["cpu", "paper"])
+    parser.add_argument("--scale", default="cpu", choices=["cpu", "tiny", "paper"],
+                        help="cpu: the cpu preset; paper: Vicuna-7B-shaped, GPU; tiny: the paper code path, CPU")
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--reference-images", type=int, default=2)
     args = parser.parse_args()
-    if args.scale == "paper":
+    if args.scale in ("tiny", "paper"):
         if not args.random_weights:
-            raise SystemExit("--scale paper uses random weights: add --random-weights (nothing is downloaded)")
-        if not torch.cuda.is_available():
-            raise SystemExit("--scale paper needs a GPU")
-        main_paper(args.images, args.reference_images)
+            raise SystemExit(f"--scale {args.scale} uses random weights: add --random-weights (nothing is downloaded)")
+        if args.scale == "paper" and not torch.cuda.is_available():
+            raise SystemExit("--scale paper needs a GPU; --scale tiny runs the same code on the CPU")
+        main_paper(args.images, args.reference_images, args.scale)
         return
     torch.set_num_threads(1)
     tok = train_tokenizer(template_corpus(), SPECIAL_TOKENS)
