@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -209,7 +210,8 @@ def train_command(
         task = bar.add_task(cfg.model.name, total=None)
         summary = train(cfg, out, resume, lambda done, n, msg: bar.update(task, completed=done, total=n,
                                                                             description=msg), eval_point)
-    typer.echo(f"{out}: {summary['steps']} steps, final loss {summary['final'].get('loss')}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun / accelerate launch, one line, not one per process
+        typer.echo(f"{out}: {summary['steps']} steps, final loss {summary['final'].get('loss')}")
 
 
 @app.command("plan")

@@ -23,8 +23,12 @@ class GenerationHead(nn.Module):
         # (under autocast, autocast's dtype wins)
         return self.proj(hidden.to(self.proj.weight.dtype))
 
-    def loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def loss_sum(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The loss summed over slots (a mean is taken over the whole global batch by the caller)."""
         out = self(hidden).float()
         if self.discrete:
-            return F.cross_entropy(out, targets)
-        return (1 - F.cosine_similarity(out, targets.float(), dim=-1)).mean()
+            return F.cross_entropy(out, targets, reduction="sum")
+        return (1 - F.cosine_similarity(out, targets.float(), dim=-1)).sum()
+
+    def loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.loss_sum(hidden, targets) / max(len(hidden), 1)

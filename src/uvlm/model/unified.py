@@ -179,21 +179,39 @@ class UnifiedVLM(nn.Module):
         return embeds
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Losses of a batch: text (answer tokens), image (generation slots) and their sum.
+        """Losses of a batch: text (answer tokens), image (generation slots) and their sum, as means
+        over this batch, and the sums and counts behind them (`text_sum`, `n_text`, `image_sum`,
+        `n_slots`) from which the training loop takes means over a whole global batch.
 
         The decoder runs alone, and each head reads only the positions it is scored on: the
         LM head the positions before answer tokens, the generation head those before
         generation slots. Full logits (batch x length x vocabulary, in fp32) would be the
-        largest tensor of a 7B run and are never made."""
+        largest tensor of a 7B run and are never made. Parts that a batch does not use (the
+        generation head in a VQA-only micro-batch) still join the graph at weight 0, so that
+        data-parallel training sees every parameter in every step."""
         hidden = self.llm.get_decoder()(inputs_embeds=self.embed(batch), attention_mask=batch.attention_mask,
                                         use_cache=False).last_hidden_state
         flat = hidden.reshape(-1, hidden.shape[-1])
         scored, slots = batch.positions()
         targets = batch.labels.reshape(-1).index_select(0, scored + 1)  # the token after each scored position
         logits = self.llm.get_output_embeddings()(flat.index_select(0, scored)).float()
-        text_loss = F.cross_entropy(logits, targets, reduction="sum") / max(scored.numel(), 1)
-        image_loss = torch.zeros((), device=text_loss.device)
-        if slots.numel():
-            image_loss = self.generation_head.loss(flat.index_select(0, slots), batch.gen_targets)
-        loss = text_loss + self.image_loss_weight * image_loss
-        return {"loss": loss, "text_loss": text_loss.detach(), "image_loss": image_loss.detach()}
+        text_sum = F.cross_entropy(logits, targets, reduction="sum")
+        image_sum = self._unused(batch, text_sum)
+        if self.generation_head is not None and batch.gen_targets is not None:
+            image_sum = image_sum + self.generation_head.loss_sum(flat.index_select(0, slots), batch.gen_targets)
+        n_text, n_slots = scored.numel(), slots.numel()
+        text_loss, image_loss = text_sum / max(n_text, 1), image_sum / max(n_slots, 1)
+        return {"loss": text_loss + self.image_loss_weight * image_loss, "text_loss": text_loss.detach(),
+                "image_loss": image_loss.detach(), "text_sum": text_sum, "image_sum": image_sum,
+                "n_text": n_text, "n_slots": n_slots}
+
+    def _unused(self, batch: Batch, like: torch.Tensor) -> torch.Tensor:
+        """Zero, joined to the parameters of the modules this batch does not use."""
+        idle = []
+        if self.understanding_adapter is not None and batch.und_features is None:
+            idle.append(self.understanding_adapter)
+        if self.generation_head is not None and batch.gen_targets is None:
+            idle += [self.generation_head, self.generation_adapter]
+        params = [p for m in {id(m): m for m in idle}.values() for p in m.parameters() if p.requires_grad]
+        zero = torch.zeros((), device=like.device, dtype=like.dtype)
+        return zero + sum((p.sum() * 0.0 for p in params), zero)

@@ -1,15 +1,22 @@
-"""The training loop: plain, on accelerate, resumable to the bit.
+"""The training loop: plain, on accelerate, on one process or many, resumable to the bit.
 
-One optimizer step sees `global_batch` records (micro-batches of `batch_size`, gradients
-accumulated). The record order is a seeded permutation per epoch, so step k's records are
-known without replaying the data: resuming only needs the step, the weights, the optimizer,
-the scheduler and the RNG states, which every checkpoint holds.
+One optimizer step sees `global_batch` records. The record order is a seeded permutation per
+epoch, so step k's records are known without replaying the data: resuming needs only the step,
+the weights, the optimizer, the scheduler and the RNG states, which every checkpoint holds.
+
+Under `accelerate launch` or `torchrun`, process r takes records r, r + N, ... of each step and
+runs them in micro-batches of `micro_batch` (gradients accumulated, synchronised once per step).
+Losses are means over the whole global batch, every answer token and every generation slot
+weighing the same whatever micro-batch or process it fell into, so a run gives the same result
+(to float rounding) on any number of processes and at any micro-batch size. The main process
+prepares the run folder and builds the datasets and feature caches while the others wait; a
+process left without records in a short last step joins the step at weight 0.
 
 Run folder:
     config.yaml            the resolved config
     metrics.jsonl          one line per step ("train") and per evaluation point ("eval")
     tb/                    TensorBoard
-    checkpoints/step-N/    trainable weights, optimizer, scheduler, RNG, state (atomic)
+    checkpoints/step-N/    trainable weights, optimizer, scheduler, RNG of every process, state
     weights/               final weights: adapters.safetensors, llm/ (full or LoRA), tokenizer/
     final.json             written last: the run is complete; its train_seconds include the
                            steps before any resume
@@ -19,10 +26,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -31,9 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState
-from safetensors.torch import load_file, save_file
 from torch.utils.tensorboard import SummaryWriter
 from transformers import get_cosine_schedule_with_warmup
 from transformers.utils import logging as hf_logging
@@ -45,9 +48,13 @@ from uvlm.model.names import parse_name
 from uvlm.model.prompt import GENERATE, IGNORE
 from uvlm.model.unified import UnifiedVLM
 from uvlm.train.build import RunParts, build_model, build_tokenizer, load_spaces, prompt_encoder
+from uvlm.train.checkpoint import Checkpointer, save_final_weights
 from uvlm.train.config import RunConfig, from_dict
 from uvlm.train.data import RecordSet, collate, load_record_set, resolve_dataset
 from uvlm.train.memory import micro_batch_size, out_of_memory_named
+
+EvalPoint = Callable[[UnifiedVLM, RunParts, int], dict]
+VAL_TASKS = {"understanding": ("vqa",), "generation": ("generation",), "both": ("vqa", "generation")}
 
 
 def stream_indices(n: int, seed: int, start: int, stop: int) -> list[int]:
@@ -61,63 +68,6 @@ def stream_indices(n: int, seed: int, start: int, stop: int) -> list[int]:
         out += perm[offset:offset + take].tolist()
         pos += take
     return out
-
-
-class Checkpointer:
-    """Atomic step checkpoints of everything a bit-exact resume needs."""
-
-    def __init__(self, folder: Path, keep: int):
-        self.folder = folder
-        self.keep = keep
-
-    def latest(self) -> Path | None:
-        done = sorted(p for p in self.folder.glob("step-*") if (p / "state.json").exists())
-        return done[-1] if done else None
-
-    def save(self, step: int, model: UnifiedVLM, optimizer, scheduler, extra: dict) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=self.folder, prefix=".tmp-"))
-        try:
-            trainable = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-            save_file(trainable, str(tmp / "trainable.safetensors"))
-            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                                "python": random.getstate(),
-                                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}},
-                       tmp / "state.pt")
-            (tmp / "state.json").write_text(json.dumps({"step": step, **extra}))  # written last
-            target = self.folder / f"step-{step:07d}"
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        for old in sorted(self.folder.glob("step-*"))[:-self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
-
-    @staticmethod
-    def load(path: Path, model: UnifiedVLM, optimizer, scheduler) -> dict:
-        try:
-            trainable = load_file(str(path / "trainable.safetensors"))
-            state = torch.load(path / "state.pt", weights_only=False)  # our own file: RNG states need pickle
-            info = json.loads((path / "state.json").read_text())
-        except Exception as e:  # any unreadable piece means the same thing to the user
-            raise UvlmError(f"checkpoint {path} is corrupt ({type(e).__name__}); delete it to resume "
-                            "from the one before") from None
-        missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in trainable]
-        if missing:
-            raise UvlmError(f"checkpoint {path} does not match this model (e.g. {missing[0]} missing)")
-        model.load_state_dict(trainable, strict=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["python"])
-        if rng["cuda"]:
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        return info
 
 
 def _prepare_folder(out: Path, cfg: RunConfig, resume: bool) -> None:
@@ -165,63 +115,70 @@ def validation_loss(model: UnifiedVLM, data: RecordSet, pad_id: int, batch_size:
     loss per generation slot, each over the batches that have any (a VQA-only batch has no
     image loss to average in), and their weighted sum as in training."""
     model.eval()
-    sums = {"text_loss": 0.0, "image_loss": 0.0}
-    counts = {"text_loss": 0, "image_loss": 0}
+    sums = {"text": 0.0, "image": 0.0}
+    counts = {"text": 0, "image": 0}
     for start in range(0, len(data), batch_size):
         batch = collate(data, list(range(start, min(start + batch_size, len(data)))), pad_id)
         with autocast():
             out = model(batch.to(device))
-        n = {"text_loss": int((batch.labels[:, 1:] != IGNORE).sum()),
-             "image_loss": int((batch.kinds == GENERATE).sum())}
         for k in sums:
-            sums[k] += float(out[k]) * n[k]
-            counts[k] += n[k]
+            sums[k] += float(out[f"{k}_sum"])
+        counts["text"] += out["n_text"]
+        counts["image"] += out["n_slots"]
     model.train()
     means = {k: sums[k] / counts[k] if counts[k] else 0.0 for k in sums}
-    means["loss"] = means["text_loss"] + model.image_loss_weight * means["image_loss"]
-    return {f"val_{k}": means[k] for k in ("loss", "text_loss", "image_loss")}
+    return {"val_loss": means["text"] + model.image_loss_weight * means["image"], "val_text_loss": means["text"],
+            "val_image_loss": means["image"]}
 
 
-def save_final_weights(out: Path, model: UnifiedVLM, tokenizer) -> None:
-    """Adapters, head and fixed maps in one file; the LLM (full, or LoRA only) beside them."""
-    weights = out / "weights"
-    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".weights-"))
-    vision, seen = {}, set()
-    for name, tensor in model.state_dict().items():
-        if name.startswith("llm.") or tensor.data_ptr() in seen:  # a shared adapter is stored once
-            continue
-        seen.add(tensor.data_ptr())
-        vision[name] = tensor.detach().cpu().contiguous()
-    save_file(vision, str(tmp / "adapters.safetensors"))
-    model.llm.save_pretrained(tmp / "llm")  # LoRA: the adapter weights only; tiny: the whole model
-    tokenizer.save_pretrained(tmp / "tokenizer")
-    if weights.exists():
-        shutil.rmtree(weights)
-    os.replace(tmp, weights)
+def step_counts(data: RecordSet, records: list[int]) -> tuple[int, int]:
+    """Answer tokens and generation slots of a whole global batch: the denominators of its means."""
+    text = sum(int((data.encoded[i].labels[1:] != IGNORE).sum()) for i in records)
+    slots = sum(int((data.encoded[i].kinds[1:] == GENERATE).sum()) for i in records)
+    return text, slots
 
 
-EvalPoint = Callable[[UnifiedVLM, RunParts, int], dict]
+def prepare_inputs(cfg: RunConfig) -> None:
+    """Build what every process will read (datasets, encoders' feature caches), once, on the main
+    process, so the others find them whole (a cold cache is never built twice at once)."""
+    arch = parse_name(cfg.model.name)
+    in_space, out_space = load_spaces(cfg, arch)
+    from uvlm.vision.cache import cached_features
+
+    for role, spec in (("train", cfg.data.train), ("test", cfg.data.test)):
+        root = resolve_dataset(spec, role)
+        for space in {id(s): s for s in (in_space, out_space) if s is not None}.values():
+            dtype = cfg.data.feature_dtype if role == "train" else "float32"
+            cached_features(space, root, dtype=dtype)
 
 
 def train(cfg: RunConfig, out: Path, resume: bool = False, progress=None, eval_point: EvalPoint | None = None) -> dict:
-    """Train the run of `cfg` into `out`; return the final summary (also written to final.json).
-    A second `uvlm train` into the same folder fails while this one runs.
+    """Train the run of `cfg` into `out`; return the final summary (also written to final.json), on
+    every process. A second `uvlm train` into the same folder fails while this one runs.
 
     `eval_point(model, parts, samples)` adds metrics at each evaluation point (`uvlm train`
     passes the evaluator's, uvlm.eval.evaluate.eval_point); without it they log validation
     losses only."""
     out = Path(out)
-    make_folder(out, "run")
-    # Under `accelerate launch` every rank trains into `out`; the main one holds the lock.
-    main_rank = os.environ.get("RANK", "0") == "0"
-    with exclusive(out, "`uvlm train`") if main_rank else nullcontext():
-        _prepare_folder(out, cfg, resume)
-        return _train(cfg, out, resume, progress, eval_point)
+    # the processes of `accelerate launch` / `torchrun` (one without them); gloo between CPU processes
+    state = PartialState(cpu=placement(cfg.train.precision).device.type == "cpu")
+    main = state.is_main_process
+    if main:
+        make_folder(out, "run")
+    with exclusive(out, "`uvlm train`") if main else nullcontext():
+        if main:
+            _prepare_folder(out, cfg, resume)
+            if not (out / "final.json").exists():
+                prepare_inputs(cfg)
+        state.wait_for_everyone()
+        if not (out / "final.json").exists():
+            _train(cfg, out, resume, progress, eval_point, state)
+        state.wait_for_everyone()
+    return json.loads((out / "final.json").read_text())
 
 
-def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPoint | None) -> dict:
-    if (out / "final.json").exists():
-        return json.loads((out / "final.json").read_text())
+def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPoint | None,
+           state: PartialState) -> None:
     began = time.perf_counter()
     t = cfg.train
     torch.set_num_threads(t.threads)
@@ -233,6 +190,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
     # one Accelerator per run; a process that trains twice (tests, notebooks) may change precision
     AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision=place.accelerate_precision, cpu=place.device.type == "cpu")
+    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
 
     in_space, out_space = load_spaces(cfg, arch, place)
     hf_logging.disable_progress_bar()
@@ -241,11 +199,10 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
     train_set = load_record_set(resolve_dataset(cfg.data.train, "train"), arch, prompts, in_space, out_space,
                                 feature_dtype=cfg.data.feature_dtype)
     test_root = resolve_dataset(cfg.data.test, "test")
-    val_tasks = {"understanding": ("vqa",), "generation": ("generation",), "both": ("vqa", "generation")}
-    val_set = load_record_set(test_root, arch, prompts, in_space, out_space, val_tasks[arch.tasks],
-                              limit=t.eval_samples, feature_dtype=cfg.data.feature_dtype) if t.eval_points else None
-
+    val_set = load_record_set(test_root, arch, prompts, in_space, out_space, VAL_TASKS[arch.tasks],
+                              limit=t.eval_samples) if t.eval_points and main else None
     parts = RunParts(tokenizer, prompts, in_space, out_space, test_root, place)
+
     model = build_model(cfg, in_space, out_space, tokenizer, place)
     model.fit_standardization(train_set.und_features, train_set.gen_targets)  # deterministic: redone on resume
     adapter_ids = {id(p) for p in model.adapter_parameters()}
@@ -256,60 +213,69 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
     global_batch = t.global_batch or t.batch_size
     total_records = math.ceil(t.epochs * len(train_set))
     total_steps = math.ceil(total_records / global_batch)
-    # floor: a run shorter than its warmup still learns (smoke tests)
+    # floor: a run shorter than its warmup still learns (smoke tests). Not handed to accelerate,
+    # which would step it once per process: it steps once per optimizer step.
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(t.warmup_ratio * total_steps), total_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
 
-    checkpoints = Checkpointer(out / "checkpoints", t.keep_checkpoints)
+    checkpoints = Checkpointer(out / "checkpoints", t.keep_checkpoints, rank, accelerator.wait_for_everyone)
     start_step, seconds_before = 0, 0.0
     last: dict = {}
     latest = checkpoints.latest() if resume else None
     if latest is not None:
-        start_step = Checkpointer.load(latest, unwrapped, optimizer, scheduler)["step"]
-        kept = _truncate_metrics(out, start_step)
-        seconds_before, last = _seconds_of(kept, global_batch, total_records), (kept[-1] if kept else {})
-    elif (out / "metrics.jsonl").exists():
+        start_step = checkpoints.load(latest, unwrapped, optimizer, scheduler)["step"]
+        if main:
+            kept = _truncate_metrics(out, start_step)
+            seconds_before, last = _seconds_of(kept, global_batch, total_records), (kept[-1] if kept else {})
+    elif main and (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()
-    writer = SummaryWriter(str(out / "tb"), purge_step=start_step)
+    writer = SummaryWriter(str(out / "tb"), purge_step=start_step) if main else None
     eval_steps = {round(total_steps * k / t.eval_points) for k in range(1, t.eval_points + 1)}
     pad_id = tokenizer.pad_token_id
-    rank, world = accelerator.process_index, accelerator.num_processes
     micro_size = micro_batch_size(cfg, model, train_set, pad_id, accelerator)
+    weight = unwrapped.image_loss_weight
 
     model.train()
     tick = time.perf_counter()
     for step in range(start_step, total_steps):
         records = stream_indices(len(train_set), t.seed, step * global_batch,
                                  min((step + 1) * global_batch, total_records))
+        n_text, n_slots = step_counts(train_set, records)
         mine = records[rank::world]
+        # a process without records in a short last step still joins the step, at weight 0
+        scale = 1.0 if mine else 0.0
+        mine = mine or records[:1]
         micro = [mine[i:i + micro_size] for i in range(0, len(mine), micro_size)]
         optimizer.zero_grad(set_to_none=True)
-        sums = {"loss": 0.0, "text_loss": 0.0, "image_loss": 0.0}
+        sums = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
         for k, idx in enumerate(micro):
             batch = collate(train_set, idx, pad_id).to(accelerator.device)
             sync = k == len(micro) - 1
             with out_of_memory_named(micro_size), accelerator.autocast(), \
                     (accelerator.no_sync(model) if not sync else nullcontext()):
-                losses = model(batch)
-                weight = len(idx) / len(mine)
-                accelerator.backward(losses["loss"] * weight)
-            for key in sums:
-                sums[key] += losses[key].item() * weight
+                out_ = model(batch)
+                # sums over the global batch's tokens and slots; data parallelism averages over processes
+                loss = out_["text_sum"] / max(n_text, 1) + weight * out_["image_sum"] / max(n_slots, 1)
+                accelerator.backward(loss * scale * world)
+            sums += scale * torch.stack([out_["text_sum"].detach(), out_["image_sum"].detach()]).double()
         accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
         optimizer.step()
         scheduler.step()
         done = step + 1
+        totals = accelerator.reduce(sums, reduction="sum").tolist() if world > 1 else sums.tolist()
+        text_loss, image_loss = totals[0] / max(n_text, 1), totals[1] / max(n_slots, 1)
+        losses = {"loss": text_loss + weight * image_loss, "text_loss": text_loss, "image_loss": image_loss}
         elapsed = time.perf_counter() - tick
         tick = time.perf_counter()
-        last = {"event": "train", "step": done, **{k: round(v, 6) for k, v in sums.items()},
+        last = {"event": "train", "step": done, **{k: round(v, 6) for k, v in losses.items()},
                 "lr": scheduler.get_last_lr()[0], "samples_per_s": round(len(records) / elapsed, 2),
                 "seconds": round(elapsed, 4)}
-        if accelerator.is_main_process:
+        if main:
             _log(out, last)
-            for key in sums:
-                writer.add_scalar(f"train/{key}", sums[key], done)
-        if done in eval_steps and val_set is not None and accelerator.is_main_process:
+            for key, v in losses.items():
+                writer.add_scalar(f"train/{key}", v, done)
+        if done in eval_steps and val_set is not None:
             val = {k: round(v, 6) for k, v in validation_loss(unwrapped, val_set, pad_id, micro_size,
                                                               accelerator.device, accelerator.autocast).items()}
             if t.eval_metrics and eval_point is not None:
@@ -318,20 +284,19 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
             for key, v in val.items():
                 if isinstance(v, int | float):
                     writer.add_scalar(f"eval/{key}", v, done)
-        if (done % t.checkpoint_every == 0 or done == total_steps) and accelerator.is_main_process:
-            checkpoints.save(done, unwrapped, optimizer, scheduler, {"total_steps": total_steps})
-        if progress:
-            progress(done, total_steps, f"loss {sums['loss']:.3f}  {last['samples_per_s']:.0f} samples/s")
+        if done % t.checkpoint_every == 0 or done == total_steps:
+            checkpoints.save(done, unwrapped, optimizer, scheduler, {"total_steps": total_steps, "processes": world})
+        if progress and main:
+            progress(done, total_steps, f"loss {losses['loss']:.3f}  {last['samples_per_s']:.0f} samples/s")
+    if not main:
+        return
     writer.close()
-    if not accelerator.is_main_process:
-        return {}
     save_final_weights(out, unwrapped, tokenizer)
     summary = {"steps": total_steps, "records": total_records, "train_records": len(train_set),
-               "final": last, "model": arch.name,
+               "final": last, "model": arch.name, "processes": world, "micro_batch": micro_size,
                "resumed_from_step": start_step,
                "train_seconds": round(time.perf_counter() - began + seconds_before, 1)}
     atomic_write_json(out / "final.json", summary)
-    return summary
 
 
 def load_run_config(out: Path) -> RunConfig:

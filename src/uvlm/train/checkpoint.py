@@ -1,0 +1,120 @@
+"""What a run writes to survive: step checkpoints for a bit-exact resume, and the final weights.
+
+A checkpoint (checkpoints/step-N/) holds the trainable weights, the optimizer and scheduler,
+and the RNG states of every process (LoRA dropout draws differ per rank), and appears whole:
+the ranks write into a staging folder, and the main rank renames it into place after
+state.json, written last. The final weights (weights/) hold the adapters, head and fixed maps
+in one file, the LLM (whole, or its LoRA weights) and the tokenizer, also renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from uvlm.errors import UvlmError
+from uvlm.model.unified import UnifiedVLM
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _set_rng_state(rng: dict) -> None:
+    torch.set_rng_state(rng["torch"])
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+    if rng["cuda"]:
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+class Checkpointer:
+    """Atomic step checkpoints of everything a bit-exact resume needs, on any number of processes.
+
+    `save` and `load` are called by every rank; `barrier()` waits for all of them."""
+
+    def __init__(self, folder: Path, keep: int, rank: int = 0, barrier=lambda: None):
+        self.folder = folder
+        self.keep = keep
+        self.rank = rank
+        self.barrier = barrier
+
+    def latest(self) -> Path | None:
+        done = sorted(p for p in self.folder.glob("step-*") if (p / "state.json").exists())
+        return done[-1] if done else None
+
+    def save(self, step: int, model: UnifiedVLM, optimizer, scheduler, extra: dict) -> None:
+        staging = self.folder / f".staging-{step:07d}"
+        if self.rank == 0:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        self.barrier()
+        torch.save(_rng_state(), staging / f"rng-{self.rank}.pt")
+        self.barrier()
+        if self.rank == 0:
+            try:
+                trainable = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+                save_file(trainable, str(staging / "trainable.safetensors"))
+                torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                           staging / "state.pt")
+                (staging / "state.json").write_text(json.dumps({"step": step, **extra}))  # written last
+                target = self.folder / f"step-{step:07d}"
+                if target.exists():
+                    shutil.rmtree(target)
+                os.replace(staging, target)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            for old in sorted(self.folder.glob("step-*"))[:-self.keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.barrier()
+
+    def load(self, path: Path, model: UnifiedVLM, optimizer, scheduler) -> dict:
+        try:
+            trainable = load_file(str(path / "trainable.safetensors"))
+            state = torch.load(path / "state.pt", weights_only=False)  # our own file: RNG states need pickle
+            info = json.loads((path / "state.json").read_text())
+            own = path / f"rng-{self.rank}.pt"
+            # checkpoints of one process written before per-rank files kept it in state.pt
+            rng = torch.load(own, weights_only=False) if own.exists() else state.get("rng")
+        except Exception as e:  # any unreadable piece means the same thing to the user
+            raise UvlmError(f"checkpoint {path} is corrupt ({type(e).__name__}); delete it to resume "
+                            "from the one before") from None
+        if rng is None:
+            raise UvlmError(f"checkpoint {path} was written by fewer processes than this run has; resume it "
+                            "with as many processes as it was started with")
+        missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in trainable]
+        if missing:
+            raise UvlmError(f"checkpoint {path} does not match this model (e.g. {missing[0]} missing)")
+        model.load_state_dict(trainable, strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(rng)
+        return info
+
+
+def save_final_weights(out: Path, model: UnifiedVLM, tokenizer) -> None:
+    """Adapters, head and fixed maps in one file; the LLM (full, or LoRA only) beside them."""
+    weights = out / "weights"
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".weights-"))
+    vision, seen = {}, set()
+    for name, tensor in model.state_dict().items():
+        if name.startswith("llm.") or tensor.data_ptr() in seen:  # a shared adapter is stored once
+            continue
+        seen.add(tensor.data_ptr())
+        vision[name] = tensor.detach().cpu().contiguous()
+    save_file(vision, str(tmp / "adapters.safetensors"))
+    model.llm.save_pretrained(tmp / "llm")  # LoRA: the adapter weights only; tiny: the whole model
+    tokenizer.save_pretrained(tmp / "tokenizer")
+    if weights.exists():
+        shutil.rmtree(weights)
+    os.replace(tmp, weights)

@@ -1,0 +1,118 @@
+"""One run across processes (torchrun, gloo on the CPU) equals the same run on one process.
+
+A 2-process run with the same global batch gives the same losses and weights, to float
+rounding, as 1 process, at two micro-batch sizes, for a unified and an understanding-only
+model; all processes killed with SIGKILL and resumed give the bits of an uninterrupted 2-process
+run; a record count that leaves one process without records in the last step finishes; a
+fresh folder and a cold cache work (the main process builds, the other waits).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def config(encoders: dict, name: str, n: int = 20, **train) -> dict:
+    return {"model": {"name": name, "hidden_size": 48, "layers": 2, "heads": 2, "intermediate_size": 96},
+            "data": {"train": {"n_vqa": n, "n_caption": n, "n_generation": n},
+                     "test": {"split": "test", "seed": 1, "n_vqa": 8, "n_caption": 0, "n_generation": 4,
+                              "share_images": False}, **encoders},
+            "train": {"batch_size": 8, "global_batch": 8, "epochs": 1, "checkpoint_every": 2, "eval_points": 0,
+                      **train}}
+
+
+def launch(cfg: dict, out: Path, env: dict, processes: int, *extra: str) -> list[str]:
+    path = out.with_suffix(".yaml")
+    path.write_text(yaml.safe_dump(cfg))
+    uvlm = ["-m", "uvlm.cli", "train", "--config", str(path), "--out", str(out), *extra]
+    if processes == 1:
+        return [sys.executable, *uvlm]
+    # --standalone: a rendezvous on a free local port, so tests side by side never collide
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), *uvlm]
+
+
+def run(cfg: dict, out: Path, env: dict, processes: int, *extra: str) -> subprocess.CompletedProcess:
+    done = subprocess.run(launch(cfg, out, env, processes, *extra), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def train_lines(out: Path) -> list[dict]:
+    return [x for x in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if x["event"] == "train"]
+
+
+def weights(out: Path) -> dict[str, torch.Tensor]:
+    return {f"{f}:{k}": v for f in ("adapters.safetensors", "llm/model.safetensors")
+            for k, v in load_file(str(out / "weights" / f)).items()}
+
+
+@pytest.fixture
+def env(tmp_path):
+    # a cache of its own per test: the 2-process runs start cold
+    return {**os.environ, "UVLM_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT / "src"),
+            "OMP_NUM_THREADS": "1"}
+
+
+@pytest.mark.parametrize("name", ["VQ-VQ", "VQ_u"])
+def test_two_processes_equal_one_at_any_micro_batch(tmp_path, encoders, env, name):
+    one = tmp_path / "one"
+    run(config(encoders, name), one, env, 1)
+    reference, ref_weights = train_lines(one), weights(one)
+    for micro in (1, 3):
+        two = tmp_path / f"two-micro{micro}"
+        run(config(encoders, name, micro_batch=micro), two, env, 2)
+        lines = train_lines(two)
+        assert len(lines) == len(reference)
+        for a, b in zip(reference, lines, strict=True):
+            assert a["lr"] == b["lr"]  # the schedule steps once per optimizer step
+            for key in ("loss", "text_loss", "image_loss"):
+                assert abs(a[key] - b[key]) <= 1e-4 * max(1.0, abs(a[key])), (micro, a["step"], key)
+        got = weights(two)
+        assert got.keys() == ref_weights.keys()
+        worst = max(float((got[k] - ref_weights[k]).abs().max()) for k in got)
+        assert worst < 1e-4, (micro, worst)
+        assert json.loads((two / "final.json").read_text())["processes"] == 2
+
+
+def test_all_processes_killed_then_resumed_match_an_uninterrupted_run(tmp_path, encoders, env):
+    cfg = config(encoders, "VQ-VQ", micro_batch=3)
+    whole = tmp_path / "whole"
+    run(cfg, whole, env, 2)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(launch(cfg, killed, env, 2), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (killed / "checkpoints" / "step-0000004" / "state.json").exists():
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every process it started
+    proc.wait()
+    assert not (killed / "final.json").exists(), "the run ended before it could be killed"
+    assert (killed / "checkpoints" / "step-0000004" / "rng-1.pt").exists()  # every process's RNG is kept
+    run(cfg, killed, env, 2, "--resume")
+    assert [(x["step"], x["loss"]) for x in train_lines(killed)] == [(x["step"], x["loss"]) for x in
+                                                                    train_lines(whole)]
+    a, b = weights(whole), weights(killed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_short_last_step_finishes(tmp_path, encoders, env):
+    """19 records per task: 57 records, 7 steps of 8 and a last step of 1 record, which leaves the
+    second process without any; it joins the step at weight 0."""
+    out = tmp_path / "short"
+    done = run(config(encoders, "VQ-VQ", n=19), out, env, 2)
+    summary = json.loads((out / "final.json").read_text())
+    assert summary["steps"] == 8 and summary["records"] == 57
+    assert done.stdout.count("8 steps") == 1  # one line, from the main process
