@@ -126,3 +126,26 @@ def kill_when(args: list, env: dict, marker: Path, timeout: float = 300) -> None
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def toy_judge(cache: Path, style: dict | None = None) -> None:
+    """An untrained pixel judge in `cache` under the real judge's key for `style` (default: the cpu
+    style), for tests of evaluation plumbing: training the real one takes minutes."""
+    from dataclasses import asdict
+
+    from uvlm.data.smartwatch import CPU_STYLE
+    from uvlm.vision.cache import cached_artifact
+    from uvlm.vision.judge import JudgeCNN, JudgeConfig, PixelJudge
+
+    style = dict(style or CPU_STYLE)
+    old = os.environ.get("UVLM_CACHE")
+    os.environ["UVLM_CACHE"] = str(cache)
+    try:
+        torch.manual_seed(0)
+        cached_artifact("judge", asdict(JudgeConfig(style=style)),
+                        lambda folder: PixelJudge(JudgeCNN(style["size"])).save(folder) or {"held_out": {}})
+    finally:
+        if old is None:
+            os.environ.pop("UVLM_CACHE")
+        else:
+            os.environ["UVLM_CACHE"] = old

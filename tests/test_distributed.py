@@ -22,6 +22,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from .helpers import toy_judge
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -116,3 +118,43 @@ def test_a_short_last_step_finishes(tmp_path, encoders, env):
     summary = json.loads((out / "final.json").read_text())
     assert summary["steps"] == 8 and summary["records"] == 57
     assert done.stdout.count("8 steps") == 1  # one line, from the main process
+
+
+def test_suite_through_submitits_local_executor_matches_the_local_runner(tmp_path, encoders, monkeypatch):
+    """The cluster path (submitit jobs, here submitit's local executor: real processes, no SLURM):
+    two tiny runs, one interrupted mid-way as SLURM preemption would (USR2), requeued and resumed;
+    the results equal the local runner's."""
+    from uvlm.suites.cluster import ClusterSettings, submit_suite
+    from uvlm.suites.runner import run_suite
+    from uvlm.suites.spec import Job
+
+    toy_judge(tmp_path / "cache")
+    monkeypatch.setenv("UVLM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "src"))
+    jobs = [Job("A3", name, 0, config(encoders, name, n=24, epochs=5, checkpoint_every=2))
+            for name in ("VQ-VQ", "VQ_u")]
+    run_suite(jobs, tmp_path / "local", workers=1, echo=lambda s: None)
+    cluster = tmp_path / "cluster"
+    settings = ClusterSettings(executor="submitit-local", time_min=20, gpus_per_run=0, cpus_per_run=1)
+    submitted = submit_suite(jobs, cluster, settings, echo=lambda s: None)
+    victim = jobs[0].key
+    marker = cluster / "runs" / victim / "checkpoints" / "step-0000004" / "state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and not marker.exists():
+        time.sleep(0.05)
+    # what SLURM sends a job it preempts: the preemption signal (USR2), to the job's process
+    import psutil
+
+    controller = psutil.Process(int(submitted[victim].job_id))
+    for task in controller.children():
+        task.send_signal(signal.SIGUSR2)
+    for job in submitted.values():
+        job.result()
+    assert json.loads((cluster / "runs" / victim / "final.json").read_text())["resumed_from_step"] >= 4
+    for job in jobs:
+        local = json.loads((tmp_path / "local" / "runs" / job.key / "eval" / "metrics.json").read_text())
+        remote = json.loads((cluster / "runs" / job.key / "eval" / "metrics.json").read_text())
+        assert local == remote, job.key
+    ledger = json.loads((cluster / "cluster.json").read_text())
+    assert set(ledger) == {j.key for j in jobs}
+    assert submit_suite(jobs, cluster, settings, echo=lambda s: None) == {}  # done runs are not resubmitted

@@ -25,7 +25,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from uvlm.model.tokenizer import template_corpus, train_tokenizer
 from uvlm.suites.presets import row_config
 
-from .helpers import kill_when, tiny_encoders
+from .helpers import kill_when, tiny_encoders, toy_judge
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,19 +60,11 @@ STYLE = {"size": 64, "detail_scale": 2.0, "face_radius": 0.32}
 
 
 @pytest.fixture
-def env(tmp_path_factory, monkeypatch):
+def env(tmp_path_factory):
     """The runs' cache, holding an untrained judge for the test style: decoding and scoring are under
     test here, not the judge (training the real one takes minutes; tests/test_pretrain trains it)."""
-    from dataclasses import asdict
-
-    from uvlm.vision.cache import cached_artifact
-    from uvlm.vision.judge import JudgeCNN, JudgeConfig, PixelJudge
-
     cache = tmp_path_factory.getbasetemp() / "cache"
-    monkeypatch.setenv("UVLM_CACHE", str(cache))
-    torch.manual_seed(0)
-    cached_artifact("judge", asdict(JudgeConfig(style=STYLE)),
-                    lambda folder: PixelJudge(JudgeCNN(STYLE["size"])).save(folder) or {"held_out": {}})
+    toy_judge(cache, STYLE)
     return {**os.environ, "UVLM_CACHE": str(cache), "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
 
 

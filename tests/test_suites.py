@@ -310,12 +310,14 @@ def test_status_command_prints_seeds_and_estimate(cli, tmp_path):
 
 
 def test_runs_side_by_side_never_share_a_gpu(tmp_path):
-    """On a machine with GPUs each running job holds its own (here 4 GPUs, 2 at a time: 2 each)."""
+    """On a machine with GPUs each running job holds its own (here 4 GPUs, 2 at a time, 2 each,
+    each run training across its two)."""
     held: dict[str, str] = {}
     lock = threading.Lock()
     clashes = []
 
-    def execute(job, results, devices):
+    def execute(job, results, devices, processes):
+        assert processes == 2
         with lock:
             if devices in held.values():
                 clashes.append(devices)
@@ -326,5 +328,5 @@ def test_runs_side_by_side_never_share_a_gpu(tmp_path):
         return {"devices": devices}
 
     out = run_suite(expand("mutual", "cpu", seeds=1, rows=("VQ-VQ", "VQ_u")), tmp_path, workers=2,
-                    echo=lambda s: None, execute=execute, gpus=4)
+                    echo=lambda s: None, execute=execute, gpus=4, gpus_per_run=2)
     assert {r["devices"] for r in out.values()} <= {"0,1", "2,3"} and not clashes

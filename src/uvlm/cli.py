@@ -298,6 +298,8 @@ Workers = Annotated[int | None, typer.Option(help="Runs at a time (default: one 
 Overrides = Annotated[list[str] | None, typer.Option("--set", help="Change every run's config: section.key=value.")]
 Rows = Annotated[str | None, typer.Option(help="Only these rows, comma-separated (controls and sweep points "
                                                "included), e.g. VQ-VQ,VQ_u.")]
+GpusPerRun = Annotated[int, typer.Option(help="GPUs each run trains across (one process per GPU); evaluation "
+                                              "uses the first. Ignored without GPUs.")]
 
 
 def _jobs(name: str, preset: str, seeds: int, overrides: list[str] | None, rows: str | None) -> list:
@@ -308,17 +310,24 @@ def _jobs(name: str, preset: str, seeds: int, overrides: list[str] | None, rows:
     return expand(name, preset, seeds, tuple(overrides or ()), only)
 
 
-def _workers(workers: int | None) -> int:
-    """A suite's runs at a time: one per GPU on a GPU machine, else one per core, unless given."""
+def _workers(workers: int | None, gpus_per_run: int = 1) -> int:
+    """A suite's runs at a time: on a GPU machine one per `gpus_per_run` GPUs, else one per core,
+    unless given."""
     from uvlm.data.folder import cpu_count
     from uvlm.device import gpu_count
 
     if workers is not None and workers < 1:
         raise UvlmError(f"--workers {workers} must be >= 1")
+    if gpus_per_run < 1:
+        raise UvlmError(f"--gpus-per-run {gpus_per_run} must be >= 1")
+    gpus = gpu_count()
+    if gpus and gpus_per_run > gpus:
+        raise UvlmError(f"--gpus-per-run {gpus_per_run} is more than this machine's {gpus} GPUs")
     if workers is None:
-        return gpu_count() or cpu_count()
-    if gpu_count() and workers > gpu_count():
-        raise UvlmError(f"--workers {workers} is more than this machine's {gpu_count()} GPUs; runs never share one")
+        return gpus // gpus_per_run if gpus else cpu_count()
+    if gpus and workers * gpus_per_run > gpus:
+        raise UvlmError(f"--workers {workers} x --gpus-per-run {gpus_per_run} is more than this machine's "
+                        f"{gpus} GPUs; runs never share one")
     return workers
 
 
@@ -331,12 +340,15 @@ def suite_status_command(
     workers: Workers = None,
     set_: Overrides = None,
     rows: Rows = None,
+    gpus_per_run: GpusPerRun = 1,
 ) -> None:
-    """Show how far a suite has got, seed by seed, and about how long the rest would take."""
+    """Show how far a suite has got, seed by seed, and about how long the rest would take; with a
+    cluster executor, the state of each submitted run's job."""
     from uvlm.suites.runner import suite_status
 
-    workers = _workers(workers)
-    status = suite_status(_jobs(name, preset, seeds, set_, rows), out)
+    workers = _workers(workers, gpus_per_run)
+    jobs = _jobs(name, preset, seeds, set_, rows)
+    status = suite_status(jobs, out)
     left = 0
     for seed, counts in status["seeds"].items():
         typer.echo(f"seed {seed}: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n))
@@ -351,6 +363,15 @@ def suite_status_command(
         typer.echo(f"{name}: {left} runs left, at most about {hours:.1f} h of one core "
                    f"({hours / min(workers, left):.1f} h with {workers} at a time; "
                    f"median run {status['median_wall_seconds'] / 60:.1f} min; time scaled by each run's records)")
+    if (out / "cluster.json").exists():
+        from collections import Counter
+
+        from uvlm.suites.cluster import job_states
+
+        keys = {j.key for j in jobs}
+        states = Counter(state for key, state in job_states(out).items() if key in keys)
+        if states:
+            typer.echo("cluster jobs: " + ", ".join(f"{n} {state}" for state, n in sorted(states.items())))
 
 
 @suite_app.command("run")
@@ -362,22 +383,45 @@ def suite_run(
     workers: Workers = None,
     set_: Overrides = None,
     rows: Rows = None,
+    gpus_per_run: GpusPerRun = 1,
+    executor: Annotated[str, typer.Option(help="local (this machine), slurm (a job per run through submitit), "
+                                               "or submitit-local (the cluster path as local processes).")] = "local",
+    partition: Annotated[str | None, typer.Option(help="Cluster: the SLURM partition.")] = None,
+    time_min: Annotated[int | None, typer.Option(help="Cluster: each job's time limit in minutes (a longer run "
+                                                      "is requeued and resumes).")] = None,
+    cpus_per_run: Annotated[int | None, typer.Option(help="Cluster: CPUs per job.")] = None,
+    cluster_config: Annotated[Path | None, typer.Option(help="Cluster: a YAML file of these settings "
+                                                             "(flags override it).")] = None,
+    wait: Annotated[bool, typer.Option(help="Cluster: wait for the jobs to end.")] = False,
 ) -> None:
     """Train and evaluate every run of a suite; finished runs are skipped, killed ones resume.
 
     With --set, every run's config changes (e.g. --set train.lr=1e-3); the results folder keeps
-    the overrides of its first suite, so use one folder per setting.
+    the overrides of its first suite, so use one folder per setting. On a cluster (--executor
+    slurm) each run is a job; the results folder must be on a file system the nodes share.
     """
-    from uvlm.io import make_folder
-    from uvlm.suites.runner import claim_results, run_suite
+    from uvlm.device import gpu_count
+    from uvlm.io import exclusive, make_folder
+    from uvlm.suites.runner import claim_results, record_jobs, run_suite
 
     jobs = _jobs(name, preset, seeds, set_, rows)
-    workers = _workers(workers)
     make_folder(out, "results")
     claim_results(out, tuple(set_ or ()))
-    from uvlm.device import gpu_count
+    if executor != "local":
+        from uvlm.suites.cluster import ClusterSettings, submit_suite
 
-    run_suite(jobs, out, workers, echo=typer.echo, gpus=gpu_count())
+        flags = {"executor": executor, "partition": partition, "time_min": time_min,
+                 "gpus_per_run": gpus_per_run, "cpus_per_run": cpus_per_run}
+        settings = (ClusterSettings.from_yaml(cluster_config, **flags) if cluster_config else
+                    ClusterSettings(**{k: v for k, v in flags.items() if v is not None}))
+        with exclusive(out, "suite run (`uvlm suite run` or `uvlm demo`)"):
+            record_jobs(out, jobs)
+            submit_suite(jobs, out, settings, echo=typer.echo, wait=wait)
+        if not wait:
+            return
+    else:
+        run_suite(jobs, out, _workers(workers, gpus_per_run), echo=typer.echo, gpus=gpu_count(),
+                  gpus_per_run=gpus_per_run)
     if name in ("probe", "all"):
         from uvlm.suites.probe import adapter_probe
 

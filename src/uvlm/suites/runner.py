@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import statistics
 import subprocess
 import sys
@@ -38,20 +39,36 @@ def _uvlm(*args: str) -> list[str]:
     return [sys.executable, "-m", "uvlm.cli", *args]
 
 
-def run_job(job: Job, results: Path, devices: str | None = None) -> dict:
+def _die_with_parent() -> None:
+    """In a child, before it runs: be killed when the process that started it dies (Linux), so a
+    killed suite or a requeued cluster job leaves no trainer behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: children outlive a killed suite, as before
+        pass
+
+
+def run_job(job: Job, results: Path, devices: str | None = None, processes: int = 1) -> dict:
     """Train (resuming if interrupted) and evaluate one job; return its wall times. `devices`: the
-    GPUs the job may use (CUDA_VISIBLE_DEVICES), so jobs side by side never share one."""
+    GPUs the job may use (CUDA_VISIBLE_DEVICES), so jobs side by side never share one;
+    `processes` > 1 trains across that many GPUs (torchrun, one process per GPU) and evaluates
+    on the first."""
     config = results / "configs" / f"{job.key}.yaml"
     atomic_write_text(config, yaml.safe_dump(job.config, sort_keys=False))
     run = results / "runs" / job.key
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     if devices is not None:
         env["CUDA_VISIBLE_DEVICES"] = devices
+    train = _uvlm("train", "--config", str(config), "--out", str(run), "--resume")
+    if processes > 1:
+        train = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                 str(processes), *train[1:]]
     times = {}
-    for step, cmd in (("train", _uvlm("train", "--config", str(config), "--out", str(run), "--resume")),
-                      ("eval", _uvlm("eval", str(run)))):
+    for step, cmd in (("train", train), ("eval", _uvlm("eval", str(run)))):
         start = time.perf_counter()
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, preexec_fn=_die_with_parent)
         times[f"{step}_seconds"] = round(time.perf_counter() - start, 1)
         if done.returncode != 0:
             lines = done.stderr.strip().splitlines()
@@ -140,10 +157,11 @@ def record_jobs(results: Path, jobs: list[Job]) -> None:
 
 
 def run_suite(jobs: list[Job], results: Path, workers: int, echo: Callable[[str], None] = print,
-              execute: Callable[..., dict] = run_job, gpus: int = 0) -> dict:
+              execute: Callable[..., dict] = run_job, gpus: int = 0, gpus_per_run: int = 1) -> dict:
     """Run every job not yet done, `workers` at a time. Returns {key: wall times or error}.
-    With `gpus`, each running job holds GPUs of its own (`gpus // workers` each).
-    One suite at a time per folder: a second fails at once while this one runs."""
+    With `gpus`, each running job holds `gpus_per_run` GPUs of its own, and trains across them
+    when that is more than one. One suite at a time per folder: a second fails at once while
+    this one runs."""
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
     with exclusive(results, "suite run (`uvlm suite run` or `uvlm demo`)"):
@@ -153,7 +171,11 @@ def run_suite(jobs: list[Job], results: Path, workers: int, echo: Callable[[str]
         pending = sorted((j for j in unique.values() if not is_done(results, j)), key=lambda j: j.seed)
         echo(f"{len(unique)} runs: {len(unique) - len(pending)} done, {len(pending)} to run, {workers} at a time")
         outcome: dict = {}
-        per_job = gpus // workers if gpus else 0
+        per_job = gpus_per_run if gpus else 0
+        if per_job * workers > gpus:
+            raise UvlmError(f"{workers} runs at a time with {per_job} GPUs each need {per_job * workers} GPUs; "
+                            f"this machine has {gpus}")
+        processes = max(1, per_job)  # a job holding several GPUs trains across them
         free: queue.Queue[str] = queue.Queue()
         for w in range(workers if per_job else 0):
             free.put(",".join(str(w * per_job + k) for k in range(per_job)))
@@ -161,7 +183,7 @@ def run_suite(jobs: list[Job], results: Path, workers: int, echo: Callable[[str]
         def one(job: Job) -> tuple[str, dict]:
             devices = free.get() if per_job else None
             try:
-                return job.key, execute(job, results, devices) if devices is not None else execute(job, results)
+                return job.key, execute(job, results, *((devices, processes) if devices is not None else ()))
             except UvlmError as e:
                 return job.key, {"error": str(e)}
             finally:
