@@ -43,14 +43,15 @@ def cols(scores: dict) -> list[str]:
 def _rss_child(mode: str, ds: str, cache: str, out: mp.Queue) -> None:
     """Build a SigLIP cache of `ds` the way `mode` says, read every row in batches of 64; report
     this process's peak RSS (MiB) beyond what it held before the build began."""
-    os.environ["UVLM_CACHE"] = cache
     import numpy as np
     from safetensors.torch import load_file, save_file
 
     from uvlm.vision.cache import dataset_images
     from uvlm.vision.space import load_images
 
-    siglip, _ = pretrained_siglip()
+    siglip, _ = pretrained_siglip()  # from the usual cache
+    os.environ["UVLM_CACHE"] = cache  # features go to a cache of their own
+    Path(cache).mkdir(parents=True, exist_ok=True)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     root = Path(ds)
     names = dataset_images(root)
@@ -77,8 +78,10 @@ def peak_rss(ds: Path, tmp: Path) -> list[list]:
         q = ctx.Queue()
         p = ctx.Process(target=_rss_child, args=(mode, str(ds), str(tmp / f"cache-{mode}"), q))
         p.start()
-        mib = q.get()
         p.join()
+        if p.exitcode != 0:
+            raise SystemExit(f"the {mode} measurement failed (exit code {p.exitcode})")
+        mib = q.get()
         rows.append([text, f"{mib:.0f}"])
     return rows
 

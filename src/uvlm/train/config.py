@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,22 @@ class RunConfig:
             (m.affine_place in ("before", "after"), f"affine_place {m.affine_place!r}: use before or after"),
             (not arch.affine or 0 < m.affine_strength < 1, f"affine_strength {m.affine_strength} must be in (0, 1)"),
             (m.lora_r >= 0, f"lora_r {m.lora_r} must be >= 0"),
-            (m.llm != "tiny" or m.hidden_size % m.heads == 0, "hidden_size must be a multiple of heads"),
+            (m.lora_alpha > 0, f"lora_alpha {m.lora_alpha} must be positive"),
+            (m.llm != "tiny" or min(m.hidden_size, m.layers, m.heads, m.intermediate_size) >= 1,
+             f"the tiny LLM's hidden_size, layers, heads and intermediate_size must be >= 1 (got {m.hidden_size}, "
+             f"{m.layers}, {m.heads}, {m.intermediate_size})"),
+            (m.llm != "tiny" or m.heads < 1 or m.hidden_size % m.heads == 0, "hidden_size must be a multiple of heads"),
+            (m.llm != "tiny" or (m.hidden_size <= 8192 and m.layers <= 256),
+             f"a tiny LLM of hidden {m.hidden_size} and {m.layers} layers is not tiny: use a pretrained llm"),
+            (m.image_loss_weight is None or m.image_loss_weight >= 0,
+             f"image_loss_weight {m.image_loss_weight} must be >= 0"),
+            (t.weight_decay >= 0, f"weight_decay {t.weight_decay} must be >= 0"),
+            (t.grad_clip > 0, f"grad_clip {t.grad_clip} must be positive"),
+            (t.keep_checkpoints >= 1, f"keep_checkpoints {t.keep_checkpoints} must be >= 1 (the last is what "
+                                      "--resume continues from)"),
+            (t.eval_samples >= 1, f"eval_samples {t.eval_samples} must be >= 1"),
+            (t.seed >= 0, f"seed {t.seed} must be >= 0"),
+            (t.epochs <= 1000, f"epochs {t.epochs} is more than 1000"),
         ]
         for ok, message in checks:
             if not ok:
@@ -146,20 +162,16 @@ LATER_FIELDS = {
 }
 
 
-def _coerce(value, annotation: str, where: str):
-    """Numbers written as YAML strings ("3e-3" is a string to YAML 1.1) become numbers."""
-    kinds = [k.strip() for k in annotation.split("|")]
-    kind = kinds[0]
-    if kind not in ("int", "float") or value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, str) and "str" in kinds and not value.strip().lstrip("+-").replace(".", "", 1).isdigit():
-        return value  # a word where one is allowed ("auto")
-    if isinstance(value, int | float) and not (kind == "int" and isinstance(value, float)):
-        return value
+def _number(value, kind: str, where: str):
+    """An int or a float from YAML (which reads "3e-3" as a string), finite."""
+    if isinstance(value, bool):
+        raise UvlmError(f"bad config: {where} must be a number, got {value!r}")
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise UvlmError(f"bad config: {where} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise UvlmError(f"bad config: {where} must be finite, got {value!r}")
     if kind == "int":
         if not number.is_integer():
             raise UvlmError(f"bad config: {where} must be a whole number, got {value!r}")
@@ -167,7 +179,37 @@ def _coerce(value, annotation: str, where: str):
     return number
 
 
-def _section(cls, values: dict, where: str):
+def _coerce(value, annotation: str, where: str):
+    """A YAML value checked against the field's type: numbers (also written as strings), booleans
+    (true/false only), strings; `None` only where the type allows it."""
+    kinds = [k.strip() for k in annotation.split("|")]
+    if "Any" in kinds:
+        return value
+    if value is None:
+        if "None" in kinds:
+            return None
+        raise UvlmError(f"bad config: {where} needs a value")
+    if "bool" in kinds:
+        if isinstance(value, bool):
+            return value
+        raise UvlmError(f"bad config: {where} must be true or false, got {value!r}")
+    if isinstance(value, str) and "str" in kinds:
+        looks_numeric = value.strip().lstrip("+-").replace(".", "", 1).replace("e", "", 1).isdigit()
+        if not (looks_numeric and ({"int", "float"} & set(kinds))):
+            return value  # a word where one is allowed ("auto", a name, a path)
+    for kind in ("int", "float"):
+        if kind in kinds:
+            return _number(value, kind, where)
+    if "str" in kinds:
+        raise UvlmError(f"bad config: {where} must be text, got {value!r}")
+    return value
+
+
+def _section(cls, values, where: str):
+    if not isinstance(values, dict):
+        example = {"model": "model: {name: VQ-VQ}", "data": "data: {siglip: cpu-siglip}",
+                   "train": "train: {lr: 3e-4}"}[where]
+        raise UvlmError(f"bad config: {where} must be a mapping of keys, got {values!r} (e.g. {example})")
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
@@ -176,12 +218,14 @@ def _section(cls, values: dict, where: str):
 
 
 def from_dict(d: dict) -> RunConfig:
+    if not isinstance(d, dict):
+        raise UvlmError(f"bad config: must be a mapping of sections (model, data, train), got {d!r}")
     unknown = sorted(set(d) - {"model", "data", "train"})
     if unknown:
         raise UvlmError(f"bad config: unknown section {unknown[0]!r}; use model, data and train")
-    return RunConfig(_section(ModelConfig, d.get("model") or {}, "model"),
-                     _section(DataConfig, d.get("data") or {}, "data"),
-                     _section(TrainConfig, d.get("train") or {}, "train")).validate()
+    return RunConfig(*(_section(cls, d[name] if d.get(name) is not None else {}, name)
+                       for name, cls in (("model", ModelConfig), ("data", DataConfig),
+                                         ("train", TrainConfig)))).validate()
 
 
 def apply_override(d: dict, assignment: str) -> None:
@@ -195,7 +239,10 @@ def apply_override(d: dict, assignment: str) -> None:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
             raise UvlmError(f"bad --set {assignment!r}: {p} is not a section")
-    node[parts[-1]] = yaml.safe_load(raw)
+    try:
+        node[parts[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise UvlmError(f"bad --set {assignment!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
 
 
 def load_config(path: Path | None, overrides: list[str] = ()) -> RunConfig:
@@ -203,14 +250,20 @@ def load_config(path: Path | None, overrides: list[str] = ()) -> RunConfig:
     d: dict = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise UvlmError(f"config {path} is a folder; give a YAML file (e.g. configs/cpu/VQ-VQ.yaml)")
         if not path.is_file():
             raise UvlmError(f"config {path} does not exist")
         try:
-            d = yaml.safe_load(path.read_text()) or {}
+            d = yaml.safe_load(path.read_text())
+        except UnicodeDecodeError:
+            raise UvlmError(f"config {path} is not a text file; give a YAML file") from None
         except yaml.YAMLError as e:
             raise UvlmError(f"config {path} is not valid YAML ({str(e).splitlines()[0]})") from None
+        if d is None:
+            raise UvlmError(f"config {path} is empty; give model, data and train sections (see configs/)")
         if not isinstance(d, dict):
-            raise UvlmError(f"config {path} must be a mapping of sections")
+            raise UvlmError(f"config {path} must be a mapping of sections (model, data, train), got {d!r}")
     for o in overrides:
         apply_override(d, o)
     try:
