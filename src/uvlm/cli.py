@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from uvlm.errors import UvlmError
+from uvlm.io import read_text_file
 
 app = typer.Typer(help="Unified vision-language model studies (arXiv 2505.23043).",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -85,7 +86,7 @@ def data_smartwatch(
                         extra_turn_prob=extra_turn_prob, share_images=split != "test")
     with progress_bar("rendering") as bar:
         task = bar.add_task("render", total=cfg.n_images)
-        manifest = build_dataset(cfg, out, workers, lambda done, n: bar.update(task, completed=done))
+        manifest = build_dataset(cfg, out, workers, lambda done, n: bar.update(task, completed=done), verify=True)
     c = manifest["counts"]
     typer.echo(f"{out}: {c['images']} images, {c['vqa']} VQA, {c['caption']} caption, "
                f"{c['generation']} generation records")
@@ -121,12 +122,11 @@ def score(
     file: Annotated[Path, typer.Argument(help="JSONL: attribute, ground_truth, answer per line.")],
 ) -> None:
     """Score VQA answers as the paper does; print one JSON object (percent)."""
-    from uvlm.eval.vqa import ATTRIBUTES, score_items
+    from uvlm.eval.vqa import ATTRIBUTES, check_truth, score_items
 
-    if not file.is_file():
-        raise UvlmError(f"{file} does not exist")
+    text = read_text_file(file, "answers file")
     items = []
-    for k, line in enumerate(file.read_text().splitlines(), start=1):
+    for k, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -138,13 +138,13 @@ def score(
                     raise ValueError(f"needs a string {key!r}")
             if item["attribute"] not in ATTRIBUTES:
                 raise ValueError(f"attribute {item['attribute']!r} is not one of {', '.join(ATTRIBUTES)}")
+            check_truth(item["attribute"], item["ground_truth"])
         except ValueError as e:
             raise UvlmError(f"{file} line {k}: {e}") from None
         items.append(item)
-    try:
-        result = score_items(items)
-    except ValueError as e:
-        raise UvlmError(f"{file}: {e}") from None
+    if not items:
+        raise UvlmError(f"{file} holds no answers; give one JSON object a line")
+    result = score_items(items)
     typer.echo(json.dumps(result))
 
 
@@ -277,9 +277,13 @@ def eval_command(
     """Score a run on the whole test set: VQA accuracy, judged generation, FID/KID.
 
     Writes RUN/eval/ (final weights, greedy); a checkpoint or sampling gets its own folder."""
+    import math
+
     from uvlm.eval.decode import Sampling
     from uvlm.eval.evaluate import evaluate_run
 
+    if not (math.isfinite(temperature) and math.isfinite(cfg_scale)):
+        raise UvlmError("--temperature and --cfg-scale must be finite numbers")
     if temperature < 0 or top_k < 0 or cfg_scale <= 0:
         raise UvlmError("--temperature and --top-k must be >= 0 and --cfg-scale > 0")
     sampling = Sampling(temperature, top_k, cfg_scale, seed)
@@ -307,6 +311,8 @@ def _jobs(name: str, preset: str, seeds: int, overrides: list[str] | None, rows:
     from uvlm.suites.spec import expand
 
     only = tuple(r.strip() for r in (rows or "").split(",") if r.strip())
+    if rows is not None and not only:
+        raise UvlmError(f"--rows {rows!r} names no row; give comma-separated names, e.g. --rows VQ-VQ,VQ_u")
     return expand(name, preset, seeds, tuple(overrides or ()), only)
 
 
@@ -405,6 +411,7 @@ def suite_run(
     from uvlm.suites.runner import claim_results, record_jobs, run_suite
 
     jobs = _jobs(name, preset, seeds, set_, rows)
+    local_workers = _workers(workers, gpus_per_run) if executor == "local" else 0
     make_folder(out, "results")
     claim_results(out, tuple(set_ or ()))
     if executor != "local":
@@ -420,7 +427,7 @@ def suite_run(
         if not wait:
             return
     else:
-        run_suite(jobs, out, _workers(workers, gpus_per_run), echo=typer.echo, gpus=gpu_count(),
+        run_suite(jobs, out, local_workers, echo=typer.echo, gpus=gpu_count(),
                   gpus_per_run=gpus_per_run)
     if name in ("probe", "all"):
         from uvlm.suites.probe import adapter_probe
@@ -454,13 +461,36 @@ def demo(
     typer.echo(f"demo report: {report}")
 
 
+def quiet_libraries() -> None:
+    """What our commands print is ours: libraries' progress bars and advice meant for their own
+    developers (transformers' config notes, checkpoint-shard bars) stay out of it."""
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line and exit code 2."""
     command = typer.main.get_command(app)
+    quiet_libraries()
     try:
         code = command.main(args=argv, prog_name="uvlm", standalone_mode=False)
     except UvlmError as e:
         print(f"uvlm: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:  # the machine said no: a read-only or full disk, a path under a file, ...
+        where = f" {e.filename}" if e.filename else ""
+        print(f"uvlm: error: cannot use{where}: {e.strerror or e}; check the path, its permissions and free disk",
+              file=sys.stderr)
         sys.exit(2)
     except typer.Abort:
         print("uvlm: aborted", file=sys.stderr)

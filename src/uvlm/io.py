@@ -58,6 +58,48 @@ def atomic_write_json(path: Path, obj: object) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def read_text_file(path: Path, what: str, wanted: str = "a text file") -> str:
+    """The text of a file the user named, or one clear error: missing, a folder, not text."""
+    path = Path(path)
+    if path.is_dir():
+        raise UvlmError(f"{what} {path} is a folder; give {wanted}")
+    if not path.is_file():
+        raise UvlmError(f"{what} {path} does not exist")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UvlmError(f"{what} {path} is not UTF-8 text; give {wanted}") from None
+
+
+def read_json(path: Path, what: str, fix: str):
+    """A JSON file the project wrote, or one clear error naming it and the fix."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise UvlmError(f"{what} {path} is missing or corrupt; {fix}") from None
+
+
+def read_jsonl(path: Path, what: str, fix: str) -> list:
+    """A JSON-lines file the project wrote, one object a line, or one clear error."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise UvlmError(f"{what} {path} is missing or corrupt; {fix}") from None
+
+
+def die_with_parent() -> None:
+    """In a child process, before it runs: be killed when its parent dies (Linux), so a killed
+    command leaves no worker or trainer behind to hold its folders."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: children may outlive a killed parent
+        pass
+
+
 def make_folder(path: Path, what: str) -> None:
     """Create the output folder `--out` names (with its parents); a file there is bad input."""
     if path.exists() and not path.is_dir():

@@ -24,7 +24,8 @@ from uvlm import __version__
 from uvlm.data.mixture import TASKS, MixtureConfig, image_attributes, image_name, make_record
 from uvlm.data.smartwatch import render
 from uvlm.errors import UvlmError
-from uvlm.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from uvlm.io import atomic_write_bytes, atomic_write_json, atomic_write_text, die_with_parent
+from uvlm.resources import check_dataset
 
 MANIFEST = "manifest.json"
 RECORDS = "records.jsonl"
@@ -32,16 +33,28 @@ BUILD_MARKER = ".uvlm-build.json"
 _CHUNK = 128
 
 
+def png_ok(data: bytes) -> bool:
+    """Whether bytes are a whole, uncorrupted PNG (chunk CRCs and the image data are checked)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+        return True
+    except Exception:  # any decoding failure is the same answer
+        return False
+
+
 def _render_chunk(args: tuple[dict, Path, list[int]]) -> list[str]:
-    """Render, write (atomically) and hash a chunk of images; existing files are kept."""
+    """Render, write (atomically) and hash a chunk of images; existing whole files are kept, a
+    truncated or corrupt one is rendered again (rendering is deterministic: the same bytes)."""
     cfg_dict, root, indices = args
     cfg = MixtureConfig.from_dict(cfg_dict)
     digests = []
     for i in indices:
         path = root / image_name(i)
-        if path.exists():
-            data = path.read_bytes()
-        else:
+        data = path.read_bytes() if path.exists() else None
+        if data is None or not png_ok(data):
             buf = io.BytesIO()
             render(image_attributes(cfg, i), cfg.style).save(buf, format="PNG")
             data = buf.getvalue()
@@ -73,14 +86,32 @@ def _check_folder(out: Path, cfg: MixtureConfig) -> bool:
     return False
 
 
+def _images_digest(out: Path, n: int) -> str | None:
+    """The manifest's images_sha256 recomputed from the files, or None if one is missing."""
+    digests = []
+    for i in range(n):
+        path = out / image_name(i)
+        if not path.exists():
+            return None
+        digests.append(hashlib.sha256(path.read_bytes()).hexdigest())
+    return hashlib.sha256("".join(digests).encode()).hexdigest()
+
+
 def build_dataset(cfg: MixtureConfig, out: Path, workers: int = 1,
-                  progress: Callable[[int, int], None] | None = None) -> dict:
-    """Write the dataset of `cfg` to `out` and return its manifest. Resumes a partial build."""
+                  progress: Callable[[int, int], None] | None = None, verify: bool = False) -> dict:
+    """Write the dataset of `cfg` to `out` and return its manifest. Resumes a partial build.
+
+    verify: on a complete folder, check every image against the manifest and render again
+    (the same bytes) any that is missing, truncated or corrupt."""
     if workers < 1:
         raise UvlmError(f"--workers {workers} must be >= 1")
     out = Path(out)
+    check_dataset(cfg.n_images, sum(cfg.counts.values()), cfg.size, workers, out)
     if _check_folder(out, cfg):
-        return read_manifest(out)
+        manifest = read_manifest(out)
+        if not verify or _images_digest(out, cfg.n_images) == manifest["images_sha256"]:
+            return manifest
+        (out / MANIFEST).unlink()  # repaired below, then written again
     (out / "images").mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / BUILD_MARKER, {"config": cfg.to_dict()})
 
@@ -94,7 +125,7 @@ def build_dataset(cfg: MixtureConfig, out: Path, workers: int = 1,
         results = map(_render_chunk, jobs)
         pool = None
     else:
-        pool = ProcessPoolExecutor(max_workers=workers)
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent)
         results = pool.map(_render_chunk, jobs)
     try:
         for chunk_digests in results:  # map keeps chunk order, so digests stay in index order

@@ -12,6 +12,7 @@ No test image can equal a training image, whatever seeds the two sets use.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -47,7 +48,24 @@ class MixtureConfig:
     max_extra_turns: int = 3
     share_images: bool = True
 
+    def _check_types(self) -> None:
+        """Each setting of the type it is declared with (YAML and flags can give any): a whole number,
+        a finite number, text, true/false."""
+        for f in fields(self):
+            value, kinds = getattr(self, f.name), [k.strip() for k in str(f.type).split("|")]
+            if value is None and "None" in kinds:
+                continue
+            ok = {"int": isinstance(value, int) and not isinstance(value, bool),
+                  "float": isinstance(value, int | float) and not isinstance(value, bool)
+                  and math.isfinite(value),
+                  "str": isinstance(value, str), "bool": isinstance(value, bool)}[kinds[0]]
+            if not ok:
+                wanted = {"int": "a whole number", "float": "a finite number", "str": "text",
+                          "bool": "true or false"}[kinds[0]]
+                raise UvlmError(f"dataset setting {f.name} must be {wanted}, got {value!r}")
+
     def __post_init__(self) -> None:
+        self._check_types()
         if self.split not in SPLITS:
             raise UvlmError(f"unknown split {self.split!r}; use one of {', '.join(SPLITS)}")
         for name in ("n_vqa", "n_caption", "n_generation"):

@@ -70,6 +70,29 @@ def score_battery(truth: str, answer: str) -> float:
     return max(0.0, 1.0 - abs(a - t) / 100)
 
 
+def check_truth(attribute: str, truth: str) -> None:
+    """Raise ValueError unless `truth` is a true answer of `attribute` as the data spells them:
+    a weather kind, a corner, HH:MM:SS (hours 0-12) or NN% (0-100). An empty truth would
+    otherwise be found in every answer and score 100%."""
+    from uvlm.data.smartwatch import POSITIONS, WEATHERS
+
+    value = truth.strip().lower()
+    if not value:
+        raise ValueError(f"the ground truth of a {attribute} question is empty")
+    if attribute == "weather" and value not in WEATHERS:
+        raise ValueError(f"ground-truth weather {truth!r} is not one of {', '.join(WEATHERS)}")
+    if attribute in ("weather_pos", "battery_pos") and value not in POSITIONS:
+        raise ValueError(f"ground-truth position {truth!r} is not one of {', '.join(POSITIONS)}")
+    if attribute == "time":
+        t = parse_time(truth)
+        if t is None or not (0 <= t[0] <= 12 and t[1] < 60 and t[2] < 60):
+            raise ValueError(f"ground-truth time {truth!r} is not HH:MM:SS")
+    if attribute == "battery":
+        b = parse_battery(truth)
+        if b is None or b > 100:
+            raise ValueError(f"ground-truth battery {truth!r} is not NN% (0-100)")
+
+
 def score_answer(attribute: str, truth: str, answer: str) -> float:
     """Score of one answer in [0, 1]."""
     if attribute == "time":
@@ -102,6 +125,10 @@ def aggregate(scored: Iterable[tuple[str, float]]) -> dict:
 
 
 def score_items(items: Iterable[dict]) -> dict:
-    """Score dicts with `attribute`, `ground_truth` and `answer`; return `aggregate`'s table."""
+    """Score dicts with `attribute`, `ground_truth` and `answer`; return `aggregate`'s table.
+    Every ground truth is checked first (`check_truth`)."""
+    items = list(items)
+    for it in items:
+        check_truth(it["attribute"], it["ground_truth"])
     return aggregate((it["attribute"], score_answer(it["attribute"], it["ground_truth"], it["answer"]))
                      for it in items)

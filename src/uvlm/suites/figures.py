@@ -4,11 +4,11 @@ and chance drawn across (a random answer dashed, the best constant answer dotted
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from uvlm.io import read_jsonl
 from uvlm.suites.results import KEY_COLUMN, TITLES, Results, paper_rows
 from uvlm.suites.spec import (
     DOSE_PAIRS,
@@ -188,7 +188,7 @@ def _curves(res: Results) -> dict:
         per_seed = []
         for k in res.groups[("A3", label)]:
             path = res.root / "runs" / k / "metrics.jsonl"
-            evals = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+            evals = read_jsonl(path, "training log", "train the run again") if path.exists() else []
             evals = [e for e in evals if e["event"] == "eval" and "vqa_total_acc" in e]
             if evals:
                 last = evals[-1]["step"]

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from uvlm.errors import UvlmError
 from uvlm.eval.chance import chance
 from uvlm.eval.evaluate import GEN_PROTOCOL
-from uvlm.io import atomic_write_json
+from uvlm.io import atomic_write_json, read_json, read_jsonl
 from uvlm.model.names import parse_name
 from uvlm.suites.runner import job_index, wall_seconds
 from uvlm.suites.spec import scaling_label, scaling_rows
@@ -64,6 +65,7 @@ class Results:
             if (self.root / "runs" / e["key"] / "eval" / "metrics.json").exists():
                 self.groups[(e["table"], e["label"])].append(e["key"])
         self._answers: dict[str, dict] = {}
+        self._metrics: dict[str, dict] = {}
         self._generation: dict[str, list[float] | None] = {}
         self._probe: dict[str, dict | None] = {}
 
@@ -78,22 +80,43 @@ class Results:
         return found
 
     def metrics(self, key: str) -> dict:
-        return json.loads((self.root / "runs" / key / "eval" / "metrics.json").read_text())
+        if key not in self._metrics:
+            path = self.root / "runs" / key / "eval" / "metrics.json"
+            found = read_json(path, "metrics", f"evaluate the run again: `uvlm eval {path.parent.parent}`")
+            if not isinstance(found, dict):
+                raise UvlmError(f"metrics {path} is corrupt; evaluate the run again: `uvlm eval {path.parent.parent}`")
+            self._metrics[key] = found
+        return self._metrics[key]
 
     def answers(self, key: str) -> dict:
-        """id -> (attribute, score) of a run's VQA answers."""
+        """id -> (attribute, score) of a run's VQA answers, checked against its metrics.json: a
+        truncated file would silently score the questions left."""
         if key not in self._answers:
             path = self.root / "runs" / key / "eval" / "answers.jsonl"
-            rows = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
-            self._answers[key] = {r["id"]: (r["attribute"], r["score"]) for r in rows}
+            fix = f"evaluate the run again: `uvlm eval {path.parent.parent}`"
+            rows = read_jsonl(path, "answers", fix) if path.exists() else []
+            try:
+                answers = {r["id"]: (r["attribute"], float(r["score"])) for r in rows}
+            except (KeyError, TypeError, ValueError):
+                raise UvlmError(f"answers {path} is corrupt; {fix}") from None
+            expected = ((self.metrics(key).get("vqa") or {}).get("n") or {}).get("total")
+            if expected is not None and len(answers) != expected:
+                raise UvlmError(f"answers {path} holds {len(answers)} answers, its metrics.json counts {expected}; "
+                                f"{fix}")
+            self._answers[key] = answers
         return self._answers[key]
 
     def vqa_scores(self, table: str, label: str, column: str) -> np.ndarray | None:
-        """(seeds, questions) scores in percent for one column, questions in id order."""
+        """(seeds, questions) scores in percent for one column, questions in id order; every run
+        of a row must have answered the same questions."""
         keys = self.groups.get((table, label), [])
         runs = [self.answers(k) for k in keys]
         if not runs or not runs[0]:
             return None
+        for k, r in zip(keys, runs, strict=True):
+            if r.keys() != runs[0].keys():
+                raise UvlmError(f"{self.root / 'runs' / k / 'eval' / 'answers.jsonl'} answers other test questions "
+                                f"than {keys[0]}; the runs of row {label} must share a test set")
         ids = sorted(i for i, (a, _) in runs[0].items() if a in COLUMNS[column])
         return 100 * np.array([[r[i][1] for i in ids] for r in runs])
 
@@ -105,8 +128,8 @@ class Results:
             path = self.root / "runs" / key / "eval" / "generation.jsonl"
             scores = None
             if path.exists():
-                made = {r["id"]: np.mean(list(r["scores"].values()))
-                        for r in map(json.loads, path.read_text().splitlines())}
+                rows = read_jsonl(path, "generations", f"evaluate the run again: `uvlm eval {path.parent.parent}`")
+                made = {r["id"]: np.mean(list(r["scores"].values())) for r in rows}
                 n = self.metrics(key)["gen"]["n"]
                 scores = [100 * made.get(f"test-generation-{j:06d}", 0.0) for j in range(n)]
             self._generation[key] = scores
@@ -121,7 +144,7 @@ class Results:
         """A run's Fig 7 probe result (probe/probe.json), or None before `suite run probe`."""
         if key not in self._probe:
             path = self.root / "runs" / key / "probe" / "probe.json"
-            self._probe[key] = json.loads(path.read_text()) if path.exists() else None
+            self._probe[key] = read_json(path, "probe", "run `uvlm suite run probe` again") if path.exists() else None
         return self._probe[key]
 
     def probe_scores(self, table: str, label: str) -> np.ndarray | None:
@@ -154,7 +177,8 @@ class Results:
 
     def _answer_rows(self, key: str) -> list[dict]:
         path = self.root / "runs" / key / "eval" / "answers.jsonl"
-        return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+        return read_jsonl(path, "answers", f"evaluate the run again: `uvlm eval {path.parent.parent}`") \
+            if path.exists() else []
 
     def gen_valid(self, table: str, label: str) -> bool:
         """Whether a row's judged generation can be read: SigLIP outputs judged before the
@@ -175,12 +199,14 @@ class Results:
                     if found and (space != "siglip" or self.metrics(k)["gen"].get("protocol", 1) >= GEN_PROTOCOL):
                         return found
         path = self.root / "baselines.json"
-        return json.loads(path.read_text()).get(space) if path.exists() else None
+        return read_json(path, "judge baselines", "delete it; `uvlm report` computes it again").get(space) \
+            if path.exists() else None
 
     def store_baselines(self, space: str, baselines: dict) -> None:
         """Keep an output space's judge baselines in baselines.json (computed once, read by reports)."""
         path = self.root / "baselines.json"
-        known = json.loads(path.read_text()) if path.exists() else {}
+        fix = "delete it; `uvlm report` computes it again"
+        known = read_json(path, "judge baselines", fix) if path.exists() else {}
         atomic_write_json(path, {**known, space: baselines})
 
     def values(self, table: str, label: str, path: tuple[str, ...]) -> list[float]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import signal
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from uvlm.errors import UvlmError
-from uvlm.io import atomic_write_json, atomic_write_text, exclusive
+from uvlm.io import atomic_write_json, atomic_write_text, die_with_parent, exclusive, read_json
 from uvlm.suites.spec import Job
 
 
@@ -37,17 +36,6 @@ def is_done(results: Path, job: Job) -> bool:
 
 def _uvlm(*args: str) -> list[str]:
     return [sys.executable, "-m", "uvlm.cli", *args]
-
-
-def _die_with_parent() -> None:
-    """In a child, before it runs: be killed when the process that started it dies (Linux), so a
-    killed suite or a requeued cluster job leaves no trainer behind."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: children outlive a killed suite, as before
-        pass
 
 
 def run_job(job: Job, results: Path, devices: str | None = None, processes: int = 1) -> dict:
@@ -68,7 +56,7 @@ def run_job(job: Job, results: Path, devices: str | None = None, processes: int 
     times = {}
     for step, cmd in (("train", train), ("eval", _uvlm("eval", str(run)))):
         start = time.perf_counter()
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, preexec_fn=_die_with_parent)
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, preexec_fn=die_with_parent)
         times[f"{step}_seconds"] = round(time.perf_counter() - start, 1)
         if done.returncode != 0:
             lines = done.stderr.strip().splitlines()
@@ -84,7 +72,7 @@ def wall_seconds(results: Path, key: str) -> float | None:
     path = Path(results) / "runs" / key / "wall.json"
     if not path.exists():
         return None
-    w = json.loads(path.read_text())
+    w = read_json(path, "wall times", f"delete it and run the suite again to time {path.parent.name} anew")
     return w.get("train_seconds", 0) + w.get("eval_seconds", 0)
 
 
@@ -94,7 +82,8 @@ def record_rates(results: Path, keys) -> dict[str, float]:
     rates = {}
     for key in keys:
         wall, final = wall_seconds(results, key), Path(results) / "runs" / key / "final.json"
-        if wall is not None and final.exists() and (records := json.loads(final.read_text()).get("records")):
+        if wall is not None and final.exists() and (
+                records := read_json(final, "run summary", "delete the run folder and train it again").get("records")):
             rates[key] = wall / records
     return rates
 
@@ -128,7 +117,8 @@ def suite_status(jobs: list[Job], results: Path) -> dict:
 def overrides_of(results: Path) -> list[str]:
     """The `--set` overrides every run in `results` was made with (none unless recorded)."""
     path = Path(results) / "overrides.json"
-    return json.loads(path.read_text()) if path.exists() else []
+    return read_json(path, "the folder's --set record", "delete it and run the suite with its --set again") \
+        if path.exists() else []
 
 
 def claim_results(results: Path, overrides: tuple[str, ...]) -> None:
@@ -149,7 +139,7 @@ def claim_results(results: Path, overrides: tuple[str, ...]) -> None:
 def record_jobs(results: Path, jobs: list[Job]) -> None:
     """Merge these jobs into results/jobs.json (other suites' jobs are kept)."""
     path = results / "jobs.json"
-    known = json.loads(path.read_text()) if path.exists() else []
+    known = job_index(results) if path.exists() else []
     entries = {(e["table"], e["label"], e["seed"]): e for e in known}
     for j in jobs:
         entries[(j.table, j.label, j.seed)] = {"table": j.table, "label": j.label, "seed": j.seed, "key": j.key}
@@ -209,5 +199,9 @@ def job_index(results: Path) -> list[dict]:
     path = Path(results) / "jobs.json"
     if not path.exists():
         raise UvlmError(f"{results} holds no suite results (missing jobs.json); run `uvlm suite run` first")
-    return json.loads(path.read_text())
+    index = read_json(path, "the suite index", "run the `uvlm suite run` command again to rewrite it")
+    if not isinstance(index, list) or not all(isinstance(e, dict) and {"table", "label", "seed", "key"} <= set(e)
+                                              for e in index):
+        raise UvlmError(f"the suite index {path} is corrupt; run the `uvlm suite run` command again to rewrite it")
+    return index
 

@@ -17,6 +17,7 @@ from functools import cached_property
 from uvlm.data.mixture import MixtureConfig
 from uvlm.errors import UvlmError
 from uvlm.model.names import parse_name
+from uvlm.resources import check_job_count
 from uvlm.suites.presets import A3_ROWS, BIASED_ROWS, PRESETS, row_config
 from uvlm.train.config import RunConfig, apply_override, from_dict
 from uvlm.train.data import TASKS_OF
@@ -209,6 +210,8 @@ def expand(suite: str, preset: str = "cpu", seeds: int = 3, overrides: tuple[str
     if seeds < 1:
         raise UvlmError(f"--seeds {seeds} must be >= 1")
     overrides = tuple(overrides)
+    if seeds > 1:  # the grid of one seed, times the seeds: refused before it is built if too large
+        check_job_count(seeds * len(expand(suite, preset, 1, overrides, rows)), f"suite {suite} at {seeds} seeds")
     if suite == "all":
         jobs = [j for s in SUITES for j in expand(s, preset, seeds, overrides)]
     elif suite == "mutual":

@@ -9,6 +9,7 @@ in one file, the LLM (whole, or its LoRA weights) and the tokenizer, also rename
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -22,6 +23,30 @@ from safetensors.torch import load_file, save_file
 
 from uvlm.errors import UvlmError
 from uvlm.model.unified import UnifiedVLM
+
+DIGESTS = "digests.json"
+
+
+def file_digests(folder: Path) -> dict[str, str]:
+    """sha256 of every file under `folder` (by relative path), the digests file excepted."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != DIGESTS}
+
+
+def verify_digests(folder: Path, what: str, fix: str) -> None:
+    """Check `folder` against the digests written with it: a flipped bit in a weights file loads
+    without error and silently changes a model. Folders written before digests pass unchecked."""
+    path = folder / DIGESTS
+    if not path.exists():
+        return
+    try:
+        expected = json.loads(path.read_text())
+    except ValueError:
+        raise UvlmError(f"{path} is corrupt; {fix}") from None
+    for name, digest in expected.items():
+        f = folder / name
+        if not f.is_file() or hashlib.sha256(f.read_bytes()).hexdigest() != digest:
+            raise UvlmError(f"{what} {f} is missing or corrupt (it does not match {DIGESTS}); {fix}")
 
 
 def _rng_state() -> dict:
@@ -66,6 +91,7 @@ class Checkpointer:
                 save_file(trainable, str(staging / "trainable.safetensors"))
                 torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
                            staging / "state.pt")
+                (staging / DIGESTS).write_text(json.dumps(file_digests(staging)))
                 (staging / "state.json").write_text(json.dumps({"step": step, **extra}))  # written last
                 target = self.folder / f"step-{step:07d}"
                 if target.exists():
@@ -79,6 +105,7 @@ class Checkpointer:
         self.barrier()
 
     def load(self, path: Path, model: UnifiedVLM, optimizer, scheduler) -> dict:
+        verify_digests(path, "checkpoint file", "delete the checkpoint to resume from the one before")
         try:
             trainable = load_file(str(path / "trainable.safetensors"))
             state = torch.load(path / "state.pt", weights_only=False)  # our own file: RNG states need pickle
@@ -115,6 +142,7 @@ def save_final_weights(out: Path, model: UnifiedVLM, tokenizer) -> None:
     save_file(vision, str(tmp / "adapters.safetensors"))
     model.llm.save_pretrained(tmp / "llm")  # LoRA: the adapter weights only; tiny: the whole model
     tokenizer.save_pretrained(tmp / "tokenizer")
+    (tmp / DIGESTS).write_text(json.dumps(file_digests(tmp)))
     if weights.exists():
         shutil.rmtree(weights)
     os.replace(tmp, weights)

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from uvlm.errors import UvlmError
+from uvlm.io import read_text_file
 from uvlm.model.adapters import ADAPTER_KINDS
 from uvlm.model.names import parse_name
 
@@ -249,15 +250,9 @@ def load_config(path: Path | None, overrides: list[str] = ()) -> RunConfig:
     """Read a YAML config (or the defaults), apply overrides, validate."""
     d: dict = {}
     if path is not None:
-        path = Path(path)
-        if path.is_dir():
-            raise UvlmError(f"config {path} is a folder; give a YAML file (e.g. configs/cpu/VQ-VQ.yaml)")
-        if not path.is_file():
-            raise UvlmError(f"config {path} does not exist")
+        text = read_text_file(path, "config", "a YAML file (e.g. configs/cpu/VQ-VQ.yaml)")
         try:
-            d = yaml.safe_load(path.read_text())
-        except UnicodeDecodeError:
-            raise UvlmError(f"config {path} is not a text file; give a YAML file") from None
+            d = yaml.safe_load(text)
         except yaml.YAMLError as e:
             raise UvlmError(f"config {path} is not valid YAML ({str(e).splitlines()[0]})") from None
         if d is None:

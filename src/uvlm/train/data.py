@@ -38,7 +38,7 @@ def resolve_dataset(spec, role: str) -> Path:
     except TypeError as e:
         raise UvlmError(f"bad config: data.{role}: {e}") from None
     path = cache_root() / "datasets" / config_hash(cfg.to_dict())
-    build_dataset(cfg, path, workers=1)
+    build_dataset(cfg, path, workers=1, verify=True)  # ours to repair: a damaged image is rendered again
     return path
 
 

@@ -12,6 +12,7 @@ from uvlm.errors import UvlmError
 from uvlm.model.names import parse_name
 from uvlm.model.unified import UnifiedVLM
 from uvlm.train.build import RunParts, build_model, load_spaces, prompt_encoder
+from uvlm.train.checkpoint import verify_digests
 from uvlm.train.data import resolve_dataset
 from uvlm.train.loop import load_run_config
 
@@ -26,27 +27,39 @@ def load_trained(run: Path, checkpoint: int | None = None) -> tuple[UnifiedVLM, 
     if not (weights / "adapters.safetensors").exists():
         raise UvlmError(f"{run} has no final weights (weights/adapters.safetensors); finish it with "
                         "`uvlm train --resume` or pass --checkpoint STEP")
+    fix = "retrain the run, or restore the folder"
+    verify_digests(weights, "weights file", fix)
     arch = parse_name(cfg.model.name)
     in_space, out_space = load_spaces(cfg, arch, place)
-    tokenizer = AutoTokenizer.from_pretrained(weights / "tokenizer")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(weights / "tokenizer")
+    except Exception as e:  # a missing or damaged tokenizer folder, whatever the library raises
+        raise UvlmError(f"the tokenizer in {weights / 'tokenizer'} is missing or corrupt ({type(e).__name__}); "
+                        f"{fix}") from None
     model = build_model(cfg, in_space, out_space, tokenizer, place)
+    part = weights / "llm"
     try:
         if cfg.model.lora_r > 0:  # the base comes from its own source; the run holds the LoRA weights
             from peft.utils import set_peft_model_state_dict
 
-            set_peft_model_state_dict(model.llm, load_file(str(weights / "llm" / "adapter_model.safetensors")))
+            part = weights / "llm" / "adapter_model.safetensors"
+            set_peft_model_state_dict(model.llm, load_file(str(part)))
         else:
-            model.llm = type(model.llm).from_pretrained(weights / "llm")
-        model.load_state_dict(load_file(str(weights / "adapters.safetensors")), strict=False)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise UvlmError(f"the weights in {weights} are missing or corrupt ({type(e).__name__}); "
-                        "retrain or restore them") from None
+            model.llm = type(model.llm).from_pretrained(part)
+        part = weights / "adapters.safetensors"
+        model.load_state_dict(load_file(str(part)), strict=False)
+    except Exception as e:  # safetensors, torch and transformers each raise their own type for a bad file
+        raise UvlmError(f"the weights {part} are missing or corrupt ({type(e).__name__}); {fix}") from None
     if checkpoint is not None:
         folder = run / "checkpoints" / f"step-{checkpoint:07d}"
         if not (folder / "state.json").exists():
             kept = sorted(int(p.name.split("-")[1]) for p in (run / "checkpoints").glob("step-*"))
             raise UvlmError(f"{run} has no checkpoint at step {checkpoint}; kept: {kept or 'none'}")
-        model.load_state_dict(load_file(str(folder / "trainable.safetensors")), strict=False)
+        verify_digests(folder, "checkpoint file", "use another --checkpoint")
+        try:
+            model.load_state_dict(load_file(str(folder / "trainable.safetensors")), strict=False)
+        except Exception as e:
+            raise UvlmError(f"checkpoint {folder} is corrupt ({type(e).__name__}); use another --checkpoint") from None
     model.eval().to(place.device)
     prompts = prompt_encoder(cfg, tokenizer, in_space, out_space)
     return model, RunParts(tokenizer, prompts, in_space, out_space, resolve_dataset(cfg.data.test, "test"), place)

@@ -91,11 +91,20 @@ def _log(out: Path, line: dict) -> None:
 
 
 def _truncate_metrics(out: Path, step: int) -> list[dict]:
-    """Drop log lines a killed run wrote after its last checkpoint; return the kept train lines."""
+    """Drop log lines a killed run wrote after its last checkpoint (and a last line it was
+    killed while writing); return the kept train lines."""
     path = out / "metrics.jsonl"
     if not path.exists():
         return []
-    keep = [(ln, e) for ln in path.read_text().splitlines() if ln and (e := json.loads(ln))["step"] <= step]
+    keep = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+            if entry["step"] > step:
+                break
+        except (ValueError, KeyError, TypeError):  # written in part when the run was killed: what follows is lost
+            break
+        keep.append((line, entry))
     atomic_write_text(path, "".join(ln + "\n" for ln, _ in keep))
     return [e for _, e in keep if e["event"] == "train"]
 
@@ -166,15 +175,32 @@ def train(cfg: RunConfig, out: Path, resume: bool = False, progress=None, eval_p
     if main:
         make_folder(out, "run")
     with exclusive(out, "`uvlm train`") if main else nullcontext():
-        if main:
-            _prepare_folder(out, cfg, resume)
+        fresh = main and not (out / "config.yaml").exists()
+        try:
+            if main:
+                _prepare_folder(out, cfg, resume)
+                if not (out / "final.json").exists():
+                    prepare_inputs(cfg)
+            state.wait_for_everyone()
             if not (out / "final.json").exists():
-                prepare_inputs(cfg)
-        state.wait_for_everyone()
-        if not (out / "final.json").exists():
-            _train(cfg, out, resume, progress, eval_point, state)
+                _train(cfg, out, resume, progress, eval_point, state)
+        except UvlmError:
+            if fresh and not Checkpointer(out / "checkpoints", 1).latest():
+                _undo_start(out)  # bad input found before the first checkpoint: the folder is as it was
+            raise
         state.wait_for_everyone()
     return json.loads((out / "final.json").read_text())
+
+
+def _undo_start(out: Path) -> None:
+    """Remove what a run that failed before its first checkpoint wrote into a fresh folder, so the
+    corrected command starts clean instead of being told to --resume."""
+    import shutil
+
+    for name in ("config.yaml", "metrics.jsonl"):
+        (out / name).unlink(missing_ok=True)
+    for name in ("tb", "checkpoints"):
+        shutil.rmtree(out / name, ignore_errors=True)
 
 
 def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPoint | None,

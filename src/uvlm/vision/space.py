@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from uvlm.errors import UvlmError
+
 
 class VisionSpace(ABC):
     """A frozen vision encoder seen through the paper's two roles: input and output space."""
@@ -86,11 +88,18 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 def load_images(paths: list[Path]) -> torch.Tensor:
-    """PNG files -> uint8 (B, 3, H, W)."""
+    """PNG files -> uint8 (B, 3, H, W); an unreadable or odd-sized file is one clear error."""
     arrays = []
     for p in paths:
-        with Image.open(p) as im:
-            arrays.append(np.array(im.convert("RGB")))
+        try:
+            with Image.open(p) as im:
+                arrays.append(np.array(im.convert("RGB")))
+        except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for missing, truncated, corrupt files
+            root = Path(p).parent.parent
+            raise UvlmError(f"image {p} is missing or corrupt ({type(e).__name__}); re-run the `uvlm data "
+                            f"smartwatch` command that built {root} to repair it, or delete that folder") from None
+    if len({a.shape for a in arrays}) > 1:
+        raise UvlmError(f"images of {Path(paths[0]).parent.parent} differ in size; rebuild the dataset")
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
