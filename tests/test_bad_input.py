@@ -125,12 +125,15 @@ def run_folder(world: Path) -> Path:
     (["suite", "run", "mutual", "--set", "train.lr=[1"], "not valid YAML"),
     (["suite", "status", "mutual", "--set", "train.lr=abc"], "train.lr must be a number"),
     (["plan", "configs/cpu/VQ-VQ.yaml", "--gpu-mem", "-2"], "--gpu-mem"),
+    (["train", "--config", "configs/cpu/VQ-VQ.yaml", "--set", "train.batch_size=100000", "--out", "OUT"], "of memory"),
+    (["train", "--config", "configs/cpu/VQ-VQ.yaml", "--set", "model.hidden_size=8192", "--set", "model.layers=24",
+      "--set", "model.heads=64", "--set", "model.intermediate_size=20000", "--out", "OUT"], "of memory"),
     (["pretrain", "vq", "--steps", "0"], "--steps"),
 ])
 def test_bad_arguments(cli, env, tmp_path, args, message):
     root = Path(__file__).resolve().parents[1]
-    args = [str(root / a) if a.startswith("configs/") else a for a in args]
     out = tmp_path / "out"
+    args = [str(root / a) if a.startswith("configs/") else str(out) if a == "OUT" else a for a in args]
     extra = ["--out", out] if args[0] in ("data", "suite") and args[1] in ("smartwatch", "run", "status") else []
     refused(cli, [*args, *extra], tmp_path, message)
     assert not out.exists() or not any(out.iterdir())

@@ -105,7 +105,7 @@ def test_skip_and_resume(tmp_path):
     jobs = expand("probe", "cpu", seeds=2)
     ran = []
 
-    def fake(job, results):
+    def fake(job, results, *_, **__):
         ran.append(job.key)
         if len(ran) == 3:
             raise UvlmError("killed")
@@ -132,7 +132,7 @@ def test_progress_is_reported_as_runs_finish(tmp_path):
     first, second = expand("probe", "cpu", seeds=1)[:2]
     second_done = threading.Event()
 
-    def fake(job, results):
+    def fake(job, results, *_, **__):
         if job.key == first.key:
             assert second_done.wait(10), "the two runs did not run side by side"
         atomic_write_json(results / "runs" / job.key / "eval" / "metrics.json", {"vqa": None})
@@ -200,13 +200,13 @@ def test_a_results_folder_holds_one_setting(tmp_path):
     lr = ("train.lr=1e-3",)
     claim_results(tmp_path / "lr", lr)
     run_suite(expand("probe", "cpu", 1, lr, ("VQ_u",)), tmp_path / "lr", workers=1, echo=lambda s: None,
-              execute=lambda job, results: {})
+              execute=lambda job, results, *_, **__: {})
     claim_results(tmp_path / "lr", lr)  # the same settings again: accepted
     with pytest.raises(UvlmError, match=r"made with --set train\.lr=1e-3; give those, or another --out"):
         claim_results(tmp_path / "lr", ())
     claim_results(tmp_path / "plain", ())
     run_suite(expand("probe", "cpu", 1, rows=("VQ_u",)), tmp_path / "plain", workers=1, echo=lambda s: None,
-              execute=lambda job, results: {})
+              execute=lambda job, results, *_, **__: {})
     with pytest.raises(UvlmError, match="made with no --set"):
         claim_results(tmp_path / "plain", lr)
     assert not (tmp_path / "plain" / "overrides.json").exists()
@@ -316,7 +316,7 @@ def test_runs_side_by_side_never_share_a_gpu(tmp_path):
     lock = threading.Lock()
     clashes = []
 
-    def execute(job, results, devices, processes):
+    def execute(job, results, devices, processes, **_):
         assert processes == 2
         with lock:
             if devices in held.values():
@@ -330,3 +330,33 @@ def test_runs_side_by_side_never_share_a_gpu(tmp_path):
     out = run_suite(expand("mutual", "cpu", seeds=1, rows=("VQ-VQ", "VQ_u")), tmp_path, workers=2,
                     echo=lambda s: None, execute=execute, gpus=4, gpus_per_run=2)
     assert {r["devices"] for r in out.values()} <= {"0,1", "2,3"} and not clashes
+
+
+def test_children_progress_is_passed_on_and_a_busy_run_is_waited_for(tmp_path):
+    import fcntl
+    import os
+    import subprocess
+    import sys
+
+    from uvlm.suites.runner import _child, wait_for_folder
+
+    shown = []
+    code, last = _child([sys.executable, "-c", "import sys; print('noise', file=sys.stderr); "
+                         "print('train VQ-VQ: 3/9 (33%, 0:05 so far, 0:10 left)', file=sys.stderr); "
+                         "print('uvlm: error: bad', file=sys.stderr); sys.exit(2)"], dict(os.environ), shown.append)
+    assert (code, last) == (2, "uvlm: error: bad")
+    assert shown == ["train VQ-VQ: 3/9 (33%, 0:05 so far, 0:10 left)"]
+
+    run = tmp_path / "run"
+    run.mkdir()
+    hold = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(1.5)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(run)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    lines = []
+    wait_for_folder(run, lines.append)
+    assert holder.poll() is not None, "returned while the folder was still held"
+    assert lines == ["run: waiting for the process still using it to end"]
+    fd = os.open(run, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again
+    os.close(fd)

@@ -10,10 +10,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from uvlm.errors import UvlmError
 from uvlm.io import read_text_file
+from uvlm.progress import shown
 
 app = typer.Typer(help="Unified vision-language model studies (arXiv 2505.23043).",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -25,11 +25,6 @@ pretrain_app = typer.Typer(help="Train (once, then cached) the CPU-scale encoder
                            no_args_is_help=True)
 app.add_typer(pretrain_app, name="pretrain")
 console = Console(stderr=True)
-
-
-def progress_bar(label: str) -> Progress:
-    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=console, transient=False, disable=not console.is_terminal)
 
 
 def split_counts(split: str, images: int | None, vqa: int | None, captions: int | None,
@@ -84,9 +79,8 @@ def data_smartwatch(
                         n_generation=counts["generation"], size=size, detail_scale=detail_scale,
                         face_radius=face_radius, hours=hours, bias=bias, bias_vqa_prob=bias_vqa_prob,
                         extra_turn_prob=extra_turn_prob, share_images=split != "test")
-    with progress_bar("rendering") as bar:
-        task = bar.add_task("render", total=cfg.n_images)
-        manifest = build_dataset(cfg, out, workers, lambda done, n: bar.update(task, completed=done), verify=True)
+    with shown("rendering") as update:
+        manifest = build_dataset(cfg, out, workers, update, verify=True)
     c = manifest["counts"]
     typer.echo(f"{out}: {c['images']} images, {c['vqa']} VQA, {c['caption']} caption, "
                f"{c['generation']} generation records")
@@ -166,10 +160,8 @@ def _run_pretrain(kind: str, rebuild: bool, steps: int | None, seed: int | None)
         cfg = replace(cfg, steps=steps)
     if seed is not None:
         cfg = replace(cfg, seed=seed)
-    with progress_bar(f"pretrain {kind}") as bar:
-        task = bar.add_task(kind, total=cfg.steps)
-        _, info = build(cfg, lambda done, n, msg: bar.update(task, completed=done, description=msg),
-                        rebuild=rebuild)
+    with shown(f"pretrain {kind}") as update:
+        _, info = build(cfg, update, rebuild=rebuild)
     typer.echo(json.dumps(pretrain.quality_summary(info), indent=1))
 
 
@@ -206,10 +198,8 @@ def train_command(
     from uvlm.train.loop import train
 
     cfg = load_config(config, set_ or [])
-    with progress_bar(f"train {cfg.model.name}") as bar:
-        task = bar.add_task(cfg.model.name, total=None)
-        summary = train(cfg, out, resume, lambda done, n, msg: bar.update(task, completed=done, total=n,
-                                                                            description=msg), eval_point)
+    with shown(f"train {cfg.model.name}") as update:
+        summary = train(cfg, out, resume, update, eval_point)
     if os.environ.get("RANK", "0") == "0":  # under torchrun / accelerate launch, one line, not one per process
         typer.echo(f"{out}: {summary['steps']} steps, final loss {summary['final'].get('loss')}")
 
@@ -407,7 +397,7 @@ def suite_run(
     slurm) each run is a job; the results folder must be on a file system the nodes share.
     """
     from uvlm.device import gpu_count
-    from uvlm.io import exclusive, make_folder
+    from uvlm.io import exclusive, make_folder, sweep_temporaries
     from uvlm.suites.runner import claim_results, record_jobs, run_suite
 
     jobs = _jobs(name, preset, seeds, set_, rows)
@@ -422,6 +412,7 @@ def suite_run(
         settings = (ClusterSettings.from_yaml(cluster_config, **flags) if cluster_config else
                     ClusterSettings(**{k: v for k, v in flags.items() if v is not None}))
         with exclusive(out, "suite run (`uvlm suite run` or `uvlm demo`)"):
+            sweep_temporaries(out, skip=("runs",))
             record_jobs(out, jobs)
             submit_suite(jobs, out, settings, echo=typer.echo, wait=wait)
         if not wait:

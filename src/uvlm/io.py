@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -100,6 +101,32 @@ def die_with_parent() -> None:
         pass
 
 
+# What a writer killed mid-way leaves: atomic writes' temporary files, and the staging folders
+# of checkpoints and final weights (uvlm.train.checkpoint).
+TEMPORARY_FILE = re.compile(r"^\..+\.tmp$")
+TEMPORARY_FOLDER = re.compile(r"^\.(weights|staging)-")
+
+
+def sweep_temporaries(folder: Path, skip: tuple[str, ...] = ()) -> int:
+    """Delete what killed writers left under `folder` (not under its subfolders named in
+    `skip`, which others own); call it only while holding `folder` (`exclusive`), when nothing
+    else can be writing there. Returns how many were removed."""
+    import shutil
+
+    removed = 0
+    for path in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
+        if path.is_dir() and not path.is_symlink():
+            if TEMPORARY_FOLDER.match(path.name):
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+            elif path.name not in skip:
+                removed += sweep_temporaries(path)
+        elif TEMPORARY_FILE.match(path.name):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def make_folder(path: Path, what: str) -> None:
     """Create the output folder `--out` names (with its parents); a file there is bad input."""
     if path.exists() and not path.is_dir():
@@ -108,17 +135,17 @@ def make_folder(path: Path, what: str) -> None:
 
 
 @contextmanager
-def exclusive(folder: Path, holder: str) -> Iterator[None]:
+def exclusive(folder: Path, holder: str, wait: bool = False) -> Iterator[None]:
     """Hold an exclusive lock on an existing `folder` while the block runs; fail at once if
-    another process holds it. The lock is on the folder itself (no lock file to go stale): the
-    OS drops it when its process ends, killed or not."""
+    another process holds it (or, with `wait`, wait for it). The lock is on the folder itself
+    (no lock file to go stale): the OS drops it when its process ends, killed or not."""
     if fcntl is None:
         yield
         return
     fd = os.open(folder, os.O_RDONLY)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             raise UvlmError(f"{folder} is in use by another {holder}; wait for it to end or stop it") from None
         yield

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 Update = Callable[..., None]
 
@@ -42,3 +43,33 @@ def progress(label: str, total: int, every: float = 30.0, stream=None) -> Update
               file=stream, flush=True)
 
     return update
+
+
+def reporter(label: str, every: float = 30.0, stream=None) -> Callable[..., None]:
+    """An `update(done, total, note="")` for steps whose total the caller learns later (the
+    pretraining and training loops pass it each time)."""
+    state: dict = {}
+
+    def update(done: int, total: int, note: str = "") -> None:
+        if state.get("total") != total:
+            state["total"], state["update"] = total, progress(label, total, every, stream)
+        state["update"](done, note)
+
+    return update
+
+
+@contextmanager
+def shown(label: str) -> Iterator[Callable[..., None]]:
+    """An `update(done, total, note="")` shown as a bar on a terminal and as progress lines
+    anywhere else (a log file, a suite's child process)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield reporter(label)
+        return
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  TextColumn("{task.description}"), console=console) as bar:
+        task = bar.add_task("", total=None)
+        yield lambda done, total, note="": bar.update(task, completed=done, total=total, description=note)

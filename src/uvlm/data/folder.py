@@ -24,7 +24,15 @@ from uvlm import __version__
 from uvlm.data.mixture import TASKS, MixtureConfig, image_attributes, image_name, make_record
 from uvlm.data.smartwatch import render
 from uvlm.errors import UvlmError
-from uvlm.io import atomic_write_bytes, atomic_write_json, atomic_write_text, die_with_parent
+from uvlm.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    die_with_parent,
+    exclusive,
+    make_folder,
+    sweep_temporaries,
+)
 from uvlm.resources import check_dataset
 
 MANIFEST = "manifest.json"
@@ -107,11 +115,22 @@ def build_dataset(cfg: MixtureConfig, out: Path, workers: int = 1,
         raise UvlmError(f"--workers {workers} must be >= 1")
     out = Path(out)
     check_dataset(cfg.n_images, sum(cfg.counts.values()), cfg.size, workers, out)
-    if _check_folder(out, cfg):
-        manifest = read_manifest(out)
-        if not verify or _images_digest(out, cfg.n_images) == manifest["images_sha256"]:
-            return manifest
-        (out / MANIFEST).unlink()  # repaired below, then written again
+    if _check_folder(out, cfg) and not verify:
+        return read_manifest(out)
+    make_folder(out, "dataset")
+    # One builder at a time; another (a suite's job side by side) waits, then finds it built.
+    with exclusive(out, "dataset build", wait=True):
+        sweep_temporaries(out)
+        if _check_folder(out, cfg):
+            manifest = read_manifest(out)
+            if not verify or _images_digest(out, cfg.n_images) == manifest["images_sha256"]:
+                return manifest
+            (out / MANIFEST).unlink()  # repaired below, then written again
+        return _build(cfg, out, workers, progress)
+
+
+def _build(cfg: MixtureConfig, out: Path, workers: int, progress: Callable[[int, int], None] | None) -> dict:
+    """Render what is missing, then write the records and the manifest (last)."""
     (out / "images").mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / BUILD_MARKER, {"config": cfg.to_dict()})
 
@@ -156,7 +175,7 @@ def build_dataset(cfg: MixtureConfig, out: Path, workers: int = 1,
         "images_sha256": hashlib.sha256("".join(digests).encode()).hexdigest(),
     }
     atomic_write_json(out / MANIFEST, manifest)
-    (out / BUILD_MARKER).unlink(missing_ok=True)  # a concurrent builder may have removed it
+    (out / BUILD_MARKER).unlink(missing_ok=True)
     return manifest
 
 

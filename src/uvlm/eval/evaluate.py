@@ -28,9 +28,10 @@ from uvlm.errors import UvlmError
 from uvlm.eval.chance import chance
 from uvlm.eval.decode import Sampling, decode_batch
 from uvlm.eval.vqa import aggregate, score_answer
-from uvlm.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from uvlm.io import atomic_write_bytes, atomic_write_json, atomic_write_text, exclusive, sweep_temporaries
 from uvlm.model.names import parse_name
 from uvlm.model.unified import UnifiedVLM
+from uvlm.progress import progress
 from uvlm.train.build import RunParts, load_spaces
 from uvlm.train.data import resolve_dataset
 from uvlm.train.load import load_trained
@@ -76,8 +77,10 @@ def vqa_answers(model: UnifiedVLM, ctx: EvalContext, records: list[dict], batch_
     tok = ctx.tokenizer
     images = {name: i for i, name in enumerate(dataset_images(ctx.test_root))}
     features = cached_features(ctx.in_space, ctx.test_root)["features"]
-    rows = []
+    rows: list[dict] = []
+    update = progress(f"answering {len(records)} questions", len(records))
     for chunk in _batches(records, batch_size):
+        update(len(rows))
         prompts = [ctx.prompts.encode(r["conversations"][:1]) for r in chunk]
         feats = torch.cat([features[images[r["image"]]] for r in chunk])
         outs = decode_batch(model, prompts, feats, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id,
@@ -88,6 +91,7 @@ def vqa_answers(model: UnifiedVLM, ctx: EvalContext, records: list[dict], batch_
             truth = r["conversations"][1]["value"]
             rows.append({"id": r["id"], "attribute": attribute, "ground_truth": truth, "answer": answer,
                          "score": round(score_answer(attribute, truth, answer), 4)})
+    update(len(rows))
     return rows
 
 
@@ -104,12 +108,15 @@ def generate_images(model: UnifiedVLM, ctx: EvalContext, records: list[dict], ba
     # Janus-style unconditional prompt: the same turn with the instruction left out.
     uncond = ctx.prompts.encode([{"from": "human", "value": ""}, *opened], answer_image=False) if guided else None
     results: list[torch.Tensor | None] = []
+    update = progress(f"generating {len(records)} images", len(records))
     for chunk in _batches(records, batch_size):
+        update(len(results))
         prompts = [ctx.prompts.encode([r["conversations"][0], *opened], answer_image=False) for r in chunk]
         outs = decode_batch(model, prompts, None, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id,
                             boi_id=ctx.prompts.boi_id, max_new_tokens=24, n_vision=n, sampling=sampling,
                             uncond=[uncond] * len(chunk) if guided else None)
         results += [o.vision if o.vision is not None and len(o.vision) == n else None for o in outs]
+    update(len(results))
     return results
 
 
@@ -275,6 +282,14 @@ def evaluate_run(run: Path, checkpoint: int | None = None, show: int = 0,
     run = Path(run)
     if inception_weights is not None and not Path(inception_weights).is_file():
         raise UvlmError(f"Inception weights {inception_weights} do not exist")
+    load_run_config(run)  # a folder that holds no run: one line, before anything is locked or written
+    with exclusive(run, "`uvlm train` or `uvlm eval`"):
+        sweep_temporaries(run)
+        return _evaluate_run(run, checkpoint, show, inception_weights, sampling, open_image)
+
+
+def _evaluate_run(run: Path, checkpoint: int | None, show: int, inception_weights: Path | None,
+                  sampling: Sampling | None, open_image: bool) -> dict:
     model, parts = load_trained(run, checkpoint)
     ctx = EvalContext.of(parts)
     metrics, rows, gen = evaluate_model(model, ctx, sampling=sampling, open_image=open_image)
@@ -295,6 +310,13 @@ def evaluate_run(run: Path, checkpoint: int | None = None, show: int = 0,
     check_schema(metrics)
     out = run / eval_folder(checkpoint, sampling, open_image)
     out.mkdir(parents=True, exist_ok=True)
+    write_evaluation(out, metrics, rows, gen, show, ctx)
+    return metrics
+
+
+def write_evaluation(out: Path, metrics: dict, rows: list[dict], gen: dict | None, show: int,
+                     ctx: EvalContext) -> None:
+    """An evaluation folder's files, metrics.json last (what marks it complete)."""
     atomic_write_text(out / "answers.jsonl", vqa_rows_to_jsonl(rows))
     if gen is not None:
         atomic_write_text(out / "generation.jsonl", "".join(json.dumps(r) + "\n" for r in gen["rows"]))
@@ -305,7 +327,6 @@ def evaluate_run(run: Path, checkpoint: int | None = None, show: int = 0,
 
         qualitative_sheet(out / "sheet.png", ctx, rows, gen, show)
     atomic_write_json(out / "metrics.json", metrics)
-    return metrics
 
 
 def eval_folder(checkpoint: int | None, sampling: Sampling | None, open_image: bool = False) -> str:

@@ -21,6 +21,7 @@ from uvlm.data.gallery import gallery
 from uvlm.data.mixture import MixtureConfig
 from uvlm.data.smartwatch import CPU_STYLE
 from uvlm.io import make_folder
+from uvlm.progress import reporter
 from uvlm.suites.presets import row_config
 from uvlm.suites.spec import Job
 
@@ -55,7 +56,7 @@ def run_demo(out: Path, echo: Callable[[str], None] = print) -> Path:
 
     echo("2/4 pretraining the stand-in encoders and the judge (cached after the first time)")
     for name, build in (("vq", pretrained_vq), ("siglip", pretrained_siglip), ("judge", pretrained_judge)):
-        _, info = build()
+        _, info = build(progress=reporter(f"  pretraining {name}"))
         echo(f"  {name}: {json.dumps(quality_summary(info))[:300]}")
 
     echo("3/4 training and evaluating the headline runs")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from uvlm.io import atomic_write_text, make_folder
+from uvlm.io import atomic_write_text, exclusive, make_folder, sweep_temporaries
 from uvlm.suites.figures import figures
 from uvlm.suites.findings import findings
 from uvlm.suites.results import COLUMNS, KEY_COLUMN, TITLES, Results, output_space, paper_rows, paper_tables
@@ -194,6 +194,12 @@ def write_report(results: Path, out: Path) -> Path:
     res = Results(results)
     out = Path(out)
     make_folder(out, "report")
+    with exclusive(out, "`uvlm report`"):
+        sweep_temporaries(out)
+        return _write_report(res, results, out)
+
+
+def _write_report(res: Results, results: Path, out: Path) -> Path:
     paper = paper_tables()
     wall = res.wall()
     _record_baselines(res)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import statistics
 import subprocess
 import sys
@@ -26,8 +27,11 @@ from pathlib import Path
 import yaml
 
 from uvlm.errors import UvlmError
-from uvlm.io import atomic_write_json, atomic_write_text, die_with_parent, exclusive, read_json
+from uvlm.io import atomic_write_json, atomic_write_text, die_with_parent, exclusive, read_json, sweep_temporaries
 from uvlm.suites.spec import Job
+
+# What uvlm.progress prints: "label: done/total (..% ...)".
+PROGRESS_LINE = re.compile(r": \d+/\d+ \(\d+%")
 
 
 def is_done(results: Path, job: Job) -> bool:
@@ -38,11 +42,41 @@ def _uvlm(*args: str) -> list[str]:
     return [sys.executable, "-m", "uvlm.cli", *args]
 
 
-def run_job(job: Job, results: Path, devices: str | None = None, processes: int = 1) -> dict:
+def _child(cmd: list[str], env: dict, show: Callable[[str], None]) -> tuple[int, str]:
+    """Run a `uvlm` child to its end, passing its progress lines to `show`; returns its exit
+    code and its last line on stderr (the error, when it failed). It dies with this process."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=die_with_parent)
+    last = ""
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.strip():
+            last = line.strip()
+            if PROGRESS_LINE.search(last):
+                show(last)
+    return proc.wait(), last
+
+
+def wait_for_folder(run: Path, echo: Callable[[str], None]) -> None:
+    """Wait while another process still holds `run` (a child of a killed suite, ending), so a
+    rerun takes the run over instead of failing on it."""
+    if not run.is_dir():
+        return
+    try:
+        with exclusive(run, "`uvlm train`"):
+            return
+    except UvlmError:
+        echo(f"{run.name}: waiting for the process still using it to end")
+    with exclusive(run, "`uvlm train`", wait=True):
+        return
+
+
+def run_job(job: Job, results: Path, devices: str | None = None, processes: int = 1,
+            echo: Callable[[str], None] = lambda line: None) -> dict:
     """Train (resuming if interrupted) and evaluate one job; return its wall times. `devices`: the
     GPUs the job may use (CUDA_VISIBLE_DEVICES), so jobs side by side never share one;
     `processes` > 1 trains across that many GPUs (torchrun, one process per GPU) and evaluates
-    on the first."""
+    on the first. The children's progress lines go to `echo`."""
     config = results / "configs" / f"{job.key}.yaml"
     atomic_write_text(config, yaml.safe_dump(job.config, sort_keys=False))
     run = results / "runs" / job.key
@@ -54,13 +88,13 @@ def run_job(job: Job, results: Path, devices: str | None = None, processes: int 
         train = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                  str(processes), *train[1:]]
     times = {}
+    wait_for_folder(run, echo)
     for step, cmd in (("train", train), ("eval", _uvlm("eval", str(run)))):
         start = time.perf_counter()
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, preexec_fn=die_with_parent)
+        code, last = _child(cmd, env, lambda line: echo(f"{job.key}: {line}"))
         times[f"{step}_seconds"] = round(time.perf_counter() - start, 1)
-        if done.returncode != 0:
-            lines = done.stderr.strip().splitlines()
-            raise UvlmError(f"{job.key}: {step} failed: {lines[-1] if lines else done.returncode}")
+        if code != 0:
+            raise UvlmError(f"{job.key}: {step} failed: {last or code}")
     # The run's own count: a resumed train command only sees the steps after its checkpoint.
     times["train_seconds"] = json.loads((run / "final.json").read_text()).get("train_seconds", times["train_seconds"])
     atomic_write_json(run / "wall.json", times)
@@ -148,13 +182,15 @@ def record_jobs(results: Path, jobs: list[Job]) -> None:
 
 def run_suite(jobs: list[Job], results: Path, workers: int, echo: Callable[[str], None] = print,
               execute: Callable[..., dict] = run_job, gpus: int = 0, gpus_per_run: int = 1) -> dict:
-    """Run every job not yet done, `workers` at a time. Returns {key: wall times or error}.
+    """Run every job not yet done, `workers` at a time, each by `execute(job, results, devices,
+    processes, echo=...)` (run_job). Returns {key: wall times or error}.
     With `gpus`, each running job holds `gpus_per_run` GPUs of its own, and trains across them
     when that is more than one. One suite at a time per folder: a second fails at once while
     this one runs."""
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
     with exclusive(results, "suite run (`uvlm suite run` or `uvlm demo`)"):
+        sweep_temporaries(results, skip=("runs",))  # each run's own command sweeps its folder
         record_jobs(results, jobs)
         unique = {j.key: j for j in jobs}
         # Seed by seed, so a suite stopped part-way leaves whole seeds of every row behind.
@@ -173,7 +209,7 @@ def run_suite(jobs: list[Job], results: Path, workers: int, echo: Callable[[str]
         def one(job: Job) -> tuple[str, dict]:
             devices = free.get() if per_job else None
             try:
-                return job.key, execute(job, results, *((devices, processes) if devices is not None else ()))
+                return job.key, execute(job, results, devices, processes, echo=echo)
             except UvlmError as e:
                 return job.key, {"error": str(e)}
             finally:

@@ -43,7 +43,7 @@ from transformers.utils import logging as hf_logging
 
 from uvlm.device import placement
 from uvlm.errors import UvlmError
-from uvlm.io import atomic_write_json, atomic_write_text, exclusive, make_folder
+from uvlm.io import atomic_write_json, atomic_write_text, exclusive, make_folder, sweep_temporaries
 from uvlm.model.names import parse_name
 from uvlm.model.prompt import GENERATE, IGNORE
 from uvlm.model.unified import UnifiedVLM
@@ -51,7 +51,7 @@ from uvlm.train.build import RunParts, build_model, build_tokenizer, load_spaces
 from uvlm.train.checkpoint import Checkpointer, save_final_weights
 from uvlm.train.config import RunConfig, from_dict
 from uvlm.train.data import RecordSet, collate, load_record_set, resolve_dataset
-from uvlm.train.memory import micro_batch_size, out_of_memory_named
+from uvlm.train.memory import check_host_memory, micro_batch_size, out_of_memory_named
 
 EvalPoint = Callable[[UnifiedVLM, RunParts, int], dict]
 VAL_TASKS = {"understanding": ("vqa",), "generation": ("generation",), "both": ("vqa", "generation")}
@@ -173,9 +173,12 @@ def train(cfg: RunConfig, out: Path, resume: bool = False, progress=None, eval_p
     state = PartialState(cpu=placement(cfg.train.precision).device.type == "cpu")
     main = state.is_main_process
     if main:
+        check_host_memory(cfg)
         make_folder(out, "run")
     with exclusive(out, "`uvlm train`") if main else nullcontext():
         fresh = main and not (out / "config.yaml").exists()
+        if main:
+            sweep_temporaries(out)
         try:
             if main:
                 _prepare_folder(out, cfg, resume)

@@ -342,3 +342,17 @@ def planned_layout(cfg, sample: int = 300) -> tuple[Layout, str]:
     layout = layout_of(encoded, None)
     head = 0 if arch.output_space is None else (vocab or width)
     return Layout(layout.tokens, layout.scored, layout.slots, head), source
+
+
+def check_host_memory(cfg) -> None:
+    """On the CPU, refuse (one line) a run whose memory plan is more than the machine has free,
+    before anything is written: the kernel's out-of-memory killer would take down more than it."""
+    from uvlm.device import placement
+    from uvlm.resources import need_memory
+
+    if placement(cfg.train.precision).device.type != "cpu":
+        return
+    p = plan(cfg, planned_layout(cfg)[0], None)
+    need = p.total(p.micro_batch) - OVERHEAD_BYTES * FRAGMENTATION  # no CUDA context on the CPU
+    need_memory(need, f"training {cfg.model.name} ({p.params:,} LLM parameters, micro-batch {p.micro_batch})",
+                "use a smaller model (model.hidden_size, model.layers) or a smaller train.batch_size or micro_batch")

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +48,24 @@ def _verified(entry: Path) -> dict | None:
         return None
 
 
+# A build's temporary folder names its builder (host and process), so a later build can tell
+# one that a killed process abandoned from one still under way, here or on another node.
+def _builder() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _remove_abandoned_builds(entry: Path) -> None:
+    host = socket.gethostname()
+    for tmp in entry.parent.glob(f".{entry.name}.{host}-*"):
+        try:
+            pid = int(tmp.name[len(f".{entry.name}.{host}-"):].split(".")[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:  # its builder is gone
+            shutil.rmtree(tmp, ignore_errors=True)
+        except (ValueError, PermissionError):  # not ours to judge: leave it
+            pass
+
+
 def cached_artifact(kind: str, config: dict, build: Callable[[Path], dict],
                     rebuild: bool = False) -> tuple[Path, dict]:
     """Folder of the artifact for `config`, built by `build(folder) -> info` when missing.
@@ -59,7 +78,8 @@ def cached_artifact(kind: str, config: dict, build: Callable[[Path], dict],
         if meta is not None:
             return entry, meta
     entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}."))
+    _remove_abandoned_builds(entry)
+    tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}.{_builder()}."))
     try:
         info = build(tmp)
         files = {p.name: file_digest(p) for p in sorted(tmp.iterdir()) if p.is_file()}

@@ -1,0 +1,188 @@
+"""Fault injection: each long command is killed with SIGKILL at random moments, then run again
+the same way. What it leaves must be what an uninterrupted command leaves, byte for byte, with
+no process of it still alive and no temporary file behind.
+
+Commands: a dataset build (two rendering processes), training, evaluation, a suite (a parent
+and its train/eval children) and a report. The kill times are drawn (seeded) across the span an
+uninterrupted run of the same command takes, so they land in imports, in the work and in the
+writing of results alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from uvlm.io import TEMPORARY_FILE, TEMPORARY_FOLDER
+
+from .helpers import toy_judge
+
+TRIALS = 2
+# Written by the clock, not by the work (timings, TensorBoard's time-named logs): left out of
+# "the same bytes"; the losses in metrics.jsonl are compared on their own.
+TIMED = {"final.json", "wall.json", "metrics.jsonl", "tb"}
+
+
+def uvlm(args: list, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "uvlm.cli", *map(str, args)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def finish(args: list, env: dict) -> float:
+    """Run `uvlm ARGS` to its end; return how long it took."""
+    start = time.perf_counter()
+    proc = uvlm(args, env)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    return time.perf_counter() - start
+
+
+def alive(group: int) -> list[int]:
+    """Processes of a process group that are still running (zombies excepted)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def kill_after(args: list, env: dict, seconds: float) -> None:
+    """Start `uvlm ARGS`, SIGKILL it (the command, not its children) after `seconds`, and check
+    that its children end with it."""
+    proc = uvlm(args, env)
+    try:
+        proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    while alive(proc.pid) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not alive(proc.pid), f"{args[0]}: processes outlived the killed command"
+
+
+def contents(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and not TIMED & set(p.relative_to(folder).parts)}
+
+
+def temporaries(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob(".*") if TEMPORARY_FILE.match(p.name) or TEMPORARY_FOLDER.match(p.name)]
+
+
+def killed_and_rerun(args: list, out: Path, whole: Path, seconds: float, env: dict, rng: random.Random,
+                     prepare=None) -> None:
+    """TRIALS times: a fresh `out` (made by `prepare`, if given), `uvlm ARGS` killed at a random
+    moment, then run again; `out` must equal `whole`, with no temporaries."""
+    for trial in range(TRIALS):
+        shutil.rmtree(out, ignore_errors=True)
+        if prepare:
+            prepare(out)
+        moment = rng.uniform(0.2, 1.0) * seconds
+        kill_after(args, env, moment)
+        finish(args, env)
+        assert contents(out) == contents(whole), f"trial {trial}: killed at {moment:.1f} s of {seconds:.1f} s"
+        assert not temporaries(out), temporaries(out)
+
+
+def losses(run: Path) -> list:
+    return [json.loads(line).get("loss") for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, encoders):
+    root = tmp_path_factory.mktemp("faults")
+    cache = root / "cache"
+    toy_judge(cache)
+    env = {**os.environ, "UVLM_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    cfg = {"model": {"name": "VQ-VQ", "hidden_size": 32, "layers": 1, "heads": 2, "intermediate_size": 64},
+           "data": {"train": {"n_vqa": 24, "n_caption": 24, "n_generation": 24},
+                    "test": {"split": "test", "seed": 1, "n_vqa": 12, "n_caption": 0, "n_generation": 6,
+                             "share_images": False}, **encoders},
+           "train": {"batch_size": 4, "epochs": 2, "checkpoint_every": 3, "eval_points": 0}}
+    (root / "run.yaml").write_text(yaml.safe_dump(cfg))
+    return root, env
+
+
+def test_a_killed_dataset_build(world):
+    root, env = world
+    args = ["data", "smartwatch", "--images", "120", "--size", "64", "--workers", "2", "--out"]
+    seconds = finish([*args, root / "data-whole"], env)
+    killed_and_rerun([*args, root / "data"], root / "data", root / "data-whole", seconds, env, random.Random(1))
+
+
+def test_a_killed_training_run_and_evaluation(world):
+    root, env = world
+    train = ["train", "--config", root / "run.yaml", "--resume", "--out"]
+    seconds = finish([*train, root / "run-whole"], env)
+    killed_and_rerun([*train, root / "run"], root / "run", root / "run-whole", seconds, env, random.Random(2))
+    assert losses(root / "run") == losses(root / "run-whole")
+
+    seconds = finish(["eval", root / "run-whole"], env)
+
+    def trained(out: Path) -> None:
+        shutil.copytree(root / "run-whole", out, ignore=shutil.ignore_patterns("eval"))
+
+    killed_and_rerun(["eval", root / "run"], root / "run", root / "run-whole", seconds, env, random.Random(3),
+                     prepare=trained)
+
+
+def test_a_killed_suite_and_report(world, encoders):
+    root, env = world
+    tiny = ["model.hidden_size=32", "model.layers=1", "model.heads=2", "model.intermediate_size=64",
+            "data.train.n_vqa=16", "data.train.n_caption=16", "data.train.n_generation=16",
+            "data.test.n_vqa=12", "data.test.n_generation=6", f"data.vq={encoders['vq']}",
+            f"data.siglip={encoders['siglip']}", "train.batch_size=4", "train.checkpoint_every=2",
+            "train.eval_points=0"]
+    suite = ["suite", "run", "mutual", "--rows", "VQ_u", "--seeds", "1", "--workers", "2",
+             *(a for s in tiny for a in ("--set", s)), "--out"]
+    seconds = finish([*suite, root / "results-whole"], env)
+    killed_and_rerun([*suite, root / "results"], root / "results", root / "results-whole", seconds, env,
+                     random.Random(4))
+
+    report = ["report", root / "results-whole", "--out"]
+    seconds = finish([*report, root / "report-whole"], env)
+    killed_and_rerun([*report, root / "report"], root / "report", root / "report-whole", seconds, env,
+                     random.Random(5))
+
+
+def test_what_killed_writers_leave_is_swept(tmp_path, monkeypatch):
+    from uvlm.io import sweep_temporaries
+    from uvlm.vision.cache import cached_artifact
+
+    run = tmp_path / "run"
+    for path in ("eval/.metrics.json.abc.tmp", ".config.yaml.x.tmp", ".weights-12/llm/model.safetensors",
+                 "checkpoints/.staging-0000004/state.pt", "runs/other/.answers.jsonl.q.tmp", "keep.tmp",
+                 "eval/metrics.json"):
+        (run / path).parent.mkdir(parents=True, exist_ok=True)
+        (run / path).write_text("x")
+    assert sweep_temporaries(run, skip=("runs",)) == 4
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()) == [
+        "eval/metrics.json", "keep.tmp", "runs/other/.answers.jsonl.q.tmp"]
+
+    # The cache: a build abandoned by a dead process goes; one whose builder lives stays.
+    monkeypatch.setenv("UVLM_CACHE", str(tmp_path / "cache"))
+    entry, _ = cached_artifact("thing", {"a": 1}, lambda folder: (folder / "f").write_text("1") and {})
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = __import__("socket").gethostname()
+    abandoned = entry.parent / f".{entry.name}.{host}-{int(dead.stdout)}.xyz"
+    running = entry.parent / f".{entry.name}.{host}-{os.getpid()}.xyz"
+    for folder in (abandoned, running):
+        folder.mkdir()
+    cached_artifact("thing", {"a": 1}, lambda folder: {}, rebuild=True)
+    assert not abandoned.exists() and running.exists()
