@@ -91,3 +91,23 @@ def test_cli_pretrain_prints_quality(cli, monkeypatch):
     assert "psnr_db" in quality and "history" not in quality
     code, _, err = cli("pretrain", "vq", "--steps", 0)
     assert code == 2 and "--steps 0" in err
+
+
+def test_detail_weighted_reconstruction_and_cache_keys():
+    import torch.nn.functional as F
+
+    from uvlm.vision.pretrain import VQPretrainConfig, _reconstruction_loss, cache_key
+
+    x = torch.zeros(1, 3, 16, 16)
+    x[..., 8, :] = 1.0  # a thin line on a flat background
+    recon = x.clone()
+    on_line, off_line = recon.clone(), recon.clone()
+    on_line[..., 8, 3] -= 0.5
+    off_line[..., 2, 3] += 0.5
+    plain = [_reconstruction_loss(r, x, 0.0) for r in (on_line, off_line)]
+    assert plain[0] == plain[1] == F.l1_loss(on_line, x) + F.mse_loss(on_line, x)
+    weighted = [_reconstruction_loss(r, x, 4.0) for r in (on_line, off_line)]
+    assert weighted[0] > 2 * weighted[1], "an error on the line costs more than one on the background"
+    # a neutral later field leaves the key (and the cached stand-ins) as they were
+    assert "detail_weight" not in cache_key(VQPretrainConfig())
+    assert cache_key(VQPretrainConfig(detail_weight=4.0))["detail_weight"] == 4.0

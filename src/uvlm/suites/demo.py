@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,7 +44,7 @@ def run_demo(out: Path, echo: Callable[[str], None] = print) -> Path:
     from uvlm.suites.report import write_report
     from uvlm.suites.runner import run_suite
     from uvlm.vision.judge import pretrained_judge
-    from uvlm.vision.pretrain import pretrained_siglip, pretrained_vq, quality_summary
+    from uvlm.vision.pretrain import pretrained_siglip, pretrained_vq, quality_line
 
     out = Path(out)
     make_folder(out, "demo")
@@ -57,7 +56,7 @@ def run_demo(out: Path, echo: Callable[[str], None] = print) -> Path:
     echo("2/4 pretraining the stand-in encoders and the judge (cached after the first time)")
     for name, build in (("vq", pretrained_vq), ("siglip", pretrained_siglip), ("judge", pretrained_judge)):
         _, info = build(progress=reporter(f"  pretraining {name}"))
-        echo(f"  {name}: {json.dumps(quality_summary(info))[:300]}")
+        echo(f"  {name}: {quality_line(info)}")
 
     echo("3/4 training and evaluating the headline runs")
     run_suite(demo_jobs(), out / "results", workers=min(2, cpu_count()), echo=lambda s: echo("  " + s))

@@ -93,6 +93,9 @@ class VQPretrainConfig:
     embed_dim: int = 8
     num_embeddings: int = 512
     restart_every: int = 25  # steps between dead-code restarts (first three quarters only)
+    # Reconstruction weight on detail: 1 + detail_weight x (how much a pixel differs from its
+    # neighbourhood, relative to the batch's mean), so thin hands and digits are not averaged away.
+    detail_weight: float = 0.0
 
     def vq_config(self) -> VQConfig:
         return VQConfig(self.style["size"], self.base_channels, tuple(self.channel_multiplier), 1,
@@ -112,6 +115,26 @@ def _restart_dead_codes(codebook: torch.Tensor, used: torch.Tensor, z: torch.Ten
     pool = z.reshape(-1, z.shape[-1])
     pick = torch.randint(len(pool), (len(dead),), generator=g)
     codebook[dead] = pool[pick] + 0.01 * torch.randn(len(dead), pool.shape[-1], generator=g)
+
+
+def _reconstruction_loss(recon: torch.Tensor, x: torch.Tensor, detail_weight: float) -> torch.Tensor:
+    """L1 + MSE, weighted towards detail when `detail_weight` > 0 (see VQPretrainConfig)."""
+    if detail_weight == 0:
+        return F.l1_loss(recon, x) + F.mse_loss(recon, x)
+    detail = (x - F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)).abs().sum(1, keepdim=True)
+    w = 1 + detail_weight * detail / (detail.mean() + 1e-6)
+    err = recon - x
+    return ((err.abs() + err ** 2) * w).mean() / w.mean()
+
+
+# Pretraining fields added after stand-ins were cached, with the value that trains exactly as
+# before them: left out of the cache key at that value, so cached stand-ins stay valid.
+LATER_FIELDS = {"detail_weight": 0.0}
+
+
+def cache_key(cfg) -> dict:
+    """What a stand-in's cache entry is keyed by: its config, less later fields left neutral."""
+    return {k: v for k, v in asdict(cfg).items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
 
 def train_vq(cfg: VQPretrainConfig, out: Path, progress: Progress | None = None) -> dict:
@@ -138,7 +161,7 @@ def train_vq(cfg: VQPretrainConfig, out: Path, progress: Progress | None = None)
         commit_loss = F.mse_loss(zn, codes.detach())
         zq = zn + (codes - zn).detach()  # straight-through
         recon = model.decoder(model.post_quant_conv(zq.permute(0, 3, 1, 2)))
-        recon_loss = F.l1_loss(recon, x) + F.mse_loss(recon, x)
+        recon_loss = _reconstruction_loss(recon, x, cfg.detail_weight)
         loss = recon_loss + codebook_loss + cfg.beta * commit_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -241,11 +264,22 @@ def quality_summary(info: dict) -> dict:
     return {k: v for k, v in info.items() if k != "history"}
 
 
+def quality_line(info: dict) -> str:
+    """One readable line of a stand-in's or the judge's recorded quality: what a linear probe
+    (encoders) or the judge itself reads from held-out renders, per attribute, and the rest."""
+    scores = info.get("probe", {}).get("vqa") or info.get("held_out") or {}
+    reads = ", ".join(f"{k.removesuffix('_acc')} {v:.1f}" for k, v in scores.items() if k.endswith("_acc"))
+    extra = [f"{info['tokens']} tokens"] if "tokens" in info else []
+    extra += [f"PSNR {info['psnr_db']:.1f} dB"] if "psnr_db" in info else []
+    extra += [f"codebook {100 * info['codebook_usage']:.0f}% used"] if "codebook_usage" in info else []
+    return f"reads held-out renders: {reads}" + (f"; {', '.join(extra)}" if extra else "")
+
+
 def pretrained_vq(cfg: VQPretrainConfig | None = None, progress: Progress | None = None,
                   rebuild: bool = False) -> tuple[VQSpace, dict]:
     """The cached VQ stand-in for `cfg` (trained on first use) and its recorded quality."""
     cfg = cfg or VQPretrainConfig()
-    entry, meta = cached_artifact("pretrained-vq", asdict(cfg), lambda d: train_vq(cfg, d, progress), rebuild)
+    entry, meta = cached_artifact("pretrained-vq", cache_key(cfg), lambda d: train_vq(cfg, d, progress), rebuild)
     return VQSpace.load(entry / "vq.pt"), meta["info"]
 
 
@@ -253,7 +287,7 @@ def pretrained_siglip(cfg: SiglipPretrainConfig | None = None, progress: Progres
                       rebuild: bool = False) -> tuple[SiglipSpace, dict]:
     """The cached SigLIP stand-in for `cfg` (trained on first use) and its recorded quality."""
     cfg = cfg or SiglipPretrainConfig()
-    entry, meta = cached_artifact("pretrained-siglip", asdict(cfg),
+    entry, meta = cached_artifact("pretrained-siglip", cache_key(cfg),
                                   lambda d: train_siglip(cfg, d, progress), rebuild)
     return SiglipSpace.load(str(entry)), meta["info"]
 
