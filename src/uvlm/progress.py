@@ -1,9 +1,10 @@
 """Progress of long steps, shown to the person waiting, on stderr.
 
 `progress(label, total)` returns a function `update(done, note="")` that prints a line with
-the share done, the time so far and the time left at most every `every` seconds, and a last
-line when a step that printed finishes. A step shorter than `every` prints nothing; a long
-one is never silent, on a terminal, in a log file or in a suite's child process alike.
+the share done, the time so far and the time left when `every` seconds have passed since the
+process's last progress line (from this step or an earlier one), and a last line when a step
+that printed finishes. Short steps in a row print now and then; a long one is never silent,
+on a terminal, in a log file or in a suite's child process alike.
 """
 
 from __future__ import annotations
@@ -22,18 +23,23 @@ def _fmt(seconds: float) -> str:
         f"{seconds // 60}:{seconds % 60:02d}"
 
 
+# When this process last printed a progress line: the `every` seconds count from any step's
+# line, so a run of short steps (answering, then generating, then judging) is not silent either.
+_last_line = [time.perf_counter()]
+
+
 def progress(label: str, total: int, every: float = 30.0, stream=None) -> Update:
     """An `update(done, note="")` for a step of `total` units (see the module docstring)."""
     stream = stream or sys.stderr
     start = time.perf_counter()
-    state = {"last": start, "printed": False}
+    state = {"printed": False}
 
     def update(done: int, note: str = "") -> None:
         now = time.perf_counter()
         finished = done >= total
-        if now - state["last"] < every and not (finished and state["printed"]):
+        if now - _last_line[0] < every and not (finished and state["printed"]):
             return
-        state["last"], state["printed"] = now, True
+        _last_line[0], state["printed"] = now, True
         elapsed = now - start
         rate = done / elapsed if elapsed > 0 else 0.0
         left = (total - done) / rate if rate > 0 else float("inf")

@@ -1,0 +1,40 @@
+"""Progress lines: printed when the process has been quiet for `every` seconds, with time left."""
+
+from __future__ import annotations
+
+import io
+
+from uvlm import progress as progress_mod
+
+
+def test_lines_come_when_the_process_was_quiet_whichever_step_runs(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(progress_mod.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(progress_mod, "_last_line", [now[0]])
+    out = io.StringIO()
+    answering = progress_mod.progress("answering 100 questions", 100, every=30, stream=out)
+    for done in range(0, 101, 10):  # 20 s in all: too short for a line of its own
+        answering(done)
+        now[0] += 2
+    assert out.getvalue() == ""
+    generating = progress_mod.progress("generating 50 images", 50, every=30, stream=out)
+    for done in range(0, 51, 5):  # 10 s after 22 s of quiet: a line once 30 s have passed, then the last
+        generating(done, "batch")
+        now[0] += 1
+    lines = out.getvalue().splitlines()
+    assert lines == ["generating 50 images: 40/50 (80%, 0:08 so far, 0:02 left)  batch",
+                     "generating 50 images: 50/50 (100%, 0:10 so far, done)  batch"]
+
+
+def test_reporter_learns_its_total_from_the_caller(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(progress_mod.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(progress_mod, "_last_line", [0.0])
+    out = io.StringIO()
+    update = progress_mod.reporter("pretraining vq", every=30, stream=out)
+    for step in range(1, 801):
+        now[0] += 0.1
+        update(step, 800, "loss 0.2")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3 and lines[0] == "pretraining vq: 300/800 (38%, 0:29 so far, 0:49 left)  loss 0.2"
+    assert lines[-1] == "pretraining vq: 800/800 (100%, 1:19 so far, done)  loss 0.2"
