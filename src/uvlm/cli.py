@@ -86,6 +86,46 @@ def data_smartwatch(
                f"{c['generation']} generation records")
 
 
+@data_app.command("celeba")
+def data_celeba(
+    celeba: Annotated[Path, typer.Option(help="Your copy of CelebA: the official folder (img_align_celeba/, "
+                                              "list_*.txt), torchvision's, or the parquet export.")],
+    out: Annotated[Path, typer.Option(help="Dataset folder to write (created; resumed if partial).")],
+    images: Annotated[int | None, typer.Option(help="Images; train: N records of each task.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed: same seed and same copy, same bytes.")] = 0,
+    size: Annotated[int, typer.Option(help="Image size in px (the paper's is 224).")] = 64,
+    split: Annotated[str, typer.Option(help="train | test (CelebA's official partitions, disjoint).")] = "train",
+    crop: Annotated[str, typer.Option(help="face (the 178-px square from the top) | full.")] = "face",
+    sampling: Annotated[str, typer.Option(help="uniform (each attribute yes/no at 1/2) | data (CelebA's own "
+                                               "frequencies).")] = "uniform",
+    bias: Annotated[str | None, typer.Option(help="An attribute to hide from understanding, e.g. "
+                                                  "Eyeglasses.")] = None,
+    bias_vqa_prob: Annotated[float, typer.Option(help="Share of VQA records asking the biased one.")] = 0.05,
+    vqa: Annotated[int | None, typer.Option(help="VQA records (overrides --images).")] = None,
+    captions: Annotated[int | None, typer.Option(help="Caption records (overrides --images).")] = None,
+    generations: Annotated[int | None, typer.Option(help="Generation records (overrides --images).")] = None,
+    workers: Annotated[int, typer.Option(help="Processes (output is identical for any).")] = 1,
+) -> None:
+    """Build a CelebA dataset (the paper's seven attributes): images/, records.jsonl, manifest.json."""
+    from uvlm.data.celeba import read_celeba
+    from uvlm.data.faces import FaceMixtureConfig, Faces
+    from uvlm.data.folder import build_folder
+
+    if split == "pretrain":
+        raise UvlmError("CelebA has no pretrain split; use train or test")
+    counts = split_counts(split, images, vqa, captions, generations)
+    cfg = FaceMixtureConfig(seed=seed, split=split, n_vqa=counts["vqa"], n_caption=counts["caption"],
+                            n_generation=counts["generation"], size=size, crop=crop, sampling=sampling, bias=bias,
+                            bias_vqa_prob=bias_vqa_prob, share_images=split != "test")
+    domain = Faces.of(cfg, read_celeba(celeba))
+    with shown("cropping") as update:
+        manifest = build_folder(domain, out, workers, update, verify=True)
+    c = manifest["counts"]
+    typer.echo(f"{out}: {c['images']} images, {c['vqa']} VQA, {c['caption']} caption, "
+               f"{c['generation']} generation records; {manifest['celeba']['redrawn_share']:.1%} of draws "
+               "had no image and were drawn again")
+
+
 @data_app.command("gallery")
 def data_gallery(
     root: Annotated[Path, typer.Argument(help="Dataset folder.")],
@@ -116,7 +156,7 @@ def score(
     file: Annotated[Path, typer.Argument(help="JSONL: attribute, ground_truth, answer per line.")],
 ) -> None:
     """Score VQA answers as the paper does; print one JSON object (percent)."""
-    from uvlm.eval.vqa import ATTRIBUTES, check_truth, score_items
+    from uvlm.eval.vqa import ALL_ATTRIBUTES, check_truth, score_items
 
     text = read_text_file(file, "answers file")
     items = []
@@ -130,15 +170,18 @@ def score(
             for key in ("attribute", "ground_truth", "answer"):
                 if not isinstance(item.get(key), str):
                     raise ValueError(f"needs a string {key!r}")
-            if item["attribute"] not in ATTRIBUTES:
-                raise ValueError(f"attribute {item['attribute']!r} is not one of {', '.join(ATTRIBUTES)}")
+            if item["attribute"] not in ALL_ATTRIBUTES:
+                raise ValueError(f"attribute {item['attribute']!r} is not one of {', '.join(ALL_ATTRIBUTES)}")
             check_truth(item["attribute"], item["ground_truth"])
         except ValueError as e:
             raise UvlmError(f"{file} line {k}: {e}") from None
         items.append(item)
     if not items:
         raise UvlmError(f"{file} holds no answers; give one JSON object a line")
-    result = score_items(items)
+    try:
+        result = score_items(items)
+    except ValueError as e:
+        raise UvlmError(f"{file}: {e}") from None
     typer.echo(json.dumps(result))
 
 

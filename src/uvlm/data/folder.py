@@ -1,7 +1,7 @@
 """Dataset folders: build one (in parallel, resumable, atomic) and read one back.
 
 Layout:
-    images/NNNNNN.png   the renders
+    images/NNNNNN.png   the images (SmartWatch renders, or CelebA crops: uvlm.data.faces)
     records.jsonl       one record a line (see `uvlm.data.mixture.make_record`)
     manifest.json       config, counts, package version, sha256 of records.jsonl and images;
                         written last, so its presence means the folder is complete
@@ -18,7 +18,9 @@ import json
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from uvlm import __version__
 from uvlm.data.mixture import TASKS, MixtureConfig, image_attributes, image_name, make_record
@@ -53,25 +55,69 @@ def png_ok(data: bytes) -> bool:
         return False
 
 
-def _render_chunk(args: tuple[dict, Path, list[int]]) -> list[str]:
-    """Render, write (atomically) and hash a chunk of images; existing whole files are kept, a
-    truncated or corrupt one is rendered again (rendering is deterministic: the same bytes)."""
-    cfg_dict, root, indices = args
-    cfg = MixtureConfig.from_dict(cfg_dict)
+@dataclass(frozen=True)
+class SmartWatch:
+    """The SmartWatch domain of a dataset folder: rendered images, mixture records."""
+
+    cfg: MixtureConfig
+    name: str = "smartwatch"
+
+    def image_png(self, i: int) -> bytes:
+        buf = io.BytesIO()
+        render(image_attributes(self.cfg, i), self.cfg.style).save(buf, format="PNG")
+        return buf.getvalue()
+
+    def records(self) -> list[dict]:
+        attrs = [image_attributes(self.cfg, i) for i in range(self.cfg.n_images)]
+        return [make_record(self.cfg, task, j, attrs[self.cfg.image_index(task, j)],
+                            image_name(self.cfg.image_index(task, j)))
+                for task in TASKS for j in range(self.cfg.counts[task])]
+
+    def extra(self) -> dict:
+        """What the manifest records beyond the config (nothing here)."""
+        return {}
+
+
+class Domain(Protocol):
+    """What a dataset folder is built from (SmartWatch here, CelebA in uvlm.data.faces): a config
+    (`to_dict`, `counts`, `n_images`, `size`), image i's PNG bytes, the records, manifest extras.
+    The same config gives the same bytes."""
+
+    cfg: Any
+    name: str
+
+    def image_png(self, i: int) -> bytes: ...
+
+    def records(self) -> list[dict]: ...
+
+    def extra(self) -> dict: ...
+
+
+_WORKER: dict = {}
+
+
+def _set_worker_domain(domain: Domain) -> None:
+    die_with_parent()
+    _WORKER["domain"] = domain
+
+
+def _image_chunk(args: tuple[Path, list[int]]) -> list[str]:
+    """Make, write (atomically) and hash a chunk of images; existing whole files are kept, a
+    truncated or corrupt one is made again (deterministic: the same bytes)."""
+    root, indices = args
+    domain = _WORKER["domain"]
     digests = []
     for i in indices:
         path = root / image_name(i)
         data = path.read_bytes() if path.exists() else None
         if data is None or not png_ok(data):
-            buf = io.BytesIO()
-            render(image_attributes(cfg, i), cfg.style).save(buf, format="PNG")
-            data = buf.getvalue()
+            data = domain.image_png(i)
             atomic_write_bytes(path, data, durable=False)
         digests.append(hashlib.sha256(data).hexdigest())
     return digests
 
 
-def _check_folder(out: Path, cfg: MixtureConfig) -> bool:
+def _check_folder(out: Path, cfg) -> bool:
     """True when `out` already holds this exact dataset, complete. Raise if it holds another."""
     if not out.exists():
         return False
@@ -107,13 +153,19 @@ def _images_digest(out: Path, n: int) -> str | None:
 
 def build_dataset(cfg: MixtureConfig, out: Path, workers: int = 1,
                   progress: Callable[[int, int], None] | None = None, verify: bool = False) -> dict:
-    """Write the dataset of `cfg` to `out` and return its manifest. Resumes a partial build.
+    """Write the SmartWatch dataset of `cfg` to `out` and return its manifest (see build_folder)."""
+    return build_folder(SmartWatch(cfg), out, workers, progress, verify)
 
-    verify: on a complete folder, check every image against the manifest and render again
+
+def build_folder(domain: Domain, out: Path, workers: int = 1,
+                 progress: Callable[[int, int], None] | None = None, verify: bool = False) -> dict:
+    """Write the dataset of `domain` to `out` and return its manifest. Resumes a partial build.
+
+    verify: on a complete folder, check every image against the manifest and make again
     (the same bytes) any that is missing, truncated or corrupt."""
     if workers < 1:
         raise UvlmError(f"--workers {workers} must be >= 1")
-    out = Path(out)
+    out, cfg = Path(out), domain.cfg
     check_dataset(cfg.n_images, sum(cfg.counts.values()), cfg.size, workers, out)
     if _check_folder(out, cfg) and not verify:
         return read_manifest(out)
@@ -126,26 +178,27 @@ def build_dataset(cfg: MixtureConfig, out: Path, workers: int = 1,
             if not verify or _images_digest(out, cfg.n_images) == manifest["images_sha256"]:
                 return manifest
             (out / MANIFEST).unlink()  # repaired below, then written again
-        return _build(cfg, out, workers, progress)
+        return _build(domain, out, workers, progress)
 
 
-def _build(cfg: MixtureConfig, out: Path, workers: int, progress: Callable[[int, int], None] | None) -> dict:
-    """Render what is missing, then write the records and the manifest (last)."""
+def _build(domain: Domain, out: Path, workers: int, progress: Callable[[int, int], None] | None) -> dict:
+    """Make the images that are missing, then write the records and the manifest (last)."""
+    cfg = domain.cfg
     (out / "images").mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / BUILD_MARKER, {"config": cfg.to_dict()})
 
     n = cfg.n_images
-    chunks = [list(range(s, min(s + _CHUNK, n))) for s in range(0, n, _CHUNK)]
-    jobs = [(cfg.to_dict(), out, c) for c in chunks]
+    jobs = [(out, list(range(s, min(s + _CHUNK, n)))) for s in range(0, n, _CHUNK)]
     digests: list[str] = []
     done = 0
     results: Iterable[list[str]]
     if workers == 1:
-        results = map(_render_chunk, jobs)
+        _WORKER["domain"] = domain
+        results = map(_image_chunk, jobs)
         pool = None
     else:
-        pool = ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent)
-        results = pool.map(_render_chunk, jobs)
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_set_worker_domain, initargs=(domain,))
+        results = pool.map(_image_chunk, jobs)
     try:
         for chunk_digests in results:  # map keeps chunk order, so digests stay in index order
             digests += chunk_digests
@@ -156,23 +209,17 @@ def _build(cfg: MixtureConfig, out: Path, workers: int, progress: Callable[[int,
         if pool is not None:
             pool.shutdown(cancel_futures=True)
 
-    attrs = [image_attributes(cfg, i) for i in range(n)]
-    lines = []
-    for task in TASKS:
-        for j in range(cfg.counts[task]):
-            i = cfg.image_index(task, j)
-            record = make_record(cfg, task, j, attrs[i], image_name(i))
-            lines.append(json.dumps(record, sort_keys=True))
-    records_text = "\n".join(lines) + "\n"
+    records_text = "\n".join(json.dumps(r, sort_keys=True) for r in domain.records()) + "\n"
     atomic_write_text(out / RECORDS, records_text)
 
     manifest = {
-        "dataset": "smartwatch",
+        "dataset": domain.name,
         "config": cfg.to_dict(),
         "counts": {**cfg.counts, "images": n},
         "uvlm_version": __version__,
         "records_sha256": hashlib.sha256(records_text.encode()).hexdigest(),
         "images_sha256": hashlib.sha256("".join(digests).encode()).hexdigest(),
+        **domain.extra(),
     }
     atomic_write_json(out / MANIFEST, manifest)
     (out / BUILD_MARKER).unlink(missing_ok=True)

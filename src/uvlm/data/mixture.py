@@ -29,8 +29,33 @@ _ATTRIBUTE_STREAM = 0
 _TASK_STREAM = {"vqa": 1, "caption": 2, "generation": 3}
 
 
+class RecordCounts:
+    """How a mixture's records map to images, for any config with n_vqa, n_caption,
+    n_generation and share_images (SmartWatch's here, CelebA's in uvlm.data.faces)."""
+
+    n_vqa: int
+    n_caption: int
+    n_generation: int
+    share_images: bool
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"vqa": self.n_vqa, "caption": self.n_caption, "generation": self.n_generation}
+
+    @property
+    def n_images(self) -> int:
+        """Shared images: record j of every task shows image j. Otherwise one image a record."""
+        c = self.counts.values()
+        return max(c) if self.share_images else sum(c)
+
+    def image_index(self, task: str, j: int) -> int:
+        if self.share_images:
+            return j
+        return sum(self.counts[t] for t in TASKS[: TASKS.index(task)]) + j
+
+
 @dataclass(frozen=True)
-class MixtureConfig:
+class MixtureConfig(RecordCounts):
     """Everything that decides a dataset's bytes."""
 
     seed: int = 0
@@ -91,21 +116,6 @@ class MixtureConfig:
     def style(self) -> RenderStyle:
         return RenderStyle(self.size, self.detail_scale, self.face_radius)
 
-    @property
-    def counts(self) -> dict[str, int]:
-        return {"vqa": self.n_vqa, "caption": self.n_caption, "generation": self.n_generation}
-
-    @property
-    def n_images(self) -> int:
-        """Shared images: record j of every task shows image j. Otherwise one image a record."""
-        c = self.counts.values()
-        return max(c) if self.share_images else sum(c)
-
-    def image_index(self, task: str, j: int) -> int:
-        if self.share_images:
-            return j
-        offset = sum(self.counts[t] for t in TASKS[: TASKS.index(task)])
-        return offset + j
 
     def to_dict(self) -> dict:
         return asdict(self)

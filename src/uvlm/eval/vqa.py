@@ -14,6 +14,10 @@ case-insensitive.
 Aggregates (percent): time_acc, weather_acc, battery_acc, position_acc (weather and battery
 positions pooled) and total_acc, the sum of all scores over the number of questions (not a
 mean of the four). An attribute with no questions reports None.
+
+CelebA (uvlm.data.faces; the paper gives no scoring): every question is yes/no; an answer
+scores 1 when its first "yes" or "no" (a whole word, any case) is the truth, else 0. Columns:
+one per attribute (`Black_Hair_acc`, ...) and total_acc. A file mixes no domains.
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from uvlm.data.celeba import ATTRIBUTES as FACE_ATTRIBUTES
+
 ATTRIBUTES = ("time", "weather", "weather_pos", "battery", "battery_pos")
+ALL_ATTRIBUTES = ATTRIBUTES + FACE_ATTRIBUTES
 # Report columns and the attributes each pools.
 COLUMNS = {
     "time_acc": ("time",),
@@ -30,6 +37,9 @@ COLUMNS = {
     "battery_acc": ("battery",),
 }
 
+FACE_COLUMNS = {f"{a}_acc": (a,) for a in FACE_ATTRIBUTES}
+
+_YES_NO = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
 _TIME = re.compile(r"(\d{1,2}):(\d{1,2}):(\d{1,2})")
 _BATTERY = re.compile(r"(\d{1,3})\s*%")
 
@@ -79,6 +89,8 @@ def check_truth(attribute: str, truth: str) -> None:
     value = truth.strip().lower()
     if not value:
         raise ValueError(f"the ground truth of a {attribute} question is empty")
+    if attribute in FACE_ATTRIBUTES and value not in ("yes", "no"):
+        raise ValueError(f"ground-truth {attribute} {truth!r} is not Yes or No")
     if attribute == "weather" and value not in WEATHERS:
         raise ValueError(f"ground-truth weather {truth!r} is not one of {', '.join(WEATHERS)}")
     if attribute in ("weather_pos", "battery_pos") and value not in POSITIONS:
@@ -101,19 +113,25 @@ def score_answer(attribute: str, truth: str, answer: str) -> float:
         return score_battery(truth, answer)
     if attribute in ("weather", "weather_pos", "battery_pos"):
         return float(truth.strip().lower() in answer.lower())
-    raise ValueError(f"unknown attribute {attribute!r}; use one of {', '.join(ATTRIBUTES)}")
+    if attribute in FACE_ATTRIBUTES:
+        m = _YES_NO.search(answer)
+        return float(m is not None and m[1].lower() == truth.strip().lower())
+    raise ValueError(f"unknown attribute {attribute!r}; use one of {', '.join(ALL_ATTRIBUTES)}")
 
 
 def aggregate(scored: Iterable[tuple[str, float]]) -> dict:
     """Table columns (percent, None when empty) and counts from (attribute, score) pairs."""
-    sums = dict.fromkeys(ATTRIBUTES, 0.0)
-    counts = dict.fromkeys(ATTRIBUTES, 0)
+    sums = dict.fromkeys(ALL_ATTRIBUTES, 0.0)
+    counts = dict.fromkeys(ALL_ATTRIBUTES, 0)
     for attribute, score in scored:
         sums[attribute] += score
         counts[attribute] += 1
+    faces = any(counts[a] for a in FACE_ATTRIBUTES)
+    if faces and any(counts[a] for a in ATTRIBUTES):
+        raise ValueError("SmartWatch and CelebA answers are mixed; score each dataset's answers on their own")
     result: dict = {}
     n: dict = {}
-    for column, pooled in COLUMNS.items():
+    for column, pooled in (FACE_COLUMNS if faces else COLUMNS).items():
         k = sum(counts[a] for a in pooled)
         result[column] = 100 * sum(sums[a] for a in pooled) / k if k else None
         n[column.removesuffix("_acc")] = k

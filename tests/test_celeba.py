@@ -1,0 +1,98 @@
+"""CelebA read from every layout users have, on fake copies; partial and damaged copies refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from uvlm.data.celeba import ATTRIBUTES, read_celeba
+from uvlm.data.fake_celeba import LAYOUTS, fake_attributes, write_fake_celeba
+from uvlm.errors import UvlmError
+
+N = 40
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_layout_reads_the_same_copy(tmp_path, layout):
+    celeba = read_celeba(write_fake_celeba(tmp_path, layout, N))
+    assert len(celeba) == N and celeba.layout == ("parquet" if layout == "parquet" else "official")
+    assert sorted(celeba.names) == [f"{i + 1:06d}.jpg" for i in range(N)]
+    order = np.argsort(celeba.names)
+    assert (celeba.attributes[order] == fake_attributes(N)).all(), "the seven columns, whatever the file's order"
+    assert [len(celeba.pool(p)) for p in ("train", "valid", "test")] == [32, 4, 4]
+    assert set(celeba.pool("train")).isdisjoint(celeba.pool("test"))
+    first = int(order[0])
+    img = celeba.image(first)
+    assert img.size == (178, 218) and img.mode == "RGB"
+    # the drawn attributes show: a black-haired face has dark pixels in the hair band
+    hair = np.asarray(img)[45:65, 70:110].mean()
+    assert (hair < 60) == bool(celeba.attributes[first, ATTRIBUTES.index("Black_Hair")])
+
+
+def test_partial_missing_and_damaged_copies_are_one_line(tmp_path):
+    with pytest.raises(UvlmError, match=r"no CelebA found at .*img_align_celeba"):
+        read_celeba(tmp_path)
+    with pytest.raises(UvlmError, match="not a folder"):
+        read_celeba(tmp_path / "nowhere")
+    root = write_fake_celeba(tmp_path / "a", "official", 12)
+    (root / "list_eval_partition.txt").unlink()
+    with pytest.raises(UvlmError, match=r"partial: list_eval_partition\.txt missing"):
+        read_celeba(root)
+    root = write_fake_celeba(tmp_path / "b", "official", 12)
+    text = (root / "list_attr_celeba.txt").read_text().splitlines()
+    (root / "list_attr_celeba.txt").write_text("\n".join([*text[:4], text[4][:20], *text[5:]]))
+    with pytest.raises(UvlmError, match="line 5 is not a file name"):
+        read_celeba(root)
+    root = write_fake_celeba(tmp_path / "c", "official", 12)
+    (root / "img_align_celeba" / "000003.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    with pytest.raises(UvlmError, match=r"000003\.jpg .* is missing or corrupt"):
+        read_celeba(root).image(2)
+    root = write_fake_celeba(tmp_path / "d", "parquet", 12)
+    damaged = next(root.rglob("train-*.parquet"))
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    with pytest.raises(UvlmError, match="not a readable parquet file"):
+        read_celeba(root)
+
+
+def test_a_celeba_dataset_folder_is_built_deterministically_and_scored(cli, tmp_path):
+    import json
+
+    from uvlm.data.folder import read_manifest, read_records
+
+    source = write_fake_celeba(tmp_path / "celeba", "parquet", 80)
+    args = ["data", "celeba", "--celeba", source, "--images", "24", "--size", "32"]
+    code, out, err = cli(*args, "--out", tmp_path / "a", "--workers", "2")
+    assert code == 0, err
+    assert cli(*args, "--out", tmp_path / "b")[0] == 0
+    a, b = read_manifest(tmp_path / "a"), read_manifest(tmp_path / "b")
+    assert a == b, "same seed and copy, same bytes, whatever the workers"
+    assert a["dataset"] == "celeba" and a["counts"] == {"vqa": 24, "caption": 24, "generation": 24, "images": 24}
+    assert 0 < a["celeba"]["redrawn_share"] < 1, "the fake copy lacks some combinations, as CelebA does"
+    train_names = set(a["celeba"]["images"])
+    assert cli("data", "celeba", "--celeba", source, "--images", "6", "--split", "test", "--size", "32",
+               "--out", tmp_path / "test")[0] == 0
+    assert train_names.isdisjoint(read_manifest(tmp_path / "test")["celeba"]["images"]), "disjoint pools"
+
+    records = read_records(tmp_path / "a")
+    vqa = [r for r in records if r["task"] == "vqa"]
+    assert all(r["domain"] == "celeba" and r["conversations"][1]["value"] in ("Yes", "No") for r in vqa)
+    first = vqa[0]
+    beard = {"from": "human", "value": "Does the person have a beard?"}
+    assert all(t != beard or r["attributes"]["No_Beard"] == (r["conversations"][i + 1]["value"] == "No")
+               for r in vqa for i, t in enumerate(r["conversations"]))
+    caption = next(r for r in records if r["task"] == "caption")
+    assert len(caption["named"]) >= 3 and caption["conversations"][1]["value"].startswith(("A ", "A man", "A woman"))
+
+    truth = first["conversations"][1]["value"]
+    wrong = "No" if truth == "Yes" else "Yes"
+    lines = [{"attribute": first["named"][0], "ground_truth": truth, "answer": f"{truth}, clearly."},
+             {"attribute": first["named"][0], "ground_truth": truth, "answer": f"{wrong}. Not {truth.lower()}"},
+             {"attribute": "Male", "ground_truth": "No", "answer": "nobody knows"}]
+    (tmp_path / "answers.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    code, out, err = cli("score", tmp_path / "answers.jsonl")
+    assert code == 0, err
+    scores = json.loads(out)
+    assert scores["total_acc"] == 100 / 3 and scores["Male_acc"] == 0.0 and "time_acc" not in scores
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"attribute": "Male", "ground_truth": "maybe", "answer": "yes"}))
+    code, _, err = cli("score", tmp_path / "bad.jsonl")
+    assert code == 2 and "is not Yes or No" in err
