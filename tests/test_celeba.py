@@ -96,3 +96,13 @@ def test_a_celeba_dataset_folder_is_built_deterministically_and_scored(cli, tmp_
     (tmp_path / "bad.jsonl").write_text(json.dumps({"attribute": "Male", "ground_truth": "maybe", "answer": "yes"}))
     code, _, err = cli("score", tmp_path / "bad.jsonl")
     assert code == 2 and "is not Yes or No" in err
+
+
+def test_chance_of_celeba_questions():
+    from uvlm.eval.chance import chance
+
+    truths = [("Eyeglasses", "No")] * 8 + [("Eyeglasses", "Yes")] * 2 + [("Male", "Yes"), ("Male", "No")]
+    c = chance(truths)
+    assert c["random"]["Eyeglasses_acc"] == 50.0 and c["random"]["total_acc"] == 50.0
+    assert c["constant"]["Eyeglasses_acc"] == 80.0 and c["constant_answers"]["Eyeglasses"] == "no"
+    assert c["constant"]["Male_acc"] == 50.0

@@ -3,7 +3,8 @@
 Two baselines per attribute, computed exactly from the test questions' true answers under
 the scoring rules of uvlm.eval.vqa:
 - `random`: the expected score of an answer drawn uniformly from the answer space (weather:
-  3 kinds; positions: 4 corners; time: 12 hours x 60 x 60; battery: 0..100%). A random time
+  3 kinds; positions: 4 corners; time: 12 hours x 60 x 60; battery: 0..100%; a CelebA
+  attribute: yes or no, so 50). A random time
   scores exactly 50: the mean circular error is half its maximum in every component.
 - `constant`: the best single answer per attribute for this test set (the most frequent
   weather or corner; for time the hour, minute and second that minimise the summed circular
@@ -22,9 +23,10 @@ from collections.abc import Iterable
 import numpy as np
 
 from uvlm.data.smartwatch import POSITIONS, WEATHERS
-from uvlm.eval.vqa import aggregate, parse_battery, parse_time
+from uvlm.eval.vqa import FACE_ATTRIBUTES, aggregate, parse_battery, parse_time
 
-CATEGORIES = {"weather": WEATHERS, "weather_pos": POSITIONS, "battery_pos": POSITIONS}
+CATEGORIES = {"weather": WEATHERS, "weather_pos": POSITIONS, "battery_pos": POSITIONS,
+              **dict.fromkeys(FACE_ATTRIBUTES, ("yes", "no"))}  # CelebA: every question is yes/no
 _PERIODS = (12, 60, 60)  # hour, minute, second
 _WEIGHTS = (6, 30, 30)  # the scorer's divisors
 
