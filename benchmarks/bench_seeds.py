@@ -1,0 +1,52 @@
+"""Target 4 of the cpu instrument: is seed noise small enough to see 3-point effects?
+
+Reads a results folder (default: the committed `results/`) and, per row of table A3, the VQA
+total of each seed, its seed SD, and the minimum detectable effect between two such rows
+(uvlm.suites.stats.minimum_detectable_effect: two-sided 5%, power 80%) at the row's seed count
+and at 3, 5 and 10 seeds. Target: seed SD of the total <= 2 points for every A3 row.
+
+    python benchmarks/bench_seeds.py [RESULTS_FOLDER] [--table A3]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from common import markdown_table, record
+
+from uvlm.suites.results import Results
+from uvlm.suites.stats import minimum_detectable_effect
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="?", type=Path, default=ROOT / "results")
+    parser.add_argument("--table", default="A3")
+    args = parser.parse_args()
+    res = Results(args.results)
+    rows = []
+    for label in res.labels(args.table):
+        scores = res.scores(args.table, label, "total_acc")
+        if scores is None:
+            continue
+        per_seed = scores.mean(axis=1)
+        sd = float(per_seed.std(ddof=1)) if len(per_seed) > 1 else float("nan")
+        mde = [minimum_detectable_effect(sd, k) if len(per_seed) > 1 else float("nan")
+               for k in (len(per_seed), 3, 5, 10)]
+        rows.append([label, len(per_seed), " / ".join(f"{v:.1f}" for v in per_seed), f"{sd:.1f}",
+                     *(f"{v:.1f}" for v in mde), "yes" if sd <= 2 else "no"])
+    folder = args.results.relative_to(ROOT) if args.results.is_relative_to(ROOT) else args.results
+    body = (f"`{folder}`, table {args.table}, VQA total per seed (percent). MDE: the smallest true difference "
+            "between two rows with this seed SD that a two-sided 5% test finds 80% of the time.\n\n"
+            + markdown_table(["row", "seeds", "total per seed", "seed SD", "MDE at its seeds", "MDE at 3",
+                              "MDE at 5", "MDE at 10", "SD <= 2"], rows))
+    if not rows:
+        raise SystemExit(f"{args.results} has no evaluated rows of table {args.table}")
+    record("bench_seeds", f"python benchmarks/bench_seeds.py {folder} --table {args.table}", body)
+
+
+if __name__ == "__main__":
+    main()
