@@ -106,3 +106,21 @@ def test_chance_of_celeba_questions():
     assert c["random"]["Eyeglasses_acc"] == 50.0 and c["random"]["total_acc"] == 50.0
     assert c["constant"]["Eyeglasses_acc"] == 80.0 and c["constant_answers"]["Eyeglasses"] == "no"
     assert c["constant"]["Male_acc"] == 50.0
+
+
+def test_the_celeba_judge_reads_the_attributes_of_held_out_faces(cli, tmp_path, monkeypatch):
+    from uvlm.vision.judge import FaceJudgeConfig, PixelJudge, face_judge
+
+    monkeypatch.setenv("UVLM_CACHE", str(tmp_path / "cache"))
+    source = write_fake_celeba(tmp_path / "celeba", "official", 400)
+    for split, n in (("train", 200), ("test", 39)):
+        code, _, err = cli("data", "celeba", "--celeba", source, "--images", n, "--size", "32", "--split", split,
+                           "--out", tmp_path / split)
+        assert code == 0, err
+    _, info = face_judge(tmp_path / "train", tmp_path / "test", FaceJudgeConfig(steps=150, batch=32))
+    held = info["held_out"]
+    assert held["n"]["total"] == 39 * 7 and held["total_acc"] > 90, held
+    assert min(held[f"{a}_acc"] for a in ATTRIBUTES) > 75, held
+    # saved with its heads; reloads as a CelebA judge
+    again = PixelJudge.load(next((tmp_path / "cache" / "face-judge").iterdir()))
+    assert set(again.model.heads) == set(ATTRIBUTES)

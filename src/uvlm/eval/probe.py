@@ -11,6 +11,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from uvlm.data.celeba import ATTRIBUTES as FACE_ATTRIBUTES
+from uvlm.data.faces import answer as face_answer
 from uvlm.data.smartwatch import POSITIONS, WEATHERS, Attributes
 from uvlm.eval.vqa import aggregate, score_answer
 
@@ -72,7 +74,10 @@ def score_against(answers: list[dict[str, str]], attributes: list[dict],
     """VQA-rule scores of judged answers; only the attributes each prompt named, if given."""
     scored = []
     for i, (ans, a) in enumerate(zip(answers, attributes, strict=True)):
-        truth = Attributes.from_dict(a)
         keys = named[i] if named is not None else list(ans)
+        if all(k in FACE_ATTRIBUTES for k in keys):  # CelebA: the values are the record's booleans
+            scored += [(k, score_answer(k, face_answer(k, bool(a[k])), ans[k])) for k in keys]
+            continue
+        truth = Attributes.from_dict(a)
         scored += [(k, score_answer(k, truth.answer(k), ans[k])) for k in keys]
     return aggregate(scored)

@@ -14,6 +14,7 @@ The pixel judge's penultimate features also give a domain FID/KID that runs offl
 
 from __future__ import annotations
 
+import json
 import pickle
 import time
 from collections.abc import Callable
@@ -24,8 +25,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from uvlm.data.celeba import ATTRIBUTES as FACE_ATTRIBUTES
+from uvlm.data.faces import answer as face_answer
 from uvlm.data.smartwatch import CPU_STYLE
 from uvlm.device import placement
 from uvlm.errors import UvlmError
@@ -43,7 +47,7 @@ HEADS = {"hour": 12, "minute": 60, "second": 60, "weather": 3, "weather_pos": 4,
 class JudgeCNN(nn.Module):
     """Four strided conv stages, a 256-d penultimate layer, one linear head per attribute."""
 
-    def __init__(self, size: int, width: int = 32, penultimate: int = 256):
+    def __init__(self, size: int, width: int = 32, penultimate: int = 256, heads: dict[str, int] | None = None):
         super().__init__()
         self.size = size
         chans = [3, width, 2 * width, 4 * width, 4 * width]
@@ -55,7 +59,7 @@ class JudgeCNN(nn.Module):
         grid = size // 8
         self.penultimate = nn.Sequential(nn.Flatten(), nn.Linear(chans[-1] * grid * grid, penultimate),
                                          nn.ReLU(inplace=True))
-        self.heads = nn.ModuleDict({k: nn.Linear(penultimate, n) for k, n in HEADS.items()})
+        self.heads = nn.ModuleDict({k: nn.Linear(penultimate, n) for k, n in (heads or HEADS).items()})
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, H, W) -> penultimate features (B, 256)."""
@@ -87,28 +91,34 @@ class PixelJudge:
         try:
             state = load_file(str(Path(folder) / "judge.safetensors"))
             size = int(state.pop("_size").item())
+            with safe_open(str(Path(folder) / "judge.safetensors"), "pt") as f:
+                heads = json.loads((f.metadata() or {}).get("heads", "null"))  # judges saved before: HEADS
         except Exception as e:  # any unreadable file is the same user problem
             raise UvlmError(f"judge weights in {folder} are missing or corrupt ({type(e).__name__}); "
                             "run `uvlm pretrain judge --rebuild`") from None
-        model = JudgeCNN(size)
+        model = JudgeCNN(size, heads=heads)
         model.load_state_dict(state)
         return cls(model)
 
     def save(self, folder: Path) -> None:
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         state["_size"] = torch.tensor(self.model.size)
-        save_file(state, str(Path(folder) / "judge.safetensors"))
+        heads = {k: head.out_features for k, head in self.model.heads.items()}
+        save_file(state, str(Path(folder) / "judge.safetensors"), metadata={"heads": json.dumps(heads)})
 
     @torch.no_grad()
     def classes(self, images: torch.Tensor, batch: int = 256) -> dict[str, np.ndarray]:
-        outs: dict[str, list] = {k: [] for k in HEADS}
+        outs: dict[str, list] = {k: [] for k in self.model.heads}
         for i in range(0, len(images), batch):
             for k, logits in self.model(images[i:i + batch].to(self.device)).items():
                 outs[k].append(logits.argmax(-1).cpu())
         return {k: torch.cat(v).numpy() for k, v in outs.items()}
 
     def answers(self, images: torch.Tensor) -> list[dict[str, str]]:
-        return answers_from_classes(self.classes(images))
+        classes = self.classes(images)
+        if set(classes) == set(FACE_ATTRIBUTES):  # a CelebA judge: class 1 is the attribute's value 1
+            return [{a: face_answer(a, bool(classes[a][i])) for a in FACE_ATTRIBUTES} for i in range(len(images))]
+        return answers_from_classes(classes)
 
     @torch.no_grad()
     def features(self, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
@@ -160,6 +170,68 @@ def pretrained_judge(cfg: JudgeConfig | None = None, progress=None,
     """The cached pixel judge for `cfg` (trained on first use) and its held-out scores."""
     cfg = cfg or JudgeConfig()
     entry, meta = cached_artifact("judge", asdict(cfg), lambda d: train_judge(cfg, d, progress), rebuild)
+    return PixelJudge.load(entry), meta["info"]
+
+
+@dataclass(frozen=True)
+class FaceJudgeConfig:
+    """The CelebA judge: the same CNN with one yes/no head per attribute, trained on the images
+    of a CelebA dataset folder (uvlm data celeba, train split) and their attributes."""
+
+    seed: int = 100
+    steps: int = 1200
+    batch: int = 64
+    lr: float = 2e-3
+
+
+def _folder_images(root: Path) -> tuple[torch.Tensor, list[dict]]:
+    """A dataset folder's distinct images (uint8) and each one's attributes."""
+    from uvlm.data.folder import read_records
+    from uvlm.vision.space import load_images
+
+    first: dict[str, dict] = {}
+    for r in read_records(root):
+        first.setdefault(r["image"], r["attributes"])
+    names = sorted(first)
+    return load_images([Path(root) / n for n in names]), [first[n] for n in names]
+
+
+def train_face_judge(cfg: FaceJudgeConfig, train_root: Path, test_root: Path, out: Path,
+                     progress: Callable[[int, int, str], None] | None = None) -> dict:
+    """Train the CelebA judge on `train_root`'s images, save it to `out`, return its accuracy on
+    `test_root`'s images per attribute (CelebA's labels are noisy: read them per attribute)."""
+    torch.manual_seed(cfg.seed)
+    start = time.perf_counter()
+    images, attrs = _folder_images(train_root)
+    labels = {a: torch.tensor([int(x[a]) for x in attrs]) for a in FACE_ATTRIBUTES}
+    model = JudgeCNN(images.shape[-1], heads=dict.fromkeys(FACE_ATTRIBUTES, 2)).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    for step, idx in enumerate(_batches(len(images), cfg.batch, cfg.steps, cfg.seed)):
+        for group in opt.param_groups:
+            group["lr"] = _cosine_lr(step, cfg.steps, cfg.lr, cfg.steps // 20)
+        logits = model(images[idx])
+        loss = sum(F.cross_entropy(logits[a], labels[a][idx]) for a in FACE_ATTRIBUTES)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if progress:
+            progress(step + 1, cfg.steps, f"loss {loss.item():.3f}")
+    judge = PixelJudge(model)
+    judge.save(out)
+    held, held_attrs = _folder_images(test_root)
+    return {"train_seconds": round(time.perf_counter() - start, 1), "n_train": len(images),
+            "held_out": score_against(judge.answers(held), held_attrs), "n_held_out": len(held)}
+
+
+def face_judge(train_root: Path, test_root: Path, cfg: FaceJudgeConfig | None = None,
+               progress=None) -> tuple[PixelJudge, dict]:
+    """The cached CelebA judge of a train dataset folder (trained on first use) and its scores."""
+    from uvlm.vision.cache import dataset_key
+
+    cfg = cfg or FaceJudgeConfig()
+    key = {**asdict(cfg), "train": dataset_key(train_root), "test": dataset_key(test_root)}
+    entry, meta = cached_artifact("face-judge", key, lambda d: train_face_judge(cfg, train_root, test_root, d,
+                                                                                 progress))
     return PixelJudge.load(entry), meta["info"]
 
 
