@@ -124,3 +124,24 @@ def test_the_celeba_judge_reads_the_attributes_of_held_out_faces(cli, tmp_path, 
     # saved with its heads; reloads as a CelebA judge
     again = PixelJudge.load(next((tmp_path / "cache" / "face-judge").iterdir()))
     assert set(again.model.heads) == set(ATTRIBUTES)
+
+
+def test_stand_ins_pretrained_on_celeba_images(cli, tmp_path, monkeypatch):
+    from uvlm.vision import pretrain
+
+    monkeypatch.setenv("UVLM_CACHE", str(tmp_path / "cache"))
+    source = write_fake_celeba(tmp_path / "celeba", "drive", 120)
+    for split, n in (("train", 40), ("test", 12)):
+        assert cli("data", "celeba", "--celeba", source, "--images", n, "--size", "32", "--split", split,
+                   "--out", tmp_path / split)[0] == 0
+    toy = dict(steps=3, batch=8, style={"size": 32})
+    vq_cfg = pretrain.VQPretrainConfig(**toy)
+    siglip_cfg = pretrain.SiglipPretrainConfig(**toy, hidden_size=32, layers=1, heads=2, text_layers=1)
+    vq, vq_info, siglip, siglip_info = pretrain.face_standins(tmp_path / "train", tmp_path / "test", vq_cfg,
+                                                              siglip_cfg)
+    assert vq.n_tokens == 16 and siglip.n_tokens == 16 and vq_info["psnr_db"] > 0
+    for info in (vq_info, siglip_info):
+        assert info["probe"]["vqa"]["n"]["total"] == (12 - 12 * 4 // 5) * 7 and "Eyeglasses_acc" in info["probe"]["vqa"]
+    built = sorted(p.name for p in (tmp_path / "cache").rglob("meta.json"))
+    pretrain.face_standins(tmp_path / "train", tmp_path / "test", vq_cfg, siglip_cfg)  # cached: nothing new
+    assert sorted(p.name for p in (tmp_path / "cache").rglob("meta.json")) == built

@@ -29,14 +29,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from uvlm.data.celeba import ATTRIBUTES as FACE_ATTRIBUTES
-from uvlm.data.faces import answer as face_answer
 from uvlm.data.smartwatch import CPU_STYLE
 from uvlm.device import placement
 from uvlm.errors import UvlmError
 from uvlm.eval.probe import PROBE_TARGETS, answers_from_classes, attribute_labels, fit_probe, score_against
 from uvlm.io import atomic_write_json
 from uvlm.vision.cache import cached_artifact
-from uvlm.vision.pretrain import _batches, _cosine_lr, render_pool
+from uvlm.vision.pretrain import _batches, _cosine_lr, folder_pool, render_pool
 from uvlm.vision.space import VisionSpace
 
 # Classes of each attribute head.
@@ -115,10 +114,7 @@ class PixelJudge:
         return {k: torch.cat(v).numpy() for k, v in outs.items()}
 
     def answers(self, images: torch.Tensor) -> list[dict[str, str]]:
-        classes = self.classes(images)
-        if set(classes) == set(FACE_ATTRIBUTES):  # a CelebA judge: class 1 is the attribute's value 1
-            return [{a: face_answer(a, bool(classes[a][i])) for a in FACE_ATTRIBUTES} for i in range(len(images))]
-        return answers_from_classes(classes)
+        return answers_from_classes(self.classes(images))
 
     @torch.no_grad()
     def features(self, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
@@ -184,25 +180,13 @@ class FaceJudgeConfig:
     lr: float = 2e-3
 
 
-def _folder_images(root: Path) -> tuple[torch.Tensor, list[dict]]:
-    """A dataset folder's distinct images (uint8) and each one's attributes."""
-    from uvlm.data.folder import read_records
-    from uvlm.vision.space import load_images
-
-    first: dict[str, dict] = {}
-    for r in read_records(root):
-        first.setdefault(r["image"], r["attributes"])
-    names = sorted(first)
-    return load_images([Path(root) / n for n in names]), [first[n] for n in names]
-
-
 def train_face_judge(cfg: FaceJudgeConfig, train_root: Path, test_root: Path, out: Path,
                      progress: Callable[[int, int, str], None] | None = None) -> dict:
     """Train the CelebA judge on `train_root`'s images, save it to `out`, return its accuracy on
     `test_root`'s images per attribute (CelebA's labels are noisy: read them per attribute)."""
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
-    images, attrs = _folder_images(train_root)
+    images, attrs = folder_pool(train_root)
     labels = {a: torch.tensor([int(x[a]) for x in attrs]) for a in FACE_ATTRIBUTES}
     model = JudgeCNN(images.shape[-1], heads=dict.fromkeys(FACE_ATTRIBUTES, 2)).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
@@ -218,7 +202,7 @@ def train_face_judge(cfg: FaceJudgeConfig, train_root: Path, test_root: Path, ou
             progress(step + 1, cfg.steps, f"loss {loss.item():.3f}")
     judge = PixelJudge(model)
     judge.save(out)
-    held, held_attrs = _folder_images(test_root)
+    held, held_attrs = folder_pool(test_root)
     return {"train_seconds": round(time.perf_counter() - start, 1), "n_train": len(images),
             "held_out": score_against(judge.answers(held), held_attrs), "n_held_out": len(held)}
 

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from transformers import JanusVQVAE, SiglipConfig, SiglipModel
 
+from uvlm.data.celeba import ATTRIBUTES as FACE_ATTRIBUTES
+from uvlm.data.faces import describe
 from uvlm.data.mixture import MixtureConfig, image_attributes
 from uvlm.data.smartwatch import CPU_STYLE, RenderStyle, render
 from uvlm.eval.probe import probe_attributes
@@ -32,6 +34,7 @@ from uvlm.vision.siglip import SiglipImageProcessor, SiglipSpace
 from uvlm.vision.vq import VQConfig, VQSpace, lookup
 
 Progress = Callable[[int, int, str], None]
+Pools = tuple[torch.Tensor, list[dict], torch.Tensor, list[dict]]
 
 
 
@@ -137,11 +140,21 @@ def cache_key(cfg) -> dict:
     return {k: v for k, v in asdict(cfg).items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
 
-def train_vq(cfg: VQPretrainConfig, out: Path, progress: Progress | None = None) -> dict:
-    """Train the VQ stand-in, save it in LlamaGen's layout to out/vq.pt, return its quality."""
+def _pools(cfg, given: Pools | None) -> Pools:
+    """The images a stand-in trains on and is judged on: given (a CelebA dataset folder's), or
+    SmartWatch renders of the config's pool and held-out seeds."""
+    if given is not None:
+        return given
+    return (*render_pool(cfg.pool, cfg.seed, cfg.style), *render_pool(cfg.held_out, cfg.seed + 1, cfg.style,
+                                                                     offset=cfg.pool))
+
+
+def train_vq(cfg: VQPretrainConfig, out: Path, progress: Progress | None = None, pools: Pools | None = None) -> dict:
+    """Train the VQ stand-in, save it in LlamaGen's layout to out/vq.pt, return its quality.
+    `pools`: (train images, their attributes, held-out images, theirs) instead of renders."""
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
-    images, _ = render_pool(cfg.pool, cfg.seed, cfg.style)
+    images, _, held, held_attrs = _pools(cfg, pools)
     vq_cfg = cfg.vq_config()
     model = JanusVQVAE(vq_cfg.janus()).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
@@ -149,7 +162,7 @@ def train_vq(cfg: VQPretrainConfig, out: Path, progress: Progress | None = None)
     history = []
     used = torch.zeros(cfg.num_embeddings, dtype=torch.bool)
     g = torch.Generator().manual_seed(cfg.seed)
-    for step, idx in enumerate(_batches(cfg.pool, cfg.batch, cfg.steps, cfg.seed)):
+    for step, idx in enumerate(_batches(len(images), cfg.batch, cfg.steps, cfg.seed)):
         for group in opt.param_groups:
             group["lr"] = _cosine_lr(step, cfg.steps, cfg.lr, cfg.steps // 20)
         x = x_all[idx]
@@ -177,12 +190,11 @@ def train_vq(cfg: VQPretrainConfig, out: Path, progress: Progress | None = None)
 
     space = VQSpace(model, vq_cfg)
     space.save(out / "vq.pt")
-    held, held_attrs = render_pool(cfg.held_out, cfg.seed + 1, cfg.style, offset=cfg.pool)
     with torch.no_grad():
         ids = torch.cat([space.targets(held[i:i + 128]) for i in range(0, len(held), 128)])
         recon = torch.cat([space.decode(ids[i:i + 128]) for i in range(0, len(ids), 128)])
     usage = len(torch.unique(ids)) / vq_cfg.num_embeddings
-    probe = _probe(space.encode, held, held_attrs, cfg.probe_train)
+    probe = _probe(space.encode, held, held_attrs, min(cfg.probe_train, len(held) * 4 // 5))
     return {"train_seconds": round(train_time, 1), "psnr_db": round(psnr(recon, held), 2),
             "codebook_usage": round(usage, 3), "probe": probe, "history": history,
             "tokens": space.n_tokens}
@@ -190,6 +202,8 @@ def train_vq(cfg: VQPretrainConfig, out: Path, progress: Progress | None = None)
 
 def siglip_caption(a: dict) -> str:
     """A caption naming every attribute, for contrastive pretraining."""
+    if "Male" in a:  # CelebA
+        return describe(a, list(FACE_ATTRIBUTES))
     return (f"a watch at {a['hour']:02d}:{a['minute']:02d}:{a['second']:02d} with {a['weather']} weather "
             f"at the {a['weather_pos']} and battery {a['battery']}% at the {a['battery_pos']}")
 
@@ -211,11 +225,13 @@ class SiglipPretrainConfig:
     text_layers: int = 2
 
 
-def train_siglip(cfg: SiglipPretrainConfig, out: Path, progress: Progress | None = None) -> dict:
-    """Train the SigLIP stand-in, save it as a transformers folder in `out`, return its quality."""
+def train_siglip(cfg: SiglipPretrainConfig, out: Path, progress: Progress | None = None,
+                 pools: Pools | None = None) -> dict:
+    """Train the SigLIP stand-in, save it as a transformers folder in `out`, return its quality.
+    `pools`: as for train_vq."""
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
-    images, attrs = render_pool(cfg.pool, cfg.seed, cfg.style)
+    images, attrs, held, held_attrs = _pools(cfg, pools)
     captions = [siglip_caption(a) for a in attrs]
     tokenizer = train_tokenizer(captions)
     encoded = tokenizer(captions, padding="max_length", max_length=64, truncation=True, return_tensors="pt")
@@ -233,7 +249,7 @@ def train_siglip(cfg: SiglipPretrainConfig, out: Path, progress: Progress | None
     pixels = images.float() / 127.5 - 1
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.05)
     history = []
-    for step, idx in enumerate(_batches(cfg.pool, cfg.batch, cfg.steps, cfg.seed)):
+    for step, idx in enumerate(_batches(len(images), cfg.batch, cfg.steps, cfg.seed)):
         for group in opt.param_groups:
             group["lr"] = _cosine_lr(step, cfg.steps, cfg.lr, cfg.steps // 20)
         # SigLIP's text tower reads the last position; captions are padded to a fixed length.
@@ -253,8 +269,7 @@ def train_siglip(cfg: SiglipPretrainConfig, out: Path, progress: Progress | None
     processor.save_pretrained(out)
     tokenizer.save_pretrained(out)
     space = SiglipSpace.load(str(out))
-    held, held_attrs = render_pool(cfg.held_out, cfg.seed + 1, cfg.style, offset=cfg.pool)
-    probe = _probe(space.encode, held, held_attrs, cfg.probe_train)
+    probe = _probe(space.encode, held, held_attrs, min(cfg.probe_train, len(held) * 4 // 5))
     return {"train_seconds": round(train_time, 1), "probe": probe, "history": history,
             "tokens": space.n_tokens}
 
@@ -291,3 +306,36 @@ def pretrained_siglip(cfg: SiglipPretrainConfig | None = None, progress: Progres
                                   lambda d: train_siglip(cfg, d, progress), rebuild)
     return SiglipSpace.load(str(entry)), meta["info"]
 
+
+
+def folder_pool(root: Path) -> tuple[torch.Tensor, list[dict]]:
+    """A dataset folder's distinct images (uint8) and each one's attributes (CelebA's stand-ins
+    and judge train on the user's images, not on renders)."""
+    from uvlm.data.folder import read_records
+    from uvlm.vision.space import load_images
+
+    first: dict[str, dict] = {}
+    for r in read_records(root):
+        first.setdefault(r["image"], r["attributes"])
+    names = sorted(first)
+    return load_images([Path(root) / n for n in names]), [first[n] for n in names]
+
+
+def face_standins(train_root: Path, test_root: Path, vq: VQPretrainConfig | None = None,
+                  siglip: SiglipPretrainConfig | None = None,
+                  progress: Progress | None = None) -> tuple[VQSpace, dict, SiglipSpace, dict]:
+    """The VQ and SigLIP stand-ins pretrained on a CelebA dataset folder's images (judged on a
+    held-out folder's), cached by the folders' keys like the SmartWatch ones; with their quality."""
+    from uvlm.vision.cache import dataset_key
+
+    train, held = folder_pool(train_root), folder_pool(test_root)
+    size = int(train[0].shape[-1])
+    vq = vq or VQPretrainConfig(style={"size": size})
+    siglip = siglip or SiglipPretrainConfig(style={"size": size})
+    data = {"train": dataset_key(train_root), "test": dataset_key(test_root)}
+    pools = (*train, *held)
+    vq_entry, vq_meta = cached_artifact("pretrained-vq", {**cache_key(vq), **data},
+                                        lambda d: train_vq(vq, d, progress, pools))
+    sg_entry, sg_meta = cached_artifact("pretrained-siglip", {**cache_key(siglip), **data},
+                                        lambda d: train_siglip(siglip, d, progress, pools))
+    return VQSpace.load(vq_entry / "vq.pt"), vq_meta["info"], SiglipSpace.load(str(sg_entry)), sg_meta["info"]
