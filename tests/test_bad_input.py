@@ -237,6 +237,33 @@ def test_eval_of_damaged_weights(cli, env, tmp_path, part, how, message):
     refused(cli, ["eval", run], run, message)
 
 
+@pytest.mark.parametrize("how", ["truncate", "flip"])
+def test_eval_of_a_damaged_checkpoint(cli, env, tmp_path, how):
+    run = unevaluated_copy(env, tmp_path)
+    step = sorted(run.glob("checkpoints/step-*"))[-1]
+    corrupt(step / "trainable.safetensors", how)
+    refused(cli, ["eval", run, "--checkpoint", int(step.name.split("-")[1])], run, "is missing or corrupt")
+
+
+@pytest.mark.parametrize("errno_name", ["ENOSPC", "EROFS"])
+def test_a_full_or_read_only_disk_is_one_line(cli, env, tmp_path, monkeypatch, errno_name):
+    """The machine refusing a write (simulated: a test cannot fill the disk or, as root, be
+    refused) is one line naming the path, for a dataset build and a training run alike."""
+    import errno
+    import tempfile
+
+    def refuse(*args, dir=None, **kw):
+        code = getattr(errno, errno_name)
+        raise OSError(code, os.strerror(code), str(dir))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    refused(cli, ["data", "smartwatch", "--images", "4", "--size", "64", "--out", tmp_path / "d"], env / "data",
+            os.strerror(getattr(errno, errno_name)))
+    refused(cli, ["train", "--config", env / "run.yaml", "--out", tmp_path / "run"], env / "data",
+            os.strerror(getattr(errno, errno_name)))
+    assert not [p for p in (tmp_path / "run").rglob("*") if p.is_file()], "nothing half-written"
+
+
 def test_eval_without_a_tokenizer_and_with_bad_sampling(cli, env, tmp_path):
     run = unevaluated_copy(env, tmp_path)
     for value in ("nan", "inf"):
