@@ -133,7 +133,7 @@ def test_the_celeba_judge_reads_the_attributes_of_held_out_faces(cli, tmp_path, 
     assert held["n"]["total"] == 30 * 7 and held["total_acc"] > 90, held
     assert min(held[f"{a}_acc"] for a in ATTRIBUTES) > 75, held
     # saved with its heads; reloads as a CelebA judge
-    again = PixelJudge.load(next((tmp_path / "cache" / "face-judge").iterdir()))
+    again = PixelJudge.load(next((tmp_path / "cache" / "face-judge").glob("[!.]*")))
     assert set(again.model.heads) == set(ATTRIBUTES)
 
 

@@ -42,7 +42,7 @@ def test_vq_stand_in_trains_saves_llamagen_layout_and_is_cached(tmp_path):
     assert {"psnr_db", "codebook_usage", "probe", "train_seconds"} <= set(info)
     assert set(info["probe"]["accuracy"]) == {"hour", "minute", "second", "weather", "weather_pos",
                                               "battery", "battery_pos"}
-    entry = next((tmp_path / "cache" / "pretrained-vq").iterdir())
+    entry = next((tmp_path / "cache" / "pretrained-vq").glob("[!.]*"))
     state = torch.load(entry / "vq.pt", weights_only=True)["model"]
     assert "encoder.conv_blocks.0.res.0.conv1.weight" in state and "encoder.mid.1.q.weight" in state
     assert json.loads((entry / "vq.json").read_text())["image_size"] == 64

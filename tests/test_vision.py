@@ -145,7 +145,7 @@ def test_failed_build_leaves_nothing(cache_dir):
 
     with pytest.raises(KeyboardInterrupt):
         cache.cached_artifact("thing", {"a": 1}, build)
-    assert not any(p for p in (cache_dir / "thing").iterdir())
+    assert [p.name for p in (cache_dir / "thing").iterdir() if not p.name.endswith(".lock")] == []
 
 
 def test_feature_cache_keys_and_invalidation(cache_dir, tmp_path, vq):
@@ -156,7 +156,7 @@ def test_feature_cache_keys_and_invalidation(cache_dir, tmp_path, vq):
     assert first["targets"].dtype == torch.int64
     direct_ids, _ = vq.quantize(load_images([ds / "images" / f"{i:06d}.png" for i in range(10)]))
     assert torch.equal(first["targets"], direct_ids)
-    entries = list((cache_dir / "features").iterdir())
+    entries = list((cache_dir / "features").glob("[!.]*"))
     assert len(entries) == 1
     # Corrupt the stored tensors: detected by the digest, recomputed, same values.
     f = entries[0] / "targets.npy"
@@ -178,7 +178,7 @@ def test_feature_cache_keys_and_invalidation(cache_dir, tmp_path, vq):
     assert half["features"].dtype == torch.float16
     assert torch.allclose(half["features"].float(), again["features"], atol=1e-3)
     assert torch.equal(half["targets"], kept)
-    assert len(list((cache_dir / "features").iterdir())) == 2
+    assert len(list((cache_dir / "features").glob("[!.]*"))) == 2
     # Another dataset or another encoder is another entry.
     other = tmp_path / "other"
     build_dataset(MixtureConfig(seed=1, n_vqa=10, n_caption=10, n_generation=10, size=64), other)
@@ -186,7 +186,7 @@ def test_feature_cache_keys_and_invalidation(cache_dir, tmp_path, vq):
     vq.model.quantize.embedding.weight.data.mul_(-1)
     vq._digest = ""
     cache.cached_features(vq, ds)
-    assert len(list((cache_dir / "features").iterdir())) == 4
+    assert len(list((cache_dir / "features").glob("[!.]*"))) == 4
 
 
 def test_judge_plumbing_at_toy_size(tmp_path):
@@ -248,10 +248,11 @@ def test_concurrent_builders_of_one_entry_agree(cache_dir):
     import threading
     import time as _time
 
-    results = []
+    results, builds = [], []
 
     def build(folder: Path) -> dict:
-        _time.sleep(0.2)  # both builders overlap
+        builds.append(folder)
+        _time.sleep(0.2)  # the others arrive while this one builds
         (folder / "weights.bin").write_bytes(b"same bytes")
         return {"ok": True}
 
@@ -266,7 +267,9 @@ def test_concurrent_builders_of_one_entry_agree(cache_dir):
         t.join()
     assert len(results) == 3 and len({r[0] for r in results}) == 1
     assert all(r[1] == b"same bytes" and r[2] == {"ok": True} for r in results)
-    assert [p.name for p in (cache_dir / "race").iterdir()] == [results[0][0].name]  # no leftovers
+    assert len(builds) == 1, "the others waited for the first build instead of computing it again"
+    left = sorted(p.name for p in (cache_dir / "race").iterdir())
+    assert left == sorted([results[0][0].name, f".{results[0][0].name}.lock"])  # no half-built folders
 
 
 def test_embedding_judge_reads_content_not_length():

@@ -24,6 +24,7 @@ import torch
 
 from uvlm.data.folder import read_manifest, read_records
 from uvlm.errors import UvlmError
+from uvlm.io import exclusive
 from uvlm.progress import progress as progress_lines
 from uvlm.vision.space import VisionSpace, file_digest, load_images
 
@@ -78,6 +79,18 @@ def cached_artifact(kind: str, config: dict, build: Callable[[Path], dict],
         if meta is not None:
             return entry, meta
     entry.parent.mkdir(parents=True, exist_ok=True)
+    # One builder per entry: a second (a suite's job side by side) waits, then finds it built,
+    # instead of computing the same entry again.
+    lock = entry.parent / f".{entry.name}.lock"
+    lock.touch(exist_ok=True)
+    with exclusive(lock, f"build of the {kind} cache entry", wait=True):
+        if not rebuild and (meta := _verified(entry)) is not None:
+            return entry, meta
+        return _build_entry(kind, config, build, entry, rebuild)
+
+
+def _build_entry(kind: str, config: dict, build: Callable[[Path], dict], entry: Path,
+                 rebuild: bool) -> tuple[Path, dict]:
     _remove_abandoned_builds(entry)
     tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}.{_builder()}."))
     try:
