@@ -125,6 +125,10 @@ def run_folder(world: Path) -> Path:
     (["suite", "run", "mutual", "--set", "train.lr=[1"], "not valid YAML"),
     (["suite", "status", "mutual", "--set", "train.lr=abc"], "train.lr must be a number"),
     (["plan", "configs/cpu/VQ-VQ.yaml", "--gpu-mem", "-2"], "--gpu-mem"),
+    (["plan", "configs/cpu/VQ-VQ.yaml", "--gpu-mem", "nan"], "--gpu-mem"),
+    (["plan", "configs/cpu/VQ-VQ.yaml", "--gpus", "1000000"], "at least one"),
+    (["data", "smartwatch", "--images", "4", "--seed", "-1"], "--seed -1"),
+    (["suite", "run", "mutual", "--executor", "slurm"], "sbatch"),
     (["train", "--config", "configs/cpu/VQ-VQ.yaml", "--set", "train.batch_size=100000", "--out", "OUT"], "of memory"),
     (["train", "--config", "configs/cpu/VQ-VQ.yaml", "--set", "model.hidden_size=8192", "--set", "model.layers=24",
       "--set", "model.heads=64", "--set", "model.intermediate_size=20000", "--out", "OUT"], "of memory"),
@@ -268,6 +272,7 @@ def test_eval_without_a_tokenizer_and_with_bad_sampling(cli, env, tmp_path):
     run = unevaluated_copy(env, tmp_path)
     for value in ("nan", "inf"):
         refused(cli, ["eval", run, "--temperature", value], run, "finite")
+    refused(cli, ["eval", run, "--show", "-1"], run, "--show -1")
     shutil.rmtree(run / "weights" / "tokenizer")
     refused(cli, ["eval", run], run, "tokenizer")
 
@@ -344,3 +349,39 @@ def test_any_answers_file_is_scored_or_refused_with_one_line(tmp_path_factory, l
     with pytest.raises(SystemExit) as exit_info:
         main(["score", str(path)])
     assert exit_info.value.code in (0, 2)
+
+
+def test_folders_that_are_not_ours_are_not_written(cli, env, tmp_path):
+    """A report never replaces a project's README; an export never lands inside its dataset."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "README.md").write_text("# my project\n")
+    refused(cli, ["report", env / "results", "--out", project], project, "not a uvlm report")
+    data = tmp_path / "data"
+    shutil.copytree(env / "data", data)
+    refused(cli, ["data", "export-llava", data, data / "records.jsonl"], data, "inside the dataset folder")
+
+
+def test_a_verifying_rerun_repairs_records_and_swapped_images(cli, env, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(env / "data", data)
+    before = snapshot(data)
+    (data / "records.jsonl").write_text("[]\n")
+    shutil.copy(data / "images" / "000001.png", data / "images" / "000003.png")  # a whole PNG, the wrong one
+    code, _, err = cli("data", "smartwatch", "--out", data, "--images", "6", "--size", "64")
+    assert code == 0, err
+    assert snapshot(data) == before
+
+
+def test_deeply_nested_and_odd_answer_files(cli, tmp_path):
+    (tmp_path / "deep.jsonl").write_text("[" * 100_000)
+    refused(cli, ["score", tmp_path / "deep.jsonl"], tmp_path, "nested too deeply")
+    for truth in ("1000%", "-50%"):
+        (tmp_path / "b.jsonl").write_text(json.dumps({"attribute": "battery", "ground_truth": truth, "answer": "5%"}))
+        refused(cli, ["score", tmp_path / "b.jsonl"], tmp_path, "NN%")
+    (tmp_path / "t.jsonl").write_text(json.dumps({"attribute": "time", "ground_truth": "at 1:2:3 or so", "answer": ""}))
+    refused(cli, ["score", tmp_path / "t.jsonl"], tmp_path, "HH:MM:SS")
+    line = json.dumps({"attribute": "weather", "ground_truth": "sunny", "answer": "sunny\u2028ok"}, ensure_ascii=False)
+    (tmp_path / "u.jsonl").write_text(line + "\n", encoding="utf-8")
+    code, out, err = cli("score", tmp_path / "u.jsonl")
+    assert code == 0 and json.loads(out)["weather_acc"] == 100.0, err

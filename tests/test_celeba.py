@@ -156,3 +156,29 @@ def test_stand_ins_pretrained_on_celeba_images(cli, tmp_path, monkeypatch):
     built = sorted(p.name for p in (tmp_path / "cache").rglob("meta.json"))
     pretrain.face_standins(tmp_path / "train", tmp_path / "test", vq_cfg, siglip_cfg)  # cached: nothing new
     assert sorted(p.name for p in (tmp_path / "cache").rglob("meta.json")) == built
+
+
+def test_bad_celeba_sources_leave_nothing_and_galleries_show_faces(cli, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = write_fake_celeba(tmp_path / "a", "official", 40)
+    (root / "img_align_celeba" / "000002.jpg").write_bytes(b"not a jpeg")
+    code, _, err = cli("data", "celeba", "--celeba", root, "--images", "30", "--size", "32", "--sampling", "data",
+                       "--out", tmp_path / "out")
+    assert code == 2 and "000002.jpg" in err and len(err.strip().splitlines()) == 1
+    assert not any((tmp_path / "out").iterdir()), "no half-built folder to refuse the corrected command"
+    assert cli("data", "celeba", "--celeba", root, "--images", "4", "--seed", "-1", "--out", tmp_path / "s")[0] == 2
+
+    root = write_fake_celeba(tmp_path / "b", "parquet", 20)
+    for f in root.rglob("*.parquet"):
+        table = pq.read_table(f)
+        as_int = pa.array([1 if v else -1 for v in table.column("Male").to_pylist()], pa.int64())
+        pq.write_table(table.set_column(table.schema.get_field_index("Male"), "Male", as_int), f)
+    with pytest.raises(UvlmError, match="not boolean"):
+        read_celeba(root)
+
+    good = write_fake_celeba(tmp_path / "c", "official", 40)
+    assert cli("data", "celeba", "--celeba", good, "--images", "6", "--size", "32", "--out", tmp_path / "d")[0] == 0
+    code, _, err = cli("data", "gallery", tmp_path / "d", "--out", tmp_path / "g.png", "--n", "4")
+    assert code == 0 and (tmp_path / "g.png").stat().st_size > 0, err

@@ -160,7 +160,7 @@ def score(
 
     text = read_text_file(file, "answers file")
     items = []
-    for k, line in enumerate(text.splitlines(), start=1):
+    for k, line in enumerate(text.split("\n"), start=1):  # JSON lines end at \n only (not U+2028)
         if not line.strip():
             continue
         try:
@@ -256,15 +256,20 @@ def plan_command(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override: section.key=value.")] = None,
 ) -> None:
     """Print a run's memory plan: parameters, memory per device and the micro-batch it will use."""
+    import math
+
     from uvlm.device import placement
     from uvlm.train.config import load_config
     from uvlm.train.memory import GIB, device_memory, llm_shape, plan, planned_layout
 
-    if gpu_mem is not None and gpu_mem <= 0:
-        raise UvlmError(f"--gpu-mem {gpu_mem} must be positive (GB)")
+    if gpu_mem is not None and not (math.isfinite(gpu_mem) and gpu_mem > 0):
+        raise UvlmError(f"--gpu-mem {gpu_mem} must be a positive number of GB")
     if gpus < 1:
         raise UvlmError(f"--gpus {gpus} must be >= 1")
     cfg = load_config(config, set_ or [])
+    if gpus > (cfg.train.global_batch or cfg.train.batch_size):
+        raise UvlmError(f"--gpus {gpus} is more than the run's {cfg.train.global_batch or cfg.train.batch_size} "
+                        "records per step; each GPU needs at least one")
     shape, shape_source = llm_shape(cfg.model)
     layout, text_source = planned_layout(cfg)
     limit = gpu_mem * 1e9 if gpu_mem is not None else device_memory(placement(cfg.train.precision).device)
@@ -317,6 +322,8 @@ def eval_command(
 
     if not (math.isfinite(temperature) and math.isfinite(cfg_scale)):
         raise UvlmError("--temperature and --cfg-scale must be finite numbers")
+    if show < 0:
+        raise UvlmError(f"--show {show} must be >= 0")
     if temperature < 0 or top_k < 0 or cfg_scale <= 0:
         raise UvlmError("--temperature and --top-k must be >= 0 and --cfg-scale > 0")
     sampling = Sampling(temperature, top_k, cfg_scale, seed)
@@ -445,15 +452,24 @@ def suite_run(
 
     jobs = _jobs(name, preset, seeds, set_, rows)
     local_workers = _workers(workers, gpus_per_run) if executor == "local" else 0
-    make_folder(out, "results")
-    claim_results(out, tuple(set_ or ()))
-    if executor != "local":
-        from uvlm.suites.cluster import ClusterSettings, submit_suite
+    settings = None
+    if executor != "local":  # checked before anything is written
+        import shutil
+
+        from uvlm.suites.cluster import ClusterSettings
 
         flags = {"executor": executor, "partition": partition, "time_min": time_min,
                  "gpus_per_run": gpus_per_run, "cpus_per_run": cpus_per_run}
         settings = (ClusterSettings.from_yaml(cluster_config, **flags) if cluster_config else
                     ClusterSettings(**{k: v for k, v in flags.items() if v is not None}))
+        if settings.executor == "slurm" and shutil.which("sbatch") is None:
+            raise UvlmError("--executor slurm needs SLURM (sbatch is not on this machine's PATH): run it on the "
+                            "cluster's login node, or try the path here with --executor submitit-local")
+    make_folder(out, "results")
+    claim_results(out, tuple(set_ or ()))
+    if settings is not None:
+        from uvlm.suites.cluster import submit_suite
+
         with exclusive(out, "suite run (`uvlm suite run` or `uvlm demo`)"):
             sweep_temporaries(out, skip=("runs",))
             record_jobs(out, jobs)
@@ -524,6 +540,10 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as e:  # the machine said no: a read-only or full disk, a path under a file, ...
         where = f" {e.filename}" if e.filename else ""
         print(f"uvlm: error: cannot use{where}: {e.strerror or e}; check the path, its permissions and free disk",
+              file=sys.stderr)
+        sys.exit(2)
+    except RecursionError:  # a JSON or YAML file nested thousands deep
+        print("uvlm: error: a file given or read is nested too deeply to be read; check it is the file meant",
               file=sys.stderr)
         sys.exit(2)
     except typer.Abort:

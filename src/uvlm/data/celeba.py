@@ -163,6 +163,10 @@ def _read_parquet(root: Path, files: list[Path]) -> CelebA:
             missing = [a for a in ATTRIBUTES if a not in schema.names]
             if missing or "image" not in schema.names:
                 raise UvlmError(f"{f} is not CelebA's parquet export: no column {', '.join(missing or ['image'])}")
+            wrong = [a for a in ATTRIBUTES if str(schema.field(a).type) != "bool"]
+            if wrong:
+                raise UvlmError(f"{f}: the columns {', '.join(wrong)} are not boolean (the export's type); "
+                                "convert them (true = the attribute holds)")
             table = pq.read_table(f, columns=list(ATTRIBUTES))
             paths = pq.read_table(f, columns=["image"]).column("image").combine_chunks().field("path").to_pylist() \
                 if _has_path(schema) else [None] * table.num_rows
@@ -170,6 +174,8 @@ def _read_parquet(root: Path, files: list[Path]) -> CelebA:
             raise
         except Exception:  # pyarrow's errors for a damaged file have no common base
             raise UvlmError(f"{f} is not a readable parquet file; restore it from your copy of CelebA") from None
+        if any(table.column(a).null_count for a in ATTRIBUTES):
+            raise UvlmError(f"{f}: an attribute column has empty values; restore the file from your copy")
         cols = [table.column(a).to_numpy(zero_copy_only=False) for a in ATTRIBUTES]
         for r in range(table.num_rows):
             names.append(paths[r] or f"{f.stem}-{r:06d}")

@@ -77,6 +77,8 @@ class FaceMixtureConfig(RecordCounts):
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
             raise UvlmError(f"unknown split {self.split!r} for CelebA; use one of {', '.join(SPLITS)}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise UvlmError(f"--seed {self.seed!r} must be a whole number >= 0")
         for name in ("n_vqa", "n_caption", "n_generation"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise UvlmError(f"{name} = {getattr(self, name)!r} must be a whole number >= 0")

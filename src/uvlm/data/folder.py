@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -101,17 +102,19 @@ def _set_worker_domain(domain: Domain) -> None:
     _WORKER["domain"] = domain
 
 
-def _image_chunk(args: tuple[Path, list[int]]) -> list[str]:
+def _image_chunk(args: tuple[Path, list[int], bool]) -> list[str]:
     """Make, write (atomically) and hash a chunk of images; existing whole files are kept, a
-    truncated or corrupt one is made again (deterministic: the same bytes)."""
-    root, indices = args
+    truncated or corrupt one is made again (deterministic: the same bytes). `compare`: every
+    image is made again and replaces a file that differs (one swapped for another image)."""
+    root, indices, compare = args
     domain = _WORKER["domain"]
     digests = []
     for i in indices:
         path = root / image_name(i)
         data = path.read_bytes() if path.exists() else None
-        if data is None or not png_ok(data):
-            data = domain.image_png(i)
+        made = domain.image_png(i) if compare or data is None or not png_ok(data) else data
+        if made != data:
+            data = made
             atomic_write_bytes(path, data, durable=False)
         digests.append(hashlib.sha256(data).hexdigest())
     return digests
@@ -169,26 +172,38 @@ def build_folder(domain: Domain, out: Path, workers: int = 1,
     check_dataset(cfg.n_images, sum(cfg.counts.values()), cfg.size, workers, out)
     if _check_folder(out, cfg) and not verify:
         return read_manifest(out)
+    fresh = not out.exists() or not any(out.iterdir())
     make_folder(out, "dataset")
     # One builder at a time; another (a suite's job side by side) waits, then finds it built.
     with exclusive(out, "dataset build", wait=True):
         sweep_temporaries(out)
         if _check_folder(out, cfg):
             manifest = read_manifest(out)
-            if not verify or _images_digest(out, cfg.n_images) == manifest["images_sha256"]:
+            records_ok = (out / RECORDS).exists() and \
+                hashlib.sha256((out / RECORDS).read_bytes()).hexdigest() == manifest["records_sha256"]
+            if not verify or (records_ok and _images_digest(out, cfg.n_images) == manifest["images_sha256"]):
                 return manifest
-            (out / MANIFEST).unlink()  # repaired below, then written again
-        return _build(domain, out, workers, progress)
+            (out / MANIFEST).unlink()  # repaired below (every image made again and compared), then written again
+            return _build(domain, out, workers, progress, compare=True)
+        try:
+            return _build(domain, out, workers, progress)
+        except UvlmError:
+            if fresh:  # bad input (a damaged source image) found: leave no half-built folder to refuse the fix
+                for path in out.iterdir():
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+            raise
 
 
-def _build(domain: Domain, out: Path, workers: int, progress: Callable[[int, int], None] | None) -> dict:
-    """Make the images that are missing, then write the records and the manifest (last)."""
+def _build(domain: Domain, out: Path, workers: int, progress: Callable[[int, int], None] | None,
+           compare: bool = False) -> dict:
+    """Make the images that are missing (with `compare`, every image, replacing any that differs:
+    a repair), then write the records and the manifest (last)."""
     cfg = domain.cfg
     (out / "images").mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / BUILD_MARKER, {"config": cfg.to_dict()})
 
     n = cfg.n_images
-    jobs = [(out, list(range(s, min(s + _CHUNK, n)))) for s in range(0, n, _CHUNK)]
+    jobs = [(out, list(range(s, min(s + _CHUNK, n))), compare) for s in range(0, n, _CHUNK)]
     digests: list[str] = []
     done = 0
     results: Iterable[list[str]]
@@ -253,6 +268,8 @@ def read_records(root: Path, task: str | None = None) -> list[dict]:
 
 def export_llava(root: Path, out: Path) -> int:
     """Write the single-JSON-list layout LLaVA-derived trainers read; return the record count."""
+    if Path(out).resolve().is_relative_to(Path(root).resolve()):
+        raise UvlmError(f"{out} is inside the dataset folder {root}; write the export elsewhere")
     records = read_records(root)
     image_root = Path(root).resolve()
     items = [{"id": r["id"], "task": r["task"], "image": str(image_root / r["image"]),

@@ -14,8 +14,17 @@ from uvlm.io import atomic_write_bytes
 _SHORT = {"top-left": "TL", "top-right": "TR", "bottom-left": "BL", "bottom-right": "BR"}
 
 
+# CelebA attributes in a tile's caption: what is true of the face, shortly.
+_FACE_SHORT = {"Black_Hair": "black hair", "Eyeglasses": "glasses", "No_Beard": None, "Male": None,
+               "Wearing_Hat": "hat", "Wearing_Necklace": "necklace", "Wearing_Necktie": "necktie"}
+
+
 def label_lines(attributes: dict) -> list[str]:
     a = attributes
+    if "Male" in a:  # CelebA
+        worn = [text for k, text in _FACE_SHORT.items() if text and a[k]]
+        first = ("man" if a["Male"] else "woman") + ("" if a["No_Beard"] else ", beard")
+        return [first, ", ".join(worn[:2]) or "-", ", ".join(worn[2:])]
     return [
         f"{a['hour']:02d}:{a['minute']:02d}:{a['second']:02d}",
         f"{a['weather']} {_SHORT[a['weather_pos']]}",

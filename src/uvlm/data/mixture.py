@@ -93,6 +93,8 @@ class MixtureConfig(RecordCounts):
         self._check_types()
         if self.split not in SPLITS:
             raise UvlmError(f"unknown split {self.split!r}; use one of {', '.join(SPLITS)}")
+        if self.seed < 0:
+            raise UvlmError(f"--seed {self.seed} must be >= 0")
         for name in ("n_vqa", "n_caption", "n_generation"):
             if getattr(self, name) < 0:
                 raise UvlmError(f"{name} = {getattr(self, name)} is negative; counts must be >= 0")

@@ -97,11 +97,12 @@ def check_truth(attribute: str, truth: str) -> None:
         raise ValueError(f"ground-truth position {truth!r} is not one of {', '.join(POSITIONS)}")
     if attribute == "time":
         t = parse_time(truth)
-        if t is None or not (0 <= t[0] <= 12 and t[1] < 60 and t[2] < 60):
+        if t is None or not re.fullmatch(r"\d{1,2}:\d{2}:\d{2}", value) or \
+                not (0 <= t[0] <= 12 and t[1] < 60 and t[2] < 60):
             raise ValueError(f"ground-truth time {truth!r} is not HH:MM:SS")
     if attribute == "battery":
         b = parse_battery(truth)
-        if b is None or b > 100:
+        if b is None or not re.fullmatch(r"\d{1,3}%", value) or b > 100:
             raise ValueError(f"ground-truth battery {truth!r} is not NN% (0-100)")
 
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from uvlm.errors import UvlmError
-from uvlm.io import atomic_write_json
+from uvlm.io import atomic_write_json, read_text_file
 from uvlm.suites.runner import is_done, run_job
 from uvlm.suites.spec import Job
 
@@ -53,9 +53,10 @@ class ClusterSettings:
         """Settings from a YAML mapping, with command-line flags (not None) on top."""
         import yaml
 
+        text = read_text_file(path, "cluster settings", "a YAML file")
         try:
-            d = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
+            d = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
             raise UvlmError(f"cannot read cluster settings {path} ({str(e).splitlines()[0]})") from None
         known = set(cls.__dataclass_fields__)
         if not isinstance(d, dict) or set(d) - known:

@@ -43,7 +43,14 @@ from transformers.utils import logging as hf_logging
 
 from uvlm.device import placement
 from uvlm.errors import UvlmError
-from uvlm.io import atomic_write_json, atomic_write_text, exclusive, make_folder, sweep_temporaries
+from uvlm.io import (
+    atomic_write_json,
+    atomic_write_text,
+    exclusive,
+    make_folder,
+    read_text_file,
+    sweep_temporaries,
+)
 from uvlm.model.names import parse_name
 from uvlm.model.prompt import GENERATE, IGNORE
 from uvlm.model.unified import UnifiedVLM
@@ -333,4 +340,7 @@ def load_run_config(out: Path) -> RunConfig:
     path = Path(out) / "config.yaml"
     if not path.exists():
         raise UvlmError(f"{out} holds no run (missing config.yaml)")
-    return from_dict(yaml.safe_load(path.read_text()))
+    try:
+        return from_dict(yaml.safe_load(read_text_file(path, "run config", "the config.yaml uvlm train wrote")))
+    except (yaml.YAMLError, TypeError, AttributeError):
+        raise UvlmError(f"run config {path} is corrupt; restore it or train the run again") from None
