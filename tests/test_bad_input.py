@@ -129,6 +129,8 @@ def run_folder(world: Path) -> Path:
     (["plan", "configs/cpu/VQ-VQ.yaml", "--gpus", "1000000"], "at least one"),
     (["data", "smartwatch", "--images", "4", "--seed", "-1"], "--seed -1"),
     (["suite", "run", "mutual", "--executor", "slurm"], "sbatch"),
+    (["suite", "run", "mutual", "--workers", "100000"], "runs per core"),
+    (["suite", "run", "mutual", "--preset", "paper", "--rows", "VQ-VQ", "--seeds", "1"], "of memory"),
     (["train", "--config", "configs/cpu/VQ-VQ.yaml", "--set", "train.batch_size=100000", "--out", "OUT"], "of memory"),
     (["train", "--config", "configs/cpu/VQ-VQ.yaml", "--set", "model.hidden_size=8192", "--set", "model.layers=24",
       "--set", "model.heads=64", "--set", "model.intermediate_size=20000", "--out", "OUT"], "of memory"),

@@ -374,6 +374,9 @@ def _workers(workers: int | None, gpus_per_run: int = 1) -> int:
     if gpus and workers * gpus_per_run > gpus:
         raise UvlmError(f"--workers {workers} x --gpus-per-run {gpus_per_run} is more than this machine's "
                         f"{gpus} GPUs; runs never share one")
+    if not gpus and workers > 4 * cpu_count():  # one-thread runs: more than a few per core only thrash
+        raise UvlmError(f"--workers {workers} is more than 4 runs per core of this machine's {cpu_count()}; "
+                        f"use at most {4 * cpu_count()}")
     return workers
 
 
@@ -465,6 +468,12 @@ def suite_run(
         if settings.executor == "slurm" and shutil.which("sbatch") is None:
             raise UvlmError("--executor slurm needs SLURM (sbatch is not on this machine's PATH): run it on the "
                             "cluster's login node, or try the path here with --executor submitit-local")
+    if settings is None:  # this machine trains them: do the largest `workers` of them fit in its memory?
+        from uvlm.train.config import from_dict
+        from uvlm.train.memory import check_host_memory
+
+        largest = max(jobs, key=lambda j: j.config["model"].get("hidden_size", 0) * j.config["model"].get("layers", 0))
+        check_host_memory(from_dict(largest.config), min(local_workers, len({j.key for j in jobs})))
     make_folder(out, "results")
     claim_results(out, tuple(set_ or ()))
     if settings is not None:

@@ -344,9 +344,10 @@ def planned_layout(cfg, sample: int = 300) -> tuple[Layout, str]:
     return Layout(layout.tokens, layout.scored, layout.slots, head), source
 
 
-def check_host_memory(cfg) -> None:
-    """On the CPU, refuse (one line) a run whose memory plan is more than the machine has free,
-    before anything is written: the kernel's out-of-memory killer would take down more than it."""
+def check_host_memory(cfg, runs: int = 1) -> None:
+    """On the CPU, refuse (one line) a run whose memory plan, times the `runs` trained side by
+    side, is more than the machine has free, before anything is written: the kernel's
+    out-of-memory killer would take down more than it."""
     from uvlm.device import placement
     from uvlm.resources import need_memory
 
@@ -354,5 +355,8 @@ def check_host_memory(cfg) -> None:
         return
     p = plan(cfg, planned_layout(cfg)[0], None)
     need = p.total(p.micro_batch) - OVERHEAD_BYTES * FRAGMENTATION  # no CUDA context on the CPU
-    need_memory(need, f"training {cfg.model.name} ({p.params:,} LLM parameters, micro-batch {p.micro_batch})",
+    what = f"training {cfg.model.name} ({p.params:,} LLM parameters, micro-batch {p.micro_batch})"
+    if runs > 1:
+        need_memory(runs * need, f"{what}, {runs} runs at a time", "use fewer --workers")
+    need_memory(need, what,
                 "use a smaller model (model.hidden_size, model.layers) or a smaller train.batch_size or micro_batch")
