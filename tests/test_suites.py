@@ -337,6 +337,7 @@ def test_children_progress_is_passed_on_and_a_busy_run_is_waited_for(tmp_path):
     import os
     import subprocess
     import sys
+    import time
 
     from uvlm.suites.runner import _child, wait_for_folder
 
@@ -354,8 +355,10 @@ def test_children_progress_is_passed_on_and_a_busy_run_is_waited_for(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", hold, str(run)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     lines = []
+    start = time.perf_counter()
     wait_for_folder(run, lines.append)
-    assert holder.poll() is not None, "returned while the folder was still held"
+    assert time.perf_counter() - start > 1.0, "returned while the folder was still held"
+    holder.wait()
     assert lines == ["run: waiting for the process still using it to end"]
     fd = os.open(run, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again
