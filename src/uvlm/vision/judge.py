@@ -133,6 +133,26 @@ class JudgeConfig:
     lr: float = 2e-3
 
 
+def _fit(model: JudgeCNN, images: torch.Tensor, attrs: list[dict], cfg, device: torch.device,
+         progress: Callable[[int, int, str], None] | None) -> JudgeCNN:
+    """Train a judge's heads on images and their attributes (cfg: steps, batch, lr, seed):
+    AdamW, cosine schedule, the heads' cross-entropies summed."""
+    labels = {k: torch.from_numpy(v).to(device) for k, v in attribute_labels(attrs).items()}
+    model = model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    for step, idx in enumerate(_batches(len(images), cfg.batch, cfg.steps, cfg.seed)):
+        for group in opt.param_groups:
+            group["lr"] = _cosine_lr(step, cfg.steps, cfg.lr, cfg.steps // 20)
+        logits = model(images[idx].to(device))
+        loss = sum(F.cross_entropy(logits[k], labels[k][idx.to(device)]) for k in model.heads)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if progress:
+            progress(step + 1, cfg.steps, f"loss {loss.item():.3f}")
+    return model
+
+
 def train_judge(cfg: JudgeConfig, out: Path, progress: Callable[[int, int, str], None] | None = None) -> dict:
     """Train the pixel judge on this process's device (uvlm.device); save it to
     out/judge.safetensors; return its held-out scores."""
@@ -140,19 +160,7 @@ def train_judge(cfg: JudgeConfig, out: Path, progress: Callable[[int, int, str],
     start = time.perf_counter()
     device = placement().device
     images, attrs = render_pool(cfg.pool, cfg.seed, cfg.style)
-    labels = {k: torch.from_numpy(v).to(device) for k, v in attribute_labels(attrs).items()}
-    model = JudgeCNN(cfg.style["size"]).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    for step, idx in enumerate(_batches(cfg.pool, cfg.batch, cfg.steps, cfg.seed)):
-        for group in opt.param_groups:
-            group["lr"] = _cosine_lr(step, cfg.steps, cfg.lr, cfg.steps // 20)
-        logits = model(images[idx].to(device))
-        loss = sum(F.cross_entropy(logits[k], labels[k][idx.to(device)]) for k in HEADS)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if progress:
-            progress(step + 1, cfg.steps, f"loss {loss.item():.3f}")
+    model = _fit(JudgeCNN(cfg.style["size"]), images, attrs, cfg, device, progress)
     judge = PixelJudge(model).to(device)
     judge.save(out)
     held, held_attrs = render_pool(cfg.held_out, cfg.seed + 1, cfg.style, offset=cfg.pool)
@@ -186,21 +194,11 @@ def train_face_judge(cfg: FaceJudgeConfig, train_root: Path, test_root: Path, ou
     `test_root`'s images per attribute (CelebA's labels are noisy: read them per attribute)."""
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
+    device = placement().device
     images, attrs = folder_pool(train_root)
-    labels = {a: torch.tensor([int(x[a]) for x in attrs]) for a in FACE_ATTRIBUTES}
-    model = JudgeCNN(images.shape[-1], heads=dict.fromkeys(FACE_ATTRIBUTES, 2)).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    for step, idx in enumerate(_batches(len(images), cfg.batch, cfg.steps, cfg.seed)):
-        for group in opt.param_groups:
-            group["lr"] = _cosine_lr(step, cfg.steps, cfg.lr, cfg.steps // 20)
-        logits = model(images[idx])
-        loss = sum(F.cross_entropy(logits[a], labels[a][idx]) for a in FACE_ATTRIBUTES)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if progress:
-            progress(step + 1, cfg.steps, f"loss {loss.item():.3f}")
-    judge = PixelJudge(model)
+    model = _fit(JudgeCNN(images.shape[-1], heads=dict.fromkeys(FACE_ATTRIBUTES, 2)), images, attrs, cfg, device,
+                 progress)
+    judge = PixelJudge(model).to(device)
     judge.save(out)
     held, held_attrs = folder_pool(test_root)
     return {"train_seconds": round(time.perf_counter() - start, 1), "n_train": len(images),
