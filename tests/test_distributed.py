@@ -89,25 +89,64 @@ def test_two_processes_equal_one_at_any_micro_batch(tmp_path, encoders, env, nam
         assert json.loads((two / "final.json").read_text())["processes"] == 2
 
 
+def kill_after_checkpoint(cfg: dict, out: Path, env: dict, step: int) -> None:
+    """Start a 2-process run and SIGKILL the launcher and all its processes once checkpoint `step` is whole."""
+    proc = subprocess.Popen(launch(cfg, out, env, 2), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "checkpoints" / f"step-{step:07d}" / "state.json").exists():
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every process it started
+    proc.wait()
+    assert not (out / "final.json").exists(), "the run ended before it could be killed"
+    assert (out / "checkpoints" / f"step-{step:07d}" / "rng-1.pt").exists()  # every process's RNG is kept
+
+
+def assert_same_bits(a: Path, b: Path) -> None:
+    assert [(x["step"], x["loss"]) for x in train_lines(a)] == [(x["step"], x["loss"]) for x in train_lines(b)]
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
 def test_all_processes_killed_then_resumed_match_an_uninterrupted_run(tmp_path, encoders, env):
     cfg = config(encoders, "VQ-VQ", micro_batch=3)
     whole = tmp_path / "whole"
     run(cfg, whole, env, 2)
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(launch(cfg, killed, env, 2), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and not (killed / "checkpoints" / "step-0000004" / "state.json").exists():
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every process it started
-    proc.wait()
-    assert not (killed / "final.json").exists(), "the run ended before it could be killed"
-    assert (killed / "checkpoints" / "step-0000004" / "rng-1.pt").exists()  # every process's RNG is kept
+    kill_after_checkpoint(cfg, killed, env, 4)
     run(cfg, killed, env, 2, "--resume")
-    assert [(x["step"], x["loss"]) for x in train_lines(killed)] == [(x["step"], x["loss"]) for x in
-                                                                    train_lines(whole)]
-    a, b = weights(whole), weights(killed)
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_bits(whole, killed)
+
+
+def test_a_sharded_run_equals_one_process_and_resumes_to_the_bit(tmp_path, encoders, env):
+    """FSDP across 2 processes (a shared adapter, accumulation over micro-batches, an evaluation
+    point on the gathered model) against the same run unsharded on 1; then killed and resumed."""
+    toy_judge(Path(env["UVLM_CACHE"]))
+    cfg = config(encoders, "VQ-VQ", micro_batch=3, eval_points=1, eval_samples=4)
+    one = tmp_path / "one"
+    run(cfg, one, env, 1)
+    sharded = {**cfg, "train": {**cfg["train"], "sharding": "fsdp"}}
+    whole = tmp_path / "whole"
+    run(sharded, whole, env, 2)
+    for a, b in zip(train_lines(one), train_lines(whole), strict=True):
+        assert a["lr"] == b["lr"]
+        for key in ("loss", "text_loss", "image_loss"):
+            assert abs(a[key] - b[key]) <= 1e-4 * max(1.0, abs(a[key])), (a["step"], key)
+    ref, got = weights(one), weights(whole)
+    assert got.keys() == ref.keys()  # the same files as an unsharded run: eval and load need nothing new
+    assert max(float((got[k] - ref[k]).abs().max()) for k in got) < 1e-4
+    evals = [[x for x in map(json.loads, (o / "metrics.jsonl").read_text().splitlines()) if x["event"] == "eval"]
+             for o in (one, whole)]
+    assert len(evals[0]) == len(evals[1]) == 1 and "vqa_total_acc" in evals[1][0]
+    assert abs(evals[0][0]["val_loss"] - evals[1][0]["val_loss"]) < 1e-4
+    # the sharded path wrote the checkpoint: its optimizer state is keyed by parameter name
+    last = sorted((whole / "checkpoints").glob("step-*"))[-1]
+    state = torch.load(last / "state.pt", weights_only=False)
+    assert all(isinstance(k, str) for k in state["optimizer"]["state"])
+    killed = tmp_path / "killed"
+    kill_after_checkpoint(sharded, killed, env, 4)
+    run(sharded, killed, env, 2, "--resume")
+    assert_same_bits(whole, killed)
 
 
 def test_a_short_last_step_finishes(tmp_path, encoders, env):
@@ -118,6 +157,25 @@ def test_a_short_last_step_finishes(tmp_path, encoders, env):
     summary = json.loads((out / "final.json").read_text())
     assert summary["steps"] == 8 and summary["records"] == 57
     assert done.stdout.count("8 steps") == 1  # one line, from the main process
+
+
+def test_a_launch_for_fsdp_needs_a_sharded_run_config(encoders):
+    """`accelerate launch` with configs/accelerate/fsdp.yaml and a run config left unsharded is
+    refused in one line, rather than trained unsharded (out of memory for a full 7B)."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from uvlm.errors import UvlmError
+    from uvlm.train.config import from_dict
+    from uvlm.train.loop import _sharded
+
+    fsdp_launch = SimpleNamespace(distributed_type=DistributedType.FSDP, num_processes=8)
+    with pytest.raises(UvlmError, match=r"--set train\.sharding=fsdp"):
+        _sharded(from_dict(config(encoders, "VQ-VQ")), fsdp_launch, "bf16")
+    sharded = from_dict(config(encoders, "VQ-VQ", sharding="fsdp"))
+    assert _sharded(sharded, fsdp_launch, "bf16")
+    assert not _sharded(sharded, SimpleNamespace(distributed_type=DistributedType.NO, num_processes=1), "fp32")
 
 
 def test_suite_through_submitits_local_executor_matches_the_local_runner(tmp_path, encoders, monkeypatch):

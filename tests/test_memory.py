@@ -130,6 +130,22 @@ def test_plan_fits_the_paper_preset_on_an_80_gb_gpu():
     assert len(tok) > 0
 
 
+def test_full_fine_tuning_of_7b_fits_only_sharded():
+    """Without LoRA every Vicuna weight trains: 7B x 14 bytes does not fit one 80 GB GPU, and data
+    parallelism copies it to each; FSDP over 8 GPUs holds an eighth of it plus what is gathered."""
+    full = _paper_config()
+    full["model"] = {**full["model"], "lora_r": 0}
+    layout = Layout(330, 40, 256, 16384)
+    replicated = plan(from_dict(full), layout, 80e9, world=8, gpu=True)
+    full["train"] = {**full["train"], "sharding": "fsdp"}
+    sharded = plan(from_dict(full), layout, 80e9, world=8, gpu=True)
+    assert not replicated.fits and sharded.fits
+    state = replicated.weights_bytes + replicated.optimizer_bytes
+    gathered = sharded.weights_bytes + sharded.optimizer_bytes - state / 8
+    assert 0 < gathered < 0.1 * state  # the root unit and two layers whole: a small share of the model
+    assert plan(from_dict(full), layout, 80e9, world=1, gpu=True).total(1) == replicated.total(1)  # nothing to shard
+
+
 def test_layout_of_the_longest_records():
     tok = train_tokenizer(template_corpus(), SPECIAL_TOKENS)
     _, encoded = paper_batch(PromptEncoder(tok, 256), tok.pad_token_id)

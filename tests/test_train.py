@@ -126,6 +126,8 @@ def test_run_folder_and_loss_falls(tmp_path, encoders, env):
     ({"data": {"vq": "vq:/nonexistent/vq_ds16_c2i.pt"}}, "VQ checkpoint /nonexistent/vq_ds16_c2i.pt does not exist"),
     ({"data": {"vq": "clip"}}, "unknown encoder 'clip'"),
     ({"train": {"batch_size": 2.5}}, "train.batch_size must be a whole number"),
+    ({"train": {"sharding": "zero3"}}, "sharding 'zero3': use none, fsdp"),
+    ({"train": {"sharding": "fsdp", "precision": "fp16"}}, "not fp16"),
 ])
 def test_bad_configs(tmp_path, encoders, env, change, message):
     cfg = run_config(encoders)

@@ -284,7 +284,8 @@ def plan_command(
                            + (f" (LoRA r {cfg.model.lora_r})" if cfg.model.lora_r else "")),
             ("longest record", f"{layout.tokens} tokens, {layout.scored} scored, {layout.slots} generation slots "
                                f"(text measured with {text_source})"),
-            ("weights", f"{p.weights_bytes / GIB:.1f} GiB"),
+            ("weights", f"{p.weights_bytes / GIB:.1f} GiB"
+                        + (f" (sharded over {gpus} GPUs, FSDP)" if cfg.train.sharding == "fsdp" and gpus > 1 else "")),
             ("gradients + AdamW", f"{p.optimizer_bytes / GIB:.1f} GiB"),
             ("activations", f"{p.per_record_bytes / GIB:.2f} GiB per record"
                             + (" (gradient checkpointing)" if cfg.train.gradient_checkpointing else "")),

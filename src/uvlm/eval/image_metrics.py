@@ -17,6 +17,10 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from uvlm.errors import UvlmError
 
+# Each call scores the images it is given, in one process: torchmetrics would otherwise gather
+# its states from every process of a distributed run, where only the main one evaluates (a hang).
+LOCAL = {"sync_on_compute": False}
+
 
 class _Features(nn.Module):
     """Wraps a feature function so torchmetrics can call it on uint8 image batches."""
@@ -35,9 +39,9 @@ def domain_fid_kid(real: torch.Tensor, fake: torch.Tensor, features, dim: int = 
     if len(real) < 2 or len(fake) < 2:
         raise UvlmError("FID needs at least 2 real and 2 generated images")
     extractor = _Features(features, dim)
-    fid = FrechetInceptionDistance(feature=extractor, reset_real_features=True)
+    fid = FrechetInceptionDistance(feature=extractor, reset_real_features=True, **LOCAL)
     subset = min(len(real), len(fake), 100)
-    kid = KernelInceptionDistance(feature=extractor, subset_size=subset, subsets=50)
+    kid = KernelInceptionDistance(feature=extractor, subset_size=subset, subsets=50, **LOCAL)
     for metric in (fid, kid):
         metric.update(real, real=True)
         metric.update(fake, real=False)
@@ -59,7 +63,7 @@ def inception_fid(real: torch.Tensor, fake: torch.Tensor, weights: Path | None) 
     except ImportError:
         raise UvlmError("Inception FID needs the optional extra: pip install 'uvlm[fid]'") from None
     try:
-        fid = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(weights))
+        fid = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(weights), **LOCAL)
     except Exception as e:  # torch-fidelity raises many types for a bad file
         raise UvlmError(f"cannot load Inception weights {weights} ({type(e).__name__}); "
                         "give the pytorch-fid / torch-fidelity .pth file") from None

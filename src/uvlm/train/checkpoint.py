@@ -3,8 +3,10 @@
 A checkpoint (checkpoints/step-N/) holds the trainable weights, the optimizer and scheduler,
 and the RNG states of every process (LoRA dropout draws differ per rank), and appears whole:
 the ranks write into a staging folder, and the main rank renames it into place after
-state.json, written last. The final weights (weights/) hold the adapters, head and fixed maps
-in one file, the LLM (whole, or its LoRA weights) and the tokenizer, also renamed into place.
+state.json, written last. A sharded model's state is gathered onto the main rank first (its
+optimizer state is then keyed by parameter name), so its files are whole too. The final
+weights (weights/) hold the adapters, head and fixed maps in one file, the LLM (whole, or its
+LoRA weights) and the tokenizer, also renamed into place.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from uvlm.errors import UvlmError
 from uvlm.model.unified import UnifiedVLM
+from uvlm.train.sharding import gather_state, is_sharded, scatter_state
 
 DIGESTS = "digests.json"
 
@@ -84,13 +87,17 @@ class Checkpointer:
             staging.mkdir(parents=True)
         self.barrier()
         torch.save(_rng_state(), staging / f"rng-{self.rank}.pt")
+        sharded = is_sharded(model)
+        if sharded:
+            weights, optim_state = gather_state(model, optimizer)  # every rank takes part
         self.barrier()
         if self.rank == 0:
             try:
-                trainable = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+                if not sharded:
+                    weights, optim_state = model.state_dict(), optimizer.state_dict()
+                trainable = {n: weights[n].detach().cpu().contiguous() for n in trainable_names(model)}
                 save_file(trainable, str(staging / "trainable.safetensors"))
-                torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                           staging / "state.pt")
+                torch.save({"optimizer": optim_state, "scheduler": scheduler.state_dict()}, staging / "state.pt")
                 (staging / DIGESTS).write_text(json.dumps(file_digests(staging)))
                 (staging / "state.json").write_text(json.dumps({"step": step, **extra}))  # written last
                 target = self.folder / f"step-{step:07d}"
@@ -122,25 +129,35 @@ class Checkpointer:
         missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in trainable]
         if missing:
             raise UvlmError(f"checkpoint {path} does not match this model (e.g. {missing[0]} missing)")
-        model.load_state_dict(trainable, strict=False)
-        optimizer.load_state_dict(state["optimizer"])
+        if is_sharded(model):
+            scatter_state(model, optimizer, trainable, state["optimizer"])
+        else:
+            model.load_state_dict(trainable, strict=False)
+            optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(rng)
         return info
 
 
-def save_final_weights(out: Path, model: UnifiedVLM, tokenizer) -> None:
-    """Adapters, head and fixed maps in one file; the LLM (full, or LoRA only) beside them."""
+def trainable_names(model: UnifiedVLM) -> list[str]:
+    """The names of the trained parameters (a shared adapter under its first name only)."""
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def save_final_weights(out: Path, model: UnifiedVLM, tokenizer, state: dict | None = None) -> None:
+    """Adapters, head and fixed maps in one file; the LLM (full, or LoRA only) beside them.
+    `state`: the model's whole state by name, where the model itself holds only shards."""
     weights = out / "weights"
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=".weights-"))
-    vision, seen = {}, set()
-    for name, tensor in model.state_dict().items():
-        if name.startswith("llm.") or tensor.data_ptr() in seen:  # a shared adapter is stored once
-            continue
-        seen.add(tensor.data_ptr())
-        vision[name] = tensor.detach().cpu().contiguous()
+    state = model.state_dict() if state is None else state
+    # named_* keep the first name of a tensor registered twice: a shared adapter is stored once
+    names = [n for n, _ in (*model.named_parameters(), *model.named_buffers())
+             if not n.startswith("llm.") and n in state]  # in state: persistent buffers only
+    vision = {n: state[n].detach().cpu().contiguous() for n in names}
     save_file(vision, str(tmp / "adapters.safetensors"))
-    model.llm.save_pretrained(tmp / "llm")  # LoRA: the adapter weights only; tiny: the whole model
+    llm_state = {n.removeprefix("llm."): t for n, t in state.items() if n.startswith("llm.")}
+    # LoRA: the adapter weights only; tiny: the whole model
+    model.llm.save_pretrained(tmp / "llm", state_dict=llm_state)
     tokenizer.save_pretrained(tmp / "tokenizer")
     (tmp / DIGESTS).write_text(json.dumps(file_digests(tmp)))
     if weights.exists():

@@ -10,7 +10,9 @@ Losses are means over the whole global batch, every answer token and every gener
 weighing the same whatever micro-batch or process it fell into, so a run gives the same result
 (to float rounding) on any number of processes and at any micro-batch size. The main process
 prepares the run folder and builds the datasets and feature caches while the others wait; a
-process left without records in a short last step joins the step at weight 0.
+process left without records in a short last step joins the step at weight 0. With
+`train.sharding: fsdp` the model is sharded across the processes (uvlm.train.sharding); the loop
+is otherwise the same.
 
 Run folder:
     config.yaml            the resolved config
@@ -37,6 +39,7 @@ import torch
 import yaml
 from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState
+from accelerate.utils import DistributedType
 from torch.utils.tensorboard import SummaryWriter
 from transformers import get_cosine_schedule_with_warmup
 from transformers.utils import logging as hf_logging
@@ -59,6 +62,7 @@ from uvlm.train.checkpoint import Checkpointer, save_final_weights
 from uvlm.train.config import RunConfig, from_dict
 from uvlm.train.data import RecordSet, collate, load_record_set, resolve_dataset
 from uvlm.train.memory import check_host_memory, micro_batch_size, out_of_memory_named
+from uvlm.train.sharding import gather_weights, gathered, set_gradient_sync, shard
 
 EvalPoint = Callable[[UnifiedVLM, RunParts, int], dict]
 VAL_TASKS = {"understanding": ("vqa",), "generation": ("generation",), "both": ("vqa", "generation")}
@@ -241,6 +245,9 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
 
     model = build_model(cfg, in_space, out_space, tokenizer, place)
     model.fit_standardization(train_set.und_features, train_set.gen_targets)  # deterministic: redone on resume
+    sharded = _sharded(cfg, accelerator, place.precision)
+    if sharded:
+        shard(model, accelerator.device)  # before the optimizer: sharding replaces the parameters
     adapter_ids = {id(p) for p in model.adapter_parameters()}
     llm_params = [p for p in model.parameters() if p.requires_grad and id(p) not in adapter_ids]
     optimizer = torch.optim.AdamW([{"params": llm_params, "lr": t.lr},
@@ -252,7 +259,8 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
     # floor: a run shorter than its warmup still learns (smoke tests). Not handed to accelerate,
     # which would step it once per process: it steps once per optimizer step.
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(t.warmup_ratio * total_steps), total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    if not sharded:
+        model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
 
     checkpoints = Checkpointer(out / "checkpoints", t.keep_checkpoints, rank, accelerator.wait_for_everyone)
@@ -288,14 +296,19 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
         for k, idx in enumerate(micro):
             batch = collate(train_set, idx, pad_id).to(accelerator.device)
             sync = k == len(micro) - 1
+            if sharded:
+                set_gradient_sync(model, sync)
             with out_of_memory_named(micro_size), accelerator.autocast(), \
-                    (accelerator.no_sync(model) if not sync else nullcontext()):
+                    (accelerator.no_sync(model) if not sync and not sharded else nullcontext()):
                 out_ = model(batch)
                 # sums over the global batch's tokens and slots; data parallelism averages over processes
                 loss = out_["text_sum"] / max(n_text, 1) + weight * out_["image_sum"] / max(n_slots, 1)
                 accelerator.backward(loss * scale * world)
             sums += scale * torch.stack([out_["text_sum"].detach(), out_["image_sum"].detach()]).double()
-        accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
+        if sharded:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        else:
+            accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
         optimizer.step()
         scheduler.step()
         done = step + 1
@@ -311,28 +324,47 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
             _log(out, last)
             for key, v in losses.items():
                 writer.add_scalar(f"train/{key}", v, done)
-        if done in eval_steps and val_set is not None:
-            val = {k: round(v, 6) for k, v in validation_loss(unwrapped, val_set, pad_id, micro_size,
-                                                              accelerator.device, accelerator.autocast).items()}
-            if t.eval_metrics and eval_point is not None:
-                val.update(eval_point(unwrapped, parts, t.eval_samples))
-            _log(out, {"event": "eval", "step": done, **val})
-            for key, v in val.items():
-                if isinstance(v, int | float):
-                    writer.add_scalar(f"eval/{key}", v, done)
+        if done in eval_steps and t.eval_points:
+            # the main process evaluates; a sharded model is first gathered whole, all processes together
+            with gathered(model) if sharded else nullcontext():
+                if main:
+                    val = validation_loss(unwrapped, val_set, pad_id, micro_size, accelerator.device,
+                                          accelerator.autocast)
+                    val = {k: round(v, 6) for k, v in val.items()}
+                    if t.eval_metrics and eval_point is not None:
+                        val.update(eval_point(unwrapped, parts, t.eval_samples))
+                    _log(out, {"event": "eval", "step": done, **val})
+                    for key, v in val.items():
+                        if isinstance(v, int | float):
+                            writer.add_scalar(f"eval/{key}", v, done)
         if done % t.checkpoint_every == 0 or done == total_steps:
             checkpoints.save(done, unwrapped, optimizer, scheduler, {"total_steps": total_steps, "processes": world})
         if progress and main:
             progress(done, total_steps, f"loss {losses['loss']:.3f}  {last['samples_per_s']:.0f} samples/s")
+    state = gather_weights(model) if sharded else None  # every rank takes part
     if not main:
         return
     writer.close()
-    save_final_weights(out, unwrapped, tokenizer)
+    save_final_weights(out, unwrapped, tokenizer, state)
     summary = {"steps": total_steps, "records": total_records, "train_records": len(train_set),
                "final": last, "model": arch.name, "processes": world, "micro_batch": micro_size,
                "resumed_from_step": start_step,
                "train_seconds": round(time.perf_counter() - began + seconds_before, 1)}
     atomic_write_json(out / "final.json", summary)
+
+
+def _sharded(cfg: RunConfig, accelerator: Accelerator, precision: str) -> bool:
+    """Whether this run shards its model: `train.sharding: fsdp` on more than one process (on one
+    there is nothing to shard across, and the run trains as an unsharded one)."""
+    if cfg.train.sharding == "none":
+        if accelerator.distributed_type == DistributedType.FSDP:
+            raise UvlmError("this launch asks for FSDP but the run config has train.sharding: none; add "
+                            "--set train.sharding=fsdp (or launch with configs/accelerate/ddp.yaml)")
+        return False
+    if precision == "fp16":
+        raise UvlmError("train.sharding: fsdp trains in bf16 or fp32, not fp16 (there is no gradient scaler "
+                        "for sharded gradients here); set train.precision: bf16")
+    return accelerator.num_processes > 1
 
 
 def load_run_config(out: Path) -> RunConfig:

@@ -19,6 +19,11 @@ input, and one layer's activations exist at a time while it is recomputed.
 `plan()` is what `uvlm plan` prints; `micro_batch_size()` resolves `train.micro_batch` for
 the training loop (`auto`: the plan's choice, then one confirming forward/backward on the
 longest records, halving on out-of-memory).
+
+Sharded (`train.sharding: fsdp`, uvlm.train.sharding), a device holds 1/N of the weights,
+gradients and AdamW moments, plus what is gathered whole at a time: the root unit (embeddings,
+LM head) for the whole step, and two decoder layers (the one computing and the one prefetched)
+with their unsharded gradients. That part is a bound from FSDP's design, not measured.
 """
 
 from __future__ import annotations
@@ -59,11 +64,15 @@ class Shape:
     tied: bool
 
     @property
+    def layer_params(self) -> int:
+        """Parameters of one decoder layer (attention, MLP, two norms)."""
+        return 4 * self.hidden**2 + 3 * self.hidden * self.intermediate + 2 * self.hidden
+
+    @property
     def params(self) -> int:
         """Parameters of a Llama-architecture model (embeddings, layers, head)."""
-        layer = 4 * self.hidden**2 + 3 * self.hidden * self.intermediate + 2 * self.hidden
         head = 0 if self.tied else self.vocab * self.hidden
-        return self.vocab * self.hidden + self.layers * layer + self.hidden + head
+        return self.vocab * self.hidden + self.layers * self.layer_params + self.hidden + head
 
     def lora_params(self, r: int) -> int:
         """LoRA parameters on every linear layer of every decoder layer."""
@@ -185,6 +194,11 @@ def plan(cfg, layout: Layout, device_bytes: float | None, world: int = 1, shape:
     trainable = shape.lora_params(lora_r) + 2 * 3 * shape.hidden if lora_r else params
     weights = params * (2 if weights16 else 4) + (trainable * 4 if lora_r else 0)
     optimizer = trainable * 12  # gradient, two AdamW moments (fp32); the fp32 values are in `weights`
+    if cfg.train.sharding == "fsdp" and world > 1:
+        root = params - shape.layers * shape.layer_params
+        gathered = root + 2 * shape.layer_params
+        weights = weights / world + gathered * (2 if weights16 else 4)
+        optimizer = optimizer / world + (0 if lora_r else gathered * 4)  # whole gradients before reduce-scatter
     global_batch = cfg.train.global_batch or cfg.train.batch_size
     per_device = math.ceil(global_batch / world)
     partial = Plan(shape, params, trainable, weights, optimizer, per_record, fixed, 1, per_device, device_bytes)
