@@ -119,10 +119,11 @@ def test_all_processes_killed_then_resumed_match_an_uninterrupted_run(tmp_path, 
 
 
 def test_a_sharded_run_equals_one_process_and_resumes_to_the_bit(tmp_path, encoders, env):
-    """FSDP across 2 processes (a shared adapter, accumulation over micro-batches, an evaluation
-    point on the gathered model) against the same run unsharded on 1; then killed and resumed."""
+    """FSDP across 2 processes (a shared adapter, accumulation over micro-batches, a short last step
+    that leaves one process without records, evaluation points on the gathered model mid-run and at
+    the end) against the same run unsharded on 1; then killed and resumed."""
     toy_judge(Path(env["UVLM_CACHE"]))
-    cfg = config(encoders, "VQ-VQ", micro_batch=3, eval_points=1, eval_samples=4)
+    cfg = config(encoders, "VQ-VQ", n=19, micro_batch=3, eval_points=2, eval_samples=4)
     one = tmp_path / "one"
     run(cfg, one, env, 1)
     sharded = {**cfg, "train": {**cfg["train"], "sharding": "fsdp"}}
@@ -137,8 +138,8 @@ def test_a_sharded_run_equals_one_process_and_resumes_to_the_bit(tmp_path, encod
     assert max(float((got[k] - ref[k]).abs().max()) for k in got) < 1e-4
     evals = [[x for x in map(json.loads, (o / "metrics.jsonl").read_text().splitlines()) if x["event"] == "eval"]
              for o in (one, whole)]
-    assert len(evals[0]) == len(evals[1]) == 1 and "vqa_total_acc" in evals[1][0]
-    assert abs(evals[0][0]["val_loss"] - evals[1][0]["val_loss"]) < 1e-4
+    assert len(evals[0]) == len(evals[1]) == 2 and "vqa_total_acc" in evals[1][0]
+    assert all(abs(a["val_loss"] - b["val_loss"]) < 1e-4 for a, b in zip(*evals, strict=True))
     # the sharded path wrote the checkpoint: its optimizer state is keyed by parameter name
     last = sorted((whole / "checkpoints").glob("step-*"))[-1]
     state = torch.load(last / "state.pt", weights_only=False)
@@ -157,6 +158,18 @@ def test_a_short_last_step_finishes(tmp_path, encoders, env):
     summary = json.loads((out / "final.json").read_text())
     assert summary["steps"] == 8 and summary["records"] == 57
     assert done.stdout.count("8 steps") == 1  # one line, from the main process
+
+
+def test_full_fine_tuning_of_a_16_bit_llm_shards(tmp_path, encoders, env):
+    """A pretrained-shaped LLM held in bf16 and trained whole (no LoRA) beside fp32 adapters: sharded,
+    its trained weights are held in fp32 (FSDP wants one dtype per unit, AdamW wants fp32)."""
+    cfg = config(encoders, "VQ-VQ", n=8, sharding="fsdp", precision="bf16")
+    cfg["model"] = {"name": "VQ-VQ", "llm": "random:llama-tiny", "lora_r": 0}
+    out = tmp_path / "full"
+    run(cfg, out, env, 2)
+    llm = load_file(str(out / "weights" / "llm" / "model.safetensors"))
+    assert {v.dtype for v in llm.values()} == {torch.float32}
+    assert json.loads((out / "final.json").read_text())["processes"] == 2
 
 
 def test_a_launch_for_fsdp_needs_a_sharded_run_config(encoders):

@@ -345,16 +345,30 @@ Rows = Annotated[str | None, typer.Option(help="Only these rows, comma-separated
                                                "included), e.g. VQ-VQ,VQ_u.")]
 GpusPerRun = Annotated[int, typer.Option(help="GPUs each run trains across (one process per GPU); evaluation "
                                               "uses the first. Ignored without GPUs.")]
+Dataset = Annotated[str, typer.Option(help="smartwatch | celeba (affine only: Table 1's CelebA half; needs --celeba).")]
+CelebaCopy = Annotated[Path | None, typer.Option(help="Your copy of CelebA (as for `uvlm data celeba`), for "
+                                                      "--dataset celeba.")]
 
 
-def _jobs(name: str, preset: str, seeds: int, overrides: list[str] | None, rows: str | None) -> list:
-    """A suite's jobs under the command line's --set and --rows."""
+def _jobs(name: str, preset: str, seeds: int, overrides: list[str] | None, rows: str | None,
+          dataset: str = "smartwatch", celeba: Path | None = None) -> list:
+    """A suite's jobs under the command line's --set, --rows, --dataset and --celeba."""
     from uvlm.suites.spec import expand
 
     only = tuple(r.strip() for r in (rows or "").split(",") if r.strip())
     if rows is not None and not only:
         raise UvlmError(f"--rows {rows!r} names no row; give comma-separated names, e.g. --rows VQ-VQ,VQ_u")
-    return expand(name, preset, seeds, tuple(overrides or ()), only)
+    if dataset not in ("smartwatch", "celeba"):
+        raise UvlmError(f"--dataset {dataset!r}: use smartwatch or celeba")
+    if (dataset == "celeba") != (celeba is not None):
+        raise UvlmError("--dataset celeba needs --celeba PATH (your copy of CelebA), and --celeba needs "
+                        "--dataset celeba")
+    if celeba is not None:
+        from uvlm.data.celeba import read_celeba
+
+        read_celeba(celeba)  # a missing or partial copy is refused before anything is written
+        celeba = celeba.resolve()
+    return expand(name, preset, seeds, tuple(overrides or ()), only, str(celeba) if celeba else None)
 
 
 def _workers(workers: int | None, gpus_per_run: int = 1) -> int:
@@ -391,13 +405,15 @@ def suite_status_command(
     set_: Overrides = None,
     rows: Rows = None,
     gpus_per_run: GpusPerRun = 1,
+    dataset: Dataset = "smartwatch",
+    celeba: CelebaCopy = None,
 ) -> None:
     """Show how far a suite has got, seed by seed, and about how long the rest would take; with a
     cluster executor, the state of each submitted run's job."""
     from uvlm.suites.runner import suite_status
 
     workers = _workers(workers, gpus_per_run)
-    jobs = _jobs(name, preset, seeds, set_, rows)
+    jobs = _jobs(name, preset, seeds, set_, rows, dataset, celeba)
     status = suite_status(jobs, out)
     left = 0
     for seed, counts in status["seeds"].items():
@@ -434,6 +450,8 @@ def suite_run(
     set_: Overrides = None,
     rows: Rows = None,
     gpus_per_run: GpusPerRun = 1,
+    dataset: Dataset = "smartwatch",
+    celeba: CelebaCopy = None,
     executor: Annotated[str, typer.Option(help="local (this machine), slurm (a job per run through submitit), "
                                                "or submitit-local (the cluster path as local processes).")] = "local",
     partition: Annotated[str | None, typer.Option(help="Cluster: the SLURM partition.")] = None,
@@ -454,7 +472,7 @@ def suite_run(
     from uvlm.io import exclusive, make_folder, sweep_temporaries
     from uvlm.suites.runner import claim_results, record_jobs, run_suite
 
-    jobs = _jobs(name, preset, seeds, set_, rows)
+    jobs = _jobs(name, preset, seeds, set_, rows, dataset, celeba)
     local_workers = _workers(workers, gpus_per_run) if executor == "local" else 0
     settings = None
     if executor != "local":  # checked before anything is written

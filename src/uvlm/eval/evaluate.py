@@ -23,17 +23,16 @@ from pathlib import Path
 import torch
 
 from uvlm.data.folder import read_records
-from uvlm.data.smartwatch import Attributes
 from uvlm.errors import UvlmError
 from uvlm.eval.chance import chance
 from uvlm.eval.decode import Sampling, decode_batch
-from uvlm.eval.vqa import aggregate, score_answer
+from uvlm.eval.vqa import FACE_COLUMNS, aggregate, score_answer, true_answer
 from uvlm.io import atomic_write_bytes, atomic_write_json, atomic_write_text, exclusive, sweep_temporaries
 from uvlm.model.names import parse_name
 from uvlm.model.unified import UnifiedVLM
 from uvlm.progress import progress
 from uvlm.train.build import RunParts, load_spaces
-from uvlm.train.data import resolve_dataset
+from uvlm.train.data import face_folders, resolve_dataset
 from uvlm.train.load import load_trained
 from uvlm.train.loop import load_run_config
 from uvlm.vision.cache import cached_features, dataset_images
@@ -54,16 +53,20 @@ class EvalContext(RunParts):
 
     @classmethod
     def of(cls, parts: RunParts) -> EvalContext:
-        return cls(parts.tokenizer, parts.prompts, parts.in_space, parts.out_space, parts.test_root, parts.place)
+        return cls(parts.tokenizer, parts.prompts, parts.in_space, parts.out_space, parts.test_root, parts.place,
+                   parts.faces)
 
     def judges(self):
-        """The judge for the output space, loaded (or trained and cached) on first use."""
-        from uvlm.vision.judge import JudgeConfig, embedding_judge, pretrained_judge
+        """The judge for the output space, loaded (or trained and cached) on first use: for a
+        CelebA run, trained on its train folder's faces."""
+        from uvlm.vision.judge import JudgeConfig, embedding_judge, face_embedding_judge, face_judge, pretrained_judge
 
         if self.out_space.discrete and self.pixel_judge is None:
-            self.pixel_judge = pretrained_judge(JudgeConfig(style=self.style()))[0].to(self.place.device)
+            judge = face_judge(*self.faces)[0] if self.faces else pretrained_judge(JudgeConfig(style=self.style()))[0]
+            self.pixel_judge = judge.to(self.place.device)
         if not self.out_space.discrete and self.embed_judge is None:
-            self.embed_judge = embedding_judge(self.out_space, self.style())[0]
+            self.embed_judge = (face_embedding_judge(self.out_space, *self.faces) if self.faces
+                                else embedding_judge(self.out_space, self.style()))[0]
         return self.pixel_judge if self.out_space.discrete else self.embed_judge
 
 
@@ -129,9 +132,9 @@ def _judged_rows(answers: list[dict], records: list[dict], indices: list[int]) -
     """Judged answers scored against the attributes each prompt named (unnamed ones are free)."""
     rows = []
     for i, ans in zip(indices, answers, strict=True):
-        truth = Attributes.from_dict(records[i]["attributes"])
-        rows.append({"id": records[i]["id"], "judged": ans,
-                     "scores": {k: round(score_answer(k, truth.answer(k), ans[k]), 4) for k in records[i]["named"]}})
+        truth = records[i]["attributes"]
+        scores = {k: round(score_answer(k, true_answer(truth, k), ans[k]), 4) for k in records[i]["named"]}
+        rows.append({"id": records[i]["id"], "judged": ans, "scores": scores})
     return rows
 
 
@@ -188,7 +191,7 @@ def judge_baselines(ctx: EvalContext, records: list[dict]) -> dict:
         images = {"real": feats, "constant": feats.mean(0, keepdim=True).expand_as(feats)}
     images["shuffled"] = images["real"].roll(1, dims=0)
     out = {name: _judge_total(judge.answers(x), records) for name, x in images.items()}
-    truths = [(k, Attributes.from_dict(r["attributes"]).answer(k)) for r in records for k in r["named"]]
+    truths = [(k, true_answer(r["attributes"], k)) for r in records for k in r["named"]]
     found = chance(truths)
     out.update({"random answer": found["random"], "best constant answer": found["constant"]})
     return out
@@ -203,7 +206,7 @@ def run_judge_baselines(run: Path) -> dict:
         raise UvlmError(f"{run} ({arch.name}) generates no images: it has no judge baselines")
     _, out_space = load_spaces(cfg, arch)
     test_root = resolve_dataset(cfg.data.test, "test")
-    ctx = EvalContext(None, None, None, out_space, test_root)
+    ctx = EvalContext(None, None, None, out_space, test_root, faces=face_folders(cfg.data.train, cfg.data.test))
     return judge_baselines(ctx, [r for r in read_records(test_root) if r["task"] == "generation"])
 
 
@@ -264,6 +267,8 @@ def check_schema(metrics: dict) -> None:
     for section, keys in METRICS_SCHEMA.items():
         if metrics.get(section) is None:
             continue
+        if section == "vqa" and "Male_acc" in metrics[section]:  # a CelebA run: one column per attribute
+            keys = [*FACE_COLUMNS, "total_acc", "n"]
         missing = [k for k in keys if k not in metrics[section]]
         if missing:
             raise ValueError(f"metrics.json {section} lacks {missing}")

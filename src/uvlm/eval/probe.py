@@ -7,14 +7,15 @@ and for the paper's Fig 7 probe on understanding-adapter outputs.
 from __future__ import annotations
 
 import numpy as np
+from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from uvlm.data.celeba import ATTRIBUTES as FACE_ATTRIBUTES
 from uvlm.data.faces import answer as face_answer
-from uvlm.data.smartwatch import POSITIONS, WEATHERS, Attributes
-from uvlm.eval.vqa import aggregate, score_answer
+from uvlm.data.smartwatch import POSITIONS, WEATHERS
+from uvlm.eval.vqa import aggregate, score_answer, true_answer
 
 # What a probe predicts for each attribute: integer classes.
 PROBE_TARGETS = ("hour", "minute", "second", "weather", "weather_pos", "battery", "battery_pos")
@@ -34,19 +35,18 @@ def attribute_labels(attributes: list[dict]) -> dict[str, np.ndarray]:
 
 
 def fit_probe(x_train: np.ndarray, y_train: np.ndarray, seed: int = 0, max_iter: int = 300):
-    """A standardised multinomial logistic regression on flattened features."""
+    """A standardised multinomial logistic regression on flattened features (a train split with
+    one class, as small held-out sets can have, predicts that class)."""
+    if len(np.unique(y_train)) < 2:
+        return DummyClassifier(strategy="most_frequent").fit(x_train.reshape(len(x_train), -1), y_train)
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, C=1.0, random_state=seed))
     return clf.fit(x_train.reshape(len(x_train), -1), y_train)
 
 
 def linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
                  seed: int = 0) -> tuple[float, np.ndarray]:
-    """Test accuracy (percent) and test predictions of a probe trained on the train split (a
-    train split with one class predicts that class: small held-out sets can have one)."""
-    if len(np.unique(y_train)) < 2:
-        pred = np.full(len(x_test), y_train[0])
-    else:
-        pred = fit_probe(x_train, y_train, seed).predict(x_test.reshape(len(x_test), -1))
+    """Test accuracy (percent) and test predictions of a probe trained on the train split."""
+    pred = fit_probe(x_train, y_train, seed).predict(x_test.reshape(len(x_test), -1))
     return 100.0 * float((pred == y_test).mean()), pred
 
 
@@ -84,9 +84,5 @@ def score_against(answers: list[dict[str, str]], attributes: list[dict],
     scored = []
     for i, (ans, a) in enumerate(zip(answers, attributes, strict=True)):
         keys = named[i] if named is not None else list(ans)
-        if all(k in FACE_ATTRIBUTES for k in keys):  # CelebA: the values are the record's booleans
-            scored += [(k, score_answer(k, face_answer(k, bool(a[k])), ans[k])) for k in keys]
-            continue
-        truth = Attributes.from_dict(a)
-        scored += [(k, score_answer(k, truth.answer(k), ans[k])) for k in keys]
+        scored += [(k, score_answer(k, true_answer(a, k), ans[k])) for k in keys]
     return aggregate(scored)

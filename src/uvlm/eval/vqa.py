@@ -26,6 +26,8 @@ import re
 from collections.abc import Iterable
 
 from uvlm.data.celeba import ATTRIBUTES as FACE_ATTRIBUTES
+from uvlm.data.faces import answer as face_answer
+from uvlm.data.smartwatch import Attributes
 
 ATTRIBUTES = ("time", "weather", "weather_pos", "battery", "battery_pos")
 ALL_ATTRIBUTES = ATTRIBUTES + FACE_ATTRIBUTES
@@ -104,6 +106,14 @@ def check_truth(attribute: str, truth: str) -> None:
         b = parse_battery(truth)
         if b is None or not re.fullmatch(r"\d{1,3}%", value) or b > 100:
             raise ValueError(f"ground-truth battery {truth!r} is not NN% (0-100)")
+
+
+def true_answer(attributes: dict, attribute: str) -> str:
+    """The answer a record's image truly gives to the question about `attribute`, from the
+    record's attribute values (SmartWatch's, or CelebA's booleans)."""
+    if attribute in FACE_ATTRIBUTES:
+        return face_answer(attribute, bool(attributes[attribute]))
+    return Attributes.from_dict(attributes).answer(attribute)
 
 
 def score_answer(attribute: str, truth: str, answer: str) -> float:

@@ -71,6 +71,21 @@ def row_config(preset: str, name: str, table: str = "default") -> dict:
     return cfg
 
 
+# What a CelebA run takes from its preset's SmartWatch data: the record counts, seeds and test
+# set layout; the image size stays the preset's (64 px on the cpu, the paper's 224).
+_CELEBA_KEYS = ("seed", "split", "n_vqa", "n_caption", "n_generation", "share_images", "size")
+
+
+def celeba_data(preset: str, celeba: str) -> dict:
+    """data.train and data.test of a CelebA run under `preset`, read from the copy at `celeba`:
+    the preset's counts and image size, CelebA's official train and test partitions (uvlm.data.faces
+    decides the rest: uniform yes/no values, the face crop)."""
+    data = PRESETS[preset]["data"]
+    return {role: {"domain": "celeba", "celeba": str(celeba), "split": "train",
+                   **{k: v for k, v in data[role].items() if k in _CELEBA_KEYS}}
+            for role in ("train", "test")}
+
+
 def config_path(root: Path, preset: str, name: str, table: str = "default") -> Path:
     folder = Path(root) / preset
     return (folder if table == "default" else folder / table) / f"{name}.yaml"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from uvlm.data.celeba import ATTRIBUTES as FACE_ATTRIBUTES
 from uvlm.errors import UvlmError
 from uvlm.eval.chance import chance
 from uvlm.eval.evaluate import GEN_PROTOCOL
@@ -27,13 +28,25 @@ from uvlm.suites.spec import scaling_label, scaling_rows
 
 COLUMNS = {"time_acc": ("time",), "weather_acc": ("weather",), "position_acc": ("weather_pos", "battery_pos"),
            "battery_acc": ("battery",), "total_acc": ("time", "weather", "weather_pos", "battery", "battery_pos")}
+FACE_COLUMNS = {**{f"{a}_acc": (a,) for a in FACE_ATTRIBUTES}, "total_acc": FACE_ATTRIBUTES}
+CELEBA = "-celeba"  # the suffix of a table run on CelebA (Table 1's second half)
 KEY_COLUMN = {"A3": "total_acc", "A5": "weather_acc", "A6": "battery_acc"}  # what each table's figure shows
 PAPER_TABLES = {"A3": "A3_smartwatch_mutual", "A4": "A4_smartwatch_scaling", "A5": "A5_weather_biased",
-                "A6": "A6_battery_biased"}
+                "A6": "A6_battery_biased", "T1": "T1_affine", "T1-celeba": "T1_affine"}
 TITLES = {"A3": "Table A3: mutual benefits (default mix)", "A5": "Table A5: weather-biased understanding data",
           "A6": "Table A6: battery-biased understanding data", "T1": "Table 1 (SmartWatch half): affine map",
+          "T1-celeba": "Table 1 (CelebA half): affine map",
           "A4": "Table A4: scaling", "dose-weather": "Dose-response: share of VQA asking weather (ours)",
           "dose-battery": "Dose-response: share of VQA asking battery (ours)", "fig7": "Fig 7 probe"}
+
+
+def columns(table: str) -> dict[str, tuple[str, ...]]:
+    """A table's VQA columns and the attributes each pools: SmartWatch's, or CelebA's seven."""
+    return FACE_COLUMNS if table.endswith(CELEBA) else COLUMNS
+
+
+def dataset_of(table: str) -> str:
+    return "celeba" if table.endswith(CELEBA) else "smartwatch"
 
 
 def paper_rows(paper: dict, table: str) -> dict[str, dict]:
@@ -41,7 +54,25 @@ def paper_rows(paper: dict, table: str) -> dict[str, dict]:
     rows = paper.get(PAPER_TABLES.get(table, ""), {}).get("rows", {})
     if table == "A4":  # a list of sweep points; both models' 0K-understanding cells are VQ_g's
         return {scaling_label(r["model"], r["und_k"], r["gen_k"]): r for r in rows}
+    if table in ("T1", "T1-celeba"):  # [without, with] the affine map, per dataset
+        half = "ca" if table.endswith(CELEBA) else "sw"
+        out = {}
+        for name, r in rows.items():
+            for distorted, label in enumerate((name, with_affine(name))):
+                if label is not None:
+                    out[label] = {"total_acc": (r[f"{half}_vqa"] or [None, None])[distorted],
+                                  "fid": (r[f"{half}_fid"] or [None, None])[distorted]}
+        return out
     return rows
+
+
+def with_affine(name: str) -> str | None:
+    """The row name with the affine map on its input ("VQ-VQ" -> "VQ*-VQ"); None without an input."""
+    arch = parse_name(name)
+    if arch.input_space is None:
+        return None
+    first = name.split("-")[0].split("_")[0]
+    return first + "*" + name[len(first):]
 
 
 def output_space(label: str) -> str | None:
@@ -117,7 +148,7 @@ class Results:
             if r.keys() != runs[0].keys():
                 raise UvlmError(f"{self.root / 'runs' / k / 'eval' / 'answers.jsonl'} answers other test questions "
                                 f"than {keys[0]}; the runs of row {label} must share a test set")
-        ids = sorted(i for i, (a, _) in runs[0].items() if a in COLUMNS[column])
+        ids = sorted(i for i, (a, _) in runs[0].items() if a in columns(table)[column])
         return 100 * np.array([[r[i][1] for i in ids] for r in runs])
 
     def generation(self, key: str) -> list[float] | None:
@@ -188,19 +219,20 @@ class Results:
         return all((self.metrics(k).get("gen") or {}).get("protocol", 1) >= GEN_PROTOCOL
                    for k in self.groups.get((table, label), []))
 
-    def judge_baselines(self, space: str) -> dict | None:
+    def judge_baselines(self, space: str, dataset: str = "smartwatch") -> dict | None:
         """What the judge of an output space gives real, shuffled and constant images (and the
-        chance answers) on this folder's generation prompts: recorded by `uvlm eval` in each run's
-        metrics.json; for runs evaluated before that, kept in baselines.json (`store_baselines`)."""
-        for (_, label), keys in self.groups.items():
-            if output_space(label) == space:
+        chance answers) on this folder's generation prompts of a dataset: recorded by `uvlm eval`
+        in each run's metrics.json; for runs evaluated before that, kept in baselines.json
+        (`store_baselines`)."""
+        for (table, label), keys in self.groups.items():
+            if output_space(label) == space and dataset_of(table) == dataset:
                 for k in keys:
                     found = (self.metrics(k).get("gen") or {}).get("baselines")
                     if found and (space != "siglip" or self.metrics(k)["gen"].get("protocol", 1) >= GEN_PROTOCOL):
                         return found
-        path = self.root / "baselines.json"
+        path = self.root / "baselines.json"  # SmartWatch runs evaluated before CelebA existed
         return read_json(path, "judge baselines", "delete it; `uvlm report` computes it again").get(space) \
-            if path.exists() else None
+            if path.exists() and dataset == "smartwatch" else None
 
     def store_baselines(self, space: str, baselines: dict) -> None:
         """Keep an output space's judge baselines in baselines.json (computed once, read by reports)."""

@@ -14,13 +14,12 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 
-from uvlm.data.mixture import MixtureConfig
 from uvlm.errors import UvlmError
 from uvlm.model.names import parse_name
 from uvlm.resources import check_job_count
-from uvlm.suites.presets import A3_ROWS, BIASED_ROWS, PRESETS, row_config
+from uvlm.suites.presets import A3_ROWS, BIASED_ROWS, PRESETS, celeba_data, row_config
 from uvlm.train.config import RunConfig, apply_override, from_dict
-from uvlm.train.data import TASKS_OF
+from uvlm.train.data import TASKS_OF, dataset_config
 from uvlm.vision.cache import config_hash
 
 SUITES = ("mutual", "affine", "scaling", "transfer-weather", "transfer-battery", "probe")
@@ -69,7 +68,7 @@ def planned_records(cfg: RunConfig, tasks: str | None = None) -> int:
     """The training records a run config sees, epochs included: what its run time grows with
     (the scaling sweep's runs train up to twice the default mix). `tasks`: count as if the
     model trained on these ("both", "understanding", "generation") instead of its own."""
-    counts = MixtureConfig.from_dict(cfg.data.train).counts
+    counts = dataset_config(cfg.data.train).counts
     tasks = TASKS_OF[tasks or parse_name(cfg.model.name).tasks]
     return math.ceil(cfg.train.epochs * sum(counts[t] for t in tasks))
 
@@ -79,10 +78,12 @@ def planned_steps(cfg: RunConfig, tasks: str | None = None) -> int:
     return math.ceil(planned_records(cfg, tasks) / (cfg.train.global_batch or cfg.train.batch_size))
 
 
-def _row(preset: str, name: str, mix: str, seed: int, overrides: tuple[str, ...]) -> dict:
-    """One row's config for one seed: the preset's, with the user's `--set` overrides on top (a
-    suite's own sweep values, set after this, win over them)."""
+def _row(preset: str, name: str, mix: str, seed: int, overrides: tuple[str, ...], celeba: str | None = None) -> dict:
+    """One row's config for one seed: the preset's (on CelebA when `celeba` names a copy), with the
+    user's `--set` overrides on top (a suite's own sweep values, set after this, win over them)."""
     cfg = row_config(preset, name, mix)
+    if celeba:
+        cfg["data"].update(celeba_data(preset, celeba))
     for assignment in overrides:
         apply_override(cfg, assignment)
     cfg["train"]["seed"] = seed
@@ -100,7 +101,7 @@ def step_matched(cfg: dict) -> dict:
     (epochs, batch, counts): its understanding data repeated, every step a full global batch."""
     resolved = from_dict(cfg)
     records = planned_steps(resolved, "both") * (resolved.train.global_batch or resolved.train.batch_size)
-    counts = MixtureConfig.from_dict(resolved.data.train).counts
+    counts = dataset_config(resolved.data.train).counts
     understanding = sum(counts[t] for t in TASKS_OF["understanding"])
     epochs = records / understanding
     while math.ceil(epochs * understanding) > records:  # float rounding must not add a step
@@ -111,11 +112,11 @@ def step_matched(cfg: dict) -> dict:
 
 
 def _rows(table: str, mix: str, names, preset: str, seeds: int, overrides: tuple[str, ...],
-          controls: bool = True) -> list[Job]:
+          controls: bool = True, celeba: str | None = None) -> list[Job]:
     jobs = []
     for name in names:
         for seed in range(seeds):
-            cfg = _row(preset, name, mix, seed, overrides)
+            cfg = _row(preset, name, mix, seed, overrides, celeba)
             jobs.append(Job(table, name, seed, cfg))
             if controls and parse_name(name).tasks == "understanding":
                 jobs.append(Job(table, matched(name), seed, step_matched(cfg)))
@@ -199,25 +200,30 @@ def _doses(bias: str, preset: str, seeds: int, overrides: tuple[str, ...]) -> li
 
 
 def expand(suite: str, preset: str = "cpu", seeds: int = 3, overrides: tuple[str, ...] = (),
-           rows: tuple[str, ...] = ()) -> list[Job]:
+           rows: tuple[str, ...] = (), celeba: str | None = None) -> list[Job]:
     """The jobs of a suite (or `all`), deduplicated by run key.
 
     `overrides` (`section.key=value`) change every run's config; `rows` keeps only the runs of
-    those rows (a row's step-matched control and sweep points included).
+    those rows (a row's step-matched control and sweep points included); `celeba` (a path to a
+    copy of CelebA) runs the affine suite's CelebA half (table T1-celeba) instead of SmartWatch's.
     """
+    if celeba and suite != "affine":
+        raise UvlmError(f"only the affine suite has a CelebA half (Table 1); run {suite} without --dataset celeba")
     if preset not in PRESETS:
         raise UvlmError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
     if seeds < 1:
         raise UvlmError(f"--seeds {seeds} must be >= 1")
     overrides = tuple(overrides)
     if seeds > 1:  # the grid of one seed, times the seeds: refused before it is built if too large
-        check_job_count(seeds * len(expand(suite, preset, 1, overrides, rows)), f"suite {suite} at {seeds} seeds")
+        check_job_count(seeds * len(expand(suite, preset, 1, overrides, rows, celeba)),
+                        f"suite {suite} at {seeds} seeds")
     if suite == "all":
         jobs = [j for s in SUITES for j in expand(s, preset, seeds, overrides)]
     elif suite == "mutual":
         jobs = _rows("A3", "default", A3_ROWS, preset, seeds, overrides)
     elif suite == "affine":
-        jobs = _rows("T1", "default", AFFINE_ROWS, preset, seeds, overrides, controls=False)
+        jobs = _rows("T1-celeba" if celeba else "T1", "default", AFFINE_ROWS, preset, seeds, overrides,
+                     controls=False, celeba=celeba)
     elif suite == "scaling":
         jobs = _scaling(preset, seeds, overrides)
     elif suite in ("transfer-weather", "transfer-battery"):

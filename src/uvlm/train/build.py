@@ -31,6 +31,7 @@ class RunParts:
     out_space: VisionSpace | None
     test_root: Path
     place: Placement = field(default_factory=placement)  # where the model computes
+    faces: tuple[Path, Path] | None = None  # a CelebA run's (train, test) folders: its judge is trained on them
 
     def style(self) -> dict:
         """The render style (size, detail scale, face radius) of the run's test set."""
@@ -46,10 +47,15 @@ def space_info(space: VisionSpace | None) -> SpaceInfo | None:
 
 def load_spaces(cfg: RunConfig, arch: Architecture,
                 place: Placement | None = None) -> tuple[VisionSpace | None, VisionSpace | None]:
-    """The frozen encoders of the input and output spaces (each loaded once), on the run's device."""
+    """The frozen encoders of the input and output spaces (each loaded once), on the run's device.
+    The stand-ins (cpu-*) of a CelebA run are the ones pretrained on its dataset's faces."""
+    from uvlm.train.data import face_folders
+
     specs = {"siglip": cfg.data.siglip, "vq": cfg.data.vq}
+    used = {arch.input_space, arch.output_space} - {None}
+    faces = face_folders(cfg.data.train, cfg.data.test) if any(specs[s].startswith("cpu-") for s in used) else None
     device = (place or placement(cfg.train.precision)).device
-    loaded = {space: load_space(specs[space]).to(device) for space in {arch.input_space, arch.output_space} - {None}}
+    loaded = {space: load_space(specs[space], faces).to(device) for space in used}
     return loaded.get(arch.input_space), loaded.get(arch.output_space)
 
 

@@ -30,10 +30,15 @@ from uvlm.train.sharding import gather_state, is_sharded, scatter_state
 DIGESTS = "digests.json"
 
 
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:  # streamed: a 7B model's weights never sit in memory to be hashed
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def file_digests(folder: Path) -> dict[str, str]:
     """sha256 of every file under `folder` (by relative path), the digests file excepted."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != DIGESTS}
+    return {str(p.relative_to(folder)): _sha256(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != DIGESTS}
 
 
 def verify_digests(folder: Path, what: str, fix: str) -> None:
@@ -48,7 +53,7 @@ def verify_digests(folder: Path, what: str, fix: str) -> None:
         raise UvlmError(f"{path} is corrupt; {fix}") from None
     for name, digest in expected.items():
         f = folder / name
-        if not f.is_file() or hashlib.sha256(f.read_bytes()).hexdigest() != digest:
+        if not f.is_file() or _sha256(f) != digest:
             raise UvlmError(f"{what} {f} is missing or corrupt (it does not match {DIGESTS}); {fix}")
 
 
@@ -113,9 +118,12 @@ class Checkpointer:
 
     def load(self, path: Path, model: UnifiedVLM, optimizer, scheduler) -> dict:
         verify_digests(path, "checkpoint file", "delete the checkpoint to resume from the one before")
+        sharded = is_sharded(model)
+        reads_weights = not sharded or self.rank == 0  # a sharded model's state goes out from the main process
         try:
-            trainable = load_file(str(path / "trainable.safetensors"))
-            state = torch.load(path / "state.pt", weights_only=False)  # our own file: RNG states need pickle
+            trainable = load_file(str(path / "trainable.safetensors")) if reads_weights else {}
+            # our own file: RNG states need pickle; mapped, so a process reads only what it uses
+            state = torch.load(path / "state.pt", weights_only=False, mmap=True)
             info = json.loads((path / "state.json").read_text())
             own = path / f"rng-{self.rank}.pt"
             # checkpoints of one process written before per-rank files kept it in state.pt
@@ -127,10 +135,10 @@ class Checkpointer:
             raise UvlmError(f"checkpoint {path} was written by fewer processes than this run has; resume it "
                             "with as many processes as it was started with")
         missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in trainable]
-        if missing:
+        if missing and reads_weights:
             raise UvlmError(f"checkpoint {path} does not match this model (e.g. {missing[0]} missing)")
-        if is_sharded(model):
-            scatter_state(model, optimizer, trainable, state["optimizer"])
+        if sharded:
+            scatter_state(model, optimizer, trainable, state["optimizer"] if reads_weights else {})
         else:
             model.load_state_dict(trainable, strict=False)
             optimizer.load_state_dict(state["optimizer"])

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from uvlm.data.folder import build_dataset, read_manifest, read_records
-from uvlm.data.mixture import MixtureConfig
+from uvlm.data.folder import build_dataset, build_folder, read_manifest, read_records
+from uvlm.data.mixture import MixtureConfig, RecordCounts
 from uvlm.data.smartwatch import CPU_STYLE
 from uvlm.errors import UvlmError
 from uvlm.model.names import Architecture
@@ -25,21 +25,61 @@ TASKS_OF = {"understanding": ("vqa", "caption"), "generation": ("generation",),
             "both": ("vqa", "caption", "generation")}
 
 
+def dataset_config(spec: dict, role: str = "train") -> RecordCounts:
+    """The dataset config a data.train/test mapping describes: a SmartWatch mixture, or with
+    `domain: celeba` (and `celeba: PATH`, the user's copy) a CelebA one (uvlm.data.faces)."""
+    if not isinstance(spec, dict):
+        raise UvlmError(f"bad config: data.{role} must be a dataset folder or a mixture mapping")
+    try:
+        if spec.get("domain") == "celeba":
+            from uvlm.data.faces import FaceMixtureConfig
+
+            return FaceMixtureConfig.from_dict({k: v for k, v in spec.items() if k != "celeba"})
+        return MixtureConfig.from_dict({**CPU_STYLE, **spec})
+    except TypeError as e:
+        raise UvlmError(f"bad config: data.{role}: {e}") from None
+
+
 def resolve_dataset(spec, role: str) -> Path:
-    """A dataset folder: the path given, or the SmartWatch mixture described, built in the cache."""
+    """A dataset folder: the path given, or the mixture described, built in the cache."""
     if isinstance(spec, str | Path):
         path = Path(spec)
         read_manifest(path)  # a clear error when missing or incomplete
         return path
-    if not isinstance(spec, dict):
-        raise UvlmError(f"bad config: data.{role} must be a dataset folder or a mixture mapping")
-    try:
-        cfg = MixtureConfig(**{**CPU_STYLE, **spec})
-    except TypeError as e:
-        raise UvlmError(f"bad config: data.{role}: {e}") from None
+    cfg = dataset_config(spec, role)
+    if spec.get("domain") == "celeba":
+        from uvlm.data.celeba import read_celeba
+        from uvlm.data.faces import Faces
+
+        if not spec.get("celeba"):
+            raise UvlmError(f"bad config: data.{role} is a CelebA dataset without its source; add celeba: PATH "
+                            "(your copy of CelebA)")
+        source = Path(spec["celeba"]).resolve()
+        path = cache_root() / "datasets" / config_hash({**cfg.to_dict(), "celeba": str(source)})
+        build_folder(Faces.of(cfg, read_celeba(source)), path, workers=1, verify=True)
+        return path
     path = cache_root() / "datasets" / config_hash(cfg.to_dict())
     build_dataset(cfg, path, workers=1, verify=True)  # ours to repair: a damaged image is rendered again
     return path
+
+
+def is_celeba(spec) -> bool:
+    """Whether a data.train/test entry names a CelebA dataset (a mapping, or a folder `uvlm data
+    celeba` built)."""
+    if isinstance(spec, dict):
+        return spec.get("domain") == "celeba"
+    return read_manifest(Path(spec))["config"].get("domain") == "celeba"
+
+
+def face_folders(train_spec, test_spec) -> tuple[Path, Path] | None:
+    """The (train, test) folders of a CelebA run, built if described; None for SmartWatch. The
+    stand-ins and the judge of a CelebA run are trained on these folders' faces."""
+    celeba = is_celeba(train_spec), is_celeba(test_spec)
+    if not any(celeba):
+        return None
+    if not all(celeba):
+        raise UvlmError("data.train and data.test must both be CelebA or both SmartWatch")
+    return resolve_dataset(train_spec, "train"), resolve_dataset(test_spec, "test")
 
 
 @dataclass

@@ -13,7 +13,7 @@ from uvlm.model.names import parse_name
 from uvlm.model.unified import UnifiedVLM
 from uvlm.train.build import RunParts, build_model, load_spaces, prompt_encoder
 from uvlm.train.checkpoint import verify_digests
-from uvlm.train.data import resolve_dataset
+from uvlm.train.data import face_folders, resolve_dataset
 from uvlm.train.loop import load_run_config
 
 
@@ -62,4 +62,5 @@ def load_trained(run: Path, checkpoint: int | None = None) -> tuple[UnifiedVLM, 
             raise UvlmError(f"checkpoint {folder} is corrupt ({type(e).__name__}); use another --checkpoint") from None
     model.eval().to(place.device)
     prompts = prompt_encoder(cfg, tokenizer, in_space, out_space)
-    return model, RunParts(tokenizer, prompts, in_space, out_space, resolve_dataset(cfg.data.test, "test"), place)
+    return model, RunParts(tokenizer, prompts, in_space, out_space, resolve_dataset(cfg.data.test, "test"), place,
+                           face_folders(cfg.data.train, cfg.data.test))

@@ -60,9 +60,9 @@ from uvlm.model.unified import UnifiedVLM
 from uvlm.train.build import RunParts, build_model, build_tokenizer, load_spaces, prompt_encoder
 from uvlm.train.checkpoint import Checkpointer, save_final_weights
 from uvlm.train.config import RunConfig, from_dict
-from uvlm.train.data import RecordSet, collate, load_record_set, resolve_dataset
+from uvlm.train.data import RecordSet, collate, face_folders, load_record_set, resolve_dataset
 from uvlm.train.memory import check_host_memory, micro_batch_size, out_of_memory_named
-from uvlm.train.sharding import gather_weights, gathered, set_gradient_sync, shard
+from uvlm.train.sharding import gather_weights, gathered, shard
 
 EvalPoint = Callable[[UnifiedVLM, RunParts, int], dict]
 VAL_TASKS = {"understanding": ("vqa",), "generation": ("generation",), "both": ("vqa", "generation")}
@@ -241,13 +241,14 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
     test_root = resolve_dataset(cfg.data.test, "test")
     val_set = load_record_set(test_root, arch, prompts, in_space, out_space, VAL_TASKS[arch.tasks],
                               limit=t.eval_samples) if t.eval_points and main else None
-    parts = RunParts(tokenizer, prompts, in_space, out_space, test_root, place)
+    parts = RunParts(tokenizer, prompts, in_space, out_space, test_root, place,
+                     face_folders(cfg.data.train, cfg.data.test))
 
     model = build_model(cfg, in_space, out_space, tokenizer, place)
     model.fit_standardization(train_set.und_features, train_set.gen_targets)  # deterministic: redone on resume
     sharded = _sharded(cfg, accelerator, place.precision)
     if sharded:
-        shard(model, accelerator.device)  # before the optimizer: sharding replaces the parameters
+        shard(model)  # before the optimizer: sharding replaces the parameters
     adapter_ids = {id(p) for p in model.adapter_parameters()}
     llm_params = [p for p in model.parameters() if p.requires_grad and id(p) not in adapter_ids]
     optimizer = torch.optim.AdamW([{"params": llm_params, "lr": t.lr},
@@ -259,8 +260,10 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
     # floor: a run shorter than its warmup still learns (smoke tests). Not handed to accelerate,
     # which would step it once per process: it steps once per optimizer step.
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(t.warmup_ratio * total_steps), total_steps)
-    if not sharded:
+    if not sharded and accelerator.distributed_type != DistributedType.FSDP:  # never accelerate's own FSDP
         model, optimizer = accelerator.prepare(model, optimizer)
+    elif not sharded:
+        model.to(accelerator.device)
     unwrapped = accelerator.unwrap_model(model)
 
     checkpoints = Checkpointer(out / "checkpoints", t.keep_checkpoints, rank, accelerator.wait_for_everyone)
@@ -277,7 +280,8 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
     writer = SummaryWriter(str(out / "tb"), purge_step=start_step) if main else None
     eval_steps = {round(total_steps * k / t.eval_points) for k in range(1, t.eval_points + 1)}
     pad_id = tokenizer.pad_token_id
-    micro_size = micro_batch_size(cfg, model, train_set, pad_id, accelerator)
+    # a sharded model's trial forward would have to fail or pass on every process alike: the plan is taken as is
+    micro_size = micro_batch_size(cfg, model, train_set, pad_id, accelerator, confirm=not sharded)
     weight = unwrapped.image_loss_weight
 
     model.train()
@@ -287,17 +291,17 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
                                  min((step + 1) * global_batch, total_records))
         n_text, n_slots = step_counts(train_set, records)
         mine = records[rank::world]
-        # a process without records in a short last step still joins the step, at weight 0
-        scale = 1.0 if mine else 0.0
-        mine = mine or records[:1]
-        micro = [mine[i:i + micro_size] for i in range(0, len(mine), micro_size)]
+        # Every process runs as many micro-batches as the one with the most records (a sharded
+        # model gathers its weights in every forward, all processes together); a process short of
+        # records (a short last step, an uneven split) fills in with a record at weight 0.
+        n_micro = math.ceil(math.ceil(len(records) / world) / micro_size)
+        micro = [mine[i:i + micro_size] for i in range(0, n_micro * micro_size, micro_size)]
         optimizer.zero_grad(set_to_none=True)
         sums = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
         for k, idx in enumerate(micro):
-            batch = collate(train_set, idx, pad_id).to(accelerator.device)
-            sync = k == len(micro) - 1
-            if sharded:
-                set_gradient_sync(model, sync)
+            scale = 1.0 if idx else 0.0
+            batch = collate(train_set, idx or records[:1], pad_id).to(accelerator.device)
+            sync = k == len(micro) - 1  # DDP all-reduces once a step; FSDP reduce-scatters every micro-batch
             with out_of_memory_named(micro_size), accelerator.autocast(), \
                     (accelerator.no_sync(model) if not sync and not sharded else nullcontext()):
                 out_ = model(batch)

@@ -20,10 +20,12 @@ input, and one layer's activations exist at a time while it is recomputed.
 the training loop (`auto`: the plan's choice, then one confirming forward/backward on the
 longest records, halving on out-of-memory).
 
-Sharded (`train.sharding: fsdp`, uvlm.train.sharding), a device holds 1/N of the weights,
-gradients and AdamW moments, plus what is gathered whole at a time: the root unit (embeddings,
-LM head) for the whole step, and two decoder layers (the one computing and the one prefetched)
-with their unsharded gradients. That part is a bound from FSDP's design, not measured.
+Sharded (`train.sharding: fsdp`, uvlm.train.sharding), a device holds 1/N of the weights
+(trained ones in fp32), gradients and AdamW moments, plus what is gathered whole at a time: the
+root unit (embeddings, LM head) for the whole step, and two decoder layers (the one computing
+and the one prefetched) with their unsharded gradients (reduce-scattered after every
+micro-batch, so accumulation adds nothing). That part is a bound from FSDP's design, not
+measured.
 """
 
 from __future__ import annotations
@@ -197,8 +199,9 @@ def plan(cfg, layout: Layout, device_bytes: float | None, world: int = 1, shape:
     if cfg.train.sharding == "fsdp" and world > 1:
         root = params - shape.layers * shape.layer_params
         gathered = root + 2 * shape.layer_params
-        weights = weights / world + gathered * (2 if weights16 else 4)
-        optimizer = optimizer / world + (0 if lora_r else gathered * 4)  # whole gradients before reduce-scatter
+        width = 2 if weights16 and lora_r else 4  # sharded, trained weights are held in fp32
+        weights = (params * width + (trainable * 4 if lora_r else 0)) / world + gathered * width
+        optimizer = optimizer / world + (0 if lora_r else gathered * 4)  # a unit's whole gradients, unscattered
     global_batch = cfg.train.global_batch or cfg.train.batch_size
     per_device = math.ceil(global_batch / world)
     partial = Plan(shape, params, trainable, weights, optimizer, per_record, fixed, 1, per_device, device_bytes)
@@ -237,10 +240,10 @@ def out_of_memory_named(micro: int) -> Iterator[None]:
                         "or train.gradient_checkpointing=true; `uvlm plan CONFIG` shows the estimate") from None
 
 
-def micro_batch_size(cfg, model, data, pad_id: int, accelerator) -> int:
+def micro_batch_size(cfg, model, data, pad_id: int, accelerator, confirm: bool = True) -> int:
     """`train.micro_batch` resolved: a number as given; unset: batch_size; `auto`: the memory plan's
-    largest micro-batch for this device, confirmed by one forward/backward on the longest records
-    (halved on out-of-memory)."""
+    largest micro-batch for this device, confirmed (unless `confirm` is off) by one
+    forward/backward on the longest records (halved on out-of-memory)."""
     t = cfg.train
     per_device = math.ceil((t.global_batch or t.batch_size) / accelerator.num_processes)
     if t.micro_batch is None:
@@ -255,7 +258,7 @@ def micro_batch_size(cfg, model, data, pad_id: int, accelerator) -> int:
     layout = layout_of(data.encoded, None)
     layout = Layout(layout.tokens, layout.scored, layout.slots, width)
     micro = plan(cfg, layout, limit, accelerator.num_processes).micro_batch
-    return _confirm(model, data, pad_id, accelerator, micro)
+    return _confirm(model, data, pad_id, accelerator, micro) if confirm else micro
 
 
 def _confirm(model, data, pad_id: int, accelerator, micro: int) -> int:
@@ -325,12 +328,13 @@ def space_tokens(spec: str) -> tuple[int, int, int | None]:
 def planned_layout(cfg, sample: int = 300) -> tuple[Layout, str]:
     """The layout of the longest of `sample` records of each task the run trains on, rendered as
     text only (no images), tokenised with the run's tokenizer where this machine has it."""
-    from uvlm.data.mixture import MixtureConfig, image_attributes, image_name, make_record
-    from uvlm.data.smartwatch import CPU_STYLE
+    from uvlm.data.celeba import ATTRIBUTES as FACE_ATTRIBUTES
+    from uvlm.data.faces import make_face_record
+    from uvlm.data.mixture import image_attributes, image_name, make_record
     from uvlm.model.names import parse_name
     from uvlm.model.prompt import PromptEncoder
     from uvlm.train.build import build_tokenizer
-    from uvlm.train.data import TASKS_OF
+    from uvlm.train.data import TASKS_OF, dataset_config
 
     arch = parse_name(cfg.model.name)
     specs = {"siglip": cfg.data.siglip, "vq": cfg.data.vq}
@@ -346,12 +350,16 @@ def planned_layout(cfg, sample: int = 300) -> tuple[Layout, str]:
         tokenizer, source = train_tokenizer(template_corpus(), SPECIAL_TOKENS), "the template tokenizer"
     prompts = PromptEncoder(tokenizer, n_in, n_out, system=cfg.model.system_prompt)
     spec = cfg.data.train if isinstance(cfg.data.train, dict) else {}
-    mixture = MixtureConfig.from_dict({**CPU_STYLE, **spec})
+    mixture = dataset_config(spec)
     encoded = []
     for task in TASKS_OF[arch.tasks]:
         for j in range(min(sample, mixture.counts[task])):
-            record = make_record(mixture, task, j, image_attributes(mixture, mixture.image_index(task, j)),
-                                 image_name(j))
+            if spec.get("domain") == "celeba":  # every combination of values comes round
+                values = {a: bool(j >> i & 1) for i, a in enumerate(FACE_ATTRIBUTES)}
+                record = make_face_record(mixture, task, j, values, image_name(j))
+            else:
+                record = make_record(mixture, task, j, image_attributes(mixture, mixture.image_index(task, j)),
+                                     image_name(j))
             encoded.append(prompts.encode(record["conversations"]))
     layout = layout_of(encoded, None)
     head = 0 if arch.output_space is None else (vocab or width)

@@ -3,14 +3,19 @@ optimizer state, which full fine-tuning of a 7B LLM needs (its fp32 AdamW state 
 
 `train.sharding: fsdp` turns it on. Each decoder layer of the LLM is one shard unit, gathered
 just before its forward and backward and freed after; the rest of the model (embeddings, LM
-head, adapters, generation head) is the root unit. The training loop stays the one of data
-parallelism: the same records per process, the same loss scaling, gradients synchronised on
-a step's last micro-batch. What changes is the model's state, which exists whole nowhere:
+head, adapters, generation head) is the root unit. Trained weights are held in fp32 (a
+pretrained LLM's trained weights too: AdamW on 16-bit weights loses small updates, and FSDP
+wants one dtype per unit); computation stays under the run's autocast. The training loop stays
+the one of data parallelism: the same records per process, the same loss scaling. Gradients are
+reduce-scattered after every micro-batch, so no process ever holds whole gradients. What
+changes is the model's state, which exists whole nowhere:
 
 - checkpoints and final weights gather it, all processes together, onto the main process, which
   writes the same files an unsharded run writes (so `uvlm eval` and `load_trained` need nothing
   new), and a resume scatters it back;
-- evaluation points run on the main process with every unit gathered (`gathered`).
+- evaluation points run on the main process with every unit gathered (`gathered`);
+- every process runs the same number of forwards per step (each gathers every unit), so the
+  loop gives a process with fewer records weight-0 micro-batches.
 
 The state is moved with torch.distributed.checkpoint's state-dict helpers, which key the
 optimizer state by parameter name, so a resume does not depend on parameter order.
@@ -33,7 +38,9 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.fsdp import FSDPModule, fully_shard
 
 _GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True)
-_SCATTER = StateDictOptions(full_state_dict=True, strict=False)
+_GATHER_TRAINED = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+# the main process reads a checkpoint and sends it out: the others never hold a whole copy
+_SCATTER = StateDictOptions(full_state_dict=True, strict=False, broadcast_from_rank0=True)
 
 
 def decoder_layers(llm: nn.Module) -> list[nn.Module]:
@@ -47,12 +54,21 @@ def decoder_layers(llm: nn.Module) -> list[nn.Module]:
     return layers
 
 
-def shard(model: nn.Module, device: torch.device) -> None:
-    """Shard `model` in place across the processes: one unit per decoder layer, the rest at the root.
-    Parameters become new (sharded) objects: build the optimizer after this."""
-    model.to(device)
+def _trained_in_fp32(module: nn.Module) -> None:
+    for p in module.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+
+
+def shard(model: nn.Module) -> None:
+    """Shard `model` in place across the processes: one unit per decoder layer, the rest at the
+    root, each moved to this process's device as it is sharded (a layer at a time: the whole
+    model never sits on one GPU in fp32). Parameters become new (sharded) objects: build the
+    optimizer after this."""
     for layer in decoder_layers(model.llm):
+        _trained_in_fp32(layer)
         fully_shard(layer)
+    _trained_in_fp32(model)
     fully_shard(model)
 
 
@@ -80,18 +96,17 @@ def gathered(model: nn.Module) -> Iterator[None]:
             unit.reshard()
             # the root keeps its weights whole after forward anyway (FSDP's default for the root)
             unit.set_reshard_after_forward(unit is not model, recurse=False)
-
-
-def set_gradient_sync(model: nn.Module, sync: bool) -> None:
-    """Reduce-scatter gradients after this backward (a step's last micro-batch) or keep
-    accumulating them locally (the others): FSDP's counterpart of DDP's no_sync."""
-    model.set_requires_gradient_sync(sync)
+        if units:
+            # forget the order of the main process's evaluation forwards: backward prefetches by
+            # the recorded order, which must be the same on every process
+            model.reset_iter_state()
 
 
 def gather_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
-    """The whole model state (parameters and buffers, by name) and optimizer state (keyed by
-    parameter name), on the CPU of the main process; empty elsewhere. Collective."""
-    return gather_weights(model), get_optimizer_state_dict(model, optimizer, options=_GATHER)
+    """The trained parameters (by name) and the optimizer state (keyed by parameter name), on the
+    CPU of the main process; empty elsewhere. Collective."""
+    weights = get_model_state_dict(model, options=_GATHER_TRAINED)
+    return weights, get_optimizer_state_dict(model, optimizer, options=_GATHER)
 
 
 def gather_weights(model: nn.Module) -> dict:
@@ -100,6 +115,7 @@ def gather_weights(model: nn.Module) -> dict:
 
 
 def scatter_state(model: nn.Module, optimizer: torch.optim.Optimizer, weights: dict, optim_state: dict) -> None:
-    """Load whole states that every process has read (a checkpoint) into the shards. Collective."""
+    """Load whole states that the main process has read (a checkpoint; the others pass empty
+    dicts) into the shards. Collective."""
     set_model_state_dict(model, weights, options=_SCATTER)
     set_optimizer_state_dict(model, optimizer, optim_state, options=_SCATTER)

@@ -32,7 +32,7 @@ from uvlm.data.celeba import ATTRIBUTES as FACE_ATTRIBUTES
 from uvlm.data.smartwatch import CPU_STYLE
 from uvlm.device import placement
 from uvlm.errors import UvlmError
-from uvlm.eval.probe import PROBE_TARGETS, answers_from_classes, attribute_labels, fit_probe, score_against
+from uvlm.eval.probe import answers_from_classes, attribute_labels, fit_probe, score_against
 from uvlm.io import atomic_write_json
 from uvlm.vision.cache import cached_artifact
 from uvlm.vision.pretrain import _batches, _cosine_lr, folder_pool, render_pool
@@ -233,13 +233,34 @@ class EmbeddingJudge:
 
     @classmethod
     def fit(cls, features: np.ndarray, attributes: list[dict], seed: int = 0) -> EmbeddingJudge:
-        labels = attribute_labels(attributes)
+        labels = attribute_labels(attributes)  # SmartWatch's probe targets, or CelebA's seven
         x = unit_tokens(features)
-        return cls({k: fit_probe(x, labels[k], seed) for k in PROBE_TARGETS})
+        return cls({k: fit_probe(x, y, seed) for k, y in labels.items()})
 
     def answers(self, embeddings: torch.Tensor | np.ndarray) -> list[dict[str, str]]:
         x = unit_tokens(embeddings)
         return answers_from_classes({k: p.predict(x) for k, p in self.probes.items()})
+
+
+def _encoded(space: VisionSpace, images: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return torch.cat([space.encode(images[i:i + 128]) for i in range(0, len(images), 128)]).numpy()
+
+
+def _cached_embedding_judge(config: dict, pools: Callable[[], tuple[np.ndarray, list[dict], np.ndarray, list[dict]]],
+                            seed: int) -> tuple[EmbeddingJudge, dict]:
+    """Fit (once, cached under `config`) probes on the train features of `pools()`, scored on its held-out ones."""
+    def build(folder: Path) -> dict:
+        x_train, attrs_train, x_held, attrs_held = pools()
+        judge = EmbeddingJudge.fit(x_train, attrs_train, seed)
+        (folder / "probes.pkl").write_bytes(pickle.dumps(judge.probes))
+        scores = score_against(judge.answers(x_held), attrs_held)
+        atomic_write_json(folder / "scores.json", scores)
+        return {"held_out": scores, "n_held_out": len(x_held)}
+
+    entry, meta = cached_artifact("embedding-judge", config, build)
+    # Our own cache entry, verified by sha256 before this load.
+    return EmbeddingJudge(pickle.loads((entry / "probes.pkl").read_bytes())), meta["info"]
 
 
 def embedding_judge(space: VisionSpace, style: dict | None = None, n_train: int = 3000,
@@ -249,16 +270,25 @@ def embedding_judge(space: VisionSpace, style: dict | None = None, n_train: int 
     config = {"encoder": space.fingerprint, "style": style, "n_train": n_train,
               "n_held_out": n_held_out, "seed": seed, "tokens": "unit length"}
 
-    def build(folder: Path) -> dict:
+    def pools():
         images, attrs = render_pool(n_train + n_held_out, seed, style)
-        with torch.no_grad():
-            x = torch.cat([space.encode(images[i:i + 128]) for i in range(0, len(images), 128)]).numpy()
-        judge = EmbeddingJudge.fit(x[:n_train], attrs[:n_train], seed)
-        (folder / "probes.pkl").write_bytes(pickle.dumps(judge.probes))
-        scores = score_against(judge.answers(x[n_train:]), attrs[n_train:])
-        atomic_write_json(folder / "scores.json", scores)
-        return {"held_out": scores, "n_held_out": n_held_out}
+        x = _encoded(space, images)
+        return x[:n_train], attrs[:n_train], x[n_train:], attrs[n_train:]
 
-    entry, meta = cached_artifact("embedding-judge", config, build)
-    # Our own cache entry, verified by sha256 before this load.
-    return EmbeddingJudge(pickle.loads((entry / "probes.pkl").read_bytes())), meta["info"]
+    return _cached_embedding_judge(config, pools, seed)
+
+
+def face_embedding_judge(space: VisionSpace, train_root: Path, test_root: Path,
+                         seed: int = 200) -> tuple[EmbeddingJudge, dict]:
+    """The embedding judge of a CelebA run: probes for the seven attributes fitted on the SigLIP
+    features of its train folder's faces, scored on its test folder's."""
+    from uvlm.vision.cache import dataset_key
+
+    config = {"encoder": space.fingerprint, "train": dataset_key(train_root), "test": dataset_key(test_root),
+              "seed": seed, "tokens": "unit length"}
+
+    def pools():
+        (train, attrs_train), (held, attrs_held) = folder_pool(train_root), folder_pool(test_root)
+        return _encoded(space, train), attrs_train, _encoded(space, held), attrs_held
+
+    return _cached_embedding_judge(config, pools, seed)

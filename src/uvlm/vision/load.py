@@ -1,6 +1,7 @@
 """Vision spaces by name: the paper's real encoders or the CPU preset's stand-ins.
 
-    cpu-siglip | cpu-vq          the cached stand-ins (trained on first use)
+    cpu-siglip | cpu-vq          the cached stand-ins (trained on first use): on SmartWatch
+                                 renders, or, for a CelebA run, on its dataset's faces
     siglip:<folder or hub id>    a transformers SigLIP (hub ids must be in the local cache)
     vq:<checkpoint.pt>           a LlamaGen VQ checkpoint (sidecar .json for other sizes)
     synthetic:<shape>            the paper encoders' output shapes, no encoder (speed and memory only)
@@ -8,22 +9,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from uvlm.errors import UvlmError
 from uvlm.vision.space import VisionSpace
 
 SPEC_HELP = "use cpu-siglip, cpu-vq, siglip:<folder or hub id>, vq:<checkpoint.pt> or synthetic:<shape>"
 
 
-def load_space(spec: str) -> VisionSpace:
-    """The vision space named by `spec`; a clear error for anything else."""
+def load_space(spec: str, faces: tuple[Path, Path] | None = None) -> VisionSpace:
+    """The vision space named by `spec`; a clear error for anything else. `faces`: the (train,
+    test) folders of a CelebA run, whose images the stand-ins are pretrained on."""
     if spec == "cpu-siglip":
-        from uvlm.vision.pretrain import pretrained_siglip
+        from uvlm.vision.pretrain import face_siglip, pretrained_siglip
 
-        return pretrained_siglip()[0]
+        return (face_siglip(*faces) if faces else pretrained_siglip())[0]
     if spec == "cpu-vq":
-        from uvlm.vision.pretrain import pretrained_vq
+        from uvlm.vision.pretrain import face_vq, pretrained_vq
 
-        return pretrained_vq()[0]
+        return (face_vq(*faces) if faces else pretrained_vq())[0]
     kind, _, source = spec.partition(":")
     if kind == "siglip" and source:
         from uvlm.vision.siglip import SiglipSpace

@@ -321,21 +321,44 @@ def folder_pool(root: Path) -> tuple[torch.Tensor, list[dict]]:
     return load_images([Path(root) / n for n in names]), [first[n] for n in names]
 
 
+def _face_key(train_root: Path, test_root: Path) -> dict:
+    from uvlm.vision.cache import dataset_key
+
+    return {"train": dataset_key(train_root), "test": dataset_key(test_root)}
+
+
+def _face_pools(train_root: Path, test_root: Path) -> Pools:
+    """Train and held-out images of two CelebA folders: read only when a stand-in is built."""
+    return (*folder_pool(train_root), *folder_pool(test_root))
+
+
+def _folder_size(root: Path) -> int:
+    from uvlm.data.folder import read_manifest
+
+    return int(read_manifest(root)["config"]["size"])
+
+
+def face_vq(train_root: Path, test_root: Path, cfg: VQPretrainConfig | None = None,
+            progress: Progress | None = None) -> tuple[VQSpace, dict]:
+    """The VQ stand-in pretrained on a CelebA dataset folder's images (its quality judged on a
+    held-out folder's), cached by the folders' keys like the SmartWatch one."""
+    cfg = cfg or VQPretrainConfig(style={"size": _folder_size(train_root)})
+    entry, meta = cached_artifact("pretrained-vq", {**cache_key(cfg), **_face_key(train_root, test_root)},
+                                  lambda d: train_vq(cfg, d, progress, _face_pools(train_root, test_root)))
+    return VQSpace.load(entry / "vq.pt"), meta["info"]
+
+
+def face_siglip(train_root: Path, test_root: Path, cfg: SiglipPretrainConfig | None = None,
+                progress: Progress | None = None) -> tuple[SiglipSpace, dict]:
+    """The SigLIP stand-in pretrained on a CelebA dataset folder's images and captions (as face_vq)."""
+    cfg = cfg or SiglipPretrainConfig(style={"size": _folder_size(train_root)})
+    entry, meta = cached_artifact("pretrained-siglip", {**cache_key(cfg), **_face_key(train_root, test_root)},
+                                  lambda d: train_siglip(cfg, d, progress, _face_pools(train_root, test_root)))
+    return SiglipSpace.load(str(entry)), meta["info"]
+
+
 def face_standins(train_root: Path, test_root: Path, vq: VQPretrainConfig | None = None,
                   siglip: SiglipPretrainConfig | None = None,
                   progress: Progress | None = None) -> tuple[VQSpace, dict, SiglipSpace, dict]:
-    """The VQ and SigLIP stand-ins pretrained on a CelebA dataset folder's images (judged on a
-    held-out folder's), cached by the folders' keys like the SmartWatch ones; with their quality."""
-    from uvlm.vision.cache import dataset_key
-
-    train, held = folder_pool(train_root), folder_pool(test_root)
-    size = int(train[0].shape[-1])
-    vq = vq or VQPretrainConfig(style={"size": size})
-    siglip = siglip or SiglipPretrainConfig(style={"size": size})
-    data = {"train": dataset_key(train_root), "test": dataset_key(test_root)}
-    pools = (*train, *held)
-    vq_entry, vq_meta = cached_artifact("pretrained-vq", {**cache_key(vq), **data},
-                                        lambda d: train_vq(vq, d, progress, pools))
-    sg_entry, sg_meta = cached_artifact("pretrained-siglip", {**cache_key(siglip), **data},
-                                        lambda d: train_siglip(siglip, d, progress, pools))
-    return VQSpace.load(vq_entry / "vq.pt"), vq_meta["info"], SiglipSpace.load(str(sg_entry)), sg_meta["info"]
+    """Both CelebA stand-ins and their quality (face_vq and face_siglip)."""
+    return (*face_vq(train_root, test_root, vq, progress), *face_siglip(train_root, test_root, siglip, progress))
