@@ -13,24 +13,17 @@ rows; the plain `_u` rows may stay lower (the paper's regime).
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
-from common import markdown_table, record
+from common import markdown_table, record, results_table_args
 
 from uvlm.model.names import parse_name
 from uvlm.suites.results import Results
 from uvlm.suites.stats import cell_interval
 
-ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ("time_acc", "battery_acc", "weather_acc", "position_acc")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", nargs="?", type=Path, default=ROOT / "results")
-    parser.add_argument("--table", default="A3")
-    args = parser.parse_args()
+    args, folder = results_table_args(__doc__)
     res = Results(args.results)
     chance = res.chance(args.table)
     if chance is None:
@@ -50,7 +43,6 @@ def main() -> None:
                 learned.append(cell.low > chance["constant"][c])
         seeds = len(res.groups[(args.table, label)])
         rows.append([label, seeds, *cells, " / ".join("yes" if x else "no" for x in learned)])
-    folder = args.results.relative_to(ROOT) if args.results.is_relative_to(ROOT) else args.results
     body = (f"`{folder}`, table {args.table}, understanding-only rows: VQA score per attribute (percent), mean "
             "over seeds [95% interval over seeds and questions, shown within 0-100]. Learned: the interval's low "
             "end clears the best constant answer.\n\n"

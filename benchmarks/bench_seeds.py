@@ -10,22 +10,14 @@ and at 3, 5 and 10 seeds. Target: seed SD of the total <= 2 points for every A3 
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
-from common import markdown_table, record
+from common import markdown_table, record, results_table_args
 
 from uvlm.suites.results import Results
 from uvlm.suites.stats import minimum_detectable_effect
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", nargs="?", type=Path, default=ROOT / "results")
-    parser.add_argument("--table", default="A3")
-    args = parser.parse_args()
+    args, folder = results_table_args(__doc__)
     res = Results(args.results)
     rows = []
     for label in res.labels(args.table):
@@ -38,7 +30,6 @@ def main() -> None:
                for k in (len(per_seed), 3, 5, 10)]
         rows.append([label, len(per_seed), " / ".join(f"{v:.1f}" for v in per_seed), f"{sd:.1f}",
                      *(f"{v:.1f}" for v in mde), "yes" if sd <= 2 else "no"])
-    folder = args.results.relative_to(ROOT) if args.results.is_relative_to(ROOT) else args.results
     body = (f"`{folder}`, table {args.table}, VQA total per seed (percent). MDE: the smallest true difference "
             "between two rows with this seed SD that a two-sided 5% test finds 80% of the time.\n\n"
             + markdown_table(["row", "seeds", "total per seed", "seed SD", "MDE at its seeds", "MDE at 3",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import os
 import platform
@@ -13,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from uvlm.io import atomic_write_text
 
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("RESULTS.md")
 HEADER = "# Benchmark results\n\nWritten by `make bench`; each section is the latest run of one benchmark.\n"
 
@@ -46,3 +48,14 @@ def record(name: str, command: str, body: str) -> None:
     found = pattern.search(old)
     new = pattern.sub(lambda _: section + "\n", old) if found else old.rstrip() + "\n\n" + section
     atomic_write_text(RESULTS, new.rstrip() + "\n")
+
+
+def results_table_args(doc: str) -> tuple[argparse.Namespace, Path]:
+    """The arguments of a benchmark that reads a results folder (default: the committed `results/`)
+    and one of its tables (default A3), and the folder as its command line should name it."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("results", nargs="?", type=Path, default=ROOT / "results")
+    parser.add_argument("--table", default="A3")
+    args = parser.parse_args()
+    folder = args.results.relative_to(ROOT) if args.results.is_relative_to(ROOT) else args.results
+    return args, folder
