@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -202,8 +203,8 @@ def test_the_affine_suite_runs_on_celeba_and_fills_table_1s_celeba_half(cli, tmp
     source = write_fake_celeba(tmp_path / "celeba", "official", 400)
     overrides = [f"data.vq={encoders['vq']}", f"data.siglip={encoders['siglip']}", "data.train.n_vqa=48",
                  "data.train.n_caption=48", "data.train.n_generation=48", "data.test.n_vqa=21",
-                 "data.test.n_generation=6", "model.hidden_size=48", "model.layers=2", "model.heads=2",
-                 "model.intermediate_size=96", "train.batch_size=16", "train.eval_points=0"]
+                 "data.test.n_generation=6", "data.train.sampling=data", "model.hidden_size=48", "model.layers=2",
+                 "model.heads=2", "model.intermediate_size=96", "train.batch_size=16", "train.eval_points=0"]
     # the judge, trained briefly on the suite's own training faces, under the real judge's key
     data = expand("affine", "cpu", 1, tuple(overrides), celeba=str(source.resolve()))[0].config["data"]
     train, test = resolve_dataset(data["train"], "train"), resolve_dataset(data["test"], "test")
@@ -222,6 +223,11 @@ def test_the_affine_suite_runs_on_celeba_and_fills_table_1s_celeba_half(cli, tmp
     gen = [m["gen"] for m in metrics if m["gen"]]
     assert len(gen) == 5 and all(g["baselines"]["real"]["total_acc"] is not None for g in gen)
     assert all(set(g["baselines"]["real"]) >= {f"{a}_acc" for a in ATTRIBUTES} for g in gen)
+    # the runs' tokenizer knows CelebA's words: answers come out as words, not as dropped <unk>s
+    answers = [json.loads(x)["answer"] for p in results.glob("runs/*/eval/answers.jsonl")
+               for x in p.read_text().splitlines()]
+    said = [re.search(r"\b(yes|no)\b", a, re.IGNORECASE) for a in answers]  # what the scorer reads
+    assert len(answers) == 8 * 21 and sum(m is not None for m in said) > len(answers) // 2
 
     code, _, err = cli("report", results, "--out", report)
     assert code == 0, err
@@ -236,3 +242,27 @@ def test_the_affine_suite_runs_on_celeba_and_fills_table_1s_celeba_half(cli, tmp
     assert code == 2 and "only the affine suite has a CelebA half" in err
     code, _, err = cli("suite", "run", "affine", "--dataset", "celeba", "--out", results)
     assert code == 2 and "needs --celeba PATH" in err
+
+
+def test_a_celeba_runs_tokenizer_knows_every_word_of_its_records(cli, tmp_path, monkeypatch):
+    """The tiny LLM's word-level tokenizer is built from the run's dataset's phrases: CelebA's for a
+    CelebA run. SmartWatch's tokenizer on CelebA records is refused in one line, not trained on <unk>s."""
+    from uvlm.data.folder import read_records
+    from uvlm.model.prompt import SPECIAL_TOKENS, PromptEncoder
+    from uvlm.model.tokenizer import template_corpus, train_tokenizer
+    from uvlm.train.build import build_tokenizer
+    from uvlm.train.config import from_dict
+    from uvlm.train.data import check_vocabulary
+
+    monkeypatch.setenv("UVLM_CACHE", str(tmp_path / "cache"))
+    source = write_fake_celeba(tmp_path / "celeba", "official", 300)
+    assert cli("data", "celeba", "--celeba", source, "--images", "200", "--size", "32", "--out",
+               tmp_path / "train")[0] == 0
+    records = read_records(tmp_path / "train")
+    folder = str(tmp_path / "train")
+    cfg = from_dict({"model": {"name": "VQ-VQ"}, "data": {"train": folder, "test": folder}})
+    ours = PromptEncoder(build_tokenizer(cfg), 16)
+    check_vocabulary([ours.encode(r["conversations"]) for r in records], records, ours.tokenizer)
+    smartwatch = PromptEncoder(train_tokenizer(template_corpus(), SPECIAL_TOKENS), 16)
+    with pytest.raises(UvlmError, match="has no token for words of record"):
+        check_vocabulary([smartwatch.encode(r["conversations"]) for r in records], records, smartwatch.tokenizer)

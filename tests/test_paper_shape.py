@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from uvlm.model.tokenizer import template_corpus, train_tokenizer
-from uvlm.suites.presets import row_config
+from uvlm.suites.presets import VICUNA_SYSTEM, row_config
 
 from .helpers import kill_when, tiny_encoders, toy_judge
 
@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def paper_models(tmp_path_factory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("paper-models")
-    tok = train_tokenizer(template_corpus())  # a Llama folder holds its own tokenizer, without our tokens
+    # a Llama folder holds its own tokenizer, without our tokens; like Vicuna's, it knows every word
+    tok = train_tokenizer([*template_corpus(), VICUNA_SYSTEM, " " + VICUNA_SYSTEM])
     torch.manual_seed(0)
     llm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                        num_key_value_heads=2, intermediate_size=64, max_position_embeddings=512,

@@ -118,6 +118,18 @@ def answer(attribute: str, value: bool) -> str:
     return "Yes" if value == _TEXT[attribute][3] else "No"
 
 
+def face_corpus() -> list[str]:
+    """Every phrase the CelebA templates can produce (questions, answers, descriptions with every
+    value of every attribute, caption questions, requests): what a tokenizer trained from scratch
+    for CelebA runs must know."""
+    every = {a: True for a in ATTRIBUTES}
+    descriptions = [describe({**every, **{a: value for a in ATTRIBUTES}}, list(ATTRIBUTES)) for value in (True, False)]
+    subjects = ["a man", "a woman", "a person"]
+    captions = [d[0].upper() + d[1:] + "." for d in (*descriptions, *subjects)]  # a caption starts a sentence
+    return [*(q for q, *_ in _TEXT.values()), "Yes", "No", *_CAPTION_ASKS, *descriptions, *subjects, *captions,
+            *(g.format("a person") + "." for g in _GENERATE), IMAGE_TOKEN]
+
+
 def describe(values: dict[str, bool], named: list[str]) -> str:
     """A description naming `named` attributes (in ATTRIBUTES order), e.g. "a man with black
     hair, wearing eyeglasses and without a hat"."""

@@ -32,11 +32,19 @@ def train_tokenizer(texts: Iterable[str], special_tokens: Iterable[str] = ()) ->
                                    eos_token=EOS, additional_special_tokens=list(specials[4:]))
 
 
-def template_corpus() -> list[str]:
-    """Every phrase our SmartWatch templates and chat template can produce, values included."""
+def template_corpus(domain: str = "smartwatch") -> list[str]:
+    """Every phrase our templates of a dataset (smartwatch | celeba) and the chat template can
+    produce, values included. Each dataset has its own: adding CelebA's words to SmartWatch's
+    would renumber the tokens of every SmartWatch run."""
     from uvlm.data import text
     from uvlm.data.smartwatch import POSITIONS, WEATHERS
     from uvlm.model.prompt import ASSISTANT, USER
+
+    if domain == "celeba":
+        from uvlm.data.faces import face_corpus
+
+        corpus = [USER, ASSISTANT, *face_corpus()]
+        return corpus + [" " + c for c in corpus]
 
     corpus = [USER, ASSISTANT, text.CAPTION_OPENING, *text.CAPTION_QUESTIONS, *text.GENERATION_REQUESTS,
               *text.GENERATION_REPLIES, "0123456789 : % ."]

@@ -72,8 +72,14 @@ KNOWN_LLMS = {
 
 
 def build_tokenizer(cfg: RunConfig):
+    """The run's tokenizer: the pretrained LLM's, or (tiny and random LLMs) a word-level one
+    trained on the phrases of the run's dataset and its system prompt."""
     if cfg.model.llm == "tiny" or cfg.model.llm.startswith("random:"):
-        return train_tokenizer(template_corpus(), SPECIAL_TOKENS)
+        from uvlm.train.data import is_celeba
+
+        corpus = template_corpus("celeba" if is_celeba(cfg.data.train) else "smartwatch")
+        system = cfg.model.system_prompt.strip()
+        return train_tokenizer([*corpus, system, " " + system] if system else corpus, SPECIAL_TOKENS)
     try:
         tok = AutoTokenizer.from_pretrained(cfg.model.llm, local_files_only=True)
     except (OSError, ValueError) as e:

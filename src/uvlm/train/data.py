@@ -63,18 +63,20 @@ def resolve_dataset(spec, role: str) -> Path:
     return path
 
 
-def is_celeba(spec) -> bool:
+def is_celeba(spec, role: str = "train") -> bool:
     """Whether a data.train/test entry names a CelebA dataset (a mapping, or a folder `uvlm data
     celeba` built)."""
     if isinstance(spec, dict):
         return spec.get("domain") == "celeba"
+    if not isinstance(spec, str | Path):
+        raise UvlmError(f"bad config: data.{role} must be a dataset folder or a mixture mapping")
     return read_manifest(Path(spec))["config"].get("domain") == "celeba"
 
 
 def face_folders(train_spec, test_spec) -> tuple[Path, Path] | None:
     """The (train, test) folders of a CelebA run, built if described; None for SmartWatch. The
     stand-ins and the judge of a CelebA run are trained on these folders' faces."""
-    celeba = is_celeba(train_spec), is_celeba(test_spec)
+    celeba = is_celeba(train_spec, "train"), is_celeba(test_spec, "test")
     if not any(celeba):
         return None
     if not all(celeba):
@@ -113,8 +115,22 @@ def load_record_set(root: Path, arch: Architecture, prompts: PromptEncoder, in_s
               for space in (in_space, out_space) if space is not None}
     und = cached[id(in_space)]["features"] if in_space is not None else None
     gen = cached[id(out_space)]["targets"] if out_space is not None else None
-    return RecordSet([prompts.encode(r["conversations"]) for r in records],
-                     np.array([row[r["image"]] for r in records]), records, und, gen)
+    encoded = [prompts.encode(r["conversations"]) for r in records]
+    check_vocabulary(encoded, records, prompts.tokenizer)
+    return RecordSet(encoded, np.array([row[r["image"]] for r in records]), records, und, gen)
+
+
+def check_vocabulary(encoded: list[Encoded], records: list[dict], tokenizer) -> None:
+    """Refuse records whose words the tokenizer does not know: a model cannot learn an answer
+    that reaches it as <unk> (a tokenizer built for another dataset's phrases, say)."""
+    unk = tokenizer.unk_token_id
+    if unk is None:
+        return
+    for e, r in zip(encoded, records, strict=True):
+        if (e.input_ids == unk).any():
+            text = " / ".join(turn["value"] for turn in r["conversations"])
+            raise UvlmError(f"the run's tokenizer has no token for words of record {r['id']} ({text[:80]!r}); "
+                            "train a tokenizer that covers the dataset's text, or use a pretrained LLM's")
 
 
 def collate(data: RecordSet, indices: list[int], pad_id: int) -> Batch:

@@ -341,15 +341,17 @@ def planned_layout(cfg, sample: int = 300) -> tuple[Layout, str]:
     spaces = {s: space_tokens(specs[s]) for s in {arch.input_space, arch.output_space} - {None}}
     n_in = spaces[arch.input_space or arch.output_space][0]
     n_out, width, vocab = spaces[arch.output_space or arch.input_space]
+    # a described dataset (a folder may not be on this machine: planned as SmartWatch's)
+    spec = cfg.data.train if isinstance(cfg.data.train, dict) else {}
     try:
         tokenizer, source = build_tokenizer(cfg), "the run's tokenizer"
     except UvlmError:  # a pretrained LLM that is not on this machine: text lengths from our template's
         from uvlm.model.prompt import SPECIAL_TOKENS
         from uvlm.model.tokenizer import template_corpus, train_tokenizer
 
-        tokenizer, source = train_tokenizer(template_corpus(), SPECIAL_TOKENS), "the template tokenizer"
+        corpus = template_corpus("celeba" if spec.get("domain") == "celeba" else "smartwatch")
+        tokenizer, source = train_tokenizer(corpus, SPECIAL_TOKENS), "the template tokenizer"
     prompts = PromptEncoder(tokenizer, n_in, n_out, system=cfg.model.system_prompt)
-    spec = cfg.data.train if isinstance(cfg.data.train, dict) else {}
     mixture = dataset_config(spec)
     encoded = []
     for task in TASKS_OF[arch.tasks]:

@@ -183,6 +183,8 @@ class FaceJudgeConfig:
     of a CelebA dataset folder (uvlm data celeba, train split) and their attributes."""
 
     seed: int = 100
+    pool: int = 20000  # training faces, at most (the SmartWatch judge's pool)
+    held_out: int = 2000
     steps: int = 1200
     batch: int = 64
     lr: float = 2e-3
@@ -195,12 +197,12 @@ def train_face_judge(cfg: FaceJudgeConfig, train_root: Path, test_root: Path, ou
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
     device = placement().device
-    images, attrs = folder_pool(train_root)
+    images, attrs = folder_pool(train_root, cfg.pool)
     model = _fit(JudgeCNN(images.shape[-1], heads=dict.fromkeys(FACE_ATTRIBUTES, 2)), images, attrs, cfg, device,
                  progress)
     judge = PixelJudge(model).to(device)
     judge.save(out)
-    held, held_attrs = folder_pool(test_root)
+    held, held_attrs = folder_pool(test_root, cfg.held_out)
     return {"train_seconds": round(time.perf_counter() - start, 1), "n_train": len(images),
             "held_out": score_against(judge.answers(held), held_attrs), "n_held_out": len(held)}
 
@@ -278,17 +280,17 @@ def embedding_judge(space: VisionSpace, style: dict | None = None, n_train: int 
     return _cached_embedding_judge(config, pools, seed)
 
 
-def face_embedding_judge(space: VisionSpace, train_root: Path, test_root: Path,
-                         seed: int = 200) -> tuple[EmbeddingJudge, dict]:
+def face_embedding_judge(space: VisionSpace, train_root: Path, test_root: Path, n_train: int = 3000,
+                         n_held_out: int = 500, seed: int = 200) -> tuple[EmbeddingJudge, dict]:
     """The embedding judge of a CelebA run: probes for the seven attributes fitted on the SigLIP
-    features of its train folder's faces, scored on its test folder's."""
+    features of (at most n_train of) its train folder's faces, scored on its test folder's."""
     from uvlm.vision.cache import dataset_key
 
     config = {"encoder": space.fingerprint, "train": dataset_key(train_root), "test": dataset_key(test_root),
-              "seed": seed, "tokens": "unit length"}
+              "n_train": n_train, "n_held_out": n_held_out, "seed": seed, "tokens": "unit length"}
 
     def pools():
-        (train, attrs_train), (held, attrs_held) = folder_pool(train_root), folder_pool(test_root)
+        (train, attrs_train), (held, attrs_held) = folder_pool(train_root, n_train), folder_pool(test_root, n_held_out)
         return _encoded(space, train), attrs_train, _encoded(space, held), attrs_held
 
     return _cached_embedding_judge(config, pools, seed)

@@ -308,16 +308,16 @@ def pretrained_siglip(cfg: SiglipPretrainConfig | None = None, progress: Progres
 
 
 
-def folder_pool(root: Path) -> tuple[torch.Tensor, list[dict]]:
-    """A dataset folder's distinct images (uint8) and each one's attributes (CelebA's stand-ins
-    and judge train on the user's images, not on renders)."""
+def folder_pool(root: Path, limit: int | None = None) -> tuple[torch.Tensor, list[dict]]:
+    """A dataset folder's distinct images (uint8; the first `limit` by name) and each one's
+    attributes (CelebA's stand-ins and judge train on the user's images, not on renders)."""
     from uvlm.data.folder import read_records
     from uvlm.vision.space import load_images
 
     first: dict[str, dict] = {}
     for r in read_records(root):
         first.setdefault(r["image"], r["attributes"])
-    names = sorted(first)
+    names = sorted(first)[:limit]
     return load_images([Path(root) / n for n in names]), [first[n] for n in names]
 
 
@@ -327,9 +327,10 @@ def _face_key(train_root: Path, test_root: Path) -> dict:
     return {"train": dataset_key(train_root), "test": dataset_key(test_root)}
 
 
-def _face_pools(train_root: Path, test_root: Path) -> Pools:
-    """Train and held-out images of two CelebA folders: read only when a stand-in is built."""
-    return (*folder_pool(train_root), *folder_pool(test_root))
+def _face_pools(train_root: Path, test_root: Path, cfg) -> Pools:
+    """Train and held-out images of two CelebA folders, as many as the config's pools (a paper-size
+    folder at 224 px would not fit in memory whole): read only when a stand-in is built."""
+    return (*folder_pool(train_root, cfg.pool), *folder_pool(test_root, cfg.held_out))
 
 
 def _folder_size(root: Path) -> int:
@@ -344,7 +345,7 @@ def face_vq(train_root: Path, test_root: Path, cfg: VQPretrainConfig | None = No
     held-out folder's), cached by the folders' keys like the SmartWatch one."""
     cfg = cfg or VQPretrainConfig(style={"size": _folder_size(train_root)})
     entry, meta = cached_artifact("pretrained-vq", {**cache_key(cfg), **_face_key(train_root, test_root)},
-                                  lambda d: train_vq(cfg, d, progress, _face_pools(train_root, test_root)))
+                                  lambda d: train_vq(cfg, d, progress, _face_pools(train_root, test_root, cfg)))
     return VQSpace.load(entry / "vq.pt"), meta["info"]
 
 
@@ -353,7 +354,7 @@ def face_siglip(train_root: Path, test_root: Path, cfg: SiglipPretrainConfig | N
     """The SigLIP stand-in pretrained on a CelebA dataset folder's images and captions (as face_vq)."""
     cfg = cfg or SiglipPretrainConfig(style={"size": _folder_size(train_root)})
     entry, meta = cached_artifact("pretrained-siglip", {**cache_key(cfg), **_face_key(train_root, test_root)},
-                                  lambda d: train_siglip(cfg, d, progress, _face_pools(train_root, test_root)))
+                                  lambda d: train_siglip(cfg, d, progress, _face_pools(train_root, test_root, cfg)))
     return SiglipSpace.load(str(entry)), meta["info"]
 
 
