@@ -117,6 +117,9 @@ def data_celeba(
     cfg = FaceMixtureConfig(seed=seed, split=split, n_vqa=counts["vqa"], n_caption=counts["caption"],
                             n_generation=counts["generation"], size=size, crop=crop, sampling=sampling, bias=bias,
                             bias_vqa_prob=bias_vqa_prob, share_images=split != "test")
+    from uvlm.resources import check_dataset
+
+    check_dataset(cfg.n_images, sum(cfg.counts.values()), size, workers, out)  # before images are drawn
     domain = Faces.of(cfg, read_celeba(celeba))
     with shown("cropping") as update:
         manifest = build_folder(domain, out, workers, update, verify=True)

@@ -133,6 +133,7 @@ class RunConfig:
             (t.eval_samples >= 1, f"eval_samples {t.eval_samples} must be >= 1"),
             (t.seed >= 0, f"seed {t.seed} must be >= 0"),
             (t.epochs <= 1000, f"epochs {t.epochs} is more than 1000"),
+            *_celeba_checks(self.data.train, self.data.test),
         ]
         for ok, message in checks:
             if not ok:
@@ -165,6 +166,23 @@ LATER_FIELDS = {
     ("train", "gradient_checkpointing"): False,
     ("train", "sharding"): "none",
 }
+
+
+def _celeba_checks(train, test) -> list[tuple[bool, str]]:
+    """A CelebA dataset mapping names its copy, and train and test come from one dataset."""
+    def domain(spec) -> str | None:
+        return spec.get("domain", "smartwatch") if isinstance(spec, dict) else None  # a folder: known when read
+
+    checks = []
+    for role, spec in (("train", train), ("test", test)):
+        checks += [(domain(spec) in (None, "smartwatch", "celeba"),
+                    f"data.{role}.domain {domain(spec)!r}: use smartwatch or celeba"),
+                   (not (domain(spec) == "celeba" and not spec.get("celeba")),
+                    f"data.{role} is a CelebA dataset without its source; add celeba: PATH (your copy of CelebA)")]
+    both = domain(train), domain(test)
+    checks.append((None in both or both[0] == both[1],
+                   f"data.train is {both[0]} and data.test is {both[1]}: train and test must come from one dataset"))
+    return checks
 
 
 def _number(value, kind: str, where: str):

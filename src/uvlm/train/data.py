@@ -35,7 +35,7 @@ def dataset_config(spec: dict, role: str = "train") -> RecordCounts:
             from uvlm.data.faces import FaceMixtureConfig
 
             return FaceMixtureConfig.from_dict({k: v for k, v in spec.items() if k != "celeba"})
-        return MixtureConfig.from_dict({**CPU_STYLE, **spec})
+        return MixtureConfig.from_dict({**CPU_STYLE, **{k: v for k, v in spec.items() if k != "domain"}})
     except TypeError as e:
         raise UvlmError(f"bad config: data.{role}: {e}") from None
 
