@@ -204,9 +204,10 @@ def run_judge_baselines(run: Path) -> dict:
     arch = parse_name(cfg.model.name)
     if arch.output_space is None:
         raise UvlmError(f"{run} ({arch.name}) generates no images: it has no judge baselines")
-    _, out_space = load_spaces(cfg, arch)
-    test_root = resolve_dataset(cfg.data.test, "test")
-    ctx = EvalContext(None, None, None, out_space, test_root, faces=face_folders(cfg.data.train, cfg.data.test))
+    faces = face_folders(cfg.data.train, cfg.data.test)
+    _, out_space = load_spaces(cfg, arch, faces=faces)
+    test_root = faces[1] if faces else resolve_dataset(cfg.data.test, "test")
+    ctx = EvalContext(None, None, None, out_space, test_root, faces=faces)
     return judge_baselines(ctx, [r for r in read_records(test_root) if r["task"] == "generation"])
 
 

@@ -45,15 +45,13 @@ def space_info(space: VisionSpace | None) -> SpaceInfo | None:
     return SpaceInfo(space.name, space.feature_dim, space.n_tokens, space.discrete, space.vocab_size)
 
 
-def load_spaces(cfg: RunConfig, arch: Architecture,
-                place: Placement | None = None) -> tuple[VisionSpace | None, VisionSpace | None]:
+def load_spaces(cfg: RunConfig, arch: Architecture, place: Placement | None = None,
+                faces: tuple[Path, Path] | None = None) -> tuple[VisionSpace | None, VisionSpace | None]:
     """The frozen encoders of the input and output spaces (each loaded once), on the run's device.
-    The stand-ins (cpu-*) of a CelebA run are the ones pretrained on its dataset's faces."""
-    from uvlm.train.data import face_folders
-
+    `faces`: a CelebA run's (train, test) folders (uvlm.train.data.face_folders), whose faces its
+    stand-ins (cpu-*) are pretrained on."""
     specs = {"siglip": cfg.data.siglip, "vq": cfg.data.vq}
     used = {arch.input_space, arch.output_space} - {None}
-    faces = face_folders(cfg.data.train, cfg.data.test) if any(specs[s].startswith("cpu-") for s in used) else None
     device = (place or placement(cfg.train.precision)).device
     loaded = {space: load_space(specs[space], faces).to(device) for space in used}
     return loaded.get(arch.input_space), loaded.get(arch.output_space)

@@ -51,9 +51,6 @@ def resolve_dataset(spec, role: str) -> Path:
         from uvlm.data.celeba import read_celeba
         from uvlm.data.faces import Faces
 
-        if not spec.get("celeba"):
-            raise UvlmError(f"bad config: data.{role} is a CelebA dataset without its source; add celeba: PATH "
-                            "(your copy of CelebA)")
         source = Path(spec["celeba"]).resolve()
         path = cache_root() / "datasets" / config_hash({**cfg.to_dict(), "celeba": str(source)})
         build_folder(Faces.of(cfg, read_celeba(source)), path, workers=1, verify=True)

@@ -30,7 +30,8 @@ def load_trained(run: Path, checkpoint: int | None = None) -> tuple[UnifiedVLM, 
     fix = "retrain the run, or restore the folder"
     verify_digests(weights, "weights file", fix)
     arch = parse_name(cfg.model.name)
-    in_space, out_space = load_spaces(cfg, arch, place)
+    faces = face_folders(cfg.data.train, cfg.data.test)
+    in_space, out_space = load_spaces(cfg, arch, place, faces)
     try:
         tokenizer = AutoTokenizer.from_pretrained(weights / "tokenizer")
     except Exception as e:  # a missing or damaged tokenizer folder, whatever the library raises
@@ -62,5 +63,5 @@ def load_trained(run: Path, checkpoint: int | None = None) -> tuple[UnifiedVLM, 
             raise UvlmError(f"checkpoint {folder} is corrupt ({type(e).__name__}); use another --checkpoint") from None
     model.eval().to(place.device)
     prompts = prompt_encoder(cfg, tokenizer, in_space, out_space)
-    return model, RunParts(tokenizer, prompts, in_space, out_space, resolve_dataset(cfg.data.test, "test"), place,
-                           face_folders(cfg.data.train, cfg.data.test))
+    test_root = faces[1] if faces else resolve_dataset(cfg.data.test, "test")
+    return model, RunParts(tokenizer, prompts, in_space, out_space, test_root, place, faces)

@@ -162,11 +162,12 @@ def prepare_inputs(cfg: RunConfig) -> None:
     """Build what every process will read (datasets, encoders' feature caches), once, on the main
     process, so the others find them whole (a cold cache is never built twice at once)."""
     arch = parse_name(cfg.model.name)
-    in_space, out_space = load_spaces(cfg, arch)
+    faces = face_folders(cfg.data.train, cfg.data.test)
+    in_space, out_space = load_spaces(cfg, arch, faces=faces)
     from uvlm.vision.cache import cached_features
 
-    for role, spec in (("train", cfg.data.train), ("test", cfg.data.test)):
-        root = resolve_dataset(spec, role)
+    roots = faces or (resolve_dataset(cfg.data.train, "train"), resolve_dataset(cfg.data.test, "test"))
+    for role, root in zip(("train", "test"), roots, strict=True):
         for space in {id(s): s for s in (in_space, out_space) if s is not None}.values():
             dtype = cfg.data.feature_dtype if role == "train" else "float32"
             cached_features(space, root, dtype=dtype)
@@ -232,17 +233,16 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
     accelerator = Accelerator(mixed_precision=place.accelerate_precision, cpu=place.device.type == "cpu")
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
 
-    in_space, out_space = load_spaces(cfg, arch, place)
+    faces = face_folders(cfg.data.train, cfg.data.test)  # a CelebA run's folders, resolved once
+    in_space, out_space = load_spaces(cfg, arch, place, faces)
     hf_logging.disable_progress_bar()
     tokenizer = build_tokenizer(cfg)
     prompts = prompt_encoder(cfg, tokenizer, in_space, out_space)
-    train_set = load_record_set(resolve_dataset(cfg.data.train, "train"), arch, prompts, in_space, out_space,
-                                feature_dtype=cfg.data.feature_dtype)
-    test_root = resolve_dataset(cfg.data.test, "test")
+    train_root, test_root = faces or (resolve_dataset(cfg.data.train, "train"), resolve_dataset(cfg.data.test, "test"))
+    train_set = load_record_set(train_root, arch, prompts, in_space, out_space, feature_dtype=cfg.data.feature_dtype)
     val_set = load_record_set(test_root, arch, prompts, in_space, out_space, VAL_TASKS[arch.tasks],
                               limit=t.eval_samples) if t.eval_points and main else None
-    parts = RunParts(tokenizer, prompts, in_space, out_space, test_root, place,
-                     face_folders(cfg.data.train, cfg.data.test))
+    parts = RunParts(tokenizer, prompts, in_space, out_space, test_root, place, faces)
 
     model = build_model(cfg, in_space, out_space, tokenizer, place)
     model.fit_standardization(train_set.und_features, train_set.gen_targets)  # deterministic: redone on resume
