@@ -10,25 +10,26 @@ time and >= 95 total; the SigLIP stand-in's probe reads time >= 90.
     python benchmarks/bench_encoders.py --vq steps=1600 num_embeddings=2048 --label "..."
 
 `--vq` / `--siglip` change fields of VQPretrainConfig / SiglipPretrainConfig (a selection run;
-pretrained on first use and cached like the preset's). Each call adds its row to RESULTS.md's
-table, so the rows of a selection stay side by side.
+pretrained on first use and cached like the preset's). `--style` changes the render style
+(e.g. `hand_scale=2`) for everything at once: both stand-ins, the judge and the held-out renders.
+Each call adds its row to RESULTS.md's table, so the rows of a selection stay side by side.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import fields, replace
 
 import torch
 import yaml
 from common import RESULTS, markdown_table, record
 
 from uvlm.data.smartwatch import CPU_STYLE
-from uvlm.vision.judge import pretrained_judge, score_against
+from uvlm.vision.judge import JudgeConfig, pretrained_judge, score_against
 from uvlm.vision.pretrain import (
     SiglipPretrainConfig,
     VQPretrainConfig,
+    changed_config,
     pretrained_siglip,
     pretrained_vq,
     psnr,
@@ -42,17 +43,10 @@ HEADER = ["stand-ins", "VQ tokens", "PSNR dB", "judge on renders: time / total",
           "VQ probe: time / total", "SigLIP probe: time / total", "pretrain s (VQ, SigLIP)"]
 
 
-def changed(cls, pairs: list[str]):
-    """A pretraining config with `key=value` fields changed (values parsed as YAML)."""
-    names = {f.name for f in fields(cls)}
-    cfg = cls()
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        if key not in names:
-            raise SystemExit(f"{cls.__name__} has no field {key!r}; fields: {', '.join(sorted(names))}")
-        parsed = yaml.safe_load(value)
-        cfg = replace(cfg, **{key: tuple(parsed) if isinstance(parsed, list) else parsed})
-    return cfg
+def changed(cls, pairs: list[str], style: dict):
+    """A pretraining config with `key=value` fields changed (values parsed as YAML) and `style`."""
+    changes = {k: yaml.safe_load(v) for k, _, v in (p.partition("=") for p in pairs)}
+    return changed_config(cls, {**changes, "style": style}, "bench_encoders")
 
 
 def _judged(judge, images: torch.Tensor, attrs: list[dict]) -> dict:
@@ -77,21 +71,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vq", nargs="*", default=[], help="VQPretrainConfig field=value")
     parser.add_argument("--siglip", nargs="*", default=[], help="SiglipPretrainConfig field=value")
+    parser.add_argument("--style", nargs="*", default=[], help="render style field=value (e.g. hand_scale=2)")
     parser.add_argument("--label", default="", help="what this row is (default: the changes)")
     args = parser.parse_args()
-    vq_cfg, siglip_cfg = changed(VQPretrainConfig, args.vq), changed(SiglipPretrainConfig, args.siglip)
+    style = {**CPU_STYLE, **{k: yaml.safe_load(v) for k, _, v in (p.partition("=") for p in args.style)}}
+    vq_cfg, siglip_cfg = changed(VQPretrainConfig, args.vq, style), changed(SiglipPretrainConfig, args.siglip, style)
 
     vq, vq_info = pretrained_vq(vq_cfg, progress=lambda d, n, note: print(f"\rVQ {d}/{n} {note}", end=""))
     _, siglip_info = pretrained_siglip(siglip_cfg)
-    judge, _ = pretrained_judge()
+    judge, _ = pretrained_judge(JudgeConfig(style=style))
     # Renders none of them trained on: the judge's and the stand-ins' pools use other seeds.
-    images, attrs = render_pool(N_HELD, 12, dict(CPU_STYLE))
+    images, attrs = render_pool(N_HELD, 12, style)
     with torch.no_grad():
         recon = torch.cat([vq.decode(vq.targets(images[i:i + 100])) for i in range(0, N_HELD, 100)])
     real, rec = _judged(judge, images, attrs), _judged(judge, recon, attrs)
     vq_probe, siglip_probe = vq_info["probe"]["vqa"], siglip_info["probe"]["vqa"]
-    label = args.label or " ".join(["preset"] if not (args.vq or args.siglip) else
-                                   [*(f"vq.{p}" for p in args.vq), *(f"siglip.{p}" for p in args.siglip)])
+    changes = [*(f"style.{p}" for p in args.style), *(f"vq.{p}" for p in args.vq),
+               *(f"siglip.{p}" for p in args.siglip)]
+    label = args.label or " ".join(changes or ["preset"])
     row = [label, vq.n_tokens, f"{psnr(recon, images):.1f}", f"{real['time_acc']:.1f} / {real['total_acc']:.1f}",
            " / ".join(f"{rec[k]:.1f}" for k in ("time_acc", "weather_acc", "battery_acc", "position_acc",
                                                  "total_acc")),

@@ -111,3 +111,25 @@ def test_detail_weighted_reconstruction_and_cache_keys():
     # a neutral later field leaves the key (and the cached stand-ins) as they were
     assert "detail_weight" not in cache_key(VQPretrainConfig())
     assert cache_key(VQPretrainConfig(detail_weight=4.0))["detail_weight"] == 4.0
+
+
+def test_stand_in_specs_change_pretraining_fields(cache_dir):
+    """`cpu-vq:{...}` names a variant stand-in: its own cache entry, the planner reads its shape
+    without training it, and bad settings are one clear error."""
+    from uvlm.errors import UvlmError
+    from uvlm.train.memory import space_tokens
+    from uvlm.vision.load import load_space
+
+    toy = "pool: 24, held_out: 30, probe_train: 20, steps: 3, batch: 8"
+    spec = f"cpu-vq:{{{toy}, channel_multiplier: [1, 2, 2], style: {{size: 64, hand_scale: 2}}}}"
+    assert space_tokens(spec) == (256, 8, 512) and not cache_dir.exists()
+    space = load_space(spec)
+    assert space.n_tokens == 256
+    assert pretrain.stand_in_config(spec).style["hand_scale"] == 2
+    assert pretrain.cache_key(pretrain.stand_in_config("cpu-vq")) == pretrain.cache_key(pretrain.VQPretrainConfig())
+    assert space_tokens(f"cpu-siglip:{{patch_size: 16, {toy}}}")[0] == 16
+    for bad, says in (("cpu-vq:{stepz: 3}", "no field 'stepz'"), ("cpu-vq:{steps: many}", "steps must be"),
+                      ("cpu-vq:steps=3", "YAML mapping"), ("cpu-vq:{style: {size: 64, hands: 2}}", "bad style"),
+                      ("cpu-siglip:{style: {size: 64, hand_scale: 9}}", "hand scale 9")):
+        with pytest.raises(UvlmError, match=says):
+            load_space(bad)

@@ -124,3 +124,28 @@ def test_invalid_attributes_are_refused(kw):
 def test_small_sizes_are_refused():
     with pytest.raises(UvlmError, match="below 64"):
         RenderStyle(32)
+
+
+def test_hand_scale_thickens_only_the_hands():
+    a, plain = attrs(), RenderStyle(64, 2.0, 0.32)
+    thick = RenderStyle(64, 2.0, 0.32, hand_scale=2.0)
+    before, after = (np.asarray(render(a, s), dtype=np.float32) for s in (plain, thick))
+    y, x = np.mgrid[:64, :64]
+    face = np.hypot(x - 31.5, y - 31.5) < 0.32 * 64 - 1  # inside the watch face
+    white = [(img.min(axis=2) > 200)[face].sum() for img in (before, after)]  # the hands are white
+    assert white[1] > 1.5 * white[0]
+    # Nothing outside the face changes: icon, gauge and text are untouched.
+    changed = np.abs(before - after).max(axis=2) > 0
+    assert changed.any() and not changed[~face].any()
+    with pytest.raises(UvlmError, match="hand scale"):
+        RenderStyle(64, hand_scale=5.0)
+
+
+def test_hand_scale_at_its_neutral_value_keeps_dataset_keys():
+    """Datasets cached before the field existed keep their config (and so their cache key)."""
+    from uvlm.data.mixture import MixtureConfig
+
+    assert "hand_scale" not in MixtureConfig(size=64).to_dict()
+    thick = MixtureConfig(size=64, hand_scale=2.0)
+    assert thick.to_dict()["hand_scale"] == 2.0
+    assert MixtureConfig.from_dict(thick.to_dict()) == thick

@@ -66,6 +66,7 @@ def data_smartwatch(
     generations: Annotated[int | None, typer.Option(help="Generation records (overrides --images).")] = None,
     detail_scale: Annotated[float, typer.Option(help="Icon, gauge and text scale vs the paper's.")] = 1.0,
     face_radius: Annotated[float, typer.Option(help="Watch face radius as a fraction of the size.")] = 0.4,
+    hand_scale: Annotated[float, typer.Option(help="Clock hand width scale vs the paper's.")] = 1.0,
     hours: Annotated[str, typer.Option(help="1-12 (one label an image) or 0-12 (the authors').")] = "1-12",
     extra_turn_prob: Annotated[float, typer.Option(help="Probability of each of 3 extra VQA turns.")] = 0.4,
     workers: Annotated[int, typer.Option(help="Rendering processes (output is identical for any).")] = 1,
@@ -77,8 +78,8 @@ def data_smartwatch(
     counts = split_counts(split, images, vqa, captions, generations)
     cfg = MixtureConfig(seed=seed, split=split, n_vqa=counts["vqa"], n_caption=counts["caption"],
                         n_generation=counts["generation"], size=size, detail_scale=detail_scale,
-                        face_radius=face_radius, hours=hours, bias=bias, bias_vqa_prob=bias_vqa_prob,
-                        extra_turn_prob=extra_turn_prob, share_images=split != "test")
+                        face_radius=face_radius, hand_scale=hand_scale, hours=hours, bias=bias,
+                        bias_vqa_prob=bias_vqa_prob, extra_turn_prob=extra_turn_prob, share_images=split != "test")
     with shown("rendering") as update:
         manifest = build_dataset(cfg, out, workers, update, verify=True)
     c = manifest["counts"]

@@ -24,6 +24,8 @@ from uvlm.errors import UvlmError
 SPLITS = ("train", "test", "pretrain")
 TASKS = ("vqa", "caption", "generation")
 BIASES = ("weather", "battery")
+# Settings added after datasets were cached, with the value that builds exactly as before them.
+LATER_FIELDS = {"hand_scale": 1.0}
 
 _ATTRIBUTE_STREAM = 0
 _TASK_STREAM = {"vqa": 1, "caption": 2, "generation": 3}
@@ -66,6 +68,7 @@ class MixtureConfig(RecordCounts):
     size: int = 224
     detail_scale: float = 1.0
     face_radius: float = 0.4
+    hand_scale: float = 1.0
     hours: str = "1-12"
     bias: str | None = None
     bias_vqa_prob: float = 0.05
@@ -116,11 +119,13 @@ class MixtureConfig(RecordCounts):
 
     @property
     def style(self) -> RenderStyle:
-        return RenderStyle(self.size, self.detail_scale, self.face_radius)
+        return RenderStyle(self.size, self.detail_scale, self.face_radius, self.hand_scale)
 
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings, less later fields at their neutral value: datasets built before those
+        fields existed keep their cache keys and build markers."""
+        return {k: v for k, v in asdict(self).items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
     @classmethod
     def from_dict(cls, d: dict) -> MixtureConfig:

@@ -140,11 +140,14 @@ class RenderStyle:
     detail_scale enlarges the weather icon, the battery gauge and its text relative to the
     paper's proportions; at 64 px the paper's 9 px icon and 3 px text are too small for a
     tiny model to read (shared/field-notes.md), so low-resolution presets enlarge them.
+    hand_scale thickens the clock hands likewise: at 64 px the paper's minute and second
+    hands are about one pixel wide, thinner than an 8 x 8-pixel VQ code can keep.
     """
 
     size: int = 224
     detail_scale: float = 1.0
     face_radius: float = 0.4
+    hand_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.size < MIN_SIZE:
@@ -153,6 +156,8 @@ class RenderStyle:
             raise UvlmError(f"detail scale {self.detail_scale} outside [0.25, 4]")
         if not 0.1 <= self.face_radius <= 0.5:
             raise UvlmError(f"face radius {self.face_radius} outside [0.1, 0.5] of the image size")
+        if not 0.25 <= self.hand_scale <= 4:
+            raise UvlmError(f"hand scale {self.hand_scale} outside [0.25, 4]")
 
     @property
     def supersample(self) -> int:
@@ -287,7 +292,7 @@ def render(attrs: Attributes, style: RenderStyle | None = None) -> Image.Image:
     for angle, frac, width in zip(angles, _HAND_LENGTHS, _HAND_WIDTHS, strict=True):
         a = math.radians(angle)
         end = (c + frac * radius * math.sin(a), c - frac * radius * math.cos(a))
-        draw.line((c, c, *end), fill=_HAND, width=max(1, round(width * unit)))
+        draw.line((c, c, *end), fill=_HAND, width=max(1, round(width * unit * style.hand_scale)))
 
     _draw_weather(draw, attrs.weather, icon[0], icon[1], icon[2] - icon[0])
     _draw_battery(draw, attrs.battery, battery, unit * style.detail_scale)

@@ -34,9 +34,9 @@ class RunParts:
     faces: tuple[Path, Path] | None = None  # a CelebA run's (train, test) folders: its judge is trained on them
 
     def style(self) -> dict:
-        """The render style (size, detail scale, face radius) of the run's test set."""
+        """The render style (size, detail scale, face radius, hand scale) of the run's test set."""
         config = read_manifest(self.test_root)["config"]
-        return {k: config[k] for k in ("size", "detail_scale", "face_radius")}
+        return {k: config[k] for k in ("size", "detail_scale", "face_radius", "hand_scale") if k in config}
 
 
 def space_info(space: VisionSpace | None) -> SpaceInfo | None:

@@ -289,17 +289,17 @@ KNOWN_SPACES = {"siglip:google/siglip-base-patch16-224": (196, 768, None)}
 def space_tokens(spec: str) -> tuple[int, int, int | None]:
     """(tokens per image, feature width, codebook size or None) of an encoder spec, read from its
     config files where they are on this machine, without loading weights."""
-    from uvlm.vision.pretrain import SiglipPretrainConfig, VQPretrainConfig
+    from uvlm.vision.pretrain import stand_in_config
     from uvlm.vision.vq import VQConfig
 
-    if spec == "cpu-siglip":
-        c = SiglipPretrainConfig()
+    kind, _, source = spec.partition(":")
+    if kind == "cpu-siglip":
+        c = stand_in_config(spec)
         return (c.style["size"] // c.patch_size) ** 2, c.hidden_size, None
-    if spec == "cpu-vq":
-        c = VQPretrainConfig()
+    if kind == "cpu-vq":
+        c = stand_in_config(spec)
         grid = c.style["size"] // 2 ** (len(c.channel_multiplier) - 1)
         return grid**2, c.embed_dim, c.num_embeddings
-    kind, _, source = spec.partition(":")
     if kind == "synthetic":
         from uvlm.vision.synthetic import SHAPES
 

@@ -1,7 +1,8 @@
 """Vision spaces by name: the paper's real encoders or the CPU preset's stand-ins.
 
     cpu-siglip | cpu-vq          the cached stand-ins (trained on first use): on SmartWatch
-                                 renders, or, for a CelebA run, on its dataset's faces
+                                 renders, or, for a CelebA run, on its dataset's faces;
+    cpu-vq:{detail_weight: 4}    a stand-in with pretraining fields changed (a YAML mapping)
     siglip:<folder or hub id>    a transformers SigLIP (hub ids must be in the local cache)
     vq:<checkpoint.pt>           a LlamaGen VQ checkpoint (sidecar .json for other sizes)
     synthetic:<shape>            the paper encoders' output shapes, no encoder (speed and memory only)
@@ -20,15 +21,14 @@ SPEC_HELP = "use cpu-siglip, cpu-vq, siglip:<folder or hub id>, vq:<checkpoint.p
 def load_space(spec: str, faces: tuple[Path, Path] | None = None) -> VisionSpace:
     """The vision space named by `spec`; a clear error for anything else. `faces`: the (train,
     test) folders of a CelebA run, whose images the stand-ins are pretrained on."""
-    if spec == "cpu-siglip":
-        from uvlm.vision.pretrain import face_siglip, pretrained_siglip
-
-        return (face_siglip(*faces) if faces else pretrained_siglip())[0]
-    if spec == "cpu-vq":
-        from uvlm.vision.pretrain import face_vq, pretrained_vq
-
-        return (face_vq(*faces) if faces else pretrained_vq())[0]
     kind, _, source = spec.partition(":")
+    if kind in ("cpu-siglip", "cpu-vq"):
+        from uvlm.vision.pretrain import face_siglip, face_vq, pretrained_siglip, pretrained_vq, stand_in_config
+
+        cfg = stand_in_config(spec)
+        if faces:
+            return (face_vq if kind == "cpu-vq" else face_siglip)(*faces, cfg)[0]
+        return (pretrained_vq(cfg) if kind == "cpu-vq" else pretrained_siglip(cfg))[0]
     if kind == "siglip" and source:
         from uvlm.vision.siglip import SiglipSpace
 

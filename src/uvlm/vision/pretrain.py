@@ -15,18 +15,20 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from transformers import JanusVQVAE, SiglipConfig, SiglipModel
 
 from uvlm.data.celeba import ATTRIBUTES as FACE_ATTRIBUTES
 from uvlm.data.faces import describe
 from uvlm.data.mixture import MixtureConfig, image_attributes
 from uvlm.data.smartwatch import CPU_STYLE, RenderStyle, render
+from uvlm.errors import UvlmError
 from uvlm.eval.probe import probe_attributes
 from uvlm.model.tokenizer import train_tokenizer
 from uvlm.vision.cache import cached_artifact
@@ -307,6 +309,44 @@ def pretrained_siglip(cfg: SiglipPretrainConfig | None = None, progress: Progres
     return SiglipSpace.load(str(entry)), meta["info"]
 
 
+STAND_INS = {"cpu-vq": VQPretrainConfig, "cpu-siglip": SiglipPretrainConfig}
+
+
+def stand_in_config(spec: str) -> VQPretrainConfig | SiglipPretrainConfig:
+    """The pretraining config a stand-in spec names: `cpu-vq` / `cpu-siglip` (the preset's), or
+    with fields changed by a YAML mapping after a colon, e.g. `cpu-vq:{detail_weight: 4}`."""
+    name, _, settings = spec.partition(":")
+    if name not in STAND_INS:
+        raise UvlmError(f"unknown stand-in {name!r}; use {' or '.join(STAND_INS)}")
+    try:
+        changes = yaml.safe_load(settings) if settings else {}
+    except yaml.YAMLError:
+        changes = None
+    if not isinstance(changes, dict):
+        raise UvlmError(f"{spec!r}: write the changed fields as a YAML mapping, e.g. {name}:{{steps: 1600}}")
+    return changed_config(STAND_INS[name], changes, repr(spec))
+
+
+def changed_config(cls: type, changes: dict, where: str):
+    """cls's defaults with `changes` applied, each checked against its default's type (lists become
+    tuples); `where` names the source in the one-line error."""
+    defaults = {f.name: getattr(cls(), f.name) for f in fields(cls)}
+    for key, value in changes.items():
+        if key not in defaults:
+            raise UvlmError(f"{where}: {cls.__name__} has no field {key!r}; fields: {', '.join(defaults)}")
+        kind = type(defaults[key])
+        ok = (isinstance(value, list) if kind is tuple else
+              isinstance(value, kind | int if kind is float else kind) and not isinstance(value, bool))
+        if not ok:
+            raise UvlmError(f"{where}: {key} must be like {defaults[key]!r}, got {value!r}")
+        if key == "style":
+            try:
+                RenderStyle(**value)  # a bad style stops here, not after minutes of rendering
+            except TypeError as e:
+                raise UvlmError(f"{where}: bad style {value!r} ({e})") from None
+    return cls(**{**defaults, **{k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}})
+
+
 
 def folder_pool(root: Path, limit: int | None = None) -> tuple[torch.Tensor, list[dict]]:
     """A dataset folder's distinct images (uint8; the first `limit` by name) and each one's
@@ -343,7 +383,7 @@ def face_vq(train_root: Path, test_root: Path, cfg: VQPretrainConfig | None = No
             progress: Progress | None = None) -> tuple[VQSpace, dict]:
     """The VQ stand-in pretrained on a CelebA dataset folder's images (its quality judged on a
     held-out folder's), cached by the folders' keys like the SmartWatch one."""
-    cfg = cfg or VQPretrainConfig(style={"size": _folder_size(train_root)})
+    cfg = replace(cfg or VQPretrainConfig(), style={"size": _folder_size(train_root)})  # faces: no render style
     entry, meta = cached_artifact("pretrained-vq", {**cache_key(cfg), **_face_key(train_root, test_root)},
                                   lambda d: train_vq(cfg, d, progress, _face_pools(train_root, test_root, cfg)))
     return VQSpace.load(entry / "vq.pt"), meta["info"]
@@ -352,7 +392,7 @@ def face_vq(train_root: Path, test_root: Path, cfg: VQPretrainConfig | None = No
 def face_siglip(train_root: Path, test_root: Path, cfg: SiglipPretrainConfig | None = None,
                 progress: Progress | None = None) -> tuple[SiglipSpace, dict]:
     """The SigLIP stand-in pretrained on a CelebA dataset folder's images and captions (as face_vq)."""
-    cfg = cfg or SiglipPretrainConfig(style={"size": _folder_size(train_root)})
+    cfg = replace(cfg or SiglipPretrainConfig(), style={"size": _folder_size(train_root)})
     entry, meta = cached_artifact("pretrained-siglip", {**cache_key(cfg), **_face_key(train_root, test_root)},
                                   lambda d: train_siglip(cfg, d, progress, _face_pools(train_root, test_root, cfg)))
     return SiglipSpace.load(str(entry)), meta["info"]
