@@ -23,7 +23,7 @@ def test_committed_configs_match_the_presets(tmp_path):
         assert (ROOT / "configs" / p.relative_to(tmp_path)).read_text() == p.read_text(), p
 
 
-@pytest.mark.parametrize("preset", ["cpu", "paper"])
+@pytest.mark.parametrize("preset", ["cpu", "cpu2", "paper"])
 @pytest.mark.parametrize("table", list(TABLES))
 def test_every_row_config_loads(preset, table):
     for name in TABLES[table]:

@@ -211,6 +211,16 @@ def test_a_results_folder_holds_one_setting(tmp_path):
         claim_results(tmp_path / "plain", lr)
     assert not (tmp_path / "plain" / "overrides.json").exists()
     assert "changes its preset with `--set train.lr=1e-3`" in write_report(tmp_path / "lr", tmp_path / "r").read_text()
+    # the preset is part of the setting: recorded unless cpu, named by the report
+    with pytest.raises(UvlmError, match="holds runs of preset cpu; give --preset cpu"):
+        claim_results(tmp_path / "plain", (), "cpu2")
+    claim_results(tmp_path / "v2", (), "cpu2")
+    run_suite(expand("probe", "cpu2", 1, rows=("VQ_u",)), tmp_path / "v2", workers=1, echo=lambda s: None,
+              execute=lambda job, results, *_, **__: {})
+    with pytest.raises(UvlmError, match="holds runs of preset cpu2"):
+        claim_results(tmp_path / "v2", ())
+    assert not (tmp_path / "plain" / "preset.json").exists()
+    assert "preset `cpu2`" in write_report(tmp_path / "v2", tmp_path / "r2").read_text()
 
 
 def test_step_matched_needs_understanding_data():

@@ -340,7 +340,7 @@ def eval_command(
 # The suite commands' shared arguments.
 SuiteName = Annotated[str, typer.Argument(help="mutual | affine | scaling | transfer-weather | transfer-battery | "
                                                "probe | all")]
-Preset = Annotated[str, typer.Option(help="cpu | paper")]
+Preset = Annotated[str, typer.Option(help="cpu | cpu2 | paper (README, \"Presets\")")]
 Seeds = Annotated[int, typer.Option(help="Seeds per cell.")]
 Results = Annotated[Path, typer.Option(help="Results folder (shared by suites).")]
 Workers = Annotated[int | None, typer.Option(help="Runs at a time (default: one per GPU, or per core without).")]
@@ -498,7 +498,7 @@ def suite_run(
         largest = max(jobs, key=lambda j: j.config["model"].get("hidden_size", 0) * j.config["model"].get("layers", 0))
         check_host_memory(from_dict(largest.config), min(local_workers, len({j.key for j in jobs})))
     make_folder(out, "results")
-    claim_results(out, tuple(set_ or ()))
+    claim_results(out, tuple(set_ or ()), preset)
     if settings is not None:
         from uvlm.suites.cluster import submit_suite
 

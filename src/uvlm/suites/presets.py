@@ -1,8 +1,11 @@
-"""The two presets and the configs of every row of tables A3, A5 and A6.
+"""The presets and the configs of every row of tables A3, A5 and A6.
 
 - cpu: a tiny Llama-architecture LLM trained from scratch (no pretrained LLM can be
   downloaded here), the stand-in encoders (`cpu-siglip`, `cpu-vq`), 64 px renders, data
-  scaled so that one default-mix run trains in about 15 minutes on one core.
+  scaled so that one default-mix run trains in about 15 minutes on one core. The committed
+  results were made with it; its VQ erases the clock hands (docs/cpu-preset.md).
+- cpu2: the cpu instrument being chosen to see the paper's effects (docs/cpu-preset.md):
+  hands drawn three times thicker and a detail-weighted VQ, so both stand-ins keep the time.
 - paper: Vicuna-7B-v1.5 + LoRA (r 128, alpha 256), SigLIP-base-patch16-224 and LlamaGen's
   VQ-16, 224 px renders, 60K + 60K + 60K records, the authors' learning rates and batch.
 
@@ -29,6 +32,15 @@ BIAS_VQA_PROB = 0.05  # in the biased sets, the chance that a VQA record asks th
 BIAS = {"default": None, "weather-biased": "weather", "battery-biased": "battery"}
 
 PAPER_STYLE = {"size": 224, "detail_scale": 1.0, "face_radius": 0.4}
+# cpu2's renders: the cpu style with hands three times the paper's relative width, which the
+# VQ keeps at 8 x 8 pixels a code (docs/cpu-preset.md, target 1).
+CPU2_STYLE = {**CPU_STYLE, "hand_scale": 3}
+
+
+def stand_in(name: str, **changes) -> str:
+    """The spec of a stand-in encoder with pretraining fields changed (uvlm.vision.load)."""
+    return f"{name}:{yaml.safe_dump(changes, default_flow_style=True, width=1000).strip()}"
+
 # The vicuna_v1 conversation's system prompt, which the authors' release trains with.
 VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "
                  "helpful, detailed, and polite answers to the user's questions.")
@@ -44,6 +56,16 @@ PRESETS: dict[str, dict] = {
         # batch 16 and lr 5e-4, measured on VQ_u and SigLIP_u (1,000 test questions): batch 8
         # learnt no more per sample; lr 2e-3 diverged early; 5e-4 beat 1e-3 (total 81.2 vs 80.7
         # for VQ_u, 80.2 vs 69.2 for SigLIP_u)
+        "train": {"batch_size": 16, "lr": 5e-4, "adapter_lr": 5e-4, "threads": 1, "checkpoint_every": 200},
+    },
+    "cpu2": {
+        "model": {"llm": "tiny", "hidden_size": 192, "layers": 3, "heads": 4, "intermediate_size": 512},
+        "data": {
+            "train": {"seed": 0, "n_vqa": 12000, "n_caption": 12000, "n_generation": 12000, **CPU2_STYLE},
+            "test": {"split": "test", "seed": 1, "n_vqa": 1000, "n_caption": 0, "n_generation": 500,
+                     "share_images": False, **CPU2_STYLE},
+            "siglip": stand_in("cpu-siglip", style=CPU2_STYLE),
+            "vq": stand_in("cpu-vq", detail_weight=4, style=CPU2_STYLE)},
         "train": {"batch_size": 16, "lr": 5e-4, "adapter_lr": 5e-4, "threads": 1, "checkpoint_every": 200},
     },
     "paper": {
@@ -92,7 +114,7 @@ def config_path(root: Path, preset: str, name: str, table: str = "default") -> P
 
 
 def write_configs(root: Path) -> list[Path]:
-    """Write every row's config for both presets; return the paths."""
+    """Write every row's config for every preset; return the paths."""
     written = []
     for preset in PRESETS:
         for table, rows in TABLES.items():

@@ -155,19 +155,34 @@ def overrides_of(results: Path) -> list[str]:
         if path.exists() else []
 
 
-def claim_results(results: Path, overrides: tuple[str, ...]) -> None:
-    """Keep one set of overrides per results folder, so a report never mixes settings: a folder
-    takes the overrides of its first suite, and a suite with other overrides is refused."""
+def preset_of(results: Path) -> str:
+    """The preset every run in `results` was made with: recorded unless it is `cpu` (the only
+    preset of folders made before the record existed)."""
+    path = Path(results) / "preset.json"
+    return read_json(path, "the folder's preset record", "delete it and run the suite with its --preset again")[
+        "preset"] if path.exists() else "cpu"
+
+
+def claim_results(results: Path, overrides: tuple[str, ...], preset: str = "cpu") -> None:
+    """Keep one preset and one set of overrides per results folder, so a report never mixes
+    settings: a folder takes those of its first suite, and a suite with others is refused."""
     results = Path(results)
     if (results / "jobs.json").exists():
+        if (held_preset := preset_of(results)) != preset:
+            raise UvlmError(f"{results} holds runs of preset {held_preset}; give --preset {held_preset}, "
+                            "or another --out for these")
         held = overrides_of(results)
         if held != list(overrides):
             shown = " ".join(f"--set {o}" for o in held) or "no --set"
             raise UvlmError(f"{results} holds runs made with {shown}; give those, or another --out for these")
-    elif overrides:
-        atomic_write_json(results / "overrides.json", list(overrides))
-    else:
-        (results / "overrides.json").unlink(missing_ok=True)  # left by a suite killed before its first job
+        return
+    # (a record without jobs.json is left by a suite killed before its first job: replaced)
+    for name, value, neutral in (("overrides.json", list(overrides), []), ("preset.json", {"preset": preset},
+                                                                          {"preset": "cpu"})):
+        if value != neutral:
+            atomic_write_json(results / name, value)
+        else:
+            (results / name).unlink(missing_ok=True)
 
 
 def record_jobs(results: Path, jobs: list[Job]) -> None:
