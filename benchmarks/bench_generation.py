@@ -8,6 +8,7 @@ reconstructions of the real test images (the most a VQ-output model can show). T
 on positions and >= 80 on weather, above the best constant on battery and time.
 
     python benchmarks/bench_generation.py --records 3000 12000 --set model.image_loss_weight=1.0
+    python benchmarks/bench_generation.py --preset cpu2 --records 48000 --set train.lr=1e-3
 
 Runs live in benchmarks/runs/ (not committed; a point already run is reused).
 """
@@ -41,18 +42,20 @@ def _cells(scores: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--row", default="VQ_g")
+    parser.add_argument("--preset", default="cpu", choices=["cpu", "cpu2"])
     parser.add_argument("--records", type=int, nargs="+", default=[3000, 12000])
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     jobs = []
     for n in args.records:
-        cfg = copy.deepcopy(row_config("cpu", args.row))
+        cfg = copy.deepcopy(row_config(args.preset, args.row))
         cfg["data"]["train"].update({"n_vqa": 0, "n_caption": 0, "n_generation": n})
         cfg["train"]["eval_points"] = 0
         for o in args.overrides:
             apply_override(cfg, o)
-        jobs.append(Job("bench", " ".join([args.row, str(n), *args.overrides]), 0, cfg))
+        preset = [f"preset={args.preset}"] if args.preset != "cpu" else []
+        jobs.append(Job("bench", " ".join([args.row, str(n), *preset, *args.overrides]), 0, cfg))
     run_suite(jobs, RUNS, workers=args.workers, echo=print)
     done = [e for e in job_index(RUNS) if (RUNS / "runs" / e["key"] / "eval" / "metrics.json").exists()]
     rows = sorted((_row(entry) for entry in done), key=lambda r: (r[0], r[1], r[2]))
