@@ -24,7 +24,8 @@ import torch
 import yaml
 from common import RESULTS, markdown_table, record
 
-from uvlm.data.smartwatch import CPU_STYLE
+from uvlm.data.smartwatch import CPU_STYLE, RenderStyle
+from uvlm.errors import UvlmError
 from uvlm.vision.judge import JudgeConfig, pretrained_judge, score_against
 from uvlm.vision.pretrain import (
     SiglipPretrainConfig,
@@ -43,10 +44,22 @@ HEADER = ["stand-ins", "VQ tokens", "PSNR dB", "judge on renders: time / total",
           "VQ probe: time / total", "SigLIP probe: time / total", "pretrain s (VQ, SigLIP)"]
 
 
-def changed(cls, pairs: list[str], style: dict):
-    """A pretraining config with `key=value` fields changed (values parsed as YAML) and `style`."""
-    changes = {k: yaml.safe_load(v) for k, _, v in (p.partition("=") for p in pairs)}
-    return changed_config(cls, {**changes, "style": style}, "bench_encoders")
+def settings(pairs: list[str], flag: str) -> dict:
+    """`key=value` pairs as a dict, values parsed as YAML."""
+    if bad := [p for p in pairs if "=" not in p]:
+        raise SystemExit(f"{flag} {bad[0]!r}: give field=value")
+    return {k: yaml.safe_load(v) for k, _, v in (p.partition("=") for p in pairs)}
+
+
+def changed(cls, pairs: list[str], style: dict, flag: str):
+    """A pretraining config with `key=value` fields changed and the render style `style`."""
+    changes = settings(pairs, flag)
+    if "style" in changes:
+        raise SystemExit(f"{flag} style=...: give the style with --style, for every model at once")
+    try:
+        return changed_config(cls, {**changes, "style": style}, flag)
+    except UvlmError as e:
+        raise SystemExit(str(e)) from None
 
 
 def _judged(judge, images: torch.Tensor, attrs: list[dict]) -> dict:
@@ -74,8 +87,12 @@ def main() -> None:
     parser.add_argument("--style", nargs="*", default=[], help="render style field=value (e.g. hand_scale=2)")
     parser.add_argument("--label", default="", help="what this row is (default: the changes)")
     args = parser.parse_args()
-    style = {**CPU_STYLE, **{k: yaml.safe_load(v) for k, _, v in (p.partition("=") for p in args.style)}}
-    vq_cfg, siglip_cfg = changed(VQPretrainConfig, args.vq, style), changed(SiglipPretrainConfig, args.siglip, style)
+    try:
+        style = RenderStyle(**{**CPU_STYLE, **settings(args.style, "--style")}).to_dict()
+    except (TypeError, UvlmError) as e:
+        raise SystemExit(f"--style: {e}") from None
+    vq_cfg = changed(VQPretrainConfig, args.vq, style, "--vq")
+    siglip_cfg = changed(SiglipPretrainConfig, args.siglip, style, "--siglip")
 
     vq, vq_info = pretrained_vq(vq_cfg, progress=lambda d, n, note: print(f"\rVQ {d}/{n} {note}", end=""))
     _, siglip_info = pretrained_siglip(siglip_cfg)
@@ -100,7 +117,8 @@ def main() -> None:
             ">= 95 total; SigLIP probe time >= 90. Scores in percent under the VQA rules (a random time "
             "scores 50). Pretraining seconds were measured on whatever else the machine was doing.\n\n"
             + markdown_table(HEADER, rows))
-    record(NAME, "python benchmarks/bench_encoders.py [--vq field=value ...] [--siglip field=value ...]", body)
+    record(NAME, "python benchmarks/bench_encoders.py [--style field=value ...] [--vq field=value ...] "
+           "[--siglip field=value ...]", body)
     print(json.dumps({"recon": rec, "real": real}, indent=1))
 
 

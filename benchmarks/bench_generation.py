@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 from common import markdown_table, record
 
-from uvlm.suites.presets import row_config
+from uvlm.suites.presets import PRESETS, row_config
 from uvlm.suites.runner import job_index, run_suite
 from uvlm.suites.spec import Job
 from uvlm.train.config import apply_override
@@ -42,7 +42,7 @@ def _cells(scores: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--row", default="VQ_g")
-    parser.add_argument("--preset", default="cpu", choices=["cpu", "cpu2"])
+    parser.add_argument("--preset", default="cpu", choices=[p for p in PRESETS if p != "paper"])
     parser.add_argument("--records", type=int, nargs="+", default=[3000, 12000])
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
     parser.add_argument("--workers", type=int, default=2)

@@ -128,8 +128,17 @@ def test_stand_in_specs_change_pretraining_fields(cache_dir):
     assert pretrain.stand_in_config(spec).style["hand_scale"] == 2
     assert pretrain.cache_key(pretrain.stand_in_config("cpu-vq")) == pretrain.cache_key(pretrain.VQPretrainConfig())
     assert space_tokens(f"cpu-siglip:{{patch_size: 16, {toy}}}")[0] == 16
+    # one config, one key: 2 and 2.0, a partial style and the full one it stands for
+    same = [pretrain.cache_key(pretrain.stand_in_config(s)) for s in (
+        "cpu-vq:{detail_weight: 4, style: {size: 64, hand_scale: 2}}",
+        "cpu-vq:{detail_weight: 4.0, style: {size: 64, detail_scale: 1.0, face_radius: 0.4, hand_scale: 2.0}}")]
+    assert same[0] == same[1]
     for bad, says in (("cpu-vq:{stepz: 3}", "no field 'stepz'"), ("cpu-vq:{steps: many}", "steps must be"),
                       ("cpu-vq:steps=3", "YAML mapping"), ("cpu-vq:{style: {size: 64, hands: 2}}", "bad style"),
-                      ("cpu-siglip:{style: {size: 64, hand_scale: 9}}", "hand scale 9")):
+                      ("cpu-siglip:{style: {size: 64, hand_scale: 9}}", "hand scale 9"),
+                      ("cpu-siglip:{patch_size: 0}", "patch_size must be"),
+                      ("cpu-siglip:{patch_size: 7}", "must divide the image size"),
+                      ("cpu-vq:{channel_multiplier: []}", "channel_multiplier must be"),
+                      ("cpu-vq:{lr: 1e-3}", "1.0e-3")):
         with pytest.raises(UvlmError, match=says):
             load_space(bad)

@@ -146,6 +146,12 @@ def test_hand_scale_at_its_neutral_value_keeps_dataset_keys():
     from uvlm.data.mixture import MixtureConfig
 
     assert "hand_scale" not in MixtureConfig(size=64).to_dict()
+    assert "hand_scale" not in RenderStyle(64, 2.0, 0.32).to_dict()
     thick = MixtureConfig(size=64, hand_scale=2.0)
     assert thick.to_dict()["hand_scale"] == 2.0
     assert MixtureConfig.from_dict(thick.to_dict()) == thick
+    # 2 and 2.0 are one style: one config, one cache key (json tells them apart)
+    import json
+
+    assert json.dumps(MixtureConfig(size=64, hand_scale=2).to_dict()) == json.dumps(thick.to_dict())
+    assert json.dumps(RenderStyle(64, 1, 0.4, 2).to_dict()) == json.dumps(thick.style.to_dict())

@@ -223,6 +223,23 @@ def test_a_results_folder_holds_one_setting(tmp_path):
     assert "preset `cpu2`" in write_report(tmp_path / "v2", tmp_path / "r2").read_text()
 
 
+def test_suite_commands_take_the_folders_preset(cli, tmp_path):
+    """`suite status` without --preset reads the folder's runs as its preset's; a wrong or corrupt
+    preset record is one line, exit code 2."""
+    claim_results(tmp_path / "v2", (), "cpu2")
+    jobs = expand("probe", "cpu2", 1, rows=("VQ_u",))
+    run_suite(jobs, tmp_path / "v2", workers=1, echo=lambda s: None, execute=lambda job, results, *_, **__: {})
+    (tmp_path / "v2" / "runs" / jobs[0].key).mkdir(parents=True)  # cpu2's run of the row, begun
+    code, out, _ = cli("suite", "status", "probe", "--seeds", "1", "--rows", "VQ_u", "--out", tmp_path / "v2")
+    assert code == 0 and "seed 0: 1 started" in out
+    code, _, err = cli("suite", "status", "probe", "--preset", "cpu", "--out", tmp_path / "v2")
+    assert code == 2 and "holds runs of preset cpu2; give --preset cpu2" in err
+    for corrupt in ('"cpu2"', '{"preset": "cpu3"}', "{"):
+        (tmp_path / "v2" / "preset.json").write_text(corrupt)
+        code, _, err = cli("suite", "status", "probe", "--out", tmp_path / "v2")
+        assert code == 2 and "preset.json" in err and "Traceback" not in err, corrupt
+
+
 def test_step_matched_needs_understanding_data():
     cfg = expand("mutual", "cpu", 1)[0].config
     assert step_matched(cfg)["train"]["epochs"] > 1

@@ -340,7 +340,8 @@ def eval_command(
 # The suite commands' shared arguments.
 SuiteName = Annotated[str, typer.Argument(help="mutual | affine | scaling | transfer-weather | transfer-battery | "
                                                "probe | all")]
-Preset = Annotated[str, typer.Option(help="cpu | cpu2 | paper (README, \"Presets\")")]
+Preset = Annotated[str | None, typer.Option(help="cpu | cpu2 | paper (README, \"Presets\"); default: the "
+                                                 "--out folder's, else cpu")]
 Seeds = Annotated[int, typer.Option(help="Seeds per cell.")]
 Results = Annotated[Path, typer.Option(help="Results folder (shared by suites).")]
 Workers = Annotated[int | None, typer.Option(help="Runs at a time (default: one per GPU, or per core without).")]
@@ -375,6 +376,17 @@ def _jobs(name: str, preset: str, seeds: int, overrides: list[str] | None, rows:
     return expand(name, preset, seeds, tuple(overrides or ()), only, str(celeba) if celeba else None)
 
 
+def _preset(preset: str | None, out: Path) -> str:
+    """The preset of a suite command: as given (refused by a results folder holding another's runs),
+    else the folder's, else cpu."""
+    from uvlm.suites.runner import check_preset, preset_of
+
+    if preset is None:
+        return preset_of(out) if (Path(out) / "jobs.json").exists() else "cpu"
+    check_preset(out, preset)
+    return preset
+
+
 def _workers(workers: int | None, gpus_per_run: int = 1) -> int:
     """A suite's runs at a time: on a GPU machine one per `gpus_per_run` GPUs, else one per core,
     unless given."""
@@ -402,7 +414,7 @@ def _workers(workers: int | None, gpus_per_run: int = 1) -> int:
 @suite_app.command("status")
 def suite_status_command(
     name: SuiteName,
-    preset: Preset = "cpu",
+    preset: Preset = None,
     seeds: Seeds = 3,
     out: Results = Path("results"),
     workers: Workers = None,
@@ -417,6 +429,7 @@ def suite_status_command(
     from uvlm.suites.runner import suite_status
 
     workers = _workers(workers, gpus_per_run)
+    preset = _preset(preset, out)
     jobs = _jobs(name, preset, seeds, set_, rows, dataset, celeba)
     status = suite_status(jobs, out)
     left = 0
@@ -447,7 +460,7 @@ def suite_status_command(
 @suite_app.command("run")
 def suite_run(
     name: SuiteName,
-    preset: Preset = "cpu",
+    preset: Preset = None,
     seeds: Seeds = 3,
     out: Results = Path("results"),
     workers: Workers = None,
@@ -476,6 +489,7 @@ def suite_run(
     from uvlm.io import exclusive, make_folder, sweep_temporaries
     from uvlm.suites.runner import claim_results, record_jobs, run_suite
 
+    preset = _preset(preset, out)
     jobs = _jobs(name, preset, seeds, set_, rows, dataset, celeba)
     local_workers = _workers(workers, gpus_per_run) if executor == "local" else 0
     settings = None

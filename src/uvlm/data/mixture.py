@@ -94,6 +94,9 @@ class MixtureConfig(RecordCounts):
 
     def __post_init__(self) -> None:
         self._check_types()
+        for f in fields(self):  # 3 and 3.0 build the same bytes: one config, one cache key
+            if str(f.type).startswith("float") and isinstance(getattr(self, f.name), int):
+                object.__setattr__(self, f.name, float(getattr(self, f.name)))
         if self.split not in SPLITS:
             raise UvlmError(f"unknown split {self.split!r}; use one of {', '.join(SPLITS)}")
         if self.seed < 0:

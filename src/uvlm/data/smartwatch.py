@@ -150,6 +150,8 @@ class RenderStyle:
     hand_scale: float = 1.0
 
     def __post_init__(self) -> None:
+        for name in ("detail_scale", "face_radius", "hand_scale"):  # 3 and 3.0: one style, one cache key
+            object.__setattr__(self, name, float(getattr(self, name)))
         if self.size < MIN_SIZE:
             raise UvlmError(f"image size {self.size} is below {MIN_SIZE} px; use --size {MIN_SIZE} or more")
         if not 0.25 <= self.detail_scale <= 4:
@@ -158,6 +160,14 @@ class RenderStyle:
             raise UvlmError(f"face radius {self.face_radius} outside [0.1, 0.5] of the image size")
         if not 0.25 <= self.hand_scale <= 4:
             raise UvlmError(f"hand scale {self.hand_scale} outside [0.25, 4]")
+
+    def to_dict(self) -> dict:
+        """The style as configs and cache keys hold it: the hand scale only where it is not the
+        neutral 1.0, so the keys of everything made before it existed stay valid."""
+        d = asdict(self)
+        if d["hand_scale"] == 1.0:
+            del d["hand_scale"]
+        return d
 
     @property
     def supersample(self) -> int:

@@ -42,7 +42,7 @@ def demo_jobs() -> list[Job]:
 
 def run_demo(out: Path, echo: Callable[[str], None] = print) -> Path:
     from uvlm.suites.report import write_report
-    from uvlm.suites.runner import run_suite
+    from uvlm.suites.runner import claim_results, run_suite
     from uvlm.vision.judge import pretrained_judge
     from uvlm.vision.pretrain import pretrained_siglip, pretrained_vq, quality_line
 
@@ -59,6 +59,7 @@ def run_demo(out: Path, echo: Callable[[str], None] = print) -> Path:
         echo(f"  {name}: {quality_line(info)}")
 
     echo("3/4 training and evaluating the headline runs")
+    claim_results(out / "results", ())  # a folder of another preset's or setting's runs is refused
     run_suite(demo_jobs(), out / "results", workers=min(2, cpu_count()), echo=lambda s: echo("  " + s))
 
     echo("4/4 writing the report")

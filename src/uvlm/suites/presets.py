@@ -9,7 +9,7 @@
 - paper: Vicuna-7B-v1.5 + LoRA (r 128, alpha 256), SigLIP-base-patch16-224 and LlamaGen's
   VQ-16, 224 px renders, 60K + 60K + 60K records, the authors' learning rates and batch.
 
-`write_configs(root)` writes configs/{cpu,paper}/[bias/]NAME.yaml; the committed files are
+`write_configs(root)` writes configs/{cpu,cpu2,paper}/[bias/]NAME.yaml; the committed files are
 checked against it by the tests, so they never drift from this module.
 """
 
@@ -34,7 +34,7 @@ BIAS = {"default": None, "weather-biased": "weather", "battery-biased": "battery
 PAPER_STYLE = {"size": 224, "detail_scale": 1.0, "face_radius": 0.4}
 # cpu2's renders: the cpu style with hands three times the paper's relative width, which the
 # VQ keeps at 8 x 8 pixels a code (docs/cpu-preset.md, target 1).
-CPU2_STYLE = {**CPU_STYLE, "hand_scale": 3}
+CPU2_STYLE = {**CPU_STYLE, "hand_scale": 3.0}
 
 
 def stand_in(name: str, **changes) -> str:

@@ -156,8 +156,8 @@ def _probe_section(res: Results, out: Path, paper: dict) -> tuple[list[str], lis
 
 
 def _cost_section(res: Results, wall: dict[str, float]) -> list[str]:
-    """Wall time spent per suite, and what each suite's cpu grid at 3 seeds would cost: its runs'
-    training records times the median seconds per record of its finished runs (of all runs while
+    """Wall time spent per suite, and what each suite's grid (the folder's preset) at 3 seeds would
+    cost: its runs' training records times the median seconds per record of its finished runs (of all runs while
     it has none). A suite's grid is the rows this folder's suites were run with (all of them
     unless `--rows` chose some)."""
     from uvlm.suites.spec import SUITES, expand
@@ -166,9 +166,10 @@ def _cost_section(res: Results, wall: dict[str, float]) -> list[str]:
             "(2 cores) |", "|---|---|---|---|---|"]
     rates = record_rates(res.root, wall)  # each run's files read once, for every suite's estimate
     every: dict[str, int] = {}
+    preset = preset_of(res.root)
     for suite in SUITES:
         try:
-            jobs = expand(suite, preset_of(res.root), 3, tuple(overrides_of(res.root)))
+            jobs = expand(suite, preset, 3, tuple(overrides_of(res.root)))
             records = {j.key: j.records for j in jobs}  # each job's config is read here
         except UvlmError:  # overrides only CelebA's datasets take (a CelebA-only folder): no SmartWatch grid
             continue
@@ -191,8 +192,9 @@ def _cost_section(res: Results, wall: dict[str, float]) -> list[str]:
              *rows, ""]
     if rates:
         full = sum(every.values()) * float(np.median(list(rates.values()))) / 3600
-        lines += [f"The full cpu grid (`uvlm suite run all --seeds 3`) is {len(every)} runs: about {full:.0f} h "
-                  f"of one core, {full / 2:.0f} h on 2 cores.", ""]
+        flag = "" if preset == "cpu" else f" --preset {preset}"
+        lines += [f"The full {preset} grid (`uvlm suite run all{flag} --seeds 3`) is {len(every)} runs: about "
+                  f"{full:.0f} h of one core, {full / 2:.0f} h on 2 cores.", ""]
     return lines
 
 

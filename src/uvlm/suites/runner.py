@@ -158,9 +158,27 @@ def overrides_of(results: Path) -> list[str]:
 def preset_of(results: Path) -> str:
     """The preset every run in `results` was made with: recorded unless it is `cpu` (the only
     preset of folders made before the record existed)."""
+    from uvlm.suites.presets import PRESETS
+
     path = Path(results) / "preset.json"
-    return read_json(path, "the folder's preset record", "delete it and run the suite with its --preset again")[
-        "preset"] if path.exists() else "cpu"
+    if not path.exists():
+        return "cpu"
+    held = read_json(path, "the folder's preset record", "delete it and run the suite with its --preset again")
+    if not isinstance(held, dict) or held.get("preset") not in PRESETS:
+        raise UvlmError(f"{path} does not name a preset; write {{\"preset\": \"NAME\"}} with one of "
+                        f"{', '.join(PRESETS)} (the preset its runs were made with)")
+    return held["preset"]
+
+
+def check_preset(results: Path, preset: str) -> None:
+    """Refuse a suite of another preset than the runs a results folder holds."""
+    results = Path(results)
+    if (results / "jobs.json").exists() and (held := preset_of(results)) != preset:
+        unrecorded = "" if (results / "preset.json").exists() else (
+            f" (a folder made before presets were recorded reads as cpu: if its runs are {preset}'s, write "
+            f"{{\"preset\": \"{preset}\"}} to its preset.json)")
+        raise UvlmError(f"{results} holds runs of preset {held}; give --preset {held}, or another --out for "
+                        f"these{unrecorded}")
 
 
 def claim_results(results: Path, overrides: tuple[str, ...], preset: str = "cpu") -> None:
@@ -168,9 +186,7 @@ def claim_results(results: Path, overrides: tuple[str, ...], preset: str = "cpu"
     settings: a folder takes those of its first suite, and a suite with others is refused."""
     results = Path(results)
     if (results / "jobs.json").exists():
-        if (held_preset := preset_of(results)) != preset:
-            raise UvlmError(f"{results} holds runs of preset {held_preset}; give --preset {held_preset}, "
-                            "or another --out for these")
+        check_preset(results, preset)
         held = overrides_of(results)
         if held != list(overrides):
             shown = " ".join(f"--set {o}" for o in held) or "no --set"

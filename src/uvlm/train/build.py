@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from uvlm.data.folder import read_manifest
+from uvlm.data.smartwatch import RenderStyle
 from uvlm.device import Placement, placement
 from uvlm.errors import UvlmError
 from uvlm.model.names import Architecture, parse_name
@@ -34,9 +35,9 @@ class RunParts:
     faces: tuple[Path, Path] | None = None  # a CelebA run's (train, test) folders: its judge is trained on them
 
     def style(self) -> dict:
-        """The render style (size, detail scale, face radius, hand scale) of the run's test set."""
+        """The render style of the run's test set (RenderStyle.to_dict: what the judges are keyed by)."""
         config = read_manifest(self.test_root)["config"]
-        return {k: config[k] for k in ("size", "detail_scale", "face_radius", "hand_scale") if k in config}
+        return RenderStyle(**{f.name: config[f.name] for f in fields(RenderStyle) if f.name in config}).to_dict()
 
 
 def space_info(space: VisionSpace | None) -> SpaceInfo | None:

@@ -329,22 +329,38 @@ def stand_in_config(spec: str) -> VQPretrainConfig | SiglipPretrainConfig:
 
 def changed_config(cls: type, changes: dict, where: str):
     """cls's defaults with `changes` applied, each checked against its default's type (lists become
-    tuples); `where` names the source in the one-line error."""
+    tuples, whole numbers of float fields floats, a style its RenderStyle.to_dict, so that one
+    config has one cache key); `where` names the source in the one-line error."""
     defaults = {f.name: getattr(cls(), f.name) for f in fields(cls)}
+    out = dict(defaults)
     for key, value in changes.items():
         if key not in defaults:
             raise UvlmError(f"{where}: {cls.__name__} has no field {key!r}; fields: {', '.join(defaults)}")
         kind = type(defaults[key])
-        ok = (isinstance(value, list) if kind is tuple else
-              isinstance(value, kind | int if kind is float else kind) and not isinstance(value, bool))
+        if kind is tuple:
+            ok = isinstance(value, list) and value and all(type(v) is int and v >= 1 for v in value)
+        elif kind is float:
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+        elif kind is int:
+            ok = type(value) is int and value >= (0 if key == "seed" else 1)
+        else:
+            ok = isinstance(value, kind)
         if not ok:
-            raise UvlmError(f"{where}: {key} must be like {defaults[key]!r}, got {value!r}")
-        if key == "style":
-            try:
-                RenderStyle(**value)  # a bad style stops here, not after minutes of rendering
-            except TypeError as e:
-                raise UvlmError(f"{where}: bad style {value!r} ({e})") from None
-    return cls(**{**defaults, **{k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}})
+            hint = " (write exponents with a dot: 1.0e-3)" if isinstance(value, str) and "e" in value else ""
+            raise UvlmError(f"{where}: {key} must be like {defaults[key]!r}, got {value!r}{hint}")
+        out[key] = tuple(value) if kind is tuple else float(value) if kind is float else value
+    if "style" in changes:
+        try:
+            out["style"] = RenderStyle(**changes["style"]).to_dict()  # a bad style stops here, not minutes later
+        except TypeError as e:
+            raise UvlmError(f"{where}: bad style {changes['style']!r} ({e})") from None
+    cfg = cls(**out)
+    size = cfg.style["size"]
+    if getattr(cfg, "patch_size", 1) > size or size % getattr(cfg, "patch_size", 1):
+        raise UvlmError(f"{where}: patch_size {cfg.patch_size} must divide the image size {size}")
+    if size % 2 ** (len(getattr(cfg, "channel_multiplier", (1,))) - 1):
+        raise UvlmError(f"{where}: {len(cfg.channel_multiplier) - 1} halvings do not divide the image size {size}")
+    return cfg
 
 
 
