@@ -13,7 +13,7 @@ rows; the plain `_u` rows may stay lower (the paper's regime).
 
 from __future__ import annotations
 
-from common import markdown_table, record, results_table_args
+from common import markdown_table, per_folder, record, results_table_args
 
 from uvlm.model.names import parse_name
 from uvlm.suites.results import Results
@@ -48,7 +48,8 @@ def main() -> None:
             "end clears the best constant answer.\n\n"
             + markdown_table(["row", "seeds", *(c.removesuffix("_acc") for c in COLUMNS),
                               "learned: time / battery"], rows))
-    record("bench_attributes", f"python benchmarks/bench_attributes.py {folder} --table {args.table}", body)
+    record(per_folder("bench_attributes", folder),
+           f"python benchmarks/bench_attributes.py {folder} --table {args.table}", body)
 
 
 if __name__ == "__main__":

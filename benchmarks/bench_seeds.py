@@ -10,7 +10,7 @@ and at 3, 5 and 10 seeds. Target: seed SD of the total <= 2 points for every A3 
 
 from __future__ import annotations
 
-from common import markdown_table, record, results_table_args
+from common import markdown_table, per_folder, record, results_table_args
 
 from uvlm.suites.results import Results
 from uvlm.suites.stats import minimum_detectable_effect
@@ -36,7 +36,7 @@ def main() -> None:
                               "MDE at 5", "MDE at 10", "SD <= 2"], rows))
     if not rows:
         raise SystemExit(f"{args.results} has no evaluated rows of table {args.table}")
-    record("bench_seeds", f"python benchmarks/bench_seeds.py {folder} --table {args.table}", body)
+    record(per_folder("bench_seeds", folder), f"python benchmarks/bench_seeds.py {folder} --table {args.table}", body)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,12 @@ def record(name: str, command: str, body: str) -> None:
     atomic_write_text(RESULTS, new.rstrip() + "\n")
 
 
+def per_folder(name: str, folder: Path) -> str:
+    """A results-reading benchmark's section name: one section per results folder, so the committed
+    `results/` and a selection folder are recorded side by side."""
+    return name if folder == Path("results") else f"{name}: {folder}"
+
+
 def results_table_args(doc: str) -> tuple[argparse.Namespace, Path]:
     """The arguments of a benchmark that reads a results folder (default: the committed `results/`)
     and one of its tables (default A3), and the folder as its command line should name it."""
