@@ -10,7 +10,9 @@ on positions and >= 80 on weather, above the best constant on battery and time.
     python benchmarks/bench_generation.py --records 3000 12000 --set model.image_loss_weight=1.0
     python benchmarks/bench_generation.py --preset cpu2 --records 48000 --set train.lr=1e-3
 
-Runs live in benchmarks/runs/ (not committed; a point already run is reused).
+Runs live in benchmarks/runs/generation/ (not committed; a point already run is reused); with
+`--runs NAME` in benchmarks/runs/generation-NAME/, so that two calls can run side by side. The
+table gathers every such folder's evaluated points.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, nargs="+", default=[3000, 12000])
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--runs", default="", help="a folder of its own: benchmarks/runs/generation-NAME")
     args = parser.parse_args()
     jobs = []
     for n in args.records:
@@ -56,17 +59,21 @@ def main() -> None:
             apply_override(cfg, o)
         preset = [f"preset={args.preset}"] if args.preset != "cpu" else []
         jobs.append(Job("bench", " ".join([args.row, str(n), *preset, *args.overrides]), 0, cfg))
-    run_suite(jobs, RUNS, workers=args.workers, echo=print)
-    done = [e for e in job_index(RUNS) if (RUNS / "runs" / e["key"] / "eval" / "metrics.json").exists()]
-    rows = sorted((_row(entry) for entry in done), key=lambda r: (r[0], r[1], r[2]))
+    run_suite(jobs, RUNS.with_name(f"generation-{args.runs}") if args.runs else RUNS, workers=args.workers,
+              echo=print)
+    done = {e["label"]: (folder, e) for folder in sorted(RUNS.parent.glob("generation*"))
+            if (folder / "jobs.json").exists() for e in job_index(folder)
+            if (folder / "runs" / e["key"] / "eval" / "metrics.json").exists()}
+    rows = sorted((_row(*found) for found in done.values()), key=lambda r: (r[0], r[1], r[2]))
     body = ("The cpu test set's 500 generation prompts, greedy decoding. Scores in percent under the VQA rules, "
             "on the attributes each prompt named.\n\n" + markdown_table(HEADER, rows))
     record(NAME, "python benchmarks/bench_generation.py [--records N ...] [--set section.key=value ...]", body)
 
 
-def _row(entry: dict) -> list:
-    """One evaluated point of RUNS/jobs.json as a table row (its label: row, records, settings)."""
-    run = RUNS / "runs" / entry["key"]
+def _row(folder: Path, entry: dict) -> list:
+    """One evaluated point of a runs folder's jobs.json as a table row (its label: row, records,
+    settings)."""
+    run = folder / "runs" / entry["key"]
     name, n, *settings = entry["label"].split(" ")
     gen = json.loads((run / "eval" / "metrics.json").read_text())["gen"]
     final = json.loads((run / "final.json").read_text())
