@@ -135,6 +135,12 @@ def run_folder(world: Path) -> Path:
     (["train", "--config", "configs/cpu/VQ-VQ.yaml", "--set", "model.hidden_size=8192", "--set", "model.layers=24",
       "--set", "model.heads=64", "--set", "model.intermediate_size=20000", "--out", "OUT"], "of memory"),
     (["pretrain", "vq", "--steps", "0"], "--steps"),
+    (["data", "smartwatch", "--images", "4", "--size", "64", "--hand-scale", "9"], "hand scale 9.0"),
+    (["train", "--config", "configs/cpu2/VQ-VQ.yaml", "--set", "data.vq=cpu-vq:{steps: 1}", "--out", "OUT"],
+     "quote an encoder spec whole"),
+    (["train", "--config", "configs/cpu2/VQ-VQ.yaml", "--set", "data.vq='cpu-vq:{stepz: 1}'", "--out", "OUT"],
+     "no field 'stepz'"),
+    (["suite", "run", "mutual", "--set", "data.siglip='cpu-siglip:{patch_size: 7}'"], "must divide the image size"),
 ])
 def test_bad_arguments(cli, env, tmp_path, args, message):
     root = Path(__file__).resolve().parents[1]

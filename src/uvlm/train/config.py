@@ -224,7 +224,10 @@ def _coerce(value, annotation: str, where: str):
         if kind in kinds:
             return _number(value, kind, where)
     if "str" in kinds:
-        raise UvlmError(f"bad config: {where} must be text, got {value!r}")
+        # an unquoted `cpu-vq:{...}` spec reads as a mapping: say how to keep it text
+        hint = (" (quote an encoder spec whole: --set \"data.vq='cpu-vq:{detail_weight: 4}'\")"
+                if isinstance(value, dict) and where in ("data.vq", "data.siglip") else "")
+        raise UvlmError(f"bad config: {where} must be text, got {value!r}{hint}")
     return value
 
 
