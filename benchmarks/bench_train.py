@@ -76,8 +76,11 @@ def tokens_per_sample(cfg: dict) -> float:
     return statistics.mean(len(e) for e in data.encoded)
 
 
-def measure_cpu() -> list:
+def measure_cpu(batch: int | None = None, peak: float | None = None) -> list:
+    """One row: the cpu preset's VQ-VQ at its batch (or `batch`, same lr), measured on one thread."""
     cfg = row_config("cpu", "VQ-VQ")
+    if batch:
+        cfg["train"]["batch_size"] = batch
     n_records = sum(cfg["data"]["train"][k] for k in ("n_vqa", "n_caption", "n_generation"))
     batch = cfg["train"].get("global_batch") or cfg["train"]["batch_size"]
     cfg["train"].update({"epochs": STEPS * batch / n_records, "eval_points": 0, "checkpoint_every": 10**9})
@@ -89,8 +92,8 @@ def measure_cpu() -> list:
     params = sum(p.numel() for p in build_llm(run_cfg, build_tokenizer(run_cfg)).parameters())
     tokens = tokens_per_sample(cfg)
     achieved = 6 * params * tokens * samples_per_s / 1e9
-    peak = matmul_gflops()
-    return ["cpu", f"{params / 1e6:.2f}M", f"{tokens:.0f}", f"{samples_per_s:.1f}", f"{achieved:.2f}",
+    peak = peak or matmul_gflops()
+    return ["cpu", batch, f"{params / 1e6:.2f}M", f"{tokens:.0f}", f"{samples_per_s:.1f}", f"{achieved:.2f}",
             f"{peak:.1f}", f"{achieved / peak:.2f}", summary["steps"]]
 
 
@@ -147,14 +150,18 @@ def main() -> None:
     parser.add_argument("--random-weights", action="store_true", help="paper preset: random LLM, synthetic encoders")
     parser.add_argument("--scale", default="paper", choices=list(SCALES))
     parser.add_argument("--steps", type=int, default=4, help="paper preset: optimizer steps per model")
+    parser.add_argument("--batch", type=int, nargs="*", default=[], help="cpu preset: batch sizes to compare")
     args = parser.parse_args()
     if args.preset == "cpu":
         torch.set_num_threads(1)
-        table = markdown_table(["preset", "LLM params", "tokens/sample", "samples/s", "achieved GFLOP/s",
-                                "matmul GFLOP/s (same run)", "ratio", "steps"], [measure_cpu()])
+        peak = matmul_gflops()
+        rows = [measure_cpu(b, peak) for b in args.batch or [None]]
+        table = markdown_table(["preset", "batch", "LLM params", "tokens/sample", "samples/s", "achieved GFLOP/s",
+                                "matmul GFLOP/s (same run)", "ratio", "steps"], rows)
         body = ("VQ-VQ on the default mix, one thread (cpu). Achieved = 6 x LLM params x tokens x samples/s "
-                "(dense layers only, a floor); matmul = 1024x1024 float32 on the same thread.\n\n" + table)
-        record("bench_train (cpu)", "python benchmarks/bench_train.py --preset cpu", body)
+                "(dense layers only, a floor); matmul = 1024x1024 float32 on the same thread, measured once "
+                "for every row.\n\n" + table)
+        record("bench_train (cpu)", "python benchmarks/bench_train.py --preset cpu [--batch N ...]", body)
         return
     if not args.random_weights:
         raise SystemExit("--preset paper measures random weights: add --random-weights (nothing is downloaded)")
