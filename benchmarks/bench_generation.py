@@ -10,6 +10,7 @@ constant on battery and time.
 
     python benchmarks/bench_generation.py --records 3000 12000 --set model.image_loss_weight=1.0
     python benchmarks/bench_generation.py --preset cpu2 --records 48000 --set train.lr=1e-3
+    python benchmarks/bench_generation.py                     # rewrite the table from the points run
 
 Runs live in benchmarks/runs/generation/ (not committed; a point already run is reused); with
 `--runs NAME` in benchmarks/runs/generation-NAME/, so that two calls can run side by side. The
@@ -46,7 +47,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--row", default="VQ_g")
     parser.add_argument("--preset", default="cpu", choices=[p for p in PRESETS if p != "paper"])
-    parser.add_argument("--records", type=int, nargs="+", default=[3000, 12000])
+    parser.add_argument("--records", type=int, nargs="*", default=[],
+                        help="generation records of each point to train (none: only rewrite the table)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--runs", default="", help="a folder of its own: benchmarks/runs/generation-NAME")
@@ -60,8 +62,9 @@ def main() -> None:
             apply_override(cfg, o)
         preset = [f"preset={args.preset}"] if args.preset != "cpu" else []
         jobs.append(Job("bench", " ".join([args.row, str(n), *preset, *args.overrides]), 0, cfg))
-    run_suite(jobs, RUNS.with_name(f"generation-{args.runs}") if args.runs else RUNS, workers=args.workers,
-              echo=print)
+    if jobs:
+        run_suite(jobs, RUNS.with_name(f"generation-{args.runs}") if args.runs else RUNS, workers=args.workers,
+                  echo=print)
     done = {e["label"]: (folder, e) for folder in sorted(RUNS.parent.glob("generation*"))
             if (folder / "jobs.json").exists() for e in job_index(folder)
             if (folder / "runs" / e["key"] / "eval" / "metrics.json").exists()}
