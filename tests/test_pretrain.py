@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 import torch
@@ -84,13 +84,30 @@ def test_cli_pretrain_prints_quality(cli, monkeypatch):
         probe_train: int = 20
         batch: int = 8
 
-    monkeypatch.setattr(pretrain, "VQPretrainConfig", ToyVQ)
+    monkeypatch.setitem(pretrain.STAND_INS, "cpu-vq", ToyVQ)
     code, out, err = cli("pretrain", "vq", "--steps", 2)
     assert code == 0, err
     quality = json.loads(out)
     assert "psnr_db" in quality and "history" not in quality
     code, _, err = cli("pretrain", "vq", "--steps", 0)
     assert code == 2 and "--steps 0" in err
+
+
+def test_cli_pretrain_builds_the_presets_stand_in(cli, monkeypatch):
+    """`--preset cpu2` pretrains the stand-in cpu2's runs load (its style and detail weight), under
+    the cache key they look up; the paper preset has no stand-in, an unknown preset is refused."""
+    built = []
+    monkeypatch.setattr(pretrain, "pretrained_vq", lambda cfg, progress, rebuild: built.append(cfg) or (None, {}))
+    code, _, err = cli("pretrain", "vq", "--preset", "cpu2", "--steps", 3)
+    assert code == 0, err
+    assert built[0].detail_weight == 4 and built[0].style["hand_scale"] == 3.0 and built[0].steps == 3
+    from uvlm.suites.presets import PRESETS
+
+    assert replace(built[0], steps=800) == pretrain.stand_in_config(PRESETS["cpu2"]["data"]["vq"])
+    code, _, err = cli("pretrain", "siglip", "--preset", "paper")
+    assert code == 2 and "real siglip encoder" in err and "Traceback" not in err
+    code, _, err = cli("pretrain", "judge", "--preset", "cpu3")
+    assert code == 2 and "unknown preset 'cpu3'" in err
 
 
 def test_detail_weighted_reconstruction_and_cache_keys():

@@ -285,9 +285,13 @@ def test_icon_token_is_the_patch_under_the_icon():
 
 
 def test_demo_runs_the_headline_comparisons():
-    from uvlm.suites.demo import DEMO_RECORDS, demo_jobs
+    from uvlm.suites.demo import DEMO_PRESET, DEMO_RECORDS, demo_jobs
+    from uvlm.suites.presets import preset_style
 
     jobs = demo_jobs()
+    # the demo's runs, its sample and its pretrained stand-ins share the preset's pictures
+    assert DEMO_PRESET == "cpu2" and preset_style(DEMO_PRESET)["hand_scale"] == 3.0
+    assert all(j.config["data"]["test"]["hand_scale"] == 3.0 for j in jobs)
     assert [(j.table, j.label) for j in jobs] == [("A3", "VQ-VQ"), ("A3", "VQ_u"), ("A3", "VQ_g"),
                                                   ("A5", "SigLIP_u"), ("A5", "SigLIP-SigLIP")]
     assert all(j.config["data"]["train"]["n_vqa"] == DEMO_RECORDS for j in jobs)

@@ -189,18 +189,16 @@ def score(
     typer.echo(json.dumps(result))
 
 
-def _run_pretrain(kind: str, rebuild: bool, steps: int | None, seed: int | None) -> None:
+def _run_pretrain(kind: str, preset: str, rebuild: bool, steps: int | None, seed: int | None) -> None:
     from dataclasses import replace
 
+    from uvlm.suites.presets import PRESETS, stand_in_configs
     from uvlm.vision import judge, pretrain
 
-    builders = {
-        "vq": (pretrain.VQPretrainConfig, pretrain.pretrained_vq),
-        "siglip": (pretrain.SiglipPretrainConfig, pretrain.pretrained_siglip),
-        "judge": (judge.JudgeConfig, judge.pretrained_judge),
-    }
-    config_cls, build = builders[kind]
-    cfg = config_cls()
+    if preset not in PRESETS:
+        raise UvlmError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
+    build = {"vq": pretrain.pretrained_vq, "siglip": pretrain.pretrained_siglip, "judge": judge.pretrained_judge}[kind]
+    cfg = stand_in_configs(preset, (kind,))[kind]
     if steps is not None:
         if steps < 1:
             raise UvlmError(f"--steps {steps} must be >= 1")
@@ -214,11 +212,13 @@ def _run_pretrain(kind: str, rebuild: bool, steps: int | None, seed: int | None)
 
 def _pretrain_command(kind: str, doc: str):
     def command(
+        preset: Annotated[str, typer.Option(help="The preset whose stand-in this is: cpu | cpu2 (their "
+                                                 "styles and settings differ).")] = "cpu",
         rebuild: Annotated[bool, typer.Option(help="Train again even if cached.")] = False,
         steps: Annotated[int | None, typer.Option(help="Training steps (default: the preset's).")] = None,
         seed: Annotated[int | None, typer.Option(help="Seed of the pool and the weights.")] = None,
     ) -> None:
-        _run_pretrain(kind, rebuild, steps, seed)
+        _run_pretrain(kind, preset, rebuild, steps, seed)
 
     command.__doc__ = doc
     return command

@@ -4,8 +4,8 @@
 2. pretrains (or reuses) the stand-in encoders and the judge, printing their quality;
 3. runs the headline comparisons, two at a time, one thread each:
    VQ-VQ vs VQ_u vs VQ_g on the default mix; SigLIP_u vs SigLIP-SigLIP on the weather-biased
-   set; one seed, and smaller data than the full cpu suite (DEMO_RECORDS records per task
-   instead of the cpu preset's), so that it fits;
+   set; one seed on the cpu2 preset, and smaller data than its suites (DEMO_RECORDS records
+   per task instead of the preset's), so that it fits;
 4. writes the report (the same code as `uvlm report`).
 """
 
@@ -18,13 +18,13 @@ from pathlib import Path
 from uvlm.data.folder import build_dataset, cpu_count
 from uvlm.data.gallery import gallery
 from uvlm.data.mixture import MixtureConfig
-from uvlm.data.smartwatch import CPU_STYLE
 from uvlm.io import make_folder
 from uvlm.progress import reporter
-from uvlm.suites.presets import row_config
+from uvlm.suites.presets import preset_style, row_config, stand_in_configs
 from uvlm.suites.spec import Job
 
-DEMO_RECORDS = 3000
+DEMO_PRESET = "cpu2"
+DEMO_RECORDS = 6000
 HEADLINE = (("A3", "default", ("VQ-VQ", "VQ_u", "VQ_g")), ("A5", "weather-biased", ("SigLIP_u", "SigLIP-SigLIP")))
 
 
@@ -32,7 +32,7 @@ def demo_jobs() -> list[Job]:
     jobs = []
     for table, mix, names in HEADLINE:
         for name in names:
-            cfg = copy.deepcopy(row_config("cpu", name, mix))
+            cfg = copy.deepcopy(row_config(DEMO_PRESET, name, mix))
             cfg["data"]["train"].update({"n_vqa": DEMO_RECORDS, "n_caption": DEMO_RECORDS,
                                          "n_generation": DEMO_RECORDS})
             cfg["train"]["eval_points"] = 3
@@ -49,17 +49,18 @@ def run_demo(out: Path, echo: Callable[[str], None] = print) -> Path:
     out = Path(out)
     make_folder(out, "demo")
     echo("1/4 rendering a sample of the SmartWatch data")
-    sample = MixtureConfig(seed=0, n_vqa=24, n_caption=24, n_generation=24, **CPU_STYLE)
+    sample = MixtureConfig(seed=0, n_vqa=24, n_caption=24, n_generation=24, **preset_style(DEMO_PRESET))
     build_dataset(sample, out / "sample", workers=min(2, cpu_count()))
     gallery(out / "sample", out / "gallery.png", n=12, columns=6)
 
     echo("2/4 pretraining the stand-in encoders and the judge (cached after the first time)")
-    for name, build in (("vq", pretrained_vq), ("siglip", pretrained_siglip), ("judge", pretrained_judge)):
-        _, info = build(progress=reporter(f"  pretraining {name}"))
+    builders = {"vq": pretrained_vq, "siglip": pretrained_siglip, "judge": pretrained_judge}
+    for name, cfg in stand_in_configs(DEMO_PRESET).items():
+        _, info = builders[name](cfg, progress=reporter(f"  pretraining {name}"))
         echo(f"  {name}: {quality_line(info)}")
 
     echo("3/4 training and evaluating the headline runs")
-    claim_results(out / "results", ())  # a folder of another preset's or setting's runs is refused
+    claim_results(out / "results", (), DEMO_PRESET)  # a folder of another preset's or setting's runs is refused
     run_suite(demo_jobs(), out / "results", workers=min(2, cpu_count()), echo=lambda s: echo("  " + s))
 
     echo("4/4 writing the report")

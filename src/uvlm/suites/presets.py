@@ -16,12 +16,16 @@ checked against it by the tests, so they never drift from this module.
 from __future__ import annotations
 
 import copy
+from dataclasses import fields
 from pathlib import Path
 
 import yaml
 
-from uvlm.data.smartwatch import CPU_STYLE
+from uvlm.data.smartwatch import CPU_STYLE, RenderStyle
+from uvlm.errors import UvlmError
 from uvlm.io import atomic_write_text
+from uvlm.vision.judge import JudgeConfig
+from uvlm.vision.pretrain import stand_in_config
 
 A3_ROWS = ("SigLIP_u", "SigLIP-VQ", "SigLIP-SigLIP", "VQ_u", "VQ_g", "VQ-SigLIP", "VQ-VQ",
            "SigLIP*_u", "SigLIP*-SigLIP", "VQ*_u", "VQ*-VQ")
@@ -91,6 +95,30 @@ def row_config(preset: str, name: str, table: str = "default") -> dict:
     if BIAS[table]:
         cfg["data"]["train"].update({"bias": BIAS[table], "bias_vqa_prob": BIAS_VQA_PROB})
     return cfg
+
+
+def preset_style(preset: str) -> dict:
+    """The render style of a preset's SmartWatch test set, as RenderStyle.to_dict gives it."""
+    test = PRESETS[preset]["data"]["test"]
+    return RenderStyle(**{f.name: test[f.name] for f in fields(RenderStyle) if f.name in test}).to_dict()
+
+
+def stand_in_configs(preset: str, kinds: tuple[str, ...] = ("vq", "siglip", "judge")) -> dict:
+    """The pretraining configs of what a preset's SmartWatch runs load besides the LLM: its VQ and
+    SigLIP stand-ins and the pixel judge of its test renders, under the cache keys the runs use
+    (`uvlm pretrain --preset`, `make demo`). A preset that loads a real encoder has no stand-in
+    of that kind to pretrain."""
+    data = PRESETS[preset]["data"]
+    configs = {}
+    for kind in kinds:
+        if kind == "judge":
+            configs[kind] = JudgeConfig(style=preset_style(preset))
+        elif data[kind].startswith("cpu-"):
+            configs[kind] = stand_in_config(data[kind])
+        else:
+            raise UvlmError(f"the {preset} preset loads a real {kind} encoder ({data[kind]}), not a stand-in "
+                            f"to pretrain; use --preset cpu or cpu2")
+    return configs
 
 
 # What a CelebA run takes from its preset's SmartWatch data: the record counts, seeds and test
