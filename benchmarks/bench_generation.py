@@ -34,8 +34,8 @@ from uvlm.train.config import apply_override
 
 NAME = "bench_generation"
 RUNS = Path(__file__).with_name("runs") / "generation"
-HEADER = ["row", "settings", "generation records", "epochs", "final loss", "judge: position / weather / battery / "
-          "time / total", "best constant: same", "ceiling: same"]
+HEADER = ["row", "settings", "LLM layers x width", "generation records", "epochs", "final loss",
+          "judge: position / weather / battery / time / total", "best constant: same", "ceiling: same"]
 COLUMNS = ("position_acc", "weather_acc", "battery_acc", "time_acc", "total_acc")
 
 
@@ -65,10 +65,11 @@ def main() -> None:
     if jobs:
         run_suite(jobs, RUNS.with_name(f"generation-{args.runs}") if args.runs else RUNS, workers=args.workers,
                   echo=print)
-    done = {e["label"]: (folder, e) for folder in sorted(RUNS.parent.glob("generation*"))
+    # keyed by config: a preset's label ("preset=cpu2") can name different models over time
+    done = {e["key"]: (folder, e) for folder in sorted(RUNS.parent.glob("generation*"))
             if (folder / "jobs.json").exists() for e in job_index(folder)
             if (folder / "runs" / e["key"] / "eval" / "metrics.json").exists()}
-    rows = sorted((_row(*found) for found in done.values()), key=lambda r: (r[0], r[1], r[2]))
+    rows = sorted((_row(*found) for found in done.values()), key=lambda r: (r[0], r[1], r[2], r[3]))
     body = ("The cpu test set's 500 generation prompts, greedy decoding. Scores in percent under the VQA rules, "
             "on the attributes each prompt named. Ceiling: the same judge on the real test images' VQ "
             "reconstructions (VQ output), or on their SigLIP features (SigLIP output, the embedding judge).\n\n"
@@ -83,8 +84,10 @@ def _row(folder: Path, entry: dict) -> list:
     name, n, *settings = entry["label"].split(" ")
     gen = json.loads((run / "eval" / "metrics.json").read_text())["gen"]
     final = json.loads((run / "final.json").read_text())
-    epochs = yaml.safe_load((run / "config.yaml").read_text())["train"]["epochs"]
-    return [name, " ".join(settings) or "preset", int(n), epochs, f"{final['final'].get('loss', float('nan')):.3f}",
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    llm = f"{config['model']['layers']} x {config['model']['hidden_size']}"
+    loss = final["final"].get("loss", float("nan"))
+    return [name, " ".join(settings) or "preset", llm, int(n), config["train"]["epochs"], f"{loss:.3f}",
             _cells(gen["judge"] or {}), _cells(gen["baselines"]["best constant answer"]),
             _cells(gen["baselines"].get("reconstructed") or gen["baselines"].get("real", {}))]
 
