@@ -1,9 +1,9 @@
 """Training throughput, as a share of what the machine's matmuls can do.
 
-`--preset cpu` (the default, in `make bench`): the cpu-preset VQ-VQ for a few dozen steps on
-one thread; samples/s from its metrics.jsonl (median after the first steps). Achieved GFLOP/s
-counts 6 x LLM parameters x tokens (dense layers, a floor); the reference is a float32 matmul
-measured in the same run on one thread.
+`--preset cpu` (the default, in `make bench`; `--preset cpu cpu2` for one row per preset): the
+preset's VQ-VQ for a few dozen steps on one thread; samples/s from its metrics.jsonl (median
+after the first steps). Achieved GFLOP/s counts 6 x LLM parameters x tokens (dense layers, a
+floor); the reference is a float32 matmul measured in the same run on one thread.
 
 `--preset paper --random-weights`: the paper preset's training path (uvlm.train.loop: LoRA r 128,
 gradient checkpointing, micro-batches of what fits, accumulation to 393, bf16) on a
@@ -76,9 +76,9 @@ def tokens_per_sample(cfg: dict) -> float:
     return statistics.mean(len(e) for e in data.encoded)
 
 
-def measure_cpu(batch: int | None = None, peak: float | None = None) -> list:
-    """One row: the cpu preset's VQ-VQ at its batch (or `batch`, same lr), measured on one thread."""
-    cfg = row_config("cpu", "VQ-VQ")
+def measure_cpu(preset: str = "cpu", batch: int | None = None, peak: float | None = None) -> list:
+    """One row: a cpu-scale preset's VQ-VQ at its batch (or `batch`, same lr), measured on one thread."""
+    cfg = row_config(preset, "VQ-VQ")
     if batch:
         cfg["train"]["batch_size"] = batch
     n_records = sum(cfg["data"]["train"][k] for k in ("n_vqa", "n_caption", "n_generation"))
@@ -93,7 +93,7 @@ def measure_cpu(batch: int | None = None, peak: float | None = None) -> list:
     tokens = tokens_per_sample(cfg)
     achieved = 6 * params * tokens * samples_per_s / 1e9
     peak = peak or matmul_gflops()
-    return ["cpu", batch, f"{params / 1e6:.2f}M", f"{tokens:.0f}", f"{samples_per_s:.1f}", f"{achieved:.2f}",
+    return [preset, batch, f"{params / 1e6:.2f}M", f"{tokens:.0f}", f"{samples_per_s:.1f}", f"{achieved:.2f}",
             f"{peak:.1f}", f"{achieved / peak:.2f}", summary["steps"]]
 
 
@@ -146,23 +146,26 @@ def measure_paper(name: str, scale: str, steps: int) -> list:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--preset", default="cpu", choices=["cpu", "paper"])
+    parser.add_argument("--preset", nargs="+", default=["cpu"], choices=["cpu", "cpu2", "paper"],
+                        help="cpu-scale presets: one row each, measured in the same run")
     parser.add_argument("--random-weights", action="store_true", help="paper preset: random LLM, synthetic encoders")
     parser.add_argument("--scale", default="paper", choices=list(SCALES))
     parser.add_argument("--steps", type=int, default=4, help="paper preset: optimizer steps per model")
     parser.add_argument("--batch", type=int, nargs="*", default=[], help="cpu preset: batch sizes to compare")
     args = parser.parse_args()
-    if args.preset == "cpu":
+    if "paper" not in args.preset:
         torch.set_num_threads(1)
         peak = matmul_gflops()
-        rows = [measure_cpu(b, peak) for b in args.batch or [None]]
+        rows = [measure_cpu(p, b, peak) for p in args.preset for b in args.batch or [None]]
         table = markdown_table(["preset", "batch", "LLM params", "tokens/sample", "samples/s", "achieved GFLOP/s",
                                 "matmul GFLOP/s (same run)", "ratio", "steps"], rows)
-        body = ("VQ-VQ on the default mix, one thread (cpu). Achieved = 6 x LLM params x tokens x samples/s "
+        body = ("VQ-VQ on the default mix, one thread. Achieved = 6 x LLM params x tokens x samples/s "
                 "(dense layers only, a floor); matmul = 1024x1024 float32 on the same thread, measured once "
                 "for every row.\n\n" + table)
-        record("bench_train (cpu)", "python benchmarks/bench_train.py --preset cpu [--batch N ...]", body)
+        record("bench_train (cpu)", "python benchmarks/bench_train.py --preset cpu [cpu2] [--batch N ...]", body)
         return
+    if args.preset != ["paper"]:
+        raise SystemExit("--preset paper runs alone (its rows measure a GPU)")
     if not args.random_weights:
         raise SystemExit("--preset paper measures random weights: add --random-weights (nothing is downloaded)")
     if args.scale == "paper" and not torch.cuda.is_available():
