@@ -63,8 +63,15 @@ def main() -> None:
         preset = [f"preset={args.preset}"] if args.preset != "cpu" else []
         jobs.append(Job("bench", " ".join([args.row, str(n), *preset, *args.overrides]), 0, cfg))
     if jobs:
-        run_suite(jobs, RUNS.with_name(f"generation-{args.runs}") if args.runs else RUNS, workers=args.workers,
-                  echo=print)
+        folder = RUNS.with_name(f"generation-{args.runs}") if args.runs else RUNS
+        # a label names its settings, not the preset's model of the day: keep a point made under
+        # another config instead of replacing it in the folder's index
+        held = {e["label"]: e["key"] for e in job_index(folder)} if (folder / "jobs.json").exists() else {}
+        for job in jobs:
+            if held.get(job.label, job.key) != job.key:
+                raise SystemExit(f"{folder} holds a point labelled {job.label!r} made with another config (the "
+                                 f"preset changed since): give --runs NAME for a folder of its own")
+        run_suite(jobs, folder, workers=args.workers, echo=print)
     # keyed by config: a preset's label ("preset=cpu2") can name different models over time
     done = {e["key"]: (folder, e) for folder in sorted(RUNS.parent.glob("generation*"))
             if (folder / "jobs.json").exists() for e in job_index(folder)

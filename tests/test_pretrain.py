@@ -110,6 +110,21 @@ def test_cli_pretrain_builds_the_presets_stand_in(cli, monkeypatch):
     assert code == 2 and "unknown preset 'cpu3'" in err
 
 
+@pytest.mark.parametrize("preset", ["cpu", "cpu2", "paper"])
+def test_preset_judge_is_the_one_its_runs_evaluate_with(tmp_path, preset):
+    """The judge `uvlm pretrain judge --preset` and the demo build is keyed by the style that
+    evaluation reads back from the run's test-set folder (one test image is rendered here)."""
+    from uvlm.data.folder import build_dataset
+    from uvlm.data.mixture import MixtureConfig
+    from uvlm.suites.presets import PRESETS, stand_in_configs
+    from uvlm.train.build import manifest_style
+
+    test = {**PRESETS[preset]["data"]["test"], "n_vqa": 1, "n_generation": 0}
+    build_dataset(MixtureConfig(**test), tmp_path / "test", workers=1)
+    judge = stand_in_configs(preset, ("judge",))["judge"]
+    assert judge == judge_mod.JudgeConfig(style=manifest_style(tmp_path / "test"))
+
+
 def test_detail_weighted_reconstruction_and_cache_keys():
     import torch.nn.functional as F
 

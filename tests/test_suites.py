@@ -285,17 +285,31 @@ def test_icon_token_is_the_patch_under_the_icon():
 
 
 def test_demo_runs_the_headline_comparisons():
-    from uvlm.suites.demo import DEMO_PRESET, DEMO_RECORDS, demo_jobs
+    from uvlm.suites.demo import DEMO_OVERRIDES, DEMO_PRESET, DEMO_RECORDS, demo_jobs
     from uvlm.suites.presets import preset_style
 
     jobs = demo_jobs()
-    # the demo's runs, its sample and its pretrained stand-ins share the preset's pictures
-    assert DEMO_PRESET == "cpu2" and preset_style(DEMO_PRESET)["hand_scale"] == 3.0
-    assert all(j.config["data"]["test"]["hand_scale"] == 3.0 for j in jobs)
     assert [(j.table, j.label) for j in jobs] == [("A3", "VQ-VQ"), ("A3", "VQ_u"), ("A3", "VQ_g"),
                                                   ("A5", "SigLIP_u"), ("A5", "SigLIP-SigLIP")]
     assert all(j.config["data"]["train"]["n_vqa"] == DEMO_RECORDS for j in jobs)
     assert {j.config["data"]["train"].get("bias") for j in jobs if j.table == "A5"} == {"weather"}
+    # the demo's runs, its sample and its pretrained stand-ins share the preset's pictures
+    assert DEMO_PRESET == "cpu2" and preset_style(DEMO_PRESET)["hand_scale"] == 3.0
+    assert all(j.config["data"]["test"]["hand_scale"] == 3.0 for j in jobs)
+    # its runs are the suite's rows with the demo's overrides, so a suite can find them by key
+    vq_vq = expand("mutual", DEMO_PRESET, seeds=1, overrides=DEMO_OVERRIDES, rows=("VQ-VQ",))[0]
+    assert jobs[0].key == vq_vq.key
+
+
+def test_demo_refuses_a_folder_of_other_settings_before_pretraining(cli, tmp_path, monkeypatch):
+    from uvlm.suites import demo
+    from uvlm.suites.runner import claim_results
+
+    claim_results(tmp_path / "demo" / f"results-{demo.DEMO_PRESET}", ("train.lr=1e-3",), demo.DEMO_PRESET)
+    (tmp_path / "demo" / f"results-{demo.DEMO_PRESET}" / "jobs.json").write_text("[]")
+    monkeypatch.setattr(demo, "build_dataset", lambda *a, **k: pytest.fail("rendered before the claim"))
+    code, _, err = cli("demo", "--out", tmp_path / "demo")
+    assert code == 2 and "--set train.lr=1e-3" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("args, message", [

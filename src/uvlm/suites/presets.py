@@ -25,8 +25,6 @@ import yaml
 from uvlm.data.smartwatch import CPU_STYLE, RenderStyle
 from uvlm.errors import UvlmError
 from uvlm.io import atomic_write_text
-from uvlm.vision.judge import JudgeConfig
-from uvlm.vision.pretrain import stand_in_config
 
 A3_ROWS = ("SigLIP_u", "SigLIP-VQ", "SigLIP-SigLIP", "VQ_u", "VQ_g", "VQ-SigLIP", "VQ-VQ",
            "SigLIP*_u", "SigLIP*-SigLIP", "VQ*_u", "VQ*-VQ")
@@ -118,6 +116,9 @@ def stand_in_configs(preset: str, kinds: tuple[str, ...] = ("vq", "siglip", "jud
     SigLIP stand-ins and the pixel judge of its test renders, under the cache keys the runs use
     (`uvlm pretrain --preset`, `make demo`). A preset that loads a real encoder has no stand-in
     of that kind to pretrain."""
+    from uvlm.vision.judge import JudgeConfig  # here: suite commands that never pretrain skip the model code
+    from uvlm.vision.pretrain import stand_in_config
+
     data = PRESETS[preset]["data"]
     configs = {}
     for kind in kinds:

@@ -78,7 +78,8 @@ def planned_steps(cfg: RunConfig, tasks: str | None = None) -> int:
     return math.ceil(planned_records(cfg, tasks) / (cfg.train.global_batch or cfg.train.batch_size))
 
 
-def _row(preset: str, name: str, mix: str, seed: int, overrides: tuple[str, ...], celeba: str | None = None) -> dict:
+def seed_config(preset: str, name: str, mix: str, seed: int, overrides: tuple[str, ...],
+                celeba: str | None = None) -> dict:
     """One row's config for one seed: the preset's (on CelebA when `celeba` names a copy), with the
     user's `--set` overrides on top (a suite's own sweep values, set after this, win over them)."""
     cfg = row_config(preset, name, mix)
@@ -116,7 +117,7 @@ def _rows(table: str, mix: str, names, preset: str, seeds: int, overrides: tuple
     jobs = []
     for name in names:
         for seed in range(seeds):
-            cfg = _row(preset, name, mix, seed, overrides, celeba)
+            cfg = seed_config(preset, name, mix, seed, overrides, celeba)
             jobs.append(Job(table, name, seed, cfg))
             if controls and parse_name(name).tasks == "understanding":
                 jobs.append(Job(table, matched(name), seed, step_matched(cfg)))
@@ -167,7 +168,7 @@ def _scaling(preset: str, seeds: int, overrides: tuple[str, ...]) -> list[Job]:
             for seed in range(seeds):
                 # only the counts of the tasks a model trains on change, so the 0K points are
                 # A3's own _u and _g runs (as in the paper, whose 0K cells repeat A3's)
-                cfg = _row(preset, scaling_model(name, und_k, gen_k), "default", seed, overrides)
+                cfg = seed_config(preset, scaling_model(name, und_k, gen_k), "default", seed, overrides)
                 if und_k:
                     half = round(und_k * und_unit / 2)
                     cfg["data"]["train"].update({"n_vqa": half, "n_caption": half})
@@ -190,7 +191,7 @@ def _doses(bias: str, preset: str, seeds: int, overrides: tuple[str, ...]) -> li
     for p in DOSES:
         for name in DOSE_ROWS:
             for seed in range(seeds):
-                cfg = _row(preset, name, f"{bias}-biased", seed, overrides)
+                cfg = seed_config(preset, name, f"{bias}-biased", seed, overrides)
                 cfg["data"]["train"]["bias_vqa_prob"] = p
                 jobs.append(Job(f"dose-{bias}", dose_label(name, p), seed, cfg))
                 # at p = 0 no model is ever asked the attribute, so there is no transfer to control

@@ -36,8 +36,13 @@ class RunParts:
 
     def style(self) -> dict:
         """The render style of the run's test set (RenderStyle.to_dict: what the judges are keyed by)."""
-        config = read_manifest(self.test_root)["config"]
-        return RenderStyle(**{f.name: config[f.name] for f in fields(RenderStyle) if f.name in config}).to_dict()
+        return manifest_style(self.test_root)
+
+
+def manifest_style(root: Path) -> dict:
+    """The render style a dataset folder was made with, as RenderStyle.to_dict gives it."""
+    config = read_manifest(root)["config"]
+    return RenderStyle(**{f.name: config[f.name] for f in fields(RenderStyle) if f.name in config}).to_dict()
 
 
 def space_info(space: VisionSpace | None) -> SpaceInfo | None:
