@@ -6,7 +6,7 @@
   results were made with it; its VQ erases the clock hands (docs/cpu-preset.md).
 - cpu2: the cpu instrument chosen to see the paper's effects (docs/cpu-preset.md): hands drawn
   three times thicker and a detail-weighted VQ, so both stand-ins keep the time; a tiny LLM
-  two layers deep and 256 wide; 24K generation records instead of 12K.
+  two layers deep and 256 wide; 18K generation records instead of 12K.
 - paper: Vicuna-7B-v1.5 + LoRA (r 128, alpha 256), SigLIP-base-patch16-224 and LlamaGen's
   VQ-16, 224 px renders, 60K + 60K + 60K records, the authors' learning rates and batch.
 
@@ -73,13 +73,13 @@ def _cpu_preset(style: dict, siglip: str, vq: str, llm: dict = CPU_LLM, n_genera
 PRESETS: dict[str, dict] = {
     "cpu": _cpu_preset(CPU_STYLE, "cpu-siglip", "cpu-vq"),
     # cpu2 (docs/cpu-preset.md): pictures and stand-ins that keep the time; a wider, shallower LLM
-    # of about the same cost per record, which learned more generation per record on VQ_g; twice
-    # the generation records, the most that mutual + transfer-weather at 3 seeds afford in 16 h
-    # on 2 cores (targets 2 and 5)
+    # (12% slower per record) that learned more generation per record on VQ_g; 18K generation
+    # records, the most that mutual + transfer-weather at 3 seeds afford in 16 h on 2 cores at
+    # its speed (targets 2 and 5)
     "cpu2": _cpu_preset(CPU2_STYLE, stand_in("cpu-siglip", style=CPU2_STYLE),
                         stand_in("cpu-vq", detail_weight=4, style=CPU2_STYLE),
                         llm={**CPU_LLM, "hidden_size": 256, "layers": 2, "intermediate_size": 704},
-                        n_generation=24000),
+                        n_generation=18000),
     "paper": {
         "model": {"llm": "lmsys/vicuna-7b-v1.5", "lora_r": 128, "lora_alpha": 256, "lora_dropout": 0.05,
                   "system_prompt": VICUNA_SYSTEM},
