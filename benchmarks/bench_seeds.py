@@ -25,11 +25,13 @@ def main() -> None:
         if scores is None:
             continue
         per_seed = scores.mean(axis=1)
-        sd = float(per_seed.std(ddof=1)) if len(per_seed) > 1 else float("nan")
-        mde = [minimum_detectable_effect(sd, k) if len(per_seed) > 1 else float("nan")
-               for k in (len(per_seed), 3, 5, 10)]
-        rows.append([label, len(per_seed), " / ".join(f"{v:.1f}" for v in per_seed), f"{sd:.1f}",
-                     *(f"{v:.1f}" for v in mde), "yes" if sd <= 2 else "no"])
+        seeds = " / ".join(f"{v:.1f}" for v in per_seed)
+        if len(per_seed) < 2:  # one seed has no spread to measure: no verdict either way
+            rows.append([label, 1, seeds, "-", "-", "-", "-", "-", "- (one seed)"])
+            continue
+        sd = float(per_seed.std(ddof=1))
+        mde = [minimum_detectable_effect(sd, k) for k in (len(per_seed), 3, 5, 10)]
+        rows.append([label, len(per_seed), seeds, f"{sd:.1f}", *(f"{v:.1f}" for v in mde), "yes" if sd <= 2 else "no"])
     body = (f"`{folder}`, table {args.table}, VQA total per seed (percent). MDE: the smallest true difference "
             "between two rows with this seed SD that a two-sided 5% test finds 80% of the time.\n\n"
             + markdown_table(["row", "seeds", "total per seed", "seed SD", "MDE at its seeds", "MDE at 3",
