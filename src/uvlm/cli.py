@@ -192,12 +192,9 @@ def score(
 def _run_pretrain(kind: str, preset: str, rebuild: bool, steps: int | None, seed: int | None) -> None:
     from dataclasses import replace
 
-    from uvlm.suites.presets import PRESETS, stand_in_configs
-    from uvlm.vision import judge, pretrain
+    from uvlm.suites.presets import pretrained_stand_in, stand_in_configs
+    from uvlm.vision import pretrain
 
-    if preset not in PRESETS:
-        raise UvlmError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
-    build = {"vq": pretrain.pretrained_vq, "siglip": pretrain.pretrained_siglip, "judge": judge.pretrained_judge}[kind]
     cfg = stand_in_configs(preset, (kind,))[kind]
     if steps is not None:
         if steps < 1:
@@ -206,7 +203,7 @@ def _run_pretrain(kind: str, preset: str, rebuild: bool, steps: int | None, seed
     if seed is not None:
         cfg = replace(cfg, seed=seed)
     with shown(f"pretrain {kind}") as update:
-        _, info = build(cfg, update, rebuild=rebuild)
+        _, info = pretrained_stand_in(kind, cfg, update, rebuild=rebuild)
     typer.echo(json.dumps(pretrain.quality_summary(info), indent=1))
 
 

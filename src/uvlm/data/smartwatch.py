@@ -12,7 +12,7 @@ Rendering is a pure function of (attributes, style): same inputs, same pixels.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 
 import numpy as np
@@ -160,6 +160,11 @@ class RenderStyle:
             raise UvlmError(f"face radius {self.face_radius} outside [0.1, 0.5] of the image size")
         if not 0.25 <= self.hand_scale <= 4:
             raise UvlmError(f"hand scale {self.hand_scale} outside [0.25, 4]")
+
+    @classmethod
+    def of(cls, config: dict) -> RenderStyle:
+        """The style fields of any config mapping (a dataset manifest's, a preset's data section)."""
+        return cls(**{f.name: config[f.name] for f in fields(cls) if f.name in config})
 
     def to_dict(self) -> dict:
         """The style as configs and cache keys hold it: the hand scale only where it is not the

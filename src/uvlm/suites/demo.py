@@ -19,7 +19,7 @@ from uvlm.data.gallery import gallery
 from uvlm.data.mixture import MixtureConfig
 from uvlm.io import make_folder
 from uvlm.progress import reporter
-from uvlm.suites.presets import preset_style, stand_in_configs
+from uvlm.suites.presets import preset_style, pretrained_stand_in, stand_in_configs
 from uvlm.suites.spec import Job, seed_config
 
 DEMO_PRESET = "cpu2"
@@ -39,8 +39,7 @@ def demo_jobs() -> list[Job]:
 def run_demo(out: Path, echo: Callable[[str], None] = print) -> Path:
     from uvlm.suites.report import write_report
     from uvlm.suites.runner import claim_results, run_suite
-    from uvlm.vision.judge import pretrained_judge
-    from uvlm.vision.pretrain import pretrained_siglip, pretrained_vq, quality_line
+    from uvlm.vision.pretrain import quality_line
 
     out = Path(out)
     make_folder(out, "demo")
@@ -53,9 +52,8 @@ def run_demo(out: Path, echo: Callable[[str], None] = print) -> Path:
     gallery(out / "sample", out / "gallery.png", n=12, columns=6)
 
     echo("2/4 pretraining the stand-in encoders and the judge (cached after the first time)")
-    builders = {"vq": pretrained_vq, "siglip": pretrained_siglip, "judge": pretrained_judge}
     for name, cfg in stand_in_configs(DEMO_PRESET).items():
-        _, info = builders[name](cfg, progress=reporter(f"  pretraining {name}"))
+        _, info = pretrained_stand_in(name, cfg, reporter(f"  pretraining {name}"))
         echo(f"  {name}: {quality_line(info)}")
 
     echo("3/4 training and evaluating the headline runs")

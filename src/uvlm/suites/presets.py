@@ -17,7 +17,6 @@ checked against it by the tests, so they never drift from this module.
 from __future__ import annotations
 
 import copy
-from dataclasses import fields
 from pathlib import Path
 
 import yaml
@@ -105,10 +104,16 @@ def row_config(preset: str, name: str, table: str = "default") -> dict:
     return cfg
 
 
+def known_preset(preset: str) -> str:
+    """`preset`, refused in one line unless it is one of PRESETS."""
+    if preset not in PRESETS:
+        raise UvlmError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
+    return preset
+
+
 def preset_style(preset: str) -> dict:
     """The render style of a preset's SmartWatch test set, as RenderStyle.to_dict gives it."""
-    test = PRESETS[preset]["data"]["test"]
-    return RenderStyle(**{f.name: test[f.name] for f in fields(RenderStyle) if f.name in test}).to_dict()
+    return RenderStyle.of(PRESETS[preset]["data"]["test"]).to_dict()
 
 
 def stand_in_configs(preset: str, kinds: tuple[str, ...] = ("vq", "siglip", "judge")) -> dict:
@@ -119,7 +124,7 @@ def stand_in_configs(preset: str, kinds: tuple[str, ...] = ("vq", "siglip", "jud
     from uvlm.vision.judge import JudgeConfig  # here: suite commands that never pretrain skip the model code
     from uvlm.vision.pretrain import stand_in_config
 
-    data = PRESETS[preset]["data"]
+    data = PRESETS[known_preset(preset)]["data"]
     configs = {}
     for kind in kinds:
         if kind == "judge":
@@ -130,6 +135,15 @@ def stand_in_configs(preset: str, kinds: tuple[str, ...] = ("vq", "siglip", "jud
             raise UvlmError(f"the {preset} preset loads a real {kind} encoder ({data[kind]}), not a stand-in "
                             f"to pretrain; use --preset cpu or cpu2")
     return configs
+
+
+def pretrained_stand_in(kind: str, cfg, progress=None, rebuild: bool = False) -> tuple:
+    """The cached stand-in or judge of `kind` (vq, siglip, judge) for its pretraining config `cfg`,
+    trained on first use, and its recorded quality."""
+    from uvlm.vision import judge, pretrain
+
+    build = {"vq": pretrain.pretrained_vq, "siglip": pretrain.pretrained_siglip, "judge": judge.pretrained_judge}[kind]
+    return build(cfg, progress, rebuild=rebuild)
 
 
 # What a CelebA run takes from its preset's SmartWatch data: the record counts, seeds and test

@@ -17,7 +17,7 @@ from functools import cached_property
 from uvlm.errors import UvlmError
 from uvlm.model.names import parse_name
 from uvlm.resources import check_job_count
-from uvlm.suites.presets import A3_ROWS, BIASED_ROWS, PRESETS, celeba_data, row_config
+from uvlm.suites.presets import A3_ROWS, BIASED_ROWS, PRESETS, celeba_data, known_preset, row_config
 from uvlm.train.config import RunConfig, apply_override, from_dict
 from uvlm.train.data import TASKS_OF, dataset_config
 from uvlm.vision.cache import config_hash
@@ -210,8 +210,7 @@ def expand(suite: str, preset: str = "cpu", seeds: int = 3, overrides: tuple[str
     """
     if celeba and suite != "affine":
         raise UvlmError(f"only the affine suite has a CelebA half (Table 1); run {suite} without --dataset celeba")
-    if preset not in PRESETS:
-        raise UvlmError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
+    known_preset(preset)
     if seeds < 1:
         raise UvlmError(f"--seeds {seeds} must be >= 1")
     overrides = tuple(overrides)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -41,8 +41,7 @@ class RunParts:
 
 def manifest_style(root: Path) -> dict:
     """The render style a dataset folder was made with, as RenderStyle.to_dict gives it."""
-    config = read_manifest(root)["config"]
-    return RenderStyle(**{f.name: config[f.name] for f in fields(RenderStyle) if f.name in config}).to_dict()
+    return RenderStyle.of(read_manifest(root)["config"]).to_dict()
 
 
 def space_info(space: VisionSpace | None) -> SpaceInfo | None:
