@@ -174,3 +174,31 @@ def test_stand_in_specs_change_pretraining_fields(cache_dir):
                       ("cpu-vq:{lr: 1e-3}", "1.0e-3")):
         with pytest.raises(UvlmError, match=says):
             load_space(bad)
+
+
+def test_pretraining_runs_on_the_fixed_thread_count_whatever_the_caller_set(tmp_path):
+    from uvlm.device import PRETRAIN_THREADS
+
+    seen = []
+    torch.set_num_threads(2)
+    try:
+        pretrain.train_vq(pretrain.VQPretrainConfig(**TOY), tmp_path,
+                          progress=lambda *_: seen.append(torch.get_num_threads()))
+        judge_mod.train_judge(judge_mod.JudgeConfig(pool=24, held_out=10, steps=2, batch=8), tmp_path,
+                              progress=lambda *_: seen.append(torch.get_num_threads()))
+        assert seen and set(seen) == {PRETRAIN_THREADS} and torch.get_num_threads() == 2  # restored after
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_stand_ins_pretrain_side_by_side_in_child_processes(cache_dir):
+    from uvlm.suites.presets import pretrain_stand_ins
+
+    configs = {"vq": pretrain.VQPretrainConfig(**TOY), "judge": judge_mod.JudgeConfig(pool=24, held_out=10, steps=2,
+                                                                                     batch=8)}
+    lines = []
+    pretrain_stand_ins(configs, workers=2, echo=lines.append)
+    assert [line.split(":")[0] for line in lines] == ["  vq", "  judge"] and "reads held-out renders" in lines[0]
+    # the children wrote into this process's cache: loading here trains nothing
+    _, info = pretrain.pretrained_vq(configs["vq"], progress=lambda *_: pytest.fail("retrained"))
+    assert info["tokens"] == 64

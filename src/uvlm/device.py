@@ -9,16 +9,24 @@ Training, evaluation points, `uvlm eval`, feature encoding and judge training al
 - frozen pretrained weights (a 7B LLM, the encoders on a GPU) are held in the 16-bit type of the
   precision; what is trained from scratch (the tiny LLM, adapters, heads) stays in fp32 and
   computes under autocast;
-- on a GPU, TF32 matmuls are allowed (the authors train with tf32).
+- on a GPU, TF32 matmuls are allowed (the authors train with tf32);
+- CPU pretraining of the stand-ins and the judge runs on PRETRAIN_THREADS threads, whatever
+  the caller set (see `cpu_threads`).
 """
 
 from __future__ import annotations
 
 import os
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
+
+# The VQ stand-in's weights depend on the CPU thread count (its dead-code restarts amplify the
+# last-bit differences of a parallel reduction), and a suite worker pretrains on first use with
+# one thread: one fixed count keeps one set of bytes behind each cache key.
+PRETRAIN_THREADS = 1
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -73,3 +81,14 @@ def placement(precision: str = "auto", device: str | torch.device | None = None)
 
 def gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+@contextmanager
+def cpu_threads(n: int) -> Iterator[None]:
+    """Run the body (or, as a decorator, the function) on `n` CPU threads; restore the count after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -1,7 +1,7 @@
 """`make demo`: the CPU-scale study in one command, about 45 minutes on 2 cores.
 
 1. renders a small SmartWatch set and its gallery;
-2. pretrains (or reuses) the stand-in encoders and the judge, printing their quality;
+2. pretrains (or reuses) the stand-in encoders and the judge, two at a time, printing their quality;
 3. runs the headline comparisons, two at a time, one thread each:
    VQ-VQ vs VQ_u vs VQ_g on the default mix; SigLIP_u vs SigLIP-SigLIP on the weather-biased
    set; one seed on the cpu2 preset, and smaller data than its suites (DEMO_RECORDS records
@@ -18,12 +18,11 @@ from uvlm.data.folder import build_dataset, cpu_count
 from uvlm.data.gallery import gallery
 from uvlm.data.mixture import MixtureConfig
 from uvlm.io import make_folder
-from uvlm.progress import reporter
-from uvlm.suites.presets import preset_style, pretrained_stand_in, stand_in_configs
+from uvlm.suites.presets import preset_style, pretrain_stand_ins, stand_in_configs
 from uvlm.suites.spec import Job, seed_config
 
 DEMO_PRESET = "cpu2"
-DEMO_RECORDS = 6000
+DEMO_RECORDS = 4500
 # recorded as the demo folder's settings, so that no full-size suite mixes its runs into it
 DEMO_OVERRIDES = (*(f"data.train.{n}={DEMO_RECORDS}" for n in ("n_vqa", "n_caption", "n_generation")),
                   "train.eval_points=3")
@@ -39,7 +38,6 @@ def demo_jobs() -> list[Job]:
 def run_demo(out: Path, echo: Callable[[str], None] = print) -> Path:
     from uvlm.suites.report import write_report
     from uvlm.suites.runner import claim_results, run_suite
-    from uvlm.vision.pretrain import quality_line
 
     out = Path(out)
     make_folder(out, "demo")
@@ -52,9 +50,7 @@ def run_demo(out: Path, echo: Callable[[str], None] = print) -> Path:
     gallery(out / "sample", out / "gallery.png", n=12, columns=6)
 
     echo("2/4 pretraining the stand-in encoders and the judge (cached after the first time)")
-    for name, cfg in stand_in_configs(DEMO_PRESET).items():
-        _, info = pretrained_stand_in(name, cfg, reporter(f"  pretraining {name}"))
-        echo(f"  {name}: {quality_line(info)}")
+    pretrain_stand_ins(stand_in_configs(DEMO_PRESET), workers=min(2, cpu_count()), echo=echo)
 
     echo("3/4 training and evaluating the headline runs")
     run_suite(demo_jobs(), results, workers=min(2, cpu_count()), echo=lambda s: echo("  " + s))

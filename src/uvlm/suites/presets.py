@@ -17,6 +17,7 @@ checked against it by the tests, so they never drift from this module.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -144,6 +145,29 @@ def pretrained_stand_in(kind: str, cfg, progress=None, rebuild: bool = False) ->
 
     build = {"vq": pretrain.pretrained_vq, "siglip": pretrain.pretrained_siglip, "judge": judge.pretrained_judge}[kind]
     return build(cfg, progress, rebuild=rebuild)
+
+
+def _pretrain_one(kind: str, cfg) -> str:
+    """Child-process body of `pretrain_stand_ins`: one stand-in or judge, its quality line."""
+    from uvlm.progress import reporter
+    from uvlm.vision.pretrain import quality_line
+
+    _, info = pretrained_stand_in(kind, cfg, reporter(f"  pretraining {kind}"))
+    return f"  {kind}: {quality_line(info)}"
+
+
+def pretrain_stand_ins(configs: dict, workers: int, echo: Callable[[str], None] = print) -> None:
+    """Pretrain (or reuse) the stand-ins and judges of `configs` ({kind: pretraining config},
+    as `stand_in_configs` gives them), `workers` at a time in child processes, in the given order
+    (the VQ, the longest, first), echoing each one's quality line. Each trains on one thread
+    (uvlm.device.PRETRAIN_THREADS), so two side by side use a 2-core machine better than one
+    after the other."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn")) as pool:
+        for line in pool.map(_pretrain_one, list(configs), list(configs.values())):
+            echo(line)
 
 
 # What a CelebA run takes from its preset's SmartWatch data: the record counts, seeds and test

@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from uvlm.data.celeba import ATTRIBUTES as FACE_ATTRIBUTES
 from uvlm.data.smartwatch import CPU_STYLE
-from uvlm.device import placement
+from uvlm.device import PRETRAIN_THREADS, cpu_threads, placement
 from uvlm.errors import UvlmError
 from uvlm.eval.probe import answers_from_classes, attribute_labels, fit_probe, score_against
 from uvlm.io import atomic_write_json
@@ -153,6 +153,7 @@ def _fit(model: JudgeCNN, images: torch.Tensor, attrs: list[dict], cfg, device: 
     return model
 
 
+@cpu_threads(PRETRAIN_THREADS)
 def train_judge(cfg: JudgeConfig, out: Path, progress: Callable[[int, int, str], None] | None = None) -> dict:
     """Train the pixel judge on this process's device (uvlm.device); save it to
     out/judge.safetensors; return its held-out scores."""
@@ -190,6 +191,7 @@ class FaceJudgeConfig:
     lr: float = 2e-3
 
 
+@cpu_threads(PRETRAIN_THREADS)
 def train_face_judge(cfg: FaceJudgeConfig, train_root: Path, test_root: Path, out: Path,
                      progress: Callable[[int, int, str], None] | None = None) -> dict:
     """Train the CelebA judge on `train_root`'s images, save it to `out`, return its accuracy on

@@ -28,6 +28,7 @@ from uvlm.data.celeba import ATTRIBUTES as FACE_ATTRIBUTES
 from uvlm.data.faces import describe
 from uvlm.data.mixture import MixtureConfig, image_attributes
 from uvlm.data.smartwatch import CPU_STYLE, RenderStyle, render
+from uvlm.device import PRETRAIN_THREADS, cpu_threads
 from uvlm.errors import UvlmError
 from uvlm.eval.probe import probe_attributes
 from uvlm.model.tokenizer import train_tokenizer
@@ -151,6 +152,7 @@ def _pools(cfg, given: Pools | None) -> Pools:
                                                                      offset=cfg.pool))
 
 
+@cpu_threads(PRETRAIN_THREADS)
 def train_vq(cfg: VQPretrainConfig, out: Path, progress: Progress | None = None, pools: Pools | None = None) -> dict:
     """Train the VQ stand-in, save it in LlamaGen's layout to out/vq.pt, return its quality.
     `pools`: (train images, their attributes, held-out images, theirs) instead of renders."""
@@ -227,6 +229,7 @@ class SiglipPretrainConfig:
     text_layers: int = 2
 
 
+@cpu_threads(PRETRAIN_THREADS)
 def train_siglip(cfg: SiglipPretrainConfig, out: Path, progress: Progress | None = None,
                  pools: Pools | None = None) -> dict:
     """Train the SigLIP stand-in, save it as a transformers folder in `out`, return its quality.
