@@ -13,7 +13,7 @@ from rich.console import Console
 
 from uvlm.errors import UvlmError
 from uvlm.io import read_text_file
-from uvlm.progress import shown
+from uvlm.progress import quiet_libraries, shown
 
 app = typer.Typer(help="Unified vision-language model studies (arXiv 2505.23043).",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -552,23 +552,6 @@ def demo(
 
     report = run_demo(out, echo=typer.echo)
     typer.echo(f"demo report: {report}")
-
-
-def quiet_libraries() -> None:
-    """What our commands print is ours: libraries' progress bars and advice meant for their own
-    developers (transformers' config notes, checkpoint-shard bars) stay out of it."""
-    import warnings
-
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,11 +4,13 @@
 the share done, the time so far and the time left when `every` seconds have passed since the
 process's last progress line (from this step or an earlier one), and a last line when a step
 that printed finishes. Short steps in a row print now and then; a long one is never silent,
-on a terminal, in a log file or in a suite's child process alike.
+on a terminal, in a log file or in a suite's child process alike. `quiet_libraries()` keeps
+libraries' own bars and notes out of what a command (or its child process) prints.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -79,3 +81,20 @@ def shown(label: str) -> Iterator[Callable[..., None]]:
                   TextColumn("{task.description}"), console=console) as bar:
         task = bar.add_task("", total=None)
         yield lambda done, total, note="": bar.update(task, completed=done, total=total, description=note)
+
+
+def quiet_libraries() -> None:
+    """What our commands print is ours: libraries' progress bars and advice meant for their own
+    developers (transformers' config notes, checkpoint-shard bars) stay out of it."""
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")

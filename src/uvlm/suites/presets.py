@@ -165,7 +165,10 @@ def pretrain_stand_ins(configs: dict, workers: int, echo: Callable[[str], None] 
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn")) as pool:
+    from uvlm.progress import quiet_libraries
+
+    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=quiet_libraries) as pool:
         for line in pool.map(_pretrain_one, list(configs), list(configs.values())):
             echo(line)
 
