@@ -158,19 +158,19 @@ def _pretrain_one(kind: str, cfg) -> str:
 
 def pretrain_stand_ins(configs: dict, workers: int, echo: Callable[[str], None] = print) -> None:
     """Pretrain (or reuse) the stand-ins and judges of `configs` ({kind: pretraining config},
-    as `stand_in_configs` gives them), `workers` at a time in child processes, in the given order
-    (the VQ, the longest, first), echoing each one's quality line. Each trains on one thread
+    as `stand_in_configs` gives them), `workers` at a time in child processes, started in the given
+    order (the VQ, the longest, first), echoing each one's quality line. Each trains on one thread
     (uvlm.device.PRETRAIN_THREADS), so two side by side use a 2-core machine better than one
-    after the other."""
+    after the other. Lines come as each one finishes."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from uvlm.progress import quiet_libraries
 
     with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn"),
                              initializer=quiet_libraries) as pool:
-        for line in pool.map(_pretrain_one, list(configs), list(configs.values())):
-            echo(line)
+        for done in as_completed([pool.submit(_pretrain_one, kind, cfg) for kind, cfg in configs.items()]):
+            echo(done.result())
 
 
 # What a CelebA run takes from its preset's SmartWatch data: the record counts, seeds and test
