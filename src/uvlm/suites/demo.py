@@ -44,20 +44,21 @@ def run_demo(out: Path, echo: Callable[[str], None] = print) -> Path:
     from uvlm.suites.runner import claim_results, run_suite
 
     out = Path(out)
+    workers = min(2, cpu_count())
     make_folder(out, "demo")
     # one folder per preset, claimed before the long steps: a folder of other settings fails at once
     results = out / f"results-{DEMO_PRESET}"
     claim_results(results, DEMO_OVERRIDES, DEMO_PRESET)
     echo("1/4 rendering a sample of the SmartWatch data")
     sample = MixtureConfig(seed=0, n_vqa=24, n_caption=24, n_generation=24, **preset_style(DEMO_PRESET))
-    build_dataset(sample, out / "sample", workers=min(2, cpu_count()))
+    build_dataset(sample, out / "sample", workers=workers)
     gallery(out / "sample", out / "gallery.png", n=12, columns=6)
 
     echo("2/4 pretraining the VQ stand-in and the judge (cached after the first time)")
-    pretrain_stand_ins(stand_in_configs(DEMO_PRESET, STAND_INS), workers=min(2, cpu_count()), echo=echo)
+    pretrain_stand_ins(stand_in_configs(DEMO_PRESET, STAND_INS), workers=workers, echo=echo)
 
     echo("3/4 training and evaluating the headline runs")
-    run_suite(demo_jobs(), results, workers=min(2, cpu_count()), echo=lambda s: echo("  " + s))
+    run_suite(demo_jobs(), results, workers=workers, echo=lambda s: echo("  " + s))
 
     echo("4/4 writing the report")
     return write_report(results, out / "report")
