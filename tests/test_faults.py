@@ -161,6 +161,23 @@ def test_a_killed_suite_and_report(world, encoders):
                      random.Random(5))
 
 
+def test_a_report_folder_a_kill_left_half_written_is_still_ours(tmp_path):
+    """The marker goes first, so a folder with figures and no README yet is a report; a folder
+    with only a killed write's temporary is empty; anything else is refused."""
+    from uvlm.errors import UvlmError
+    from uvlm.suites.report import REPORT_MARKER, _check_report_folder
+
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / f".{REPORT_MARKER}.abc.tmp").write_text("x")
+    _check_report_folder(out)
+    (out / "fig_a.png").write_bytes(b"png")
+    with pytest.raises(UvlmError, match="not a uvlm report"):
+        _check_report_folder(out)
+    (out / REPORT_MARKER).write_text("written by `uvlm report`\n")
+    _check_report_folder(out)
+
+
 def test_what_killed_writers_leave_is_swept(tmp_path, monkeypatch):
     from uvlm.io import sweep_temporaries
     from uvlm.vision.cache import cached_artifact

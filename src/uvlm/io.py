@@ -127,6 +127,11 @@ def sweep_temporaries(folder: Path, skip: tuple[str, ...] = ()) -> int:
     return removed
 
 
+def holds_files(folder: Path) -> bool:
+    """Whether `folder` holds anything but what killed atomic writes left (their temporaries)."""
+    return any(not TEMPORARY_FILE.match(p.name) for p in Path(folder).iterdir())
+
+
 def make_folder(path: Path, what: str) -> None:
     """Create the output folder `--out` names (with its parents); a file there is bad input."""
     if path.exists() and not path.is_dir():

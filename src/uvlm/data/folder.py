@@ -33,6 +33,7 @@ from uvlm.io import (
     atomic_write_text,
     die_with_parent,
     exclusive,
+    holds_files,
     make_folder,
     sweep_temporaries,
 )
@@ -138,7 +139,7 @@ def _check_folder(out: Path, cfg) -> bool:
                 raise UvlmError(f"{out} holds a different dataset (differs in {', '.join(diff)}); "
                                 "choose another --out or delete it")
             return marker == MANIFEST
-    if any(out.iterdir()):
+    if holds_files(out):
         raise UvlmError(f"{out} is not empty and holds no uvlm dataset; choose another --out")
     return False
 
@@ -172,7 +173,7 @@ def build_folder(domain: Domain, out: Path, workers: int = 1,
     check_dataset(cfg.n_images, sum(cfg.counts.values()), cfg.size, workers, out)
     if _check_folder(out, cfg) and not verify:
         return read_manifest(out)
-    fresh = not out.exists() or not any(out.iterdir())
+    fresh = not out.exists() or not holds_files(out)
     make_folder(out, "dataset")
     # One builder at a time; another (a suite's job side by side) waits, then finds it built.
     with exclusive(out, "dataset build", wait=True):
@@ -199,8 +200,9 @@ def _build(domain: Domain, out: Path, workers: int, progress: Callable[[int, int
     """Make the images that are missing (with `compare`, every image, replacing any that differs:
     a repair), then write the records and the manifest (last)."""
     cfg = domain.cfg
-    (out / "images").mkdir(parents=True, exist_ok=True)
+    # The marker before anything else: a build killed at any moment leaves a folder a rerun resumes.
     atomic_write_json(out / BUILD_MARKER, {"config": cfg.to_dict()})
+    (out / "images").mkdir(parents=True, exist_ok=True)
 
     n = cfg.n_images
     jobs = [(out, list(range(s, min(s + _CHUNK, n))), compare) for s in range(0, n, _CHUNK)]

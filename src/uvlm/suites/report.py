@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from uvlm.errors import UvlmError
-from uvlm.io import atomic_write_text, exclusive, make_folder, sweep_temporaries
+from uvlm.io import atomic_write_text, exclusive, holds_files, make_folder, sweep_temporaries
 from uvlm.suites.figures import figures
 from uvlm.suites.findings import findings
 from uvlm.suites.results import (
@@ -214,16 +214,19 @@ def _record_baselines(res: Results) -> None:
 
 
 REPORT_TITLE = "# uvlm report"
+# Written before anything else, so that a folder a killed `uvlm report` left half-written
+# (figures but no README yet) is still recognised as a report on the rerun.
+REPORT_MARKER = ".uvlm-report"
 
 
 def _check_report_folder(out: Path) -> None:
     """A report goes to a new or empty folder, or replaces an earlier report: never over a
     project's own README or into a results or dataset folder."""
-    if not out.is_dir() or not any(out.iterdir()):
+    if not holds_files(out):
         return
     readme = out / "README.md"
     try:
-        ours = readme.read_text(encoding="utf-8").startswith(REPORT_TITLE)
+        ours = (out / REPORT_MARKER).is_file() or readme.read_text(encoding="utf-8").startswith(REPORT_TITLE)
     except (OSError, UnicodeDecodeError):
         ours = False
     if not ours:
@@ -235,10 +238,11 @@ def write_report(results: Path, out: Path) -> Path:
     """Write out/README.md and the figures; return the README's path."""
     res = Results(results)
     out = Path(out)
-    _check_report_folder(out)
     make_folder(out, "report")
     with exclusive(out, "`uvlm report`"):
+        _check_report_folder(out)
         sweep_temporaries(out)
+        atomic_write_text(out / REPORT_MARKER, "written by `uvlm report`\n")
         return _write_report(res, results, out)
 
 
