@@ -20,6 +20,7 @@ import numpy as np
 from uvlm.data import text
 from uvlm.data.smartwatch import HOUR_RANGES, Attributes, RenderStyle, sample_attributes
 from uvlm.errors import UvlmError
+from uvlm.identity import without_neutral
 
 SPLITS = ("train", "test", "pretrain")
 TASKS = ("vqa", "caption", "generation")
@@ -128,7 +129,7 @@ class MixtureConfig(RecordCounts):
     def to_dict(self) -> dict:
         """The settings, less later fields at their neutral value: datasets built before those
         fields existed keep their cache keys and build markers."""
-        return {k: v for k, v in asdict(self).items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+        return without_neutral(asdict(self), LATER_FIELDS)
 
     @classmethod
     def from_dict(cls, d: dict) -> MixtureConfig:

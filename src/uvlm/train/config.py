@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from uvlm.errors import UvlmError
+from uvlm.identity import without_neutral
 from uvlm.io import read_text_file
 from uvlm.model.adapters import ADAPTER_KINDS
 from uvlm.model.names import parse_name
@@ -147,24 +148,16 @@ class RunConfig:
         """What names a run: the resolved config, less the fields added after results were first
         published while they hold the value that reproduces the behaviour before them, so runs made
         before a field existed keep their folders (uvlm.suites.spec.Job.key) and can be resumed."""
-        d = self.to_dict()
-        for (section, key), neutral in LATER_FIELDS.items():
-            if d[section].get(key, neutral) == neutral:
-                d[section].pop(key, None)
-        return d
+        return {section: without_neutral(settings, LATER_FIELDS.get(section, {}))
+                for section, settings in self.to_dict().items()}
 
 
-# Fields added after the committed results, with the value under which a run behaves exactly as
-# before them (see RunConfig.identity). A new field belongs here when its default keeps old runs'
-# behaviour; a changed default must not be listed, so that it changes every affected run's key.
+# Per section, the fields added after the committed results, with the value under which a run
+# behaves exactly as before them (uvlm.identity; a changed default must not be listed).
 LATER_FIELDS = {
-    ("model", "lora_dropout"): 0.0,
-    ("model", "system_prompt"): "",
-    ("model", "attention"): "auto",
-    ("data", "feature_dtype"): "float32",
-    ("train", "micro_batch"): None,
-    ("train", "gradient_checkpointing"): False,
-    ("train", "sharding"): "none",
+    "model": {"lora_dropout": 0.0, "system_prompt": "", "attention": "auto"},
+    "data": {"feature_dtype": "float32"},
+    "train": {"micro_batch": None, "gradient_checkpointing": False, "sharding": "none"},
 }
 
 

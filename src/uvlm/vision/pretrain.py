@@ -31,6 +31,7 @@ from uvlm.data.smartwatch import CPU_STYLE, RenderStyle, render
 from uvlm.device import PRETRAIN_THREADS, cpu_threads
 from uvlm.errors import UvlmError
 from uvlm.eval.probe import probe_attributes
+from uvlm.identity import without_neutral
 from uvlm.model.tokenizer import train_tokenizer
 from uvlm.vision.cache import cached_artifact
 from uvlm.vision.siglip import SiglipImageProcessor, SiglipSpace
@@ -140,7 +141,7 @@ LATER_FIELDS = {"detail_weight": 0.0}
 
 def cache_key(cfg) -> dict:
     """What a stand-in's cache entry is keyed by: its config, less later fields left neutral."""
-    return {k: v for k, v in asdict(cfg).items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+    return without_neutral(asdict(cfg), LATER_FIELDS)
 
 
 def _pools(cfg, given: Pools | None) -> Pools:
