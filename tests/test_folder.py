@@ -70,6 +70,36 @@ def test_interrupted_build_leaves_no_partial_file_and_resumes(built, tmp_path):
     assert tree(out) == tree(built)
 
 
+def copy_of(built: Path, to: Path) -> Path:
+    for name, data in tree(built).items():
+        (to / name).parent.mkdir(parents=True, exist_ok=True)
+        (to / name).write_bytes(data)
+    return to
+
+
+def test_what_a_kill_leaves_at_any_moment_is_resumed(built, tmp_path):
+    """A kill while the build marker is being written leaves only its temporary: the folder is
+    empty to the rerun. A repair killed after the manifest went resumes as a repair: an image
+    that is a whole PNG but the wrong picture is made again, not kept."""
+    out = tmp_path / "marker-only"
+    out.mkdir()
+    (out / ".uvlm-build.json.abcd1234.tmp").write_text("{")
+    build_dataset(CFG, out)
+    assert tree(out) == tree(built)
+
+    repair = copy_of(built, tmp_path / "repair")
+    (repair / "images/000001.png").write_bytes((built / "images/000002.png").read_bytes())
+    (repair / ".uvlm-build.json").write_text(json.dumps({"config": CFG.to_dict(), "repair": True}))
+    (repair / "manifest.json").unlink()
+    build_dataset(CFG, repair)
+    assert tree(repair) == tree(built)
+
+    not_ours = tmp_path / "not-ours"
+    (not_ours / ".cache.tmp").mkdir(parents=True)  # a folder, not a killed write's file
+    with pytest.raises(UvlmError, match="not empty"):
+        build_dataset(CFG, not_ours)
+
+
 def test_folder_with_another_dataset_is_refused(built, tmp_path):
     before = tree(built)
     with pytest.raises(UvlmError, match="differs in seed"):
@@ -89,11 +119,7 @@ def test_rebuilding_a_complete_folder_is_a_no_op(built):
 
 
 def test_tampered_records_are_detected(built, tmp_path):
-    copy = tmp_path / "copy"
-    copy.mkdir()
-    for name, data in tree(built).items():
-        (copy / name).parent.mkdir(parents=True, exist_ok=True)
-        (copy / name).write_bytes(data)
+    copy = copy_of(built, tmp_path / "copy")
     with open(copy / "records.jsonl", "a") as f:
         f.write("{}\n")
     with pytest.raises(UvlmError, match="does not match its manifest"):

@@ -128,8 +128,9 @@ def sweep_temporaries(folder: Path, skip: tuple[str, ...] = ()) -> int:
 
 
 def holds_files(folder: Path) -> bool:
-    """Whether `folder` holds anything but what killed atomic writes left (their temporaries)."""
-    return any(not TEMPORARY_FILE.match(p.name) for p in Path(folder).iterdir())
+    """Whether `folder` holds anything but what killed atomic writes left (their temporary files)."""
+    return any(not (TEMPORARY_FILE.match(p.name) and p.is_file() and not p.is_symlink())
+               for p in Path(folder).iterdir())
 
 
 def make_folder(path: Path, what: str) -> None:

@@ -184,15 +184,28 @@ def build_folder(domain: Domain, out: Path, workers: int = 1,
                 hashlib.sha256((out / RECORDS).read_bytes()).hexdigest() == manifest["records_sha256"]
             if not verify or (records_ok and _images_digest(out, cfg.n_images) == manifest["images_sha256"]):
                 return manifest
-            (out / MANIFEST).unlink()  # repaired below (every image made again and compared), then written again
+            # A repair: every image made again and compared, the manifest written again. The marker
+            # goes first and says so, so that a repair killed mid-way resumes as one.
+            _write_marker(out, cfg, repair=True)
+            (out / MANIFEST).unlink()
             return _build(domain, out, workers, progress, compare=True)
         try:
-            return _build(domain, out, workers, progress)
+            return _build(domain, out, workers, progress, compare=_repairing(out))
         except UvlmError:
             if fresh:  # bad input (a damaged source image) found: leave no half-built folder to refuse the fix
-                for path in out.iterdir():
+                for path in sorted(out.iterdir(), key=lambda p: p.name == BUILD_MARKER):  # the marker last
                     shutil.rmtree(path) if path.is_dir() else path.unlink()
             raise
+
+
+def _write_marker(out: Path, cfg, repair: bool) -> None:
+    atomic_write_json(out / BUILD_MARKER, {"config": cfg.to_dict(), **({"repair": True} if repair else {})})
+
+
+def _repairing(out: Path) -> bool:
+    """Whether the build `out` holds unfinished is a repair (see build_folder)."""
+    path = out / BUILD_MARKER
+    return path.exists() and json.loads(path.read_text()).get("repair", False)
 
 
 def _build(domain: Domain, out: Path, workers: int, progress: Callable[[int, int], None] | None,
@@ -201,7 +214,7 @@ def _build(domain: Domain, out: Path, workers: int, progress: Callable[[int, int
     a repair), then write the records and the manifest (last)."""
     cfg = domain.cfg
     # The marker before anything else: a build killed at any moment leaves a folder a rerun resumes.
-    atomic_write_json(out / BUILD_MARKER, {"config": cfg.to_dict()})
+    _write_marker(out, cfg, compare)
     (out / "images").mkdir(parents=True, exist_ok=True)
 
     n = cfg.n_images

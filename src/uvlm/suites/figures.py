@@ -4,11 +4,12 @@ and chance drawn across (a random answer dashed, the best constant answer dotted
 
 from __future__ import annotations
 
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 
-from uvlm.io import read_jsonl
+from uvlm.io import atomic_write_bytes, read_jsonl
 from uvlm.suites.results import KEY_COLUMN, TITLES, Results, paper_rows
 from uvlm.suites.spec import (
     DOSE_PAIRS,
@@ -21,6 +22,16 @@ from uvlm.suites.spec import (
     scaling_curves,
 )
 from uvlm.suites.stats import Interval, cell_interval
+
+
+def save_figure(fig, path: Path) -> None:
+    """Write `fig` as a PNG atomically (a killed report leaves no truncated figure) and close it."""
+    import matplotlib.pyplot as plt
+
+    buffer = BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue(), durable=False)
 
 
 def figures(res: Results, out: Path, paper: dict) -> list[str]:
@@ -57,8 +68,7 @@ def figures(res: Results, out: Path, paper: dict) -> list[str]:
         ax.legend(fontsize=7, loc="lower right")
         fig.tight_layout()
         name = f"fig-{table}.png"
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
+        save_figure(fig, out / name)
         made.append(name)
     curves = _curves(res)
     if curves:
@@ -70,8 +80,7 @@ def figures(res: Results, out: Path, paper: dict) -> list[str]:
         ax.set_title("Fig 3 (ours): understanding during training, default mix", fontsize=9)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(out / "fig-3-curves.png", dpi=110)
-        plt.close(fig)
+        save_figure(fig, out / "fig-3-curves.png")
         made.append("fig-3-curves.png")
     if _scaling_figure(res, out / "fig-4-scaling.png", paper):
         made.append("fig-4-scaling.png")
@@ -147,8 +156,7 @@ def _scaling_figure(res: Results, path: Path, paper: dict) -> bool:
             ax.legend(fontsize=6)
     fig.suptitle("Fig 4 (ours): scaling one task's data with the other fixed (table A4)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 
@@ -177,8 +185,7 @@ def _dose_figure(res: Results, bias: str, path: Path) -> bool:
     ax.set_title(f"Transfer dose-response ({bias}-biased mix, ours)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 

@@ -17,6 +17,7 @@ from uvlm.data.mixture import MixtureConfig, image_attributes
 from uvlm.data.smartwatch import WEATHERS, RenderStyle, layout, render
 from uvlm.eval.probe import linear_probe
 from uvlm.io import atomic_write_json
+from uvlm.suites.figures import save_figure
 
 
 def icon_token(attrs, style: RenderStyle, grid: int) -> int:
@@ -77,6 +78,5 @@ def tsne_figure(points_by_model: dict[str, np.ndarray], path: Path) -> None:
         ax.set_yticks([])
     np.atleast_1d(axes)[0].legend(fontsize=7, markerscale=4)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 

@@ -222,7 +222,7 @@ REPORT_MARKER = ".uvlm-report"
 def _check_report_folder(out: Path) -> None:
     """A report goes to a new or empty folder, or replaces an earlier report: never over a
     project's own README or into a results or dataset folder."""
-    if not holds_files(out):
+    if not out.is_dir() or not holds_files(out):
         return
     readme = out / "README.md"
     try:
