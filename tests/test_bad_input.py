@@ -113,7 +113,7 @@ def run_folder(world: Path) -> Path:
     (["data", "smartwatch", "--images", "4", "--hours", "0-24"], "hour range"),
     (["data", "smartwatch", "--images", "4", "--bias", "weather", "--bias-vqa-prob", "1.5"], "--bias-vqa-prob"),
     (["score", "missing.jsonl"], "does not exist"),
-    (["suite", "run", "mutual", "--rows", ""], "names no row"),
+    (["suite", "run", "mutual", "--rows", ""], "--rows is empty"),
     (["suite", "run", "mutual", "--rows", ","], "names no row"),
     (["suite", "run", "mutual", "--rows", "CLIP-VQ"], "not a row of mutual"),
     (["suite", "run", "moral"], "unknown suite"),
@@ -357,6 +357,17 @@ def test_any_answers_file_is_scored_or_refused_with_one_line(tmp_path_factory, l
     with pytest.raises(SystemExit) as exit_info:
         main(["score", str(path)])
     assert exit_info.value.code in (0, 2)
+
+
+def test_an_empty_argument_is_refused_not_read_as_the_current_folder(cli, tmp_path, monkeypatch):
+    """`--celeba ""` once searched the whole current folder for a CelebA copy; `--out=` would
+    write into it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.txt").write_text("keep")
+    for args, message in ((["suite", "status", "affine", "--dataset", "celeba", "--celeba", ""], "--celeba is empty"),
+                          (["data", "smartwatch", "--images", "10", "--out="], "--out is empty"),
+                          (["report", ""], "an argument after `report` is empty")):
+        refused(cli, args, tmp_path, message)
 
 
 def test_folders_that_are_not_ours_are_not_written(cli, env, tmp_path):

@@ -554,11 +554,24 @@ def demo(
     typer.echo(f"demo report: {report}")
 
 
+def _refuse_empty_arguments(args: list[str]) -> None:
+    """An empty value (`--celeba ""`, `--out=`) would reach a path option as "." (the current
+    folder, searched or written into); no uvlm argument is ever empty."""
+    for i, arg in enumerate(args):
+        if arg.startswith("--") and arg.endswith("="):
+            raise UvlmError(f"{arg[:-1]} is empty; give it a value")
+        if arg == "":
+            before = args[i - 1] if i else ""
+            name = before if before.startswith("--") else f"an argument after `{before or 'uvlm'}`"
+            raise UvlmError(f"{name} is empty; give it a value")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line and exit code 2."""
     command = typer.main.get_command(app)
     quiet_libraries()
     try:
+        _refuse_empty_arguments(sys.argv[1:] if argv is None else argv)
         code = command.main(args=argv, prog_name="uvlm", standalone_mode=False)
     except UvlmError as e:
         print(f"uvlm: error: {e}", file=sys.stderr)
