@@ -237,6 +237,7 @@ def test_the_affine_suite_runs_on_celeba_and_fills_table_1s_celeba_half(cli, tmp
     assert "| VQ*-VQ | 1 |" in half and "| 64.5 |" in half  # the paper's CelebA VQ*-VQ total beside ours
     assert "CelebA: the affine map hurts unified more than _u" in text
     assert "**CelebA**" in text  # the CelebA judge's baselines
+    assert "| affine (CelebA) | 9 |" in text  # the cost section prices the CelebA grid with its own runs' rate
     # the SmartWatch half is not run by the CelebA suite; its flags are checked
     code, _, err = cli("suite", "run", "mutual", "--dataset", "celeba", "--celeba", source, "--out", results)
     assert code == 2 and "only the affine suite has a CelebA half" in err

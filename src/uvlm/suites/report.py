@@ -167,13 +167,17 @@ def _cost_section(res: Results, wall: dict[str, float]) -> list[str]:
     rates = record_rates(res.root, wall)  # each run's files read once, for every suite's estimate
     every: dict[str, int] = {}
     preset = preset_of(res.root)
-    for suite in SUITES:
+    copy = _celeba_copy(res)
+    for suite, celeba in [(s, None) for s in SUITES] + ([("affine", copy)] if copy else []):
         try:
-            jobs = expand(suite, preset, 3, tuple(overrides_of(res.root)))
+            jobs = expand(suite, preset, 3, tuple(overrides_of(res.root)), celeba=celeba)
             records = {j.key: j.records for j in jobs}  # each job's config is read here
         except UvlmError:  # overrides only CelebA's datasets take (a CelebA-only folder): no SmartWatch grid
             continue
-        every |= records
+        if celeba is None:  # `suite run all` is SmartWatch's grid
+            every |= records
+        else:
+            suite = "affine (CelebA)"
         grid = {j.key: records[j.key] for j in jobs if (j.table, j.label) in res.planned}
         tables = {j.table for j in jobs}
         done = [k for k in {k for (t, _), keys in res.groups.items() if t in tables for k in keys} if k in wall]
@@ -196,6 +200,20 @@ def _cost_section(res: Results, wall: dict[str, float]) -> list[str]:
         lines += [f"The full {preset} grid (`uvlm suite run all{flag} --seeds 3`) is {len(every)} runs: about "
                   f"{full:.0f} h of one core, {full / 2:.0f} h on 2 cores.", ""]
     return lines
+
+
+def _celeba_copy(res: Results) -> str | None:
+    """The copy of CelebA this folder's CelebA runs were made from (their configs name it), if any."""
+    import yaml
+
+    for (table, _), keys in sorted(res.groups.items()):
+        if dataset_of(table) == "celeba":
+            try:
+                train = yaml.safe_load((res.root / "configs" / f"{keys[0]}.yaml").read_text())["data"]["train"]
+            except (OSError, yaml.YAMLError, KeyError, TypeError):  # no config to read: priced as before
+                return None
+            return train.get("celeba") if isinstance(train, dict) else None
+    return None
 
 
 def _record_baselines(res: Results) -> None:
