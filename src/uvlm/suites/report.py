@@ -168,7 +168,7 @@ def _cost_section(res: Results, wall: dict[str, float]) -> list[str]:
     every: dict[str, int] = {}
     preset = preset_of(res.root)
     copy = _celeba_copy(res)
-    for suite, celeba in [(s, None) for s in SUITES] + ([("affine", copy)] if copy else []):
+    for name, suite, celeba in [(s, s, None) for s in SUITES] + ([("affine (CelebA)", "affine", copy)] if copy else []):
         try:
             jobs = expand(suite, preset, 3, tuple(overrides_of(res.root)), celeba=celeba)
             records = {j.key: j.records for j in jobs}  # each job's config is read here
@@ -176,8 +176,6 @@ def _cost_section(res: Results, wall: dict[str, float]) -> list[str]:
             continue
         if celeba is None:  # `suite run all` is SmartWatch's grid
             every |= records
-        else:
-            suite = "affine (CelebA)"
         grid = {j.key: records[j.key] for j in jobs if (j.table, j.label) in res.planned}
         tables = {j.table for j in jobs}
         done = [k for k in {k for (t, _), keys in res.groups.items() if t in tables for k in keys} if k in wall]
@@ -187,7 +185,7 @@ def _cost_section(res: Results, wall: dict[str, float]) -> list[str]:
         if done_rates := [rates[k] for k in done if k in rates] or list(rates.values()):
             est = sum(grid.values()) * float(np.median(done_rates)) / 3600
             spent = sum(wall[k] for k in done) / 3600
-            rows.append(f"| {suite} | {len(done)} | {spent:.1f} | {len(grid)} | {est:.1f} ({est / 2:.1f}) |")
+            rows.append(f"| {name} | {len(done)} | {spent:.1f} | {len(grid)} | {est:.1f} ({est / 2:.1f}) |")
     median = float(np.median(list(wall.values())))
     lines = ["## Cost", "", f"Wall time per run (train + eval, one thread): median {median / 60:.1f} min; "
              f"{sum(wall.values()) / 3600:.2f} h of one core for these {len(wall)} runs. A suite's runs go "
