@@ -16,6 +16,7 @@ from uvlm.io import exclusive
 from uvlm.suites.spec import planned_records
 from uvlm.train.config import from_dict
 from uvlm.train.loop import stream_indices
+from uvlm.vision.load import load_space
 
 from .helpers import kill_when
 
@@ -64,6 +65,8 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, encoders, e
     summary = json.loads((whole / "final.json").read_text())
     assert summary["steps"] == 90
     assert summary["records"] == planned_records(from_dict(run_config(encoders))) == 360, "cost estimates hold"
+    vq = load_space(encoders["vq"]).fingerprint  # VQ-VQ: the VQ is both input and output
+    assert summary["encoders"] == {"input": vq, "output": vq}, "the run names the encoder bytes it saw"
 
     killed = tmp_path / "killed"
     kill_when(["train", "--config", cfg, "--out", killed], env, killed / "checkpoints" / "step-0000020" / "state.json")
@@ -85,6 +88,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, encoders, e
 
     resumed_summary = json.loads((killed / "final.json").read_text())
     assert summary["resumed_from_step"] == 0 and resumed_summary["resumed_from_step"] >= 20
+    assert resumed_summary["encoders"] == summary["encoders"]
     assert summary["train_seconds"] >= step_seconds(whole, 90)
     assert resumed_summary["train_seconds"] >= step_seconds(killed, 90)
     assert step_seconds(killed, resumed_summary["resumed_from_step"]) > 0

@@ -21,7 +21,8 @@ Run folder:
     checkpoints/step-N/    trainable weights, optimizer, scheduler, RNG of every process, state
     weights/               final weights: adapters.safetensors, llm/ (full or LoRA), tokenizer/
     final.json             written last: the run is complete; its train_seconds include the
-                           steps before any resume
+                           steps before any resume; `encoders` names the fingerprints of the
+                           encoder weights it read (stand-ins are rebuilt per machine)
 """
 
 from __future__ import annotations
@@ -353,6 +354,10 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
     summary = {"steps": total_steps, "records": total_records, "train_records": len(train_set),
                "final": last, "model": arch.name, "processes": world, "micro_batch": micro_size,
                "resumed_from_step": start_step,
+               # which encoder bytes the run saw: stand-ins are rebuilt per machine, so runs
+               # that are compared should name the same ones
+               "encoders": {role: space.fingerprint for role, space in (("input", in_space), ("output", out_space))
+                            if space is not None},
                "train_seconds": round(time.perf_counter() - began + seconds_before, 1)}
     atomic_write_json(out / "final.json", summary)
 
