@@ -77,6 +77,21 @@ def test_report_at_toy_size(tmp_path):
     assert "| mutual | 6 | 1.1 | 45 | 6.8 (3.4) |" in text and "| affine |" not in text
 
 
+def test_report_counts_the_encoder_weights_runs_read(tmp_path):
+    results = tmp_path / "results"
+    jobs = expand("mutual", "cpu", seeds=2, rows=("VQ-VQ", "VQ_u"))
+    for i, job in enumerate(jobs):
+        fake_run(results, job, 0.7, i, gen=job.label == "VQ-VQ")
+    record_jobs(results, jobs)
+    assert "## Encoder weights" not in write_report(results, tmp_path / "report").read_text()  # none recorded
+    for job, machine in zip(jobs[:3], "aab", strict=False):
+        atomic_write_json(results / "runs" / job.key / "final.json",
+                          {"records": 36_000, "encoders": {"input": f"vq-{machine}", "output": f"vq-{machine}"}})
+    text = write_report(results, tmp_path / "report").read_text()
+    assert "| `vq-a` | 2 |" in text and "| `vq-b` | 1 |" in text
+    assert f"| *not recorded (runs from before the record)* | {len(jobs) - 3} |" in text
+
+
 def test_cost_prices_only_the_rows_asked_for(tmp_path):
     """A `--rows` folder's cost table prices those rows' runs, not the whole suite's grid."""
     results = tmp_path / "results"

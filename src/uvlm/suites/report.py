@@ -1,12 +1,14 @@
 """`uvlm report results/ --out report/`: our tables beside the paper's, verdicts, figures.
 
-Cells are means over seeds with 95% hierarchical-bootstrap intervals (uvlm.suites.stats);
+Cells are means over seeds with 95% t-intervals over seeds and questions (uvlm.suites.stats);
 the rows come from uvlm.suites.results, the verdicts from uvlm.suites.findings and the
 figures from uvlm.suites.figures. Nothing is typed in.
 """
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -262,6 +264,31 @@ def write_report(results: Path, out: Path) -> Path:
         return _write_report(res, results, out)
 
 
+def _encoders_section(res: Results, wall: dict[str, float]) -> list[str]:
+    """How many finished runs read each encoder's weights (the fingerprints in final.json). Stand-ins
+    are rebuilt on each machine and may differ in their last bits, so a study run across machines
+    says here which runs shared them."""
+    seen: Counter[str] = Counter()
+    unrecorded = 0
+    for key in wall:
+        try:
+            encoders = json.loads((res.root / "runs" / key / "final.json").read_text()).get("encoders")
+        except (OSError, ValueError):
+            encoders = None
+        if not encoders:
+            unrecorded += 1
+        for fingerprint in set((encoders or {}).values()):
+            seen[fingerprint] += 1
+    if not seen:
+        return []
+    lines = ["## Encoder weights", "", "Fingerprints of the encoder weights the finished runs read (`encoders` in "
+             "each run's final.json). Stand-ins are rebuilt on each machine, not always to the same bits.", "",
+             "| encoder | runs |", "|---|---|", *[f"| `{f}` | {n} |" for f, n in sorted(seen.items())]]
+    if unrecorded:
+        lines.append(f"| *not recorded (runs from before the record)* | {unrecorded} |")
+    return [*lines, ""]
+
+
 def _write_report(res: Results, results: Path, out: Path) -> Path:
     paper = paper_tables()
     wall = res.wall()
@@ -306,7 +333,7 @@ def _write_report(res: Results, results: Path, out: Path) -> Path:
     if made:
         lines += ["## Figures", "", *[f"![{f}]({f})" for f in made], ""]
     if wall:
-        lines += _cost_section(res, wall)
+        lines += _cost_section(res, wall) + _encoders_section(res, wall)
     path = out / "README.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
