@@ -74,7 +74,7 @@ class SiglipSpace(VisionSpace):
             h = hashlib.sha256(json.dumps(self.model.config.to_dict(), sort_keys=True, default=str).encode())
             for name, tensor in sorted(self.model.state_dict().items()):
                 h.update(name.encode())
-                h.update(tensor.detach().float().numpy().tobytes())
+                h.update(tensor.detach().float().cpu().numpy().tobytes())
             h.update(json.dumps(self.processor.to_dict(), sort_keys=True, default=str).encode())
             self._fingerprint = "siglip-" + h.hexdigest()[:16]
         return self._fingerprint

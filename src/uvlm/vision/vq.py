@@ -199,6 +199,6 @@ class VQSpace(VisionSpace):
             h = hashlib.sha256(json.dumps(asdict(self.config)).encode())
             for name, tensor in sorted(self.model.state_dict().items()):
                 h.update(name.encode())
-                h.update(tensor.detach().float().numpy().tobytes())
+                h.update(tensor.detach().float().cpu().numpy().tobytes())
             self._digest = h.hexdigest()
         return "vq-" + self._digest[:16]
