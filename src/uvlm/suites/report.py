@@ -7,7 +7,6 @@ figures from uvlm.suites.figures. Nothing is typed in.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from uvlm.suites.results import (
     paper_rows,
     paper_tables,
 )
-from uvlm.suites.runner import overrides_of, preset_of, record_rates
+from uvlm.suites.runner import overrides_of, preset_of, record_rates, run_summary
 from uvlm.suites.stats import cell_interval
 
 AT_CHANCE = "°"  # the cell's interval does not clear chance
@@ -271,14 +270,9 @@ def _encoders_section(res: Results, wall: dict[str, float]) -> list[str]:
     seen: Counter[str] = Counter()
     unrecorded = 0
     for key in wall:
-        try:
-            encoders = json.loads((res.root / "runs" / key / "final.json").read_text()).get("encoders")
-        except (OSError, ValueError):
-            encoders = None
-        if not encoders:
-            unrecorded += 1
-        for fingerprint in set((encoders or {}).values()):
-            seen[fingerprint] += 1
+        encoders = (run_summary(res.root, key) or {}).get("encoders") or {}
+        unrecorded += not encoders
+        seen.update(set(encoders.values()))
     if not seen:
         return []
     lines = ["## Encoder weights", "", "Fingerprints of the encoder weights the finished runs read (`encoders` in "

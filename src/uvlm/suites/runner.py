@@ -110,14 +110,19 @@ def wall_seconds(results: Path, key: str) -> float | None:
     return w.get("train_seconds", 0) + w.get("eval_seconds", 0)
 
 
+def run_summary(results: Path, key: str) -> dict | None:
+    """A trained run's final.json (uvlm.train.loop), or None while it has none."""
+    final = Path(results) / "runs" / key / "final.json"
+    return read_json(final, "run summary", "delete the run folder and train it again") if final.exists() else None
+
+
 def record_rates(results: Path, keys) -> dict[str, float]:
     """Wall seconds per training record (final.json's count) of the finished runs among `keys`:
     runs differ in size, so an estimate scales by records, not by runs."""
     rates = {}
     for key in keys:
-        wall, final = wall_seconds(results, key), Path(results) / "runs" / key / "final.json"
-        if wall is not None and final.exists() and (
-                records := read_json(final, "run summary", "delete the run folder and train it again").get("records")):
+        wall, summary = wall_seconds(results, key), run_summary(results, key)
+        if wall is not None and summary and (records := summary.get("records")):
             rates[key] = wall / records
     return rates
 

@@ -21,7 +21,7 @@ except ImportError:  # older transformers
     from transformers import SiglipImageProcessor
 
 from uvlm.errors import UvlmError
-from uvlm.vision.space import VisionSpace, resize_normalise
+from uvlm.vision.space import VisionSpace, hash_weights, resize_normalise
 
 
 class SiglipSpace(VisionSpace):
@@ -72,9 +72,7 @@ class SiglipSpace(VisionSpace):
     def fingerprint(self) -> str:
         if self._fingerprint is None:
             h = hashlib.sha256(json.dumps(self.model.config.to_dict(), sort_keys=True, default=str).encode())
-            for name, tensor in sorted(self.model.state_dict().items()):
-                h.update(name.encode())
-                h.update(tensor.detach().float().cpu().numpy().tobytes())
+            hash_weights(h, self.model)
             h.update(json.dumps(self.processor.to_dict(), sort_keys=True, default=str).encode())
             self._fingerprint = "siglip-" + h.hexdigest()[:16]
         return self._fingerprint

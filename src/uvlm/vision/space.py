@@ -110,3 +110,11 @@ def file_digest(path: Path, extra: str = "") -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def hash_weights(h, module: torch.nn.Module) -> None:
+    """Feed every tensor of `module`'s state dict, in name order, into the hash `h` (a fingerprint's
+    part). Read through the CPU: the encoder may already sit on a GPU."""
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().numpy().tobytes())

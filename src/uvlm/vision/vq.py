@@ -26,7 +26,7 @@ from transformers import JanusVQVAE, JanusVQVAEConfig
 
 from uvlm.errors import UvlmError
 from uvlm.io import atomic_write_bytes, atomic_write_json
-from uvlm.vision.space import VisionSpace, file_digest, resize_normalise, to_uint8
+from uvlm.vision.space import VisionSpace, file_digest, hash_weights, resize_normalise, to_uint8
 
 
 @dataclass(frozen=True)
@@ -197,8 +197,6 @@ class VQSpace(VisionSpace):
     def fingerprint(self) -> str:
         if not self._digest:
             h = hashlib.sha256(json.dumps(asdict(self.config)).encode())
-            for name, tensor in sorted(self.model.state_dict().items()):
-                h.update(name.encode())
-                h.update(tensor.detach().float().cpu().numpy().tobytes())
+            hash_weights(h, self.model)
             self._digest = h.hexdigest()
         return "vq-" + self._digest[:16]
