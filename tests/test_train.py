@@ -173,3 +173,28 @@ def test_numbers_written_the_yaml_1_1_way_are_numbers():
 
     cfg = load_config(None, ["train.lr=3e-3", "train.batch_size=8", "model.name=VQ_u"])
     assert cfg.train.lr == 0.003 and isinstance(cfg.train.lr, float) and cfg.train.batch_size == 8
+
+
+@pytest.mark.parametrize("name, judge, expected", [
+    ("VQ-VQ", True, ["vq"]),  # the pixel judge of the test renders
+    ("SigLIP-SigLIP", True, ["siglip"]),  # probes on the output SigLIP space
+    ("VQ-VQ", False, []),  # no evaluation points that judge: nothing to build
+    ("VQ_u", True, []),  # no output space: nothing is generated
+])
+def test_the_judge_is_built_before_training_not_in_its_first_step(tmp_path, encoders, monkeypatch, name, judge,
+                                                                   expected):
+    """A cold judge is built with the run's inputs, so no evaluation point (and no train_seconds)
+    carries its minutes; it is the judge of the run's output space and test render style."""
+    import uvlm.vision.judge as judges
+    from uvlm.train.build import manifest_style
+    from uvlm.train.data import resolve_dataset
+    from uvlm.train.loop import prepare_inputs
+
+    monkeypatch.setenv("UVLM_CACHE", str(tmp_path / "cache"))
+    built = []
+    monkeypatch.setattr(judges, "output_judge", lambda space, style, faces: built.append((space, style, faces)))
+    cfg = from_dict({**run_config(encoders), "model": {**run_config(encoders)["model"], "name": name}})
+    prepare_inputs(cfg, judge=judge)
+    assert [space.name for space, _, _ in built] == expected
+    style = manifest_style(resolve_dataset(cfg.data.test, "test"))
+    assert all(s == style and faces is None for _, s, faces in built)

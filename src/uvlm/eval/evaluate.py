@@ -59,14 +59,15 @@ class EvalContext(RunParts):
     def judges(self):
         """The judge for the output space, loaded (or trained and cached) on first use: for a
         CelebA run, trained on its train folder's faces."""
-        from uvlm.vision.judge import JudgeConfig, embedding_judge, face_embedding_judge, face_judge, pretrained_judge
+        from uvlm.vision.judge import output_judge
 
-        if self.out_space.discrete and self.pixel_judge is None:
-            judge = face_judge(*self.faces)[0] if self.faces else pretrained_judge(JudgeConfig(style=self.style()))[0]
-            self.pixel_judge = judge.to(self.place.device)
-        if not self.out_space.discrete and self.embed_judge is None:
-            self.embed_judge = (face_embedding_judge(self.out_space, *self.faces) if self.faces
-                                else embedding_judge(self.out_space, self.style()))[0]
+        discrete = self.out_space.discrete
+        if (self.pixel_judge if discrete else self.embed_judge) is None:
+            judge = output_judge(self.out_space, None if self.faces else self.style(), self.faces)
+            if discrete:
+                self.pixel_judge = judge.to(self.place.device)
+            else:
+                self.embed_judge = judge
         return self.pixel_judge if self.out_space.discrete else self.embed_judge
 
 

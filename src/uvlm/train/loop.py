@@ -58,7 +58,7 @@ from uvlm.io import (
 from uvlm.model.names import parse_name
 from uvlm.model.prompt import GENERATE, IGNORE
 from uvlm.model.unified import UnifiedVLM
-from uvlm.train.build import RunParts, build_model, build_tokenizer, load_spaces, prompt_encoder
+from uvlm.train.build import RunParts, build_model, build_tokenizer, load_spaces, manifest_style, prompt_encoder
 from uvlm.train.checkpoint import Checkpointer, save_final_weights
 from uvlm.train.config import RunConfig, from_dict
 from uvlm.train.data import RecordSet, collate, face_folders, load_record_set, resolve_dataset
@@ -159,19 +159,23 @@ def step_counts(data: RecordSet, records: list[int]) -> tuple[int, int]:
     return text, slots
 
 
-def prepare_inputs(cfg: RunConfig) -> None:
-    """Build what every process will read (datasets, encoders' feature caches), once, on the main
-    process, so the others find them whole (a cold cache is never built twice at once)."""
+def prepare_inputs(cfg: RunConfig, judge: bool = False) -> None:
+    """Build what every process will read (datasets, encoders' feature caches and, with `judge`, the
+    judge of the output space the evaluation points use), once, on the main process, so the others
+    find them whole (a cold cache is never built twice at once) and no step's time includes them."""
     arch = parse_name(cfg.model.name)
     faces = face_folders(cfg.data.train, cfg.data.test)
     in_space, out_space = load_spaces(cfg, arch, faces=faces)
     from uvlm.vision.cache import cached_features
+    from uvlm.vision.judge import output_judge
 
     roots = faces or (resolve_dataset(cfg.data.train, "train"), resolve_dataset(cfg.data.test, "test"))
     for role, root in zip(("train", "test"), roots, strict=True):
         for space in {id(s): s for s in (in_space, out_space) if s is not None}.values():
             dtype = cfg.data.feature_dtype if role == "train" else "float32"
             cached_features(space, root, dtype=dtype)
+    if judge and out_space is not None:
+        output_judge(out_space, None if faces else manifest_style(roots[1]), faces)
 
 
 def train(cfg: RunConfig, out: Path, resume: bool = False, progress=None, eval_point: EvalPoint | None = None) -> dict:
@@ -196,7 +200,8 @@ def train(cfg: RunConfig, out: Path, resume: bool = False, progress=None, eval_p
             if main:
                 _prepare_folder(out, cfg, resume)
                 if not (out / "final.json").exists():
-                    prepare_inputs(cfg)
+                    t = cfg.train
+                    prepare_inputs(cfg, judge=eval_point is not None and t.eval_metrics and t.eval_points > 0)
             state.wait_for_everyone()
             if not (out / "final.json").exists():
                 _train(cfg, out, resume, progress, eval_point, state)

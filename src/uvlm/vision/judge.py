@@ -296,3 +296,12 @@ def face_embedding_judge(space: VisionSpace, train_root: Path, test_root: Path, 
         return _encoded(space, train), attrs_train, _encoded(space, held), attrs_held
 
     return _cached_embedding_judge(config, pools, seed)
+
+
+def output_judge(space: VisionSpace, style: dict | None = None, faces: tuple[Path, Path] | None = None):
+    """The judge of generations in an output space, loaded (or trained and cached on first use): the
+    pixel judge of the test renders' `style` for a discrete (VQ) space, probes on a SigLIP space;
+    for a CelebA run (`faces`: its train and test folders), both are fitted on its faces."""
+    if space.discrete:
+        return (face_judge(*faces) if faces else pretrained_judge(JudgeConfig(style=style or dict(CPU_STYLE))))[0]
+    return (face_embedding_judge(space, *faces) if faces else embedding_judge(space, style))[0]
