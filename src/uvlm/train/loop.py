@@ -9,7 +9,7 @@ runs them in micro-batches of `micro_batch` (gradients accumulated, synchronised
 Losses are means over the whole global batch, every answer token and every generation slot
 weighing the same whatever micro-batch or process it fell into, so a run gives the same result
 (to float rounding) on any number of processes and at any micro-batch size. The main process
-prepares the run folder and builds the datasets and feature caches while the others wait; a
+prepares the run folder and builds the datasets, feature caches and judge while the others wait; a
 process left without records in a short last step joins the step at weight 0. With
 `train.sharding: fsdp` the model is sharded across the processes (uvlm.train.sharding); the loop
 is otherwise the same.
