@@ -193,7 +193,9 @@ def test_the_judge_is_built_before_training_not_in_its_first_step(tmp_path, enco
     monkeypatch.setenv("UVLM_CACHE", str(tmp_path / "cache"))
     built = []
     monkeypatch.setattr(judges, "output_judge", lambda space, style, faces: built.append((space, style, faces)))
-    cfg = from_dict({**run_config(encoders), "model": {**run_config(encoders)["model"], "name": name}})
+    config = run_config(encoders)
+    config["model"]["name"] = name
+    cfg = from_dict(config)
     prepare_inputs(cfg, judge=judge)
     assert [space.name for space, _, _ in built] == expected
     style = manifest_style(resolve_dataset(cfg.data.test, "test"))

@@ -46,10 +46,9 @@ METRICS_SCHEMA = {
 
 @dataclass
 class EvalContext(RunParts):
-    """What evaluation needs besides the model: the run's parts and the judges."""
+    """What evaluation needs besides the model: the run's parts and the judge of its output space."""
 
-    pixel_judge: object | None = None  # default: the cached pretrained judge for the test style
-    embed_judge: object | None = None  # default: probes on the output SigLIP space
+    judge: object | None = None  # uvlm.vision.judge.output_judge's, loaded by `judges` on first use
 
     @classmethod
     def of(cls, parts: RunParts) -> EvalContext:
@@ -61,14 +60,10 @@ class EvalContext(RunParts):
         CelebA run, trained on its train folder's faces."""
         from uvlm.vision.judge import output_judge
 
-        discrete = self.out_space.discrete
-        if (self.pixel_judge if discrete else self.embed_judge) is None:
+        if self.judge is None:
             judge = output_judge(self.out_space, None if self.faces else self.style(), self.faces)
-            if discrete:
-                self.pixel_judge = judge.to(self.place.device)
-            else:
-                self.embed_judge = judge
-        return self.pixel_judge if self.out_space.discrete else self.embed_judge
+            self.judge = judge.to(self.place.device) if self.out_space.discrete else judge  # pixel judges are CNNs
+        return self.judge
 
 
 def _batches(items: list, size: int):
