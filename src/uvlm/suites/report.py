@@ -291,7 +291,8 @@ def _write_report(res: Results, results: Path, out: Path) -> Path:
              f"Results: `{results}`, preset `{preset_of(results)}`. {len(wall)} runs. "
              "Cells: mean over seeds with a 95% t-interval that counts "
              "both the seeds (the unit of replication) and the test questions, shown within 0-100; percent "
-             "(uvlm.suites.stats). With 3 seeds a t-interval spans about 4.3 standard errors of the seed mean, so "
+             "(uvlm.suites.stats). With 3 seeds a t-interval reaches about 4.3 standard errors of the seed mean "
+             "either side of it, so "
              "a row whose seeds disagree gets a wide one. "
              "The paper reports one seed per cell; a row with one seed has no seed variance to estimate, so "
              "its interval covers test questions only and it gets no verdict.", "",
