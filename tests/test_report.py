@@ -183,3 +183,37 @@ def test_biased_tables_show_the_papers_held_out_attribute(tmp_path):
     assert "| paper total | paper weather |" in text
     row = next(line for line in text.splitlines() if line.startswith("| SigLIP_u | 1 |"))
     assert "| 78.7 | 28.6 |" in row  # the paper's SigLIP_u: total 78.7, weather 28.6
+
+
+def test_bench_cost_measures_target_5_from_the_runs_wall_times(tmp_path, monkeypatch):
+    """benchmarks/bench_cost.py: unified A3 runs' minutes against 30, and mutual + transfer-weather
+    on 2 cores against 16 h, measured where a suite is complete and estimated where it is not."""
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_cost
+    import common
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "RESULTS.md")
+    results = tmp_path / "results"
+    jobs = expand("mutual", "cpu", seeds=3)
+    for i, job in enumerate(jobs):
+        fake_run(results, job, 0.7, i, gen=parse_name(job.config["model"]["name"]).tasks != "understanding")
+    record_jobs(results, jobs)
+    monkeypatch.setattr(sys, "argv", ["bench_cost.py", str(results)])
+    bench_cost.main()
+    text = (tmp_path / "RESULTS.md").read_text()
+    # every run took 630 s: 18 unified A3 runs of 10.5 min; mutual's 45 runs 7.9 one-core hours
+    assert "median 10.5, slowest 10.5 (target <= 30: met; 18 of 18 runs within it)" in text
+    assert "| mutual | 45 of 45 | 7.9 | 7.9 | 3.9 | measured |" in text
+    assert "| transfer-weather | 0 | - | - | - | not run |" in text and "not both run" in text
+    weather = expand("transfer-weather", "cpu", seeds=3)
+    for i, job in enumerate(j for j in weather if j.seed == 0):
+        fake_run(results, job, 0.7, 100 + i, gen=parse_name(job.config["model"]["name"]).tasks != "understanding")
+    record_jobs(results, weather)
+    bench_cost.main()
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "| transfer-weather | 26 of 78 |" in text and "| estimated |" in text
+    assert "h on 2 cores (estimated; target <= 16:" in text
+    assert text.count("## bench_cost") == 1, "a rerun replaces its section"

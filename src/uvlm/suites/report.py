@@ -8,6 +8,7 @@ figures from uvlm.suites.figures. Nothing is typed in.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -156,22 +157,32 @@ def _probe_section(res: Results, out: Path, paper: dict) -> tuple[list[str], lis
     return lines, figs
 
 
-def _cost_section(res: Results, wall: dict[str, float]) -> list[str]:
-    """Wall time spent per suite, and what each suite's grid (the folder's preset) at 3 seeds would
-    cost: its runs' training records times the median seconds per record of its finished runs (of all runs while
-    it has none). A suite's grid is the rows this folder's suites were run with (all of them
-    unless `--rows` chose some)."""
+@dataclass(frozen=True)
+class SuiteCost:
+    """One suite's time in a results folder: what its finished runs spent, and what its grid at 3
+    seeds would cost at the median seconds per training record of those runs."""
+
+    name: str
+    done: int  # finished runs (wall.json written)
+    spent_hours: float  # one-core hours those runs took, train + eval
+    planned: int  # runs in its grid at 3 seeds
+    estimate_hours: float  # one-core hours of the whole grid at 3 seeds
+
+
+def suite_costs(res: Results, wall: dict[str, float]) -> tuple[list[SuiteCost], int, float | None]:
+    """Each suite's cost in `res` (the folder's preset), and the full SmartWatch grid's run count and
+    estimated one-core hours (None before any run has finished). A suite's grid is the rows this
+    folder's suites were run with (all of them unless `--rows` chose some); a suite with no
+    finished run yet is priced at the median rate of every run."""
     from uvlm.suites.spec import SUITES, expand
 
-    rows = ["| suite | runs done | one-core hours spent | runs at 3 seeds | estimated one-core hours at 3 seeds "
-            "(2 cores) |", "|---|---|---|---|---|"]
     rates = record_rates(res.root, wall)  # each run's files read once, for every suite's estimate
     every: dict[str, int] = {}
-    preset = preset_of(res.root)
+    costs = []
     copy = _celeba_copy(res)
     for name, suite, celeba in [(s, s, None) for s in SUITES] + ([("affine (CelebA)", "affine", copy)] if copy else []):
         try:
-            jobs = expand(suite, preset, 3, tuple(overrides_of(res.root)), celeba=celeba)
+            jobs = expand(suite, preset_of(res.root), 3, tuple(overrides_of(res.root)), celeba=celeba)
             records = {j.key: j.records for j in jobs}  # each job's config is read here
         except UvlmError:  # overrides only CelebA's datasets take (a CelebA-only folder): no SmartWatch grid
             continue
@@ -182,21 +193,30 @@ def _cost_section(res: Results, wall: dict[str, float]) -> list[str]:
         done = [k for k in {k for (t, _), keys in res.groups.items() if t in tables for k in keys} if k in wall]
         if not grid and not done:
             continue
-        # a suite with no finished run yet is priced at the median rate of every run
         if done_rates := [rates[k] for k in done if k in rates] or list(rates.values()):
-            est = sum(grid.values()) * float(np.median(done_rates)) / 3600
-            spent = sum(wall[k] for k in done) / 3600
-            rows.append(f"| {name} | {len(done)} | {spent:.1f} | {len(grid)} | {est:.1f} ({est / 2:.1f}) |")
+            costs.append(SuiteCost(name, len(done), sum(wall[k] for k in done) / 3600, len(grid),
+                                   sum(grid.values()) * float(np.median(done_rates)) / 3600))
+    full = sum(every.values()) * float(np.median(list(rates.values()))) / 3600 if rates else None
+    return costs, len(every), full
+
+
+def _cost_section(res: Results, wall: dict[str, float]) -> list[str]:
+    """Wall time spent per suite, and what each suite's grid at 3 seeds would cost (suite_costs)."""
+    costs, n_every, full = suite_costs(res, wall)
+    rows = ["| suite | runs done | one-core hours spent | runs at 3 seeds | estimated one-core hours at 3 seeds "
+            "(2 cores) |", "|---|---|---|---|---|"]
+    rows += [f"| {c.name} | {c.done} | {c.spent_hours:.1f} | {c.planned} | {c.estimate_hours:.1f} "
+             f"({c.estimate_hours / 2:.1f}) |" for c in costs]
     median = float(np.median(list(wall.values())))
     lines = ["## Cost", "", f"Wall time per run (train + eval, one thread): median {median / 60:.1f} min; "
              f"{sum(wall.values()) / 3600:.2f} h of one core for these {len(wall)} runs. A suite's runs go "
              "two at a time on 2 cores, so its wall-clock time is about half its one-core hours. Estimates "
              "scale each run by its training records (epochs included) at the median seconds per record.", "",
              *rows, ""]
-    if rates:
-        full = sum(every.values()) * float(np.median(list(rates.values()))) / 3600
+    if full is not None:
+        preset = preset_of(res.root)
         flag = "" if preset == "cpu" else f" --preset {preset}"
-        lines += [f"The full {preset} grid (`uvlm suite run all{flag} --seeds 3`) is {len(every)} runs: about "
+        lines += [f"The full {preset} grid (`uvlm suite run all{flag} --seeds 3`) is {n_every} runs: about "
                   f"{full:.0f} h of one core, {full / 2:.0f} h on 2 cores.", ""]
     return lines
 
