@@ -48,14 +48,14 @@ METRICS_SCHEMA = {
 class EvalContext(RunParts):
     """What evaluation needs besides the model: the run's parts and the judge of its output space."""
 
-    judge: object | None = None  # uvlm.vision.judge.output_judge's, loaded by `judges` on first use
+    judge: object | None = None  # uvlm.vision.judge.output_judge's, loaded by `loaded_judge` on first use
 
     @classmethod
     def of(cls, parts: RunParts) -> EvalContext:
         return cls(parts.tokenizer, parts.prompts, parts.in_space, parts.out_space, parts.test_root, parts.place,
                    parts.faces)
 
-    def judges(self):
+    def loaded_judge(self):
         """The judge for the output space, loaded (or trained and cached) on first use: for a
         CelebA run, trained on its train folder's faces."""
         from uvlm.vision.judge import output_judge
@@ -146,7 +146,7 @@ def judge_generations(vision: list[torch.Tensor | None], records: list[dict], ct
     if not made:
         result.update({"judge": None, "fid": None, "kid": None, "rows": []})
         return result
-    judge = ctx.judges()
+    judge = ctx.loaded_judge()
     if ctx.out_space.discrete:
         from uvlm.eval.image_metrics import domain_fid_kid
 
@@ -175,7 +175,7 @@ def judge_baselines(ctx: EvalContext, records: list[dict]) -> dict:
     every prompt (the mean test image, or the mean feature per position); for VQ outputs
     `reconstructed`, the real image through the VQ's encoder and decoder (the ceiling of any
     VQ-output model); and `chance`, the random and best constant answers of uvlm.eval.chance."""
-    judge = ctx.judges()
+    judge = ctx.loaded_judge()
     real = load_images([ctx.test_root / r["image"] for r in records])
     if ctx.out_space.discrete:
         images = {"real": real, "constant": real.float().mean(0, keepdim=True).round().to(torch.uint8)

@@ -179,10 +179,10 @@ def suite_costs(res: Results, wall: dict[str, float]) -> tuple[list[SuiteCost], 
     rates = record_rates(res.root, wall)  # each run's files read once, for every suite's estimate
     every: dict[str, int] = {}
     costs = []
-    copy = _celeba_copy(res)
+    preset, overrides, copy = preset_of(res.root), tuple(overrides_of(res.root)), _celeba_copy(res)
     for name, suite, celeba in [(s, s, None) for s in SUITES] + ([("affine (CelebA)", "affine", copy)] if copy else []):
         try:
-            jobs = expand(suite, preset_of(res.root), 3, tuple(overrides_of(res.root)), celeba=celeba)
+            jobs = expand(suite, preset, 3, overrides, celeba=celeba)
             records = {j.key: j.records for j in jobs}  # each job's config is read here
         except UvlmError:  # overrides only CelebA's datasets take (a CelebA-only folder): no SmartWatch grid
             continue
