@@ -114,12 +114,15 @@ def test_eval_bad_input(cli, tmp_path, encoders):
     assert code == 2 and "do not exist" in err
 
 
-def test_adapter_probe_writes_per_image_correctness(tmp_path, encoders):
-    from uvlm.suites.probe import adapter_probe
-
+def test_probe_command_writes_per_image_correctness(cli, tmp_path, encoders):
     run = trained(tmp_path, encoders, "VQ_u")
-    result = adapter_probe(run, n_train=60, n_test=30)
+    code, out, err = cli("probe", run, "--train-images", 60, "--test-images", 30)
+    assert code == 0, err
     saved = json.loads((run / "probe" / "probe.json").read_text())
     assert len(saved["correct"]) == 30 and set(saved["correct"]) <= {0, 1}
-    assert saved["weather_probe_acc"] == pytest.approx(100 * sum(saved["correct"]) / 30) == result["weather_probe_acc"]
+    assert saved["weather_probe_acc"] == pytest.approx(100 * sum(saved["correct"]) / 30)
+    assert out.strip() == f"weather probe accuracy: {saved['weather_probe_acc']:.1f}% on 30 test images"
     assert (run / "probe" / "tsne.npy").exists()
+    for args, message in (((tmp_path / "nothing",), "holds no run"), ((run, "--test-images", 0), "must be >= 1")):
+        code, _, err = cli("probe", *args)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

@@ -13,12 +13,19 @@ from uvlm.io import atomic_write_json, exclusive
 from uvlm.suites.presets import A3_ROWS, BIASED_ROWS
 from uvlm.suites.report import write_report
 from uvlm.suites.runner import claim_results, run_suite, suite_status
-from uvlm.suites.spec import DOSES, SCALING_ROWS, expand, scaling_curves, scaling_rows, step_matched
+from uvlm.suites.spec import DOSES, PROBE_ROWS, SCALING_ROWS, expand, scaling_curves, scaling_rows, step_matched
 from uvlm.train.config import from_dict
 
 
 def labels(jobs, table):
     return {j.label for j in jobs if j.table == table}
+
+
+def finish(results, job):
+    """What a finished job leaves: its evaluation, and its probe when it is probed."""
+    atomic_write_json(results / "runs" / job.key / "eval" / "metrics.json", {"vqa": None})
+    if job.probe:
+        atomic_write_json(results / "runs" / job.key / "probe" / "probe.json", {"weather_probe_acc": 50.0})
 
 
 def test_mutual_is_table_a3_with_step_matched_controls():
@@ -53,6 +60,11 @@ def test_transfer_suites(suite, table, bias):
     assert not any("p=0.0 (step-matched)" in j.label for j in doses)
     assert len(doses) == len(DOSES) * 4 + (len(DOSES) - 1) * 2  # one seed
     assert all(j.config["data"]["test"].get("bias") is None for j in jobs)
+    # Fig 7 probes A5's runs of the probe rows, as each finishes: its jobs are those runs, probed
+    probed = {j.key for j in jobs if j.probe}
+    a5_probe_rows = {j.key for j in jobs if j.table == "A5" and j.label in PROBE_ROWS}
+    assert probed == {j.key for j in jobs if j.table == "fig7"} == (a5_probe_rows if bias == "weather" else set())
+    assert probed == {j.key for j in expand("probe", "cpu", seeds=1)} or bias == "battery"
 
 
 def test_shared_runs_are_trained_once():
@@ -109,7 +121,7 @@ def test_skip_and_resume(tmp_path):
         ran.append(job.key)
         if len(ran) == 3:
             raise UvlmError("killed")
-        atomic_write_json(results / "runs" / job.key / "eval" / "metrics.json", {"vqa": None})
+        finish(results, job)
         return {"train_seconds": 1, "eval_seconds": 1}
 
     with pytest.raises(UvlmError, match="1 runs failed"):
@@ -135,7 +147,7 @@ def test_progress_is_reported_as_runs_finish(tmp_path):
     def fake(job, results, *_, **__):
         if job.key == first.key:
             assert second_done.wait(10), "the two runs did not run side by side"
-        atomic_write_json(results / "runs" / job.key / "eval" / "metrics.json", {"vqa": None})
+        finish(results, job)
         if job.key == second.key:
             second_done.set()
         return {"train_seconds": 1, "eval_seconds": 1}
@@ -156,7 +168,7 @@ def test_status_counts_runs_per_seed(tmp_path):
     first, second, third = jobs[0], jobs[2], jobs[1]
     assert (first.seed, second.seed, third.seed) == (0, 0, 1)
     for job, wall in ((first, 120.0), (second, 360.0)):
-        atomic_write_json(tmp_path / "runs" / job.key / "eval" / "metrics.json", {"vqa": None})
+        finish(tmp_path, job)
         atomic_write_json(tmp_path / "runs" / job.key / "wall.json", {"train_seconds": wall - 10, "eval_seconds": 10})
         atomic_write_json(tmp_path / "runs" / job.key / "final.json", {"records": job.records})
     (tmp_path / "runs" / third.key / "checkpoints").mkdir(parents=True)
@@ -193,7 +205,8 @@ def test_rows_keep_their_controls_and_sweep_points():
     jobs = expand("mutual", "cpu", seeds=3, rows=("VQ-VQ", "VQ_u"))
     assert sorted({j.label for j in jobs}) == ["VQ-VQ", "VQ_u", "VQ_u (step-matched)"] and len(jobs) == 9
     doses = expand("transfer-weather", "cpu", seeds=1, rows=("VQ-VQ",))
-    assert sorted(j.label for j in doses) == ["VQ-VQ", *(f"VQ-VQ p={p}" for p in DOSES)]
+    assert sorted((j.table, j.label) for j in doses) == [("A5", "VQ-VQ"), *(("dose-weather", f"VQ-VQ p={p}")
+                                                                            for p in DOSES), ("fig7", "VQ-VQ")]
 
 
 def test_a_results_folder_holds_one_setting(tmp_path):
@@ -343,7 +356,7 @@ def test_a_results_folder_runs_one_suite_at_a_time(cli, tmp_path):
 
 def test_status_command_prints_seeds_and_estimate(cli, tmp_path):
     job = expand("probe", "cpu", seeds=1)[0]
-    atomic_write_json(tmp_path / "runs" / job.key / "eval" / "metrics.json", {"vqa": None})
+    finish(tmp_path, job)
     atomic_write_json(tmp_path / "runs" / job.key / "wall.json", {"train_seconds": 590, "eval_seconds": 10})
     atomic_write_json(tmp_path / "runs" / job.key / "final.json", {"records": 24_000})
     code, out, err = cli("suite", "status", "probe", "--seeds", 1, "--out", tmp_path, "--workers", 3)
@@ -408,3 +421,42 @@ def test_children_progress_is_passed_on_and_a_busy_run_is_waited_for(tmp_path):
     fd = os.open(run, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again
     os.close(fd)
+
+
+@pytest.mark.parametrize("state", ["new", "evaluated", "evaluated elsewhere", "not probed"])
+def test_a_probed_run_is_probed_after_its_evaluation_while_its_weights_are_here(tmp_path, monkeypatch, state):
+    from uvlm.suites import runner
+
+    probed = expand("probe", "cpu", seeds=1)[0]
+    job = probed if state != "not probed" else next(j for j in expand("mutual", "cpu", seeds=1) if not j.probe)
+    run = tmp_path / "runs" / job.key
+    ran = []
+
+    def child(cmd, env, show):  # what each `uvlm` command leaves in the run folder
+        step = cmd[cmd.index("uvlm.cli") + 1]
+        ran.append(step)
+        outputs = {"train": ["final.json", "weights/adapters.safetensors"], "eval": ["eval/metrics.json"],
+                   "probe": ["probe/probe.json"]}[step]
+        for name in outputs:
+            atomic_write_json(run / name, {"train_seconds": 7.0})
+        return 0, ""
+
+    monkeypatch.setattr(runner, "_child", child)
+    if state.startswith("evaluated"):
+        atomic_write_json(run / "eval" / "metrics.json", {"vqa": None})
+        if state == "evaluated":
+            atomic_write_json(run / "weights" / "adapters.safetensors", {})
+    if state == "evaluated elsewhere":
+        with pytest.raises(UvlmError, match=r"needs the run's final weights.*move the folder aside"):
+            runner.run_job(job, tmp_path)
+        assert ran == [] and not runner.is_done(tmp_path, job)
+        return
+    assert not runner.is_done(tmp_path, job)
+    times = runner.run_job(job, tmp_path)
+    expected = {"new": ["train", "eval", "probe"], "evaluated": ["probe"], "not probed": ["train", "eval"]}[state]
+    assert ran == expected and set(times) == {f"{step}_seconds" for step in expected}
+    assert runner.is_done(tmp_path, job)
+    if "train" in expected:
+        assert times["train_seconds"] == 7.0  # the run's own count, from final.json
+        assert json.loads((run / "wall.json").read_text()) == {"train_seconds": 7.0,
+                                                               "eval_seconds": times["eval_seconds"]}

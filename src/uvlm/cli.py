@@ -334,6 +334,22 @@ def eval_command(
     typer.echo(json.dumps({k: metrics[k] for k in ("vqa", "gen")}, indent=1))
 
 
+@app.command("probe")
+def probe_command(
+    run: Annotated[Path, typer.Argument(help="Run folder (from uvlm train), with its final weights.")],
+    train_images: Annotated[int, typer.Option(help="Images the linear probe is fitted on.")] = 4000,
+    test_images: Annotated[int, typer.Option(help="Images it is scored on.")] = 1000,
+) -> None:
+    """Fig 7: how well a linear probe reads the weather from the understanding adapter's output
+    at the weather icon's patch, on fresh renders. Writes RUN/probe/ (accuracy and a t-SNE)."""
+    from uvlm.suites.probe import adapter_probe
+
+    if train_images < 1 or test_images < 1:
+        raise UvlmError(f"--train-images {train_images} and --test-images {test_images} must be >= 1")
+    result = adapter_probe(run, train_images, test_images)
+    typer.echo(f"weather probe accuracy: {result['weather_probe_acc']:.1f}% on {test_images} test images")
+
+
 # The suite commands' shared arguments.
 SuiteName = Annotated[str, typer.Argument(help="mutual | affine | scaling | transfer-weather | transfer-battery | "
                                                "probe | all")]
@@ -522,13 +538,6 @@ def suite_run(
     else:
         run_suite(jobs, out, local_workers, echo=typer.echo, gpus=gpu_count(),
                   gpus_per_run=gpus_per_run)
-    if name in ("probe", "all"):
-        from uvlm.suites.probe import adapter_probe
-
-        for job in {j.key: j for j in jobs if j.table == "fig7"}.values():
-            if not (out / "runs" / job.key / "probe" / "probe.json").exists():
-                result = adapter_probe(out / "runs" / job.key)
-                typer.echo(f"probe {job.key}: weather {result['weather_probe_acc']:.1f}%")
     typer.echo(f"{name}: {len({j.key for j in jobs})} runs done in {out}; `uvlm report {out}` writes the report")
 
 

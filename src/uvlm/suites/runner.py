@@ -5,9 +5,9 @@
       configs/KEY.yaml          each run's config
       runs/KEY/                 a run folder (uvlm train) with eval/ (uvlm eval) and wall.json
 
-A job is done when runs/KEY/eval/metrics.json exists (written atomically, last). A killed
-suite is started again with the same command: finished runs are skipped, interrupted ones
-resume from their last checkpoint.
+A job is done when runs/KEY/eval/metrics.json exists (written atomically, last), and for a
+probed job (Fig 7) runs/KEY/probe/probe.json too. A killed suite is started again with the
+same command: finished runs are skipped, interrupted ones resume from their last checkpoint.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ PROGRESS_LINE = re.compile(r": \d+/\d+ \(\d+%")
 
 
 def is_done(results: Path, job: Job) -> bool:
-    return (results / "runs" / job.key / "eval" / "metrics.json").exists()
+    run = results / "runs" / job.key
+    return (run / "eval" / "metrics.json").exists() and (not job.probe or (run / "probe" / "probe.json").exists())
 
 
 def _uvlm(*args: str) -> list[str]:
@@ -73,10 +74,10 @@ def wait_for_folder(run: Path, echo: Callable[[str], None]) -> None:
 
 def run_job(job: Job, results: Path, devices: str | None = None, processes: int = 1,
             echo: Callable[[str], None] = lambda line: None) -> dict:
-    """Train (resuming if interrupted) and evaluate one job; return its wall times. `devices`: the
-    GPUs the job may use (CUDA_VISIBLE_DEVICES), so jobs side by side never share one;
-    `processes` > 1 trains across that many GPUs (torchrun, one process per GPU) and evaluates
-    on the first. The children's progress lines go to `echo`."""
+    """Train (resuming if interrupted) and evaluate one job, then probe it if it is probed; return
+    the seconds of the steps it took. `devices`: the GPUs the job may use (CUDA_VISIBLE_DEVICES),
+    so jobs side by side never share one; `processes` > 1 trains across that many GPUs (torchrun,
+    one process per GPU) and evaluates on the first. The children's progress lines go to `echo`."""
     config = results / "configs" / f"{job.key}.yaml"
     atomic_write_text(config, yaml.safe_dump(job.config, sort_keys=False))
     run = results / "runs" / job.key
@@ -87,17 +88,29 @@ def run_job(job: Job, results: Path, devices: str | None = None, processes: int 
     if processes > 1:
         train = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                  str(processes), *train[1:]]
+    steps = []
+    if not (run / "eval" / "metrics.json").exists():
+        steps += [("train", train), ("eval", _uvlm("eval", str(run)))]
+    if job.probe and not (run / "probe" / "probe.json").exists():
+        if not steps and not (run / "weights" / "adapters.safetensors").exists():
+            # Suites keep weights out of git, so a run evaluated on another machine comes without them.
+            raise UvlmError(f"{job.key}: the probe (Fig 7) needs the run's final weights, which {run} no longer "
+                            "has (evaluated on another machine?); move the folder aside and run the suite again "
+                            "to train it anew")
+        steps.append(("probe", _uvlm("probe", str(run))))
     times = {}
     wait_for_folder(run, echo)
-    for step, cmd in (("train", train), ("eval", _uvlm("eval", str(run)))):
+    for step, cmd in steps:
         start = time.perf_counter()
         code, last = _child(cmd, env, lambda line: echo(f"{job.key}: {line}"))
         times[f"{step}_seconds"] = round(time.perf_counter() - start, 1)
         if code != 0:
             raise UvlmError(f"{job.key}: {step} failed: {last or code}")
-    # The run's own count: a resumed train command only sees the steps after its checkpoint.
-    times["train_seconds"] = json.loads((run / "final.json").read_text()).get("train_seconds", times["train_seconds"])
-    atomic_write_json(run / "wall.json", times)
+        if step == "eval":
+            # The run's own count: a resumed train command only sees the steps after its checkpoint.
+            times["train_seconds"] = json.loads((run / "final.json").read_text()).get("train_seconds",
+                                                                                     times["train_seconds"])
+            atomic_write_json(run / "wall.json", times)
     return times
 
 
@@ -141,7 +154,8 @@ def suite_status(jobs: list[Job], results: Path) -> dict:
             done.append(job.key)
         else:
             state = "started" if (results / "runs" / job.key).exists() else "to run"
-            records_left += job.records
+            if not (results / "runs" / job.key / "eval" / "metrics.json").exists():  # else only its probe is left
+                records_left += job.records
         counts = per_seed.setdefault(job.seed, {"done": 0, "started": 0, "to run": 0})
         counts[state] += 1
     if not done:
@@ -257,8 +271,9 @@ def run_suite(jobs: list[Job], results: Path, workers: int, echo: Callable[[str]
             finished = as_completed([pool.submit(one, job) for job in pending])
             for i, (key, result) in enumerate((f.result() for f in finished), start=1):
                 outcome[key] = result
-                status = result.get("error") or (f"train {result.get('train_seconds')} s, "
-                                                 f"eval {result.get('eval_seconds')} s")
+                status = result.get("error") or ", ".join(f"{step.removesuffix('_seconds')} {seconds} s"
+                                                          for step, seconds in result.items()
+                                                          if step.endswith("_seconds"))
                 echo(f"[{i}/{len(pending)}] {key}: {status}")
         failed = [k for k, r in outcome.items() if "error" in r]
         if failed:

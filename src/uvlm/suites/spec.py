@@ -1,8 +1,8 @@
 """Which runs each suite needs: the paper's tables expanded into jobs.
 
-A job is one training run plus its evaluation. Its folder name is its label and a hash of
-its config, so a run that two suites share (SigLIP_u appears in A3 and Table 1) is trained
-once. Every comparison of a unified model with its `_u` model also gets a step-matched
+A job is one training run plus its evaluation (and for Fig 7 a probe of it). Its folder
+name is its label and a hash of its config, so a run that two suites share (SigLIP_u appears
+in A3 and Table 1) is trained once. Every comparison of a unified model with its `_u` model also gets a step-matched
 control: the `_u` model trained for as many optimizer steps as the unified one, its
 understanding data repeated, so that "more steps" is never mistaken for "generation helps".
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 from uvlm.errors import UvlmError
@@ -44,6 +44,7 @@ class Job:
     label: str  # the row: a paper name, or "VQ_u (step-matched)", or a sweep point
     seed: int
     config: dict
+    probe: bool = False  # after its evaluation, probe the run's understanding adapter (Fig 7)
 
     @cached_property  # validated once per job, for its key and its size alike
     def resolved(self) -> RunConfig:
@@ -113,12 +114,12 @@ def step_matched(cfg: dict) -> dict:
 
 
 def _rows(table: str, mix: str, names, preset: str, seeds: int, overrides: tuple[str, ...],
-          controls: bool = True, celeba: str | None = None) -> list[Job]:
+          controls: bool = True, celeba: str | None = None, probe: bool = False) -> list[Job]:
     jobs = []
     for name in names:
         for seed in range(seeds):
             cfg = seed_config(preset, name, mix, seed, overrides, celeba)
-            jobs.append(Job(table, name, seed, cfg))
+            jobs.append(Job(table, name, seed, cfg, probe))
             if controls and parse_name(name).tasks == "understanding":
                 jobs.append(Job(table, matched(name), seed, step_matched(cfg)))
     return jobs
@@ -230,11 +231,18 @@ def expand(suite: str, preset: str = "cpu", seeds: int = 3, overrides: tuple[str
         bias = suite.split("-")[1]
         jobs = _rows("A5" if bias == "weather" else "A6", f"{bias}-biased", BIASED_ROWS, preset, seeds, overrides)
         jobs += _doses(bias, preset, seeds, overrides)
+        if bias == "weather":  # Fig 7 probes A5's runs: done as each finishes, while its weights are here
+            jobs += _probes(preset, seeds, overrides)
     elif suite == "probe":
-        jobs = _rows("fig7", "weather-biased", PROBE_ROWS, preset, seeds, overrides, controls=False)
+        jobs = _probes(preset, seeds, overrides)
     else:
         raise UvlmError(f"unknown suite {suite!r}; use one of {', '.join(SUITES)} or all")
     return _dedupe(_only(jobs, suite, rows) if rows else jobs)
+
+
+def _probes(preset: str, seeds: int, overrides: tuple[str, ...]) -> list[Job]:
+    """Fig 7: the weather-biased runs of the probe's rows, each probed after its evaluation."""
+    return _rows("fig7", "weather-biased", PROBE_ROWS, preset, seeds, overrides, controls=False, probe=True)
 
 
 def _only(jobs: list[Job], suite: str, rows: tuple[str, ...]) -> list[Job]:
@@ -247,7 +255,9 @@ def _only(jobs: list[Job], suite: str, rows: tuple[str, ...]) -> list[Job]:
 
 
 def _dedupe(jobs: list[Job]) -> list[Job]:
+    """One job per run and table; a run that one table probes is probed whichever table's job runs it."""
+    probed = {j.key for j in jobs if j.probe}
     seen: dict[str, Job] = {}
     for j in jobs:
-        seen.setdefault(j.key + j.table, j)
+        seen.setdefault(j.key + j.table, replace(j, probe=True) if j.key in probed and not j.probe else j)
     return list(seen.values())
