@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -106,8 +107,8 @@ def test_eval_bad_input(cli, tmp_path, encoders):
     code, _, err = cli("eval", run, "--checkpoint", 999)
     assert code == 2 and "no checkpoint at step 999" in err and len(err.strip().splitlines()) == 1
     (run / "weights" / "adapters.safetensors").unlink()
-    code, _, err = cli("eval", run)
-    assert code == 2 and "no final weights" in err
+    code, _, err = cli("eval", run)  # a finished run whose weights stayed on another machine
+    assert code == 2 and "final weights are gone" in err and "move the folder aside" in err
     code, _, err = cli("eval", tmp_path / "nothing")
     assert code == 2 and "holds no run" in err
     code, _, err = cli("eval", run, "--inception-weights", tmp_path / "pt_inception.pth")
@@ -116,13 +117,20 @@ def test_eval_bad_input(cli, tmp_path, encoders):
 
 def test_probe_command_writes_per_image_correctness(cli, tmp_path, encoders):
     run = trained(tmp_path, encoders, "VQ_u")
-    code, out, err = cli("probe", run, "--train-images", 60, "--test-images", 30)
+    code, out, err = cli("probe", run, "--train-images", 30, "--test-images", 20)
     assert code == 0, err
-    saved = json.loads((run / "probe" / "probe.json").read_text())
-    assert len(saved["correct"]) == 30 and set(saved["correct"]) <= {0, 1}
-    assert saved["weather_probe_acc"] == pytest.approx(100 * sum(saved["correct"]) / 30)
-    assert out.strip() == f"weather probe accuracy: {saved['weather_probe_acc']:.1f}% on 30 test images"
-    assert (run / "probe" / "tsne.npy").exists()
-    for args, message in (((tmp_path / "nothing",), "holds no run"), ((run, "--test-images", 0), "must be >= 1")):
+    folder = run / "probe-30-20"  # not the paper's 4,000 / 1,000: its own folder, which the report leaves out
+    saved = json.loads((folder / "probe.json").read_text())
+    assert len(saved["correct"]) == 20 and set(saved["correct"]) <= {0, 1}
+    assert saved["weather_probe_acc"] == pytest.approx(100 * sum(saved["correct"]) / 20)
+    assert out.strip() == f"weather probe accuracy: {saved['weather_probe_acc']:.1f}% on 20 test images ({folder})"
+    assert np.load(folder / "tsne.npy").shape == (50, 3) and not (run / "probe").exists()
+    generation_only = tmp_path / "VQ_g"
+    generation_only.mkdir()
+    (generation_only / "config.yaml").write_text((run / "config.yaml").read_text().replace("name: VQ_u", "name: VQ_g"))
+    (run / "weights" / "adapters.safetensors").unlink()
+    for args, message in (((tmp_path / "nothing",), "holds no run"), ((run, "--train-images", 29), "must be >= 30"),
+                          ((run, "--test-images", 0), ">= 1"), ((generation_only,), "generation-only run"),
+                          ((run,), "final weights are gone")):
         code, _, err = cli("probe", *args)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

@@ -65,6 +65,7 @@ def test_transfer_suites(suite, table, bias):
     a5_probe_rows = {j.key for j in jobs if j.table == "A5" and j.label in PROBE_ROWS}
     assert probed == {j.key for j in jobs if j.table == "fig7"} == (a5_probe_rows if bias == "weather" else set())
     assert probed == {j.key for j in expand("probe", "cpu", seeds=1)} or bias == "battery"
+    assert all(j.probe for j in jobs if j.key in probed), "the A5 and dose jobs of a probed run probe it too"
 
 
 def test_shared_runs_are_trained_once():
@@ -179,6 +180,11 @@ def test_status_counts_runs_per_seed(tmp_path):
     other = suite_status(expand("mutual", "cpu", seeds=1), tmp_path)
     assert (other["median_wall_seconds"], other["seconds_per_record"]) == (240.0, 0.0075), \
         "falls back to every finished run"
+    probe_left = jobs[3]  # SigLIP-SigLIP seed 1, evaluated, its probe not yet taken: started, nothing to train
+    assert probe_left.probe and probe_left.seed == 1 and probe_left.records == 36_000
+    atomic_write_json(tmp_path / "runs" / probe_left.key / "eval" / "metrics.json", {"vqa": None})
+    status = suite_status(jobs, tmp_path)
+    assert (status["seeds"][1], status["records_left"]) == ({"done": 0, "started": 2, "to run": 2}, 144_000)
 
 
 def test_scaling_runs_grow_with_their_data():
@@ -423,7 +429,7 @@ def test_children_progress_is_passed_on_and_a_busy_run_is_waited_for(tmp_path):
     os.close(fd)
 
 
-@pytest.mark.parametrize("state", ["new", "evaluated", "evaluated elsewhere", "not probed"])
+@pytest.mark.parametrize("state", ["new", "evaluated", "probe fails", "not probed"])
 def test_a_probed_run_is_probed_after_its_evaluation_while_its_weights_are_here(tmp_path, monkeypatch, state):
     from uvlm.suites import runner
 
@@ -435,6 +441,8 @@ def test_a_probed_run_is_probed_after_its_evaluation_while_its_weights_are_here(
     def child(cmd, env, show):  # what each `uvlm` command leaves in the run folder
         step = cmd[cmd.index("uvlm.cli") + 1]
         ran.append(step)
+        if step == "probe" and state == "probe fails":
+            return 2, "uvlm: error: no weights"
         outputs = {"train": ["final.json", "weights/adapters.safetensors"], "eval": ["eval/metrics.json"],
                    "probe": ["probe/probe.json"]}[step]
         for name in outputs:
@@ -442,16 +450,15 @@ def test_a_probed_run_is_probed_after_its_evaluation_while_its_weights_are_here(
         return 0, ""
 
     monkeypatch.setattr(runner, "_child", child)
-    if state.startswith("evaluated"):
+    if state == "evaluated":  # e.g. killed between its evaluation and its probe
         atomic_write_json(run / "eval" / "metrics.json", {"vqa": None})
-        if state == "evaluated":
-            atomic_write_json(run / "weights" / "adapters.safetensors", {})
-    if state == "evaluated elsewhere":
-        with pytest.raises(UvlmError, match=r"needs the run's final weights.*move the folder aside"):
-            runner.run_job(job, tmp_path)
-        assert ran == [] and not runner.is_done(tmp_path, job)
-        return
     assert not runner.is_done(tmp_path, job)
+    if state == "probe fails":
+        with pytest.raises(UvlmError, match=f"^{job.key}: probe failed: uvlm: error: no weights$"):
+            runner.run_job(job, tmp_path)
+        assert ran == ["train", "eval", "probe"] and not runner.is_done(tmp_path, job)
+        assert set(json.loads((run / "wall.json").read_text())) == {"train_seconds", "eval_seconds"}
+        return
     times = runner.run_job(job, tmp_path)
     expected = {"new": ["train", "eval", "probe"], "evaluated": ["probe"], "not probed": ["train", "eval"]}[state]
     assert ran == expected and set(times) == {f"{step}_seconds" for step in expected}
@@ -460,3 +467,5 @@ def test_a_probed_run_is_probed_after_its_evaluation_while_its_weights_are_here(
         assert times["train_seconds"] == 7.0  # the run's own count, from final.json
         assert json.loads((run / "wall.json").read_text()) == {"train_seconds": 7.0,
                                                                "eval_seconds": times["eval_seconds"]}
+    else:
+        assert not (run / "wall.json").exists(), "a probe alone leaves the run's times as they were"

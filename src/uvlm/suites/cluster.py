@@ -2,11 +2,12 @@
 which runs the same jobs as local processes, to try the path on one machine).
 
 A job does what the local runner does for a run (uvlm.suites.runner.run_job: `uvlm train
---resume`, then `uvlm eval`), in the results folder, which must be on a file system every node
-sees. A job stopped by preemption or its time limit is requeued by submitit and resumes from the
-run's last checkpoint; a finished run is never redone; a run folder has one trainer at a time.
-`results/cluster.json` keeps each run's job, so `uvlm suite status` can show job states and a
-second `uvlm suite run` does not submit a run whose job is still queued or running.
+--resume`, then `uvlm eval`, then `uvlm probe` for Fig 7's), in the results folder, which must be
+on a file system every node sees. A job stopped by preemption or its time limit is requeued by
+submitit and resumes from the run's last checkpoint; a finished run is never redone; a run
+folder has one trainer at a time. `results/cluster.json` keeps each run's job, so `uvlm suite
+status` can show job states and a second `uvlm suite run` does not submit a run whose job is
+still queued or running.
 """
 
 from __future__ import annotations

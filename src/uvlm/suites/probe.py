@@ -8,6 +8,7 @@ paper's split), and draw a t-SNE of all of them coloured by weather.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,14 @@ import torch
 
 from uvlm.data.mixture import MixtureConfig, image_attributes
 from uvlm.data.smartwatch import WEATHERS, RenderStyle, layout, render
+from uvlm.errors import UvlmError
 from uvlm.eval.probe import linear_probe
-from uvlm.io import atomic_write_json
+from uvlm.io import atomic_write_bytes, atomic_write_json, exclusive
+from uvlm.model.names import parse_name
 from uvlm.suites.figures import save_figure
+from uvlm.train.data import face_folders
+
+PAPER_SPLIT = (4000, 1000)  # adapter outputs the probe is fitted on, and scored on
 
 
 def icon_token(attrs, style: RenderStyle, grid: int) -> int:
@@ -27,12 +33,31 @@ def icon_token(attrs, style: RenderStyle, grid: int) -> int:
     return int(cy / style.size * grid) * grid + int(cx / style.size * grid)
 
 
-@torch.no_grad()
-def adapter_probe(run: Path, n_train: int = 4000, n_test: int = 1000, seed: int = 2, tsne: bool = True) -> dict:
-    """Probe accuracy (percent) of the weather at the icon's token; writes run/probe/."""
-    from uvlm.train.load import load_trained
+def probe_folder(run: Path, n_train: int = PAPER_SPLIT[0], n_test: int = PAPER_SPLIT[1]) -> Path:
+    """Where a probe writes: run/probe/ at the paper's split (what the report reads), else its own folder."""
+    return Path(run) / ("probe" if (n_train, n_test) == PAPER_SPLIT else f"probe-{n_train}-{n_test}")
+
+
+def adapter_probe(run: Path, n_train: int = PAPER_SPLIT[0], n_test: int = PAPER_SPLIT[1], seed: int = 2,
+                  tsne: bool = True) -> dict:
+    """Probe accuracy (percent) of the weather at the icon's token; writes probe_folder(run, ...)."""
+    from uvlm.train.loop import load_run_config
 
     run = Path(run)
+    cfg = load_run_config(run)  # a folder that holds no run: one line, before anything is locked
+    if parse_name(cfg.model.name).tasks == "generation":
+        raise UvlmError(f"{run} is a generation-only run ({cfg.model.name}); the probe reads the understanding "
+                        "adapter's output, so probe a run that reads images")
+    if face_folders(cfg.data.train, cfg.data.test) is not None:
+        raise UvlmError(f"{run} is a CelebA run; the probe reads the weather icon of SmartWatch images")
+    with exclusive(run, "`uvlm train`, `uvlm eval` or `uvlm probe`"):
+        return _probe(run, n_train, n_test, seed, tsne)
+
+
+@torch.no_grad()
+def _probe(run: Path, n_train: int, n_test: int, seed: int, tsne: bool) -> dict:
+    from uvlm.train.load import load_trained
+
     model, parts = load_trained(run)
     style_dict = parts.style()
     style = RenderStyle(**style_dict)
@@ -49,15 +74,18 @@ def adapter_probe(run: Path, n_train: int = 4000, n_test: int = 1000, seed: int 
         labels += [WEATHERS.index(a.weather) for a in attrs]
     x, y = np.concatenate(vectors), np.array(labels)
     accuracy, pred = linear_probe(x[:n_train], y[:n_train], x[n_train:], y[n_train:])
-    out = run / "probe"
+    out = probe_folder(run, n_train, n_test)
     out.mkdir(exist_ok=True)
     result = {"weather_probe_acc": accuracy, "n_train": n_train, "n_test": n_test, "model": model.arch.name,
               "correct": (pred == y[n_train:]).astype(int).tolist()}  # per test image, for paired statistics
     if tsne:
         from sklearn.manifold import TSNE
 
-        points = TSNE(n_components=2, init="pca", random_state=seed, perplexity=30).fit_transform(x)
-        np.save(out / "tsne.npy", np.concatenate([points, y[:, None]], axis=1).astype(np.float32))
+        # perplexity 30 (the usual) needs more points than that; a small probe gets a smaller one
+        points = TSNE(n_components=2, init="pca", random_state=seed, perplexity=min(30, len(x) - 1)).fit_transform(x)
+        buffer = io.BytesIO()
+        np.save(buffer, np.concatenate([points, y[:, None]], axis=1).astype(np.float32))
+        atomic_write_bytes(out / "tsne.npy", buffer.getvalue())
     atomic_write_json(out / "probe.json", result)
     return result
 

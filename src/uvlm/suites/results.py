@@ -172,10 +172,11 @@ class Results:
         return None if not runs or any(r is None for r in runs) else np.array(runs)
 
     def probe(self, key: str) -> dict | None:
-        """A run's Fig 7 probe result (probe/probe.json), or None before `suite run probe`."""
+        """A run's Fig 7 probe result (probe/probe.json), or None before the run is probed."""
         if key not in self._probe:
             path = self.root / "runs" / key / "probe" / "probe.json"
-            self._probe[key] = read_json(path, "probe", "run `uvlm suite run probe` again") if path.exists() else None
+            self._probe[key] = read_json(path, "probe", f"delete it and run `uvlm probe {path.parent.parent}`") \
+                if path.exists() else None
         return self._probe[key]
 
     def probe_scores(self, table: str, label: str) -> np.ndarray | None:

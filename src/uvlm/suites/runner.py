@@ -3,7 +3,8 @@
     results/
       jobs.json                 the suite's jobs (table, label, seed, run key), merged across suites
       configs/KEY.yaml          each run's config
-      runs/KEY/                 a run folder (uvlm train) with eval/ (uvlm eval) and wall.json
+      runs/KEY/                 a run folder (uvlm train) with eval/ (uvlm eval), wall.json and,
+                                for Fig 7, probe/ (uvlm probe)
 
 A job is done when runs/KEY/eval/metrics.json exists (written atomically, last), and for a
 probed job (Fig 7) runs/KEY/probe/probe.json too. A killed suite is started again with the
@@ -35,6 +36,7 @@ PROGRESS_LINE = re.compile(r": \d+/\d+ \(\d+%")
 
 
 def is_done(results: Path, job: Job) -> bool:
+    """Whether a job has nothing left to do: its run is evaluated and, if the job probes it, probed."""
     run = results / "runs" / job.key
     return (run / "eval" / "metrics.json").exists() and (not job.probe or (run / "probe" / "probe.json").exists())
 
@@ -88,19 +90,9 @@ def run_job(job: Job, results: Path, devices: str | None = None, processes: int 
     if processes > 1:
         train = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                  str(processes), *train[1:]]
-    steps = []
-    if not (run / "eval" / "metrics.json").exists():
-        steps += [("train", train), ("eval", _uvlm("eval", str(run)))]
-    if job.probe and not (run / "probe" / "probe.json").exists():
-        if not steps and not (run / "weights" / "adapters.safetensors").exists():
-            # Suites keep weights out of git, so a run evaluated on another machine comes without them.
-            raise UvlmError(f"{job.key}: the probe (Fig 7) needs the run's final weights, which {run} no longer "
-                            "has (evaluated on another machine?); move the folder aside and run the suite again "
-                            "to train it anew")
-        steps.append(("probe", _uvlm("probe", str(run))))
-    times = {}
+    times: dict[str, float] = {}
     wait_for_folder(run, echo)
-    for step, cmd in steps:
+    for step, cmd in _steps_left(job, run, train):
         start = time.perf_counter()
         code, last = _child(cmd, env, lambda line: echo(f"{job.key}: {line}"))
         times[f"{step}_seconds"] = round(time.perf_counter() - start, 1)
@@ -110,8 +102,20 @@ def run_job(job: Job, results: Path, devices: str | None = None, processes: int 
             # The run's own count: a resumed train command only sees the steps after its checkpoint.
             times["train_seconds"] = json.loads((run / "final.json").read_text()).get("train_seconds",
                                                                                      times["train_seconds"])
+            # Written here, so wall.json times train + eval (a run's cost) whatever the probe does after.
             atomic_write_json(run / "wall.json", times)
     return times
+
+
+def _steps_left(job: Job, run: Path, train: list[str]) -> list[tuple[str, list[str]]]:
+    """The (step, command) pairs a job still needs: train and eval unless the run is evaluated,
+    then the probe if the job probes it (a rerun after a kill between the two does only the probe)."""
+    steps = []
+    if not (run / "eval" / "metrics.json").exists():
+        steps += [("train", train), ("eval", _uvlm("eval", str(run)))]
+    if job.probe and not (run / "probe" / "probe.json").exists():
+        steps.append(("probe", _uvlm("probe", str(run))))
+    return steps
 
 
 def wall_seconds(results: Path, key: str) -> float | None:
@@ -142,9 +146,10 @@ def record_rates(results: Path, keys) -> dict[str, float]:
 
 def suite_status(jobs: list[Job], results: Path) -> dict:
     """Per seed, how many of the suite's runs are done, started (a run folder without a final
-    evaluation: resumed by the next `suite run`) or not begun; the median wall time of the done
-    ones; and the records left to train with the seconds a record took (in the done runs, or in
-    every finished run in `results` while the suite has none), for an estimate of what is left."""
+    evaluation, or a Fig 7 run without its probe: finished by the next `suite run`) or not begun;
+    the median wall time of the done ones; and the records left to train with the seconds a record
+    took (in the done runs, or in every finished run in `results` while the suite has none), for
+    an estimate of what is left."""
     results = Path(results)
     per_seed: dict[int, dict[str, int]] = {}
     done, records_left = [], 0

@@ -25,6 +25,10 @@ def load_trained(run: Path, checkpoint: int | None = None) -> tuple[UnifiedVLM, 
     place = placement(cfg.train.precision)
     weights = run / "weights"
     if not (weights / "adapters.safetensors").exists():
+        if (run / "final.json").exists():  # finished, then lost them: suite folders keep weights out of git
+            raise UvlmError(f"{run} finished training but its final weights are gone (trained on another "
+                            "machine?); train it anew: move the folder aside and run its `uvlm train` (or its "
+                            "suite) again, which redoes its evaluation too")
         raise UvlmError(f"{run} has no final weights (weights/adapters.safetensors); finish it with "
                         "`uvlm train --resume` or pass --checkpoint STEP")
     fix = "retrain the run, or restore the folder"
