@@ -211,7 +211,9 @@ def _cost_section(res: Results, wall: dict[str, float]) -> list[str]:
     lines = ["## Cost", "", f"Wall time per run (train + eval, one thread): median {median / 60:.1f} min; "
              f"{sum(wall.values()) / 3600:.2f} h of one core for these {len(wall)} runs. A suite's runs go "
              "two at a time on 2 cores, so its wall-clock time is about half its one-core hours. Estimates "
-             "scale each run by its training records (epochs included) at the median seconds per record.", "",
+             "scale each run by its training records (epochs included) at the median seconds per record. "
+             "A run two suites share (SigLIP_u is in A3 and Table 1; Fig 7's runs are A5's) counts in "
+             "both, so the rows do not add up.", "",
              *rows, ""]
     if full is not None:
         preset = preset_of(res.root)
