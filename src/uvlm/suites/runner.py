@@ -35,10 +35,18 @@ from uvlm.suites.spec import Job
 PROGRESS_LINE = re.compile(r": \d+/\d+ \(\d+%")
 
 
+def _evaluated(run: Path) -> bool:
+    return (run / "eval" / "metrics.json").exists()
+
+
+def _probed(run: Path) -> bool:
+    return (run / "probe" / "probe.json").exists()
+
+
 def is_done(results: Path, job: Job) -> bool:
     """Whether a job has nothing left to do: its run is evaluated and, if the job probes it, probed."""
     run = results / "runs" / job.key
-    return (run / "eval" / "metrics.json").exists() and (not job.probe or (run / "probe" / "probe.json").exists())
+    return _evaluated(run) and (not job.probe or _probed(run))
 
 
 def _uvlm(*args: str) -> list[str]:
@@ -111,9 +119,9 @@ def _steps_left(job: Job, run: Path, train: list[str]) -> list[tuple[str, list[s
     """The (step, command) pairs a job still needs: train and eval unless the run is evaluated,
     then the probe if the job probes it (a rerun after a kill between the two does only the probe)."""
     steps = []
-    if not (run / "eval" / "metrics.json").exists():
+    if not _evaluated(run):
         steps += [("train", train), ("eval", _uvlm("eval", str(run)))]
-    if job.probe and not (run / "probe" / "probe.json").exists():
+    if job.probe and not _probed(run):
         steps.append(("probe", _uvlm("probe", str(run))))
     return steps
 
@@ -159,7 +167,7 @@ def suite_status(jobs: list[Job], results: Path) -> dict:
             done.append(job.key)
         else:
             state = "started" if (results / "runs" / job.key).exists() else "to run"
-            if not (results / "runs" / job.key / "eval" / "metrics.json").exists():  # else only its probe is left
+            if not _evaluated(results / "runs" / job.key):  # else only its probe is left
                 records_left += job.records
         counts = per_seed.setdefault(job.seed, {"done": 0, "started": 0, "to run": 0})
         counts[state] += 1

@@ -2,9 +2,10 @@
 
 A job is one training run plus its evaluation (and for Fig 7 a probe of it). Its folder
 name is its label and a hash of its config, so a run that two suites share (SigLIP_u appears
-in A3 and Table 1) is trained once. Every comparison of a unified model with its `_u` model also gets a step-matched
-control: the `_u` model trained for as many optimizer steps as the unified one, its
-understanding data repeated, so that "more steps" is never mistaken for "generation helps".
+in A3 and Table 1) is trained once. Every comparison of a unified model with its `_u` model
+also gets a step-matched control: the `_u` model trained for as many optimizer steps as the
+unified one, its understanding data repeated, so that "more steps" is never mistaken for
+"generation helps".
 """
 
 from __future__ import annotations
