@@ -334,6 +334,7 @@ def eval_command(
     typer.echo(json.dumps({k: metrics[k] for k in ("vqa", "gen")}, indent=1))
 
 
+# The defaults are runner.PROBE_SPLIT, written out: importing the suites at start-up costs seconds.
 @app.command("probe")
 def probe_command(
     run: Annotated[Path, typer.Argument(help="SmartWatch run folder (from uvlm train) of a model that reads "
@@ -344,7 +345,8 @@ def probe_command(
     """Fig 7: how well a linear probe reads the weather from the understanding adapter's output
     at the weather icon's patch, on fresh renders. Writes RUN/probe/ (accuracy and a t-SNE); other
     counts than the paper's 4,000 / 1,000 write RUN/probe-TRAIN-TEST/, which the report leaves out."""
-    from uvlm.suites.probe import adapter_probe, probe_folder
+    from uvlm.suites.probe import adapter_probe
+    from uvlm.suites.runner import probe_folder
 
     if train_images < 30 or test_images < 1:  # fewer fit images may not hold every weather
         raise UvlmError(f"--train-images {train_images} must be >= 30 and --test-images {test_images} >= 1")

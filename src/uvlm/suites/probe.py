@@ -21,9 +21,8 @@ from uvlm.eval.probe import linear_probe
 from uvlm.io import atomic_write_bytes, atomic_write_json, exclusive
 from uvlm.model.names import parse_name
 from uvlm.suites.figures import save_figure
+from uvlm.suites.runner import PROBE_SPLIT, probe_folder
 from uvlm.train.data import face_folders
-
-PAPER_SPLIT = (4000, 1000)  # adapter outputs the probe is fitted on, and scored on
 
 
 def icon_token(attrs, style: RenderStyle, grid: int) -> int:
@@ -33,12 +32,7 @@ def icon_token(attrs, style: RenderStyle, grid: int) -> int:
     return int(cy / style.size * grid) * grid + int(cx / style.size * grid)
 
 
-def probe_folder(run: Path, n_train: int = PAPER_SPLIT[0], n_test: int = PAPER_SPLIT[1]) -> Path:
-    """Where a probe writes: run/probe/ at the paper's split (what the report reads), else its own folder."""
-    return Path(run) / ("probe" if (n_train, n_test) == PAPER_SPLIT else f"probe-{n_train}-{n_test}")
-
-
-def adapter_probe(run: Path, n_train: int = PAPER_SPLIT[0], n_test: int = PAPER_SPLIT[1], seed: int = 2,
+def adapter_probe(run: Path, n_train: int = PROBE_SPLIT[0], n_test: int = PROBE_SPLIT[1], seed: int = 2,
                   tsne: bool = True) -> dict:
     """Probe accuracy (percent) of the weather at the icon's token; writes probe_folder(run, ...)."""
     from uvlm.train.loop import load_run_config

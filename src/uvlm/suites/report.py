@@ -27,7 +27,7 @@ from uvlm.suites.results import (
     paper_rows,
     paper_tables,
 )
-from uvlm.suites.runner import overrides_of, preset_of, record_rates, run_summary
+from uvlm.suites.runner import overrides_of, preset_of, probe_folder, record_rates, run_summary
 from uvlm.suites.stats import cell_interval
 
 AT_CHANCE = "°"  # the cell's interval does not clear chance
@@ -137,7 +137,7 @@ def _probe_section(res: Results, out: Path, paper: dict) -> tuple[list[str], lis
         for k in res.groups[("fig7", label)]:
             if (result := res.probe(k)) is not None:
                 accs.append(result["weather_probe_acc"])
-                tsne = res.root / "runs" / k / "probe" / "tsne.npy"
+                tsne = probe_folder(res.root / "runs" / k) / "tsne.npy"
                 if label not in points and tsne.exists():
                     points[label] = np.load(tsne)
         if accs:

@@ -23,7 +23,7 @@ from uvlm.eval.chance import chance
 from uvlm.eval.evaluate import GEN_PROTOCOL
 from uvlm.io import atomic_write_json, read_json, read_jsonl
 from uvlm.model.names import parse_name
-from uvlm.suites.runner import job_index, wall_seconds
+from uvlm.suites.runner import job_index, probe_folder, wall_seconds
 from uvlm.suites.spec import scaling_label, scaling_rows
 
 COLUMNS = {"time_acc": ("time",), "weather_acc": ("weather",), "position_acc": ("weather_pos", "battery_pos"),
@@ -174,8 +174,9 @@ class Results:
     def probe(self, key: str) -> dict | None:
         """A run's Fig 7 probe result (probe/probe.json), or None before the run is probed."""
         if key not in self._probe:
-            path = self.root / "runs" / key / "probe" / "probe.json"
-            self._probe[key] = read_json(path, "probe", f"delete it and run `uvlm probe {path.parent.parent}`") \
+            run = self.root / "runs" / key
+            path = probe_folder(run) / "probe.json"
+            self._probe[key] = read_json(path, "probe", f"delete it and run `uvlm probe {run}`") \
                 if path.exists() else None
         return self._probe[key]
 

@@ -33,6 +33,12 @@ from uvlm.suites.spec import Job
 
 # What uvlm.progress prints: "label: done/total (..% ...)".
 PROGRESS_LINE = re.compile(r": \d+/\d+ \(\d+%")
+PROBE_SPLIT = (4000, 1000)  # the paper's Fig 7 probe: adapter outputs it is fitted on, and scored on
+
+
+def probe_folder(run: Path, n_train: int = PROBE_SPLIT[0], n_test: int = PROBE_SPLIT[1]) -> Path:
+    """Where a probe writes: run/probe/ at the paper's split (what suites and the report read), else its own folder."""
+    return Path(run) / ("probe" if (n_train, n_test) == PROBE_SPLIT else f"probe-{n_train}-{n_test}")
 
 
 def _evaluated(run: Path) -> bool:
@@ -40,7 +46,7 @@ def _evaluated(run: Path) -> bool:
 
 
 def _probed(run: Path) -> bool:
-    return (run / "probe" / "probe.json").exists()
+    return (probe_folder(run) / "probe.json").exists()
 
 
 def is_done(results: Path, job: Job) -> bool:
