@@ -54,8 +54,7 @@ def timed_demo(clone: Path) -> tuple[dict, float, int]:
 def scores(results: Path) -> list[list[str]]:
     """Each demo row's VQA and judge totals as its report computes them, beside the best constant
     answer (for generation: the best image that ignores the prompt, as the report's bar)."""
-    from uvlm.suites.report import judge_bar
-    from uvlm.suites.results import Results, dataset_of, output_space
+    from uvlm.suites.results import Results, output_space
 
     res = Results(results)
     rows = []
@@ -64,7 +63,7 @@ def scores(results: Path) -> list[list[str]]:
         for label in res.labels(table):
             vqa = {c: res.vqa_scores(table, label, c) for c in ("total_acc", *ATTRIBUTES)}
             gen, space = res.gen_scores(table, label), output_space(label)
-            bar = judge_bar(res.judge_baselines(space, dataset_of(table))) if space else None
+            bar = res.bar(table, label, "gen") if space else None
             rows.append([f"{table} {label}",
                          f"{vqa['total_acc'].mean():.1f} ({chance['constant']['total_acc']:.1f})"
                          if vqa["total_acc"] is not None else "-",

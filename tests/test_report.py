@@ -62,7 +62,7 @@ def test_report_at_toy_size(tmp_path):
     text = readme.read_text()
     assert "Table A3" in text and "| VQ-VQ | 2 |" in text
     assert "89.3" in text  # the paper's VQ-VQ total beside ours
-    assert "unified beats understanding-only: VQ-VQ vs VQ_u" in text and "**reproduced**" in text
+    assert "unified beats understanding-only: VQ-VQ vs VQ_u" in text and "**holds**" in text
     # chance above the table, from the true answers: a random time scores exactly 50
     assert "| *chance: random answer* |  | 50.0 | 33.3 | 25.0 |" in text
     assert "| *chance: best constant answer* |" in text
@@ -114,7 +114,7 @@ def test_cost_prices_only_the_rows_asked_for(tmp_path):
 
 def test_scaling_and_dose_sections(tmp_path):
     """Known answers: VQA rises with generation data, beats its step-matched control, and the
-    unified models transfer at every dose; each becomes a reproduced verdict and a figure."""
+    unified models transfer at every dose; each becomes a verdict that holds and a figure."""
     results = tmp_path / "results"
     jobs = expand("scaling", "cpu", seeds=3)
     jobs += [j for j in expand("transfer-weather", "cpu", seeds=3) if j.table == "dose-weather"]
@@ -131,10 +131,10 @@ def test_scaling_and_dose_sections(tmp_path):
     assert "| VQ-VQ und 240K gen 60K | 3 |" in text and "94.0" in text  # the paper's A4 cell beside ours
     rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
     slope = next(v for k, v in rows.items() if k.startswith("understanding grows with generation data: VQ-VQ"))
-    assert "**reproduced**" in slope
-    assert "**reproduced**" in rows["... VQ-VQ und 120K gen 180K against its step-matched control"]
-    assert "**reproduced**" in rows["knowledge transfers at p=0.0 (weather questions): VQ-VQ vs VQ_u"]
-    assert "**reproduced**" in rows["... VQ-VQ at p=0.2 against the step-matched control"]
+    assert "**holds**" in slope
+    assert "**holds**" in rows["... VQ-VQ und 120K gen 180K against its step-matched control"]
+    assert "**holds**" in rows["knowledge transfers at p=0.0 (weather questions): VQ-VQ vs VQ_u"]
+    assert "**holds**" in rows["... VQ-VQ at p=0.2 against the step-matched control"]
     assert "| VQ_u p=0.2 (step-matched) | 3 |" in text
     assert not any(k.startswith("knowledge transfers at p=0.05") for k in rows)  # A5's own rows test 0.05
     for name in ("fig-4-scaling.png", "fig-dose-weather.png"):
@@ -149,8 +149,8 @@ def test_scaling_and_dose_sections(tmp_path):
     text = write_report(alone, tmp_path / "report-alone").read_text()
     rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
     control = rows["... VQ-VQ at p=0.2 against the step-matched control"]
-    assert control.endswith("| 1 | - | - | **1 seed: no verdict** |")
-    assert "reproduced**" not in text
+    assert control.endswith("| 1 | - | - | - | **1 seed: no verdict** |")
+    assert not any(line.endswith("| **holds** |") for line in text.splitlines())
 
 
 def test_probe_section_and_verdicts(tmp_path):
@@ -171,7 +171,7 @@ def test_probe_section_and_verdicts(tmp_path):
     rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
     verdict = {name: rows[f"the probe finds the weather in {name}'s adapter output: accuracy minus chance (33.3)"]
                for name in ("VQ-VQ", "VQ_u")}
-    assert "**reproduced**" in verdict["VQ-VQ"] and "**reproduced**" not in verdict["VQ_u"]
+    assert "**holds**" in verdict["VQ-VQ"] and "**holds**" not in verdict["VQ_u"]
 
 
 def test_biased_tables_show_the_papers_held_out_attribute(tmp_path):
@@ -217,3 +217,47 @@ def test_bench_cost_measures_target_5_from_the_runs_wall_times(tmp_path, monkeyp
     assert "| transfer-weather | 26 of 78 |" in text and "| estimated |" in text
     assert "h on 2 cores (estimated; target <= 16:" in text
     assert text.count("## bench_cost") == 1, "a rerun replaces its section"
+
+
+def test_primary_family_is_the_papers_headlines_and_adjusted_alone(tmp_path):
+    """The A3 headline claims form the primary family, quoted from the paper, Holm-adjusted among
+    themselves only: adding secondary findings never changes a primary Holm p."""
+    from uvlm.suites.findings import primary_findings, tested
+    from uvlm.suites.results import Results
+    from uvlm.suites.stats import holm
+
+    assert all(f.quote.startswith('"') and "(" in f.quote for f in primary_findings())
+    results = tmp_path / "results"
+    ability = {"SigLIP-SigLIP": 0.9, "VQ-VQ": 0.9, "SigLIP-VQ": 0.7, "VQ-SigLIP": 0.7, "SigLIP_u": 0.6, "VQ_u": 0.6,
+               "VQ_g": 0.0}
+    jobs = [j for j in expand("mutual", "cpu", seeds=3) if j.label in ability]
+    for i, job in enumerate(jobs):
+        fake_run(results, job, ability[job.label], i, gen=parse_name(job.label).tasks != "understanding")
+    record_jobs(results, jobs)
+    found = tested(Results(results))
+    primary = [t for t in found if t.primary]
+    assert [t.finding.text.split(":")[0] for t in primary] == ["mutual benefit, understanding",
+                                                                 "mutual benefit, generation", "alignment"]
+    assert all(t.family_size == 3 for t in primary) and len(found) > len(primary)
+    raw = [t.comparison.p_value for t in primary]
+    assert [t.comparison.p_adjusted for t in primary] == holm(raw)
+    text = write_report(results, tmp_path / "report").read_text()
+    assert "### Primary family" in text and "### Secondary family" in text
+    line = next(x for x in text.splitlines() if "mutual benefit, understanding" in x)
+    assert line.endswith("| **holds** |") and "(abstract)" in line
+
+
+def test_words_come_from_the_statistics():
+    from uvlm.suites.stats import Comparison, Interval
+    from uvlm.suites.words import phrase
+
+    def made(verdict, p=0.5):
+        return Comparison(Interval(1, 0, 2, 3, 100), p, verdict)
+
+    assert phrase(made("reproduced", 0.01)) == "holds" and phrase(made("not reproduced", 0.01)) == "against the paper"
+    assert phrase(made("inconclusive"), rows_clear=[False, False]) == "both at chance"
+    assert phrase(made("inconclusive"), rows_clear=[False, True]) == "inconclusive"
+    assert phrase(made("inconclusive"), rows_clear=[False] * 3) == "all at chance"
+    assert phrase(Comparison(Interval(1, 0, 2, 1, 100), None, "1 seed: no verdict")) == "1 seed: no verdict"
+    assert phrase(Interval(50, 45, 55, 3, 100), bar=44.4) == "reads it"
+    assert phrase(Interval(50, 44, 55, 3, 100), bar=44.4) == "not shown"

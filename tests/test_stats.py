@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 from scipy.stats import binomtest
@@ -201,7 +203,7 @@ def test_shrinking_a_rows_seed_spread_never_widens_its_interval():
         shifts -= shifts.mean()  # the mean stays put as the spread shrinks
         widths = [float(np.diff(cell_interval_bounds(base[None] + s * shifts[:, None]))[0])
                   for s in (1.0, 0.7, 0.4, 0.2, 0.05, 0.0)]
-        assert all(b <= a + 1e-9 for a, b in zip(widths, widths[1:], strict=False)), widths
+        assert all(b <= a + 1e-9 for a, b in pairwise(widths)), widths
 
 
 def cell_interval_bounds(scores) -> tuple[float, float]:

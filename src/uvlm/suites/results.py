@@ -80,6 +80,16 @@ def output_space(label: str) -> str | None:
     return parse_name(label.split(" ")[0]).output_space
 
 
+def judge_bar(baselines: dict | None, column: str = "total_acc") -> float | None:
+    """What a generated image must beat to show it follows its prompt: the best of the best
+    constant answer, one constant image, and real images of other prompts."""
+    if not baselines:
+        return None
+    values = [baselines[k][column] for k in ("best constant answer", "constant", "shuffled")
+              if k in baselines and baselines[k].get(column) is not None]
+    return max(values) if values else None
+
+
 def paper_tables() -> dict:
     return json.loads(resources.files("uvlm.suites").joinpath("paper_tables.json").read_text())
 
@@ -97,7 +107,7 @@ class Results:
                 self.groups[(e["table"], e["label"])].append(e["key"])
         self._answers: dict[str, dict] = {}
         self._metrics: dict[str, dict] = {}
-        self._generation: dict[str, list[float] | None] = {}
+        self._generation: dict[str, dict[str, dict[str, float]] | None] = {}
         self._probe: dict[str, dict | None] = {}
 
     def tables(self) -> list[str]:
@@ -151,25 +161,42 @@ class Results:
         ids = sorted(i for i, (a, _) in runs[0].items() if a in columns(table)[column])
         return 100 * np.array([[r[i][1] for i in ids] for r in runs])
 
-    def generation(self, key: str) -> list[float] | None:
-        """A run's judged score per test prompt in percent (mean over its named attributes; 0 if
-        no image), or None if it generated nothing. Read once per run: tables, verdicts and
+    def generation(self, key: str) -> dict[str, dict[str, float]] | None:
+        """A run's judged scores per test prompt and named attribute (0-1), for the prompts it drew
+        an image for, or None if it generated nothing. Read once per run: tables, verdicts and
         figures all ask for it."""
         if key not in self._generation:
             path = self.root / "runs" / key / "eval" / "generation.jsonl"
             scores = None
             if path.exists():
                 rows = read_jsonl(path, "generations", f"evaluate the run again: `uvlm eval {path.parent.parent}`")
-                made = {r["id"]: np.mean(list(r["scores"].values())) for r in rows}
-                n = self.metrics(key)["gen"]["n"]
-                scores = [100 * made.get(f"test-generation-{j:06d}", 0.0) for j in range(n)]
+                scores = {r["id"]: {a: float(v) for a, v in r["scores"].items()} for r in rows}
             self._generation[key] = scores
         return self._generation[key]
 
+    def _named(self, dataset: str) -> dict[str, list[str]]:
+        """Prompt id -> the attributes it names, from every run of a dataset that drew its image."""
+        named: dict[str, list[str]] = {}
+        for (table, _), keys in self.groups.items():
+            if dataset_of(table) == dataset:
+                for k in keys:
+                    for prompt, scores in (self.generation(k) or {}).items():
+                        named.setdefault(prompt, list(scores))
+        return named
+
     def gen_scores(self, table: str, label: str) -> np.ndarray | None:
-        """(seeds, prompts) judged scores of a row's runs."""
-        runs = [self.generation(k) for k in self.groups.get((table, label), [])]
-        return None if not runs or any(r is None for r in runs) else np.array(runs)
+        """(seeds, items) judged scores of a row's runs in percent, an item being one attribute a
+        prompt named: their mean is pooled over attributes, as the judge's baselines and
+        metrics.json's judge total are. A prompt without an image scores 0 on each attribute it
+        names (one item of 0 where no run of the folder drew it)."""
+        keys = self.groups.get((table, label), [])
+        runs = [self.generation(k) for k in keys]
+        if not runs or any(r is None for r in runs):
+            return None
+        named = self._named(dataset_of(table))
+        prompts = [f"test-generation-{j:06d}" for j in range(self.metrics(keys[0])["gen"]["n"])]
+        items = [(p, a) for p in prompts for a in named.get(p, [""])]
+        return 100 * np.array([[(run.get(p) or {}).get(a, 0.0) for p, a in items] for run in runs])
 
     def probe(self, key: str) -> dict | None:
         """A run's Fig 7 probe result (probe/probe.json), or None before the run is probed."""
@@ -197,6 +224,15 @@ class Results:
         if column == "probe":
             return self.probe_scores(table, label)
         return self.vqa_scores(table, label, column)
+
+    def bar(self, table: str, label: str, column: str) -> float | None:
+        """What a row's cell must clear to show it reads the attribute (a VQA column: the best
+        constant answer) or follows its prompts ("gen": `judge_bar`); None where nothing is known."""
+        if column == "gen":
+            space = output_space(label)
+            return judge_bar(self.judge_baselines(space, dataset_of(table))) if space else None
+        found = self.chance(table) if column != "probe" else None
+        return found["constant"].get(column) if found else None
 
     def chance(self, table: str) -> dict | None:
         """Chance on a table's test questions (uvlm.eval.chance), from the true answers its runs

@@ -183,7 +183,7 @@ def contrast(scores: list, weights: list[float], baseline: float = 0.0) -> Compa
     mats = [_as_matrix(x) for x in scores]
     if len({m.shape[1] for m in mats}) != 1:
         raise ValueError("paired comparison needs the same questions for every model")
-    if len(mats) == 1 and list(weights) == [1.0] and 0 <= mats[0].min() and mats[0].max() <= FULL:
+    if len(mats) == 1 and list(weights) == [1.0] and mats[0].min() >= 0 and mats[0].max() <= FULL:
         return _against_baseline(mats[0], baseline)
     n = mats[0].shape[1]
     var = _variance(mats, list(weights))
