@@ -12,7 +12,10 @@ slope) is generalised over the training seeds and over the test questions:
 s_j^2 is the variance of row j's k_j per-seed means. It already holds each seed's answer
 noise, so the question term keeps only what the paired per-question means vary beyond that
 noise (MS_res_j: row j's seed x question residual mean square): the test set's own draw of
-questions. The degrees of freedom are the seed-level Welch-Satterthwaite df of the seed terms
+questions. A cell's variance is never taken below Var_q(ybar[q]) / n, the question-only
+variance one seed would get: seeds that agree by chance make the test set no more precise
+(conservative for cells; contrasts, which verdicts rest on, keep the rule above, whose error
+rates the simulations below measure). The degrees of freedom are the seed-level Welch-Satterthwaite df of the seed terms
 alone, between min(k_j) - 1 and sum(k_j - 1); the question term, estimated from n >> k
 questions, enters the variance but never raises the df. A three-seed cell therefore uses t
 with 2 df (about 4.3 standard errors either side), unless its seeds score exactly alike: then
@@ -40,6 +43,9 @@ interval is the exact binomial (Clopper-Pearson) interval of p n_eff in n_eff. I
 every question (a probe at 100% in all seeds) it is the exact binomial interval over the n
 test items (1,000 of 1,000 correct: [99.63, 100]). A contrast of one row against a baseline
 (a probe against chance) is tested on that interval, with the exact binomial p-value.
+
+A contrast's interval is a t interval and, unlike a cell's, can widen a little as one row's
+seeds come to agree: its Welch df fall towards the other row's k - 1 (never below it).
 
 A row with one seed has no seed variance to estimate: its numbers are shown with an interval
 over questions alone, and any contrast that involves it gets no verdict ("1 seed: no verdict").
@@ -105,6 +111,7 @@ class _Variance:
     total: float  # Var of the estimate, points^2
     df: float  # its degrees of freedom (seed-level Welch; n - 1 over questions alone)
     seeds: int  # the fewest seeds of any row
+    question: float = 0.0  # the part of `total` that is the test set's draw of questions
 
 
 def _variance(mats: list[np.ndarray], weights: list[float]) -> _Variance:
@@ -127,7 +134,12 @@ def _variance(mats: list[np.ndarray], weights: list[float]) -> _Variance:
     # Welch-Satterthwaite over the seed terms; where every row's seeds score exactly alike, all
     # that varies is the draw of questions, and the df are the question term's
     df = seed * seed / sum(v * v / d for v, d in seed_terms) if seed > 0 else float(max(n - 1, 1))
-    return _Variance(seed + max(question - noise, 0.0), df, k_min)
+    total = seed + max(question - noise, 0.0)
+    if len(mats) == 1:
+        # a cell: never below the question-only variance of its seed-averaged scores (what one
+        # seed would get), since seeds that agree by chance make the test set no more precise
+        total = max(total, question)
+    return _Variance(total, df, k_min, max(question - noise, 0.0))
 
 
 def _t(df: float) -> float:
@@ -168,12 +180,18 @@ def cell_interval(scores) -> Interval:
     m = _as_matrix(scores)
     if m.min() < 0 or m.max() > FULL:
         raise ValueError(f"cell scores must be points in 0-{FULL:.0f}")
+    return _cell(m)[2]
+
+
+def _cell(m: np.ndarray) -> tuple[float, float, Interval]:
+    """A cell's effective binomial (x, trials) and its interval."""
     var = _variance([m], [1.0])
     mean = float(m.mean())
     x, trials = _proportion(mean, var, m.shape[1])
     low, high = _clopper_pearson(x, trials)
     # the exact interval is built on the effective count; keep the mean inside it (rounding)
-    return Interval(mean, min(low, mean), max(high, mean), var.seeds, m.shape[1], math.sqrt(var.total), var.df)
+    cell = Interval(mean, min(low, mean), max(high, mean), var.seeds, m.shape[1], math.sqrt(var.total), var.df)
+    return x, trials, cell
 
 
 def contrast(scores: list, weights: list[float], baseline: float = 0.0) -> Comparison:
@@ -189,7 +207,7 @@ def contrast(scores: list, weights: list[float], baseline: float = 0.0) -> Compa
     var = _variance(mats, list(weights))
     effect = float(sum(w * m.mean() for w, m in zip(weights, mats, strict=True))) - baseline
     total = var.total
-    if total <= 0 and effect != 0:  # every score fixed: the binomial variance of each row's rate
+    if total <= 0:  # every score fixed: the binomial variance of each row's rate
         total = sum(w * w * _binomial_floor(float(m.mean()), n) for w, m in zip(weights, mats, strict=True))
     se = math.sqrt(total)
     half = _t(var.df) * se
@@ -209,11 +227,10 @@ def _binomial_floor(mean: float, n: int) -> float:
 def _against_baseline(m: np.ndarray, baseline: float) -> Comparison:
     """One row's mean against a fixed baseline (a probe against chance): the cell's interval, and
     the exact binomial test on its effective count."""
-    cell = cell_interval(m)
+    x, trials, cell = _cell(m)
     shifted = replace(cell, mean=cell.mean - baseline, low=cell.low - baseline, high=cell.high - baseline)
     if not cell.has_seed_variance:
         return Comparison(shifted, None, NO_VERDICT)
-    x, trials = _proportion(cell.mean, _variance([m], [1.0]), m.shape[1])
     p = _binomial_p(x, trials, baseline)
     return Comparison(shifted, p, _verdict(shifted.mean, p))
 
@@ -271,47 +288,64 @@ def seed_sd(scores) -> tuple[float, float, float]:
             sd * math.sqrt((k - 1) / stats.chi2.ppf(ALPHA / 2, k - 1)))
 
 
+_GRID = 2000  # quantiles of the variance estimate's chi-square in `welch_power`
+
+
+def question_variance(scores: list, weights: list[float]) -> float:
+    """The question part of a contrast's variance (points^2): the test set's draw of questions,
+    which more seeds do not shrink."""
+    return _variance([_as_matrix(x) for x in scores], list(weights)).question
+
+
 def welch_power(effect: float, seed_sds: list[float], weights: list[float], seeds: int,
-                alpha: float = ALPHA) -> float:
+                alpha: float = ALPHA, question_var: float = 0.0) -> float:
     """The chance that a two-sided seed-level test at `alpha` finds a true contrast `effect`
-    (points) of rows with these seed SDs, `seeds` seeds each: noncentral t at the Welch df.
-    Question noise is left out: with 1,000 test questions it is small beside seed noise."""
+    (points) of rows with these seed SDs (of per-seed means, answer noise included), `seeds`
+    seeds each, plus the test set's `question_var`: noncentral t at the seed terms' Welch df,
+    as the test itself uses."""
     if seeds < 2:
         return 0.0
     terms = [w * w * sd * sd / seeds for w, sd in zip(weights, seed_sds, strict=True)]
-    var = sum(terms)
+    var = sum(terms) + question_var
     if var <= 0:
         return 1.0 if effect else 0.0
-    df = var * var / sum(v * v / (seeds - 1) for v in terms if v > 0)
+    df = sum(terms) ** 2 / sum(v * v / (seeds - 1) for v in terms if v > 0) if sum(terms) > 0 else 1e6
     crit = float(stats.t.ppf(1 - alpha / 2, df))
     ncp = abs(effect) / math.sqrt(var)
-    return float(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp))
+    # noncentral t, integrated over the chi-square of the variance estimate at fixed quantiles
+    # (scipy's nct returns nan at some small df and large noncentrality)
+    scale = np.sqrt(stats.chi2.ppf((np.arange(_GRID) + 0.5) / _GRID, df) / df)
+    return float(np.mean(stats.norm.cdf(ncp - crit * scale) + stats.norm.cdf(-ncp - crit * scale)))
 
 
 def seeds_for_power(effect: float, seed_sds: list[float], weights: list[float], alpha: float = ALPHA,
-                    power: float = 0.8, most: int = 200) -> int | None:
-    """The fewest seeds per row (2 or more) at which `welch_power` reaches `power`; None past `most`."""
+                    power: float = 0.8, most: int = 200, question_var: float = 0.0) -> int | None:
+    """The fewest seeds per row (2 or more) at which `welch_power` reaches `power`; None past `most`
+    (or where the question term alone keeps it below)."""
     for k in range(2, most + 1):
-        if welch_power(effect, seed_sds, weights, k, alpha) >= power:
+        if welch_power(effect, seed_sds, weights, k, alpha, question_var) >= power:
             return k
     return None
 
 
 def minimum_detectable_effect(seed_sds: float | list[float], seeds: int, power: float = 0.8,
-                              alpha: float = ALPHA, weights: list[float] | None = None) -> float:
+                              alpha: float = ALPHA, weights: list[float] | None = None,
+                              question_var: float = 0.0) -> float:
     """The smallest true contrast (points) that a two-sided seed-level test at `alpha` finds with
-    probability `power`, for rows of `seeds` seeds with these seed SDs (one SD: two rows A - B
-    of that SD). inf at one seed."""
+    probability `power`, for rows of `seeds` seeds with these seed SDs (one SD without weights:
+    two rows A - B of that SD) and the test set's `question_var`. inf at one seed."""
     if isinstance(seed_sds, (int, float)):
-        seed_sds, weights = [float(seed_sds)] * 2, [1.0, -1.0]
+        seed_sds = [float(seed_sds)] * (2 if weights is None else len(weights))
+        weights = weights if weights is not None else [1.0, -1.0]
     weights = weights if weights is not None else [1.0] * len(seed_sds)
     if seeds < 2:
         return math.inf
     if all(sd == 0 for sd in seed_sds):
         return 0.0
-    se = math.sqrt(sum(w * w * sd * sd for w, sd in zip(weights, seed_sds, strict=True)) / seeds)
+    se = math.sqrt(sum(w * w * sd * sd for w, sd in zip(weights, seed_sds, strict=True)) / seeds + question_var)
     low, high = 0.0, se * 100
     for _ in range(60):  # bisection: power grows with the effect
         mid = (low + high) / 2
-        low, high = (mid, high) if welch_power(mid, seed_sds, weights, seeds, alpha) < power else (low, mid)
+        low, high = (mid, high) if welch_power(mid, seed_sds, weights, seeds, alpha, question_var) < power \
+            else (low, mid)
     return high
