@@ -186,9 +186,10 @@ class Results:
 
     def gen_scores(self, table: str, label: str) -> np.ndarray | None:
         """(seeds, items) judged scores of a row's runs in percent, an item being one attribute a
-        prompt named: their mean is pooled over attributes, as the judge's baselines and
-        metrics.json's judge total are. A prompt without an image scores 0 on each attribute it
-        names (one item of 0 where no run of the folder drew it)."""
+        prompt named: their mean is pooled over attributes, as the judge's baselines are (and as
+        metrics.json's judge total is where every prompt got an image; that total leaves out
+        prompts without one). A prompt without an image scores 0 on each attribute it names (one
+        item of 0 where no run of the folder drew it: its named attributes are not known here)."""
         keys = self.groups.get((table, label), [])
         runs = [self.generation(k) for k in keys]
         if not runs or any(r is None for r in runs):
