@@ -53,7 +53,8 @@ over questions alone, and any contrast that involves it gets no verdict ("1 seed
 Verdicts are called on Holm-adjusted p-values over a family of findings (uvlm.suites.findings
 declares a primary family, the paper's headline claims, and a secondary one): "reproduced"
 (adjusted p < 0.05, effect > 0), "not reproduced" (adjusted p < 0.05, effect < 0),
-"inconclusive" otherwise.
+"inconclusive" otherwise. The report words them through uvlm.suites.words ("holds", "against
+the paper", "inconclusive", "both at chance").
 """
 
 from __future__ import annotations
