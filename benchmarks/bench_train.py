@@ -104,7 +104,8 @@ def paper_config(name: str, scale: str, steps: int) -> dict:
     cfg["data"].update({"siglip": SCALES[scale]["siglip"], "vq": SCALES[scale]["vq"]})
     small = {"size": 64, "detail_scale": 2.0, "face_radius": 0.32}  # synthetic outputs ignore the pixels
     if scale == "tiny":
-        cfg["train"].update({"batch_size": 8, "global_batch": 24, "precision": "auto"})
+        # the preset asks for a GPU (train.device cuda); the tiny scale runs its code on the CPU
+        cfg["train"].update({"batch_size": 8, "global_batch": 24, "precision": "auto", "device": "auto"})
     batch = cfg["train"]["global_batch"]
     per_task = max(1, steps * batch // 3)
     cfg["data"]["train"].update({"n_vqa": per_task, "n_caption": per_task, "n_generation": per_task, **small})

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
@@ -132,6 +133,9 @@ def test_run_folder_and_loss_falls(tmp_path, encoders, env):
     ({"train": {"batch_size": 2.5}}, "train.batch_size must be a whole number"),
     ({"train": {"sharding": "zero3"}}, "sharding 'zero3': use none, fsdp"),
     ({"train": {"sharding": "fsdp", "precision": "fp16"}}, "not fp16"),
+    ({"train": {"device": "tpu"}}, "train.device 'tpu': use auto, cuda"),
+    pytest.param({"train": {"device": "cuda"}}, "sees no GPU",  # no silent fall back to the CPU
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
 ])
 def test_bad_configs(tmp_path, encoders, env, change, message):
     cfg = run_config(encoders)

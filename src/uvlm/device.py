@@ -20,6 +20,7 @@ import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 
@@ -79,8 +80,52 @@ def placement(precision: str = "auto", device: str | torch.device | None = None)
     return Placement(device, resolve_precision(precision, device))
 
 
+# How long the processes of one run wait for each other at a collective. Rank 0 alone renders,
+# encodes and caches the data before the first barrier (on an empty cache at paper size: 60K
+# renders, the judge's 22K, an 18 GB SigLIP feature file), which outlasts NCCL's 10-minute default.
+DISTRIBUTED_TIMEOUT = timedelta(hours=3)
+
+
+def require_device(device: str) -> None:
+    """Refuse in one line a run that asks for a GPU (train.device cuda) where torch sees none: a
+    CUDA build that does not match the driver would otherwise train a 7B model on the CPU."""
+    from uvlm.errors import UvlmError
+
+    if device == "cuda" and not torch.cuda.is_available():
+        build = f"a CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build"
+        raise UvlmError(f"train.device cuda, but torch {torch.__version__} ({build}) sees no GPU; install the torch "
+                        "build that matches this machine's driver (nvidia-smi), or run on the CPU with "
+                        "--set train.device=auto")
+
+
+def process_state(precision: str = "auto"):
+    """This process's accelerate PartialState (the processes of `torchrun`, or one without it;
+    gloo between CPU processes), with DISTRIBUTED_TIMEOUT at its collectives."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=placement(precision).device.type == "cpu", timeout=DISTRIBUTED_TIMEOUT)
+
+
 def gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def visible_gpus(count: int | None = None) -> list[str]:
+    """The GPU ids this process may hand to its children, as CUDA_VISIBLE_DEVICES names them:
+    its own mask in order (under CUDA_VISIBLE_DEVICES=4,5,6,7 the children get 4-7, not 0-3),
+    or 0 .. count - 1 without one. `count`: how many GPUs there are (default: torch's count)."""
+    count = gpu_count() if count is None else count
+    mask = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if mask is None or not mask.strip():
+        return [str(i) for i in range(count)]
+    return [d.strip() for d in mask.split(",") if d.strip()][:count]
+
+
+def gpu_groups(ids: list[str], groups: int, per_group: int) -> list[str]:
+    """`groups` disjoint CUDA_VISIBLE_DEVICES values of `per_group` ids each, taken in order."""
+    if groups * per_group > len(ids):
+        raise ValueError(f"{groups} x {per_group} GPUs asked, {len(ids)} visible")
+    return [",".join(ids[g * per_group:(g + 1) * per_group]) for g in range(groups)]
 
 
 @contextmanager

@@ -91,7 +91,8 @@ PRESETS: dict[str, dict] = {
             "feature_dtype": "float16"},
         # the authors' 131 per GPU x 3 GPUs; on any device count, micro-batches of what fits, accumulated
         "train": {"batch_size": 131, "global_batch": 393, "micro_batch": "auto", "gradient_checkpointing": True,
-                  "lr": 2e-4, "adapter_lr": 1e-4, "precision": "auto", "checkpoint_every": 50},
+                  "lr": 2e-4, "adapter_lr": 1e-4, "precision": "auto", "checkpoint_every": 50,
+                  "device": "cuda"},  # a 7B model: refuse to fall back to the CPU
     },
 }
 

@@ -272,8 +272,11 @@ def run_suite(jobs: list[Job], results: Path, workers: int, echo: Callable[[str]
                             f"this machine has {gpus}")
         processes = max(1, per_job)  # a job holding several GPUs trains across them
         free: queue.Queue[str] = queue.Queue()
-        for w in range(workers if per_job else 0):
-            free.put(",".join(str(w * per_job + k) for k in range(per_job)))
+        if per_job:
+            from uvlm.device import gpu_groups, visible_gpus  # torch, only where there are GPUs
+
+            for group in gpu_groups(visible_gpus(gpus), workers, per_job):
+                free.put(group)  # through this process's own mask: children see the GPUs it was given
 
         def one(job: Job) -> tuple[str, dict]:
             devices = free.get() if per_job else None

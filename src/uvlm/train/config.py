@@ -26,6 +26,7 @@ from uvlm.model.adapters import ADAPTER_KINDS
 from uvlm.model.names import parse_name
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+DEVICES = ("auto", "cuda")
 SHARDINGS = ("none", "fsdp")
 ATTENTIONS = ("auto", "sdpa", "eager", "flash_attention_2")
 FEATURE_DTYPES = ("float32", "float16")
@@ -84,6 +85,7 @@ class TrainConfig:
     eval_metrics: bool = True  # also VQA accuracy and judged generation at each point (slower)
     threads: int = 1  # CPU threads; suites run one-thread jobs side by side
     precision: str = "auto"  # auto (bf16 on a supporting GPU, fp16 on others, fp32 on CPU) | bf16 | fp16 | fp32
+    device: str = "auto"  # auto (a GPU where torch sees one, else the CPU) | cuda (refuse to start without one)
     sharding: str = "none"  # none (each process holds the whole model) | fsdp (sharded: uvlm.train.sharding)
 
 
@@ -108,6 +110,7 @@ class RunConfig:
             (t.eval_points >= 0, f"eval_points {t.eval_points} must be >= 0"),
             (t.threads >= 1, f"threads {t.threads} must be >= 1"),
             (t.precision in PRECISIONS, f"precision {t.precision!r}: use {', '.join(PRECISIONS)}"),
+            (t.device in DEVICES, f"train.device {t.device!r}: use {', '.join(DEVICES)}"),
             (t.sharding in SHARDINGS, f"sharding {t.sharding!r}: use {', '.join(SHARDINGS)}"),
             (m.attention in ATTENTIONS, f"attention {m.attention!r}: use {', '.join(ATTENTIONS)}"),
             (0 <= m.lora_dropout < 1, f"lora_dropout {m.lora_dropout} must be in [0, 1)"),
@@ -157,7 +160,7 @@ class RunConfig:
 LATER_FIELDS = {
     "model": {"lora_dropout": 0.0, "system_prompt": "", "attention": "auto"},
     "data": {"feature_dtype": "float32"},
-    "train": {"micro_batch": None, "gradient_checkpointing": False, "sharding": "none"},
+    "train": {"micro_batch": None, "gradient_checkpointing": False, "sharding": "none", "device": "auto"},
 }
 
 

@@ -45,7 +45,7 @@ from torch.utils.tensorboard import SummaryWriter
 from transformers import get_cosine_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
-from uvlm.device import placement
+from uvlm.device import placement, process_state, require_device
 from uvlm.errors import UvlmError
 from uvlm.io import (
     atomic_write_json,
@@ -186,8 +186,8 @@ def train(cfg: RunConfig, out: Path, resume: bool = False, progress=None, eval_p
     passes the evaluator's, uvlm.eval.evaluate.eval_point); without it they log validation
     losses only."""
     out = Path(out)
-    # the processes of `accelerate launch` / `torchrun` (one without them); gloo between CPU processes
-    state = PartialState(cpu=placement(cfg.train.precision).device.type == "cpu")
+    require_device(cfg.train.device)  # before any process group or file
+    state = process_state(cfg.train.precision)
     main = state.is_main_process
     if main:
         check_host_memory(cfg)
