@@ -52,7 +52,9 @@ def paper_config(models: dict[str, str], precision: str) -> dict:
     cfg["data"]["train"].update({"n_vqa": 12, "n_caption": 12, "n_generation": 12, **STYLE})
     cfg["data"]["test"].update({"n_vqa": 6, "n_generation": 4, **STYLE})
     cfg["data"].update({"siglip": models["siglip"], "vq": models["vq"]})
-    cfg["train"].update({"batch_size": 4, "global_batch": 6, "precision": precision, "checkpoint_every": 2,
+    # the preset asks for a GPU (train.device cuda); its code path runs here on the CPU
+    cfg["train"].update({"device": "auto", "batch_size": 4, "global_batch": 6, "precision": precision,
+                         "checkpoint_every": 2,
                          "eval_points": 1, "eval_samples": 4})
     return cfg
 
@@ -108,3 +110,35 @@ def test_paper_preset_trains_resumes_and_decodes_images(tmp_path, paper_models, 
     assert metrics["gen"]["n_images"] == metrics["gen"]["n"] == 4  # every prompt decoded to pixels
     assert len(list((whole / "eval-opened" / "generated").glob("*.png"))) == 4
     assert metrics["vqa"]["n"]["total"] == 6
+
+
+def test_a_bare_sentencepiece_tokenizer_loads_as_vicunas_does(tmp_path):
+    """Vicuna-7B-v1.5 ships tokenizer.model (sentencepiece) without tokenizer.json; transformers 5
+    converts it only with the `sentencepiece` package. A model trained here stands in for it."""
+    import io
+    import json
+
+    import sentencepiece as spm
+
+    from uvlm.suites.presets import row_config
+    from uvlm.train.build import build_tokenizer
+    from uvlm.train.config import from_dict
+
+    texts = ["What time does the watch show?", "The weather is sunny.", "Battery at 48% in the top-left corner."]
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts * 50), model_writer=model, vocab_size=320,
+                                   model_type="bpe", unk_id=0, bos_id=1, eos_id=2, pad_id=-1, byte_fallback=True,
+                                   character_coverage=1.0, minloglevel=2, num_threads=1)
+    folder = tmp_path / "vicuna"
+    folder.mkdir()
+    (folder / "tokenizer.model").write_bytes(model.getvalue())
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+         "legacy": False, "add_bos_token": True}))
+    assert not (folder / "tokenizer.json").exists()
+    cfg = row_config("cpu", "VQ-VQ")
+    cfg["model"]["llm"] = str(folder)
+    tok = build_tokenizer(from_dict(cfg))
+    ids = tok("The weather is sunny.").input_ids
+    assert ids[0] == 1 and tok.decode(ids, skip_special_tokens=True) == "The weather is sunny."
+    assert tok.pad_token is not None and len(tok) > 320  # the image tokens were added

@@ -396,6 +396,21 @@ def test_runs_side_by_side_never_share_a_gpu(tmp_path):
     assert {r["devices"] for r in out.values()} <= {"0,1", "2,3"} and not clashes
 
 
+def test_gpu_groups_go_through_the_parents_mask(monkeypatch):
+    """Under CUDA_VISIBLE_DEVICES=4,5,6,7 the runs get GPUs 4-7 (raw indices would put them on 0-3)."""
+    from uvlm.device import gpu_groups, visible_gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    assert gpu_groups(visible_gpus(4), 2, 2) == ["4,5", "6,7"]
+    assert visible_gpus(2) == ["4", "5"]  # fewer usable than named: the first ones
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-3f2a,GPU-77b1")  # UUIDs pass through as named
+    assert gpu_groups(visible_gpus(2), 2, 1) == ["GPU-3f2a", "GPU-77b1"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert gpu_groups(visible_gpus(4), 1, 4) == ["0,1,2,3"]
+    with pytest.raises(ValueError):
+        gpu_groups(visible_gpus(2), 2, 2)
+
+
 def test_children_progress_is_passed_on_and_a_busy_run_is_waited_for(tmp_path):
     import fcntl
     import os
@@ -469,3 +484,62 @@ def test_a_probed_run_is_probed_after_its_evaluation_while_its_weights_are_here(
                                                                "eval_seconds": times["eval_seconds"]}
     else:
         assert not (run / "wall.json").exists(), "a probe alone leaves the run's times as they were"
+
+
+def test_a_suite_under_a_gpu_mask_hands_out_the_masked_gpus(tmp_path, monkeypatch):
+    from uvlm.suites.runner import run_suite
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    out = run_suite(expand("mutual", "cpu", seeds=1, rows=("VQ-VQ", "VQ_u")), tmp_path, workers=2,
+                    echo=lambda s: None, execute=lambda job, results, devices, processes, **_: {"devices": devices},
+                    gpus=4, gpus_per_run=2)
+    assert {r["devices"] for r in out.values()} <= {"4,5", "6,7"} and len(out) >= 2
+
+
+def test_the_probe_hands_a_gpu_model_its_features_and_reads_its_output_back():
+    """Encoders return CPU tensors; a model on another device (meta stands in for cuda) gets them
+    moved to it, and its output comes back through .cpu() before numpy."""
+    import torch
+
+    from uvlm.suites.probe import adapter_outputs
+
+    class Output:
+        def __init__(self, rows: int):
+            self.rows, self.on_cpu = rows, False
+
+        def float(self):
+            return self
+
+        def cpu(self):
+            self.on_cpu = True
+            return self
+
+        def numpy(self):
+            assert self.on_cpu, "numpy() on a GPU tensor"
+            return [[1.0] * 3] * self.rows
+
+    class GpuModel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(2, device="meta"))
+
+        def understand(self, features):
+            assert features.device == self.weight.device, "features on another device than the model"
+            return Output(len(features))
+
+    assert len(adapter_outputs(GpuModel(), torch.zeros(5, 8))) == 5
+
+
+def test_processes_wait_for_rank_0_long_enough(monkeypatch):
+    """A multi-GPU run on an empty cache waits at a barrier while rank 0 renders and encodes:
+    the process group gets uvlm's timeout (hours), not NCCL's 10-minute default."""
+    from datetime import timedelta
+
+    import accelerate
+
+    from uvlm.device import DISTRIBUTED_TIMEOUT, process_state
+
+    seen = {}
+    monkeypatch.setattr(accelerate, "PartialState", lambda **kwargs: seen.update(kwargs) or "state")
+    assert process_state("fp32") == "state"
+    assert seen == {"cpu": True, "timeout": DISTRIBUTED_TIMEOUT} and timedelta(hours=1) <= DISTRIBUTED_TIMEOUT

@@ -305,3 +305,19 @@ def test_embedding_judge_reads_content_not_length():
     assert score_against(judge.answers(pulled), held_attrs)["weather_acc"] > 90
     constant = judge.answers(np.repeat(mean, len(held), axis=0))
     assert all(a == constant[0] for a in constant)
+
+
+def test_a_llamagen_training_checkpoint_with_its_args_loads(tmp_path):
+    """LlamaGen saves {"model", "optimizer", "steps", "args": argparse.Namespace}: the weights-only
+    loader refused the Namespace; it is allowed by name, nothing else is."""
+    import argparse
+
+    from .helpers import llamagen_state
+
+    path = tmp_path / "vq_ds16_c2i.pt"
+    torch.save({"model": llamagen_state(TINY_VQ), "steps": 400000,
+                "args": argparse.Namespace(codebook_size=16384, codebook_embed_dim=8)}, path)
+    write_llamagen(tmp_path / "plain.pt", TINY_VQ)  # the same weights without the extras
+    path.with_suffix(".json").write_bytes((tmp_path / "plain.json").read_bytes())
+    x = images(2, 32)
+    assert torch.equal(VQSpace.load(path).quantize(x)[0], VQSpace.load(tmp_path / "plain.pt").quantize(x)[0])

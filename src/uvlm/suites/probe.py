@@ -48,6 +48,13 @@ def adapter_probe(run: Path, n_train: int = PROBE_SPLIT[0], n_test: int = PROBE_
         return _probe(run, n_train, n_test, seed, tsne)
 
 
+def adapter_outputs(model, features: torch.Tensor) -> np.ndarray:
+    """The understanding adapter's output for encoder features, on the CPU as numpy. The
+    encoders hand back CPU tensors while the model may sit on a GPU: the features go to it."""
+    device = next(model.parameters()).device
+    return model.understand(features.to(device)).float().cpu().numpy()
+
+
 @torch.no_grad()
 def _probe(run: Path, n_train: int, n_test: int, seed: int, tsne: bool) -> dict:
     from uvlm.train.load import load_trained
@@ -63,8 +70,7 @@ def _probe(run: Path, n_train: int, n_test: int, seed: int, tsne: bool) -> dict:
         images = torch.from_numpy(np.stack([np.asarray(render(a, style)) for a in attrs])).permute(0, 3, 1, 2)
         feats = parts.in_space.encode(images)
         idx = torch.tensor([icon_token(a, style, grid) for a in attrs])
-        picked = feats[torch.arange(len(attrs)), idx]
-        vectors.append(model.understand(picked).float().numpy())
+        vectors.append(adapter_outputs(model, feats[torch.arange(len(attrs)), idx]))
         labels += [WEATHERS.index(a.weather) for a in attrs]
     x, y = np.concatenate(vectors), np.array(labels)
     accuracy, pred = linear_probe(x[:n_train], y[:n_train], x[n_train:], y[n_train:])

@@ -12,6 +12,7 @@ without one, the published VQ-16 architecture is assumed.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import io
 import json
@@ -127,7 +128,10 @@ class VQSpace(VisionSpace):
         except (ValueError, TypeError) as e:
             raise UvlmError(f"{sidecar} is not a valid VQ config ({e}); fix or delete it") from None
         try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            # LlamaGen's training checkpoints carry their argparse Namespace beside the weights:
+            # plain data, which the weights-only unpickler takes once it is allowed by name
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UvlmError(f"{path} is not a readable torch checkpoint ({first[:120]}); "
