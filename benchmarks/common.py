@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from uvlm.io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).with_name("RESULTS.md")
+# UVLM_BENCH_RESULTS: write elsewhere (gpu_check.sh --dry-run keeps the committed file as it is)
+RESULTS = Path(os.environ.get("UVLM_BENCH_RESULTS") or Path(__file__).with_name("RESULTS.md"))
 HEADER = "# Benchmark results\n\nWritten by `make bench`; each section is the latest run of one benchmark.\n"
 
 

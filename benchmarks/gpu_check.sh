@@ -1,24 +1,67 @@
 #!/usr/bin/env bash
-# Every GPU check of the paper-scale path, in one run (about 5-8 minutes on one H100-class GPU):
-#   1. the paper preset's training loop on a Vicuna-7B-shaped Llama with random weights and
-#      synthetic SigLIP-base / VQ-16 outputs: samples/s per GPU, peak memory, MFU, for VQ-VQ
-#      and SigLIP-SigLIP (global batch 393 by accumulation on this one GPU);
-#   2. 16 KV-cached image generations of 256 VQ tokens against the authors' uncached loop;
-#   3. the memory plan of configs/paper/VQ-VQ.yaml for this GPU.
-# Nothing is downloaded. Results go to benchmarks/RESULTS.md and are printed as one table.
-set -euo pipefail
+# Every GPU check of the paper-scale path in one run (about 8-10 minutes on one H100-class GPU):
+#   versions   torch, its CUDA build, the driver, transformers / accelerate / peft
+#   plan       the memory plan of configs/paper/VQ-VQ.yaml for this GPU
+#   train      the paper preset's training loop on a Vicuna-7B-shaped Llama with random weights and
+#              synthetic SigLIP-base / VQ-16 outputs: samples/s, peak memory, MFU (bench_train.py)
+#   generate   16 KV-cached image generations of 256 VQ tokens against the authors' uncached loop
+#   paper-path the paper preset's code path on tiny random models saved in the real formats, on
+#              this device: training, resume, evaluation, VQ decoding to pixels (test_paper_shape.py)
+#   probe      the Fig 7 probe's hand-over between CPU encoders and a GPU model
+# `--dry-run` runs every step at tiny scale on the CPU, results to a scratch RESULTS.md; CI runs it
+# so that the script cannot rot. No `set -e`: each step is logged, the table is written even when
+# a step fails, and the exit code says whether all passed. Nothing is downloaded.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-python3}
-export UVLM_CACHE=${UVLM_CACHE:-/tmp/uvlm-gpu-check-cache} PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-gpu_gb=$($PY -c "import torch; print(round(torch.cuda.get_device_properties(0).total_memory / 1e9))")
-$PY -m uvlm.cli plan configs/paper/VQ-VQ.yaml --gpu-mem "$gpu_gb"
-$PY benchmarks/bench_train.py --preset paper --random-weights --scale paper --steps "${STEPS:-4}"
-$PY benchmarks/bench_generate.py --random-weights --scale paper --images 16 --reference-images 2
-$PY - <<'PY'
-import re
-text = open("benchmarks/RESULTS.md").read()
-for name in ("bench_train (paper, paper)", "bench_generate (paper)"):
-    section = re.search(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", text, re.S | re.M)
-    print(section.group(0).strip() if section else f"## {name}: missing", "\n")
+DRY=0
+[ "${1:-}" = "--dry-run" ] && DRY=1
+if [ -x .venv/bin/python ]; then PY=${PY:-.venv/bin/python}; else PY=${PY:-python3}; fi
+LOG=${LOG:-/tmp/uvlm-gpu-check}
+mkdir -p "$LOG"
+export UVLM_CACHE=${UVLM_CACHE:-$LOG/cache} PYTHONUNBUFFERED=1
+SCALE=paper IMAGES=16 REFERENCE=2 GPU_GB=80
+if [ "$DRY" = 1 ]; then
+    SCALE=tiny IMAGES=1 REFERENCE=1
+    export UVLM_BENCH_RESULTS="$LOG/RESULTS.md"
+else
+    GPU_GB=$($PY -c "import torch; print(round(torch.cuda.get_device_properties(0).total_memory / 1e9))")
+fi
+
+ROWS=() FAILED=0
+step() {  # step NAME COMMAND...: run it, log it, add its row to the table
+    local name=$1 start code
+    shift
+    start=$(date +%s)
+    echo "== $name: $*"
+    "$@" > "$LOG/$name.log" 2>&1
+    code=$?
+    tail -n 3 "$LOG/$name.log"
+    if [ "$code" = 0 ]; then ROWS+=("| $name | ok | $(( $(date +%s) - start )) s |");
+    else ROWS+=("| $name | FAILED (exit $code; $LOG/$name.log) | $(( $(date +%s) - start )) s |"); FAILED=1; fi
+}
+
+step versions $PY -c "import torch, transformers, accelerate, peft, subprocess
+print('torch', torch.__version__, 'cuda build', torch.version.cuda, 'gpus', torch.cuda.device_count())
+print('transformers', transformers.__version__, 'accelerate', accelerate.__version__, 'peft', peft.__version__)
+if torch.cuda.is_available():
+    print(subprocess.run(['nvidia-smi', '--query-gpu=name,memory.total,driver_version', '--format=csv,noheader'],
+                         capture_output=True, text=True).stdout.strip())"
+step plan $PY -m uvlm.cli plan configs/paper/VQ-VQ.yaml --gpu-mem "$GPU_GB"
+step train $PY benchmarks/bench_train.py --preset paper --random-weights --scale "$SCALE" --steps "${STEPS:-4}"
+step generate $PY benchmarks/bench_generate.py --random-weights --scale "$SCALE" --images "$IMAGES" \
+    --reference-images "$REFERENCE"
+step paper-path $PY -m pytest -q -p no:cacheprovider tests/test_paper_shape.py
+step probe $PY -m pytest -q -p no:cacheprovider tests/test_suites.py -k "probe_hands"
+
+echo
+echo "| step | result | time |"
+echo "|---|---|---|"
+printf '%s\n' "${ROWS[@]}"
+[ -f "${UVLM_BENCH_RESULTS:-benchmarks/RESULTS.md}" ] && $PY - "${UVLM_BENCH_RESULTS:-benchmarks/RESULTS.md}" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+for name in ("bench_train (paper, ", "bench_generate (paper"):
+    for section in re.findall(rf"^## {re.escape(name)}.*?(?=^## |\Z)", text, re.S | re.M):
+        print(section.strip(), "\n")
 PY
+exit $FAILED
