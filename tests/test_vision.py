@@ -321,3 +321,21 @@ def test_a_llamagen_training_checkpoint_with_its_args_loads(tmp_path):
     path.with_suffix(".json").write_bytes((tmp_path / "plain.json").read_bytes())
     x = images(2, 32)
     assert torch.equal(VQSpace.load(path).quantize(x)[0], VQSpace.load(tmp_path / "plain.pt").quantize(x)[0])
+
+
+def test_relative_weights_are_found_through_uvlm_weights(tmp_path, monkeypatch):
+    """The paper preset names `vq:checkpoints/vq_ds16_c2i.pt`; a job started in another folder (a
+    cluster's) finds it under $UVLM_WEIGHTS, and without it the error says where it looked."""
+    from uvlm.errors import UvlmError
+    from uvlm.vision.load import load_space
+
+    weights = tmp_path / "weights"
+    (weights / "checkpoints").mkdir(parents=True)
+    write_llamagen(weights / "checkpoints" / "vq_ds16_c2i.pt", TINY_VQ)
+    elsewhere = tmp_path / "job"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(UvlmError, match=r"read from .*job, or from \$UVLM_WEIGHTS"):
+        load_space("vq:checkpoints/vq_ds16_c2i.pt")
+    monkeypatch.setenv("UVLM_WEIGHTS", str(weights))
+    assert load_space("vq:checkpoints/vq_ds16_c2i.pt").vocab_size == TINY_VQ.num_embeddings

@@ -6,16 +6,31 @@
     siglip:<folder or hub id>    a transformers SigLIP (hub ids must be in the local cache)
     vq:<checkpoint.pt>           a LlamaGen VQ checkpoint (sidecar .json for other sizes)
     synthetic:<shape>            the paper encoders' output shapes, no encoder (speed and memory only)
+
+A relative path (the paper preset's `vq:checkpoints/vq_ds16_c2i.pt`) is read from $UVLM_WEIGHTS
+where that variable names a folder holding it, else from the working directory: a job that a
+cluster starts elsewhere finds the weights through the variable, and the config, which names
+the run's folder, stays the same on every machine.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from uvlm.errors import UvlmError
 from uvlm.vision.space import VisionSpace
 
 SPEC_HELP = "use cpu-siglip, cpu-vq, siglip:<folder or hub id>, vq:<checkpoint.pt> or synthetic:<shape>"
+
+
+def weights_path(source: str) -> str:
+    """`source` under $UVLM_WEIGHTS when it is relative and there, else as given (a hub id, an
+    absolute path, or a path from the working directory)."""
+    root = os.environ.get("UVLM_WEIGHTS")
+    if root and not Path(source).is_absolute() and (Path(root) / source).exists():
+        return str(Path(root) / source)
+    return source
 
 
 def load_space(spec: str, faces: tuple[Path, Path] | None = None) -> VisionSpace:
@@ -32,11 +47,11 @@ def load_space(spec: str, faces: tuple[Path, Path] | None = None) -> VisionSpace
     if kind == "siglip" and source:
         from uvlm.vision.siglip import SiglipSpace
 
-        return SiglipSpace.load(source)
+        return SiglipSpace.load(weights_path(source))
     if kind == "vq" and source:
         from uvlm.vision.vq import VQSpace
 
-        return VQSpace.load(source)
+        return VQSpace.load(weights_path(source))
     if kind == "synthetic":
         from uvlm.vision.synthetic import SHAPES, SyntheticSpace
 

@@ -121,7 +121,8 @@ class VQSpace(VisionSpace):
         """Load a LlamaGen checkpoint (dict with a "model" state dict) and its sidecar config."""
         path = Path(path)
         if not path.is_file():
-            raise UvlmError(f"VQ checkpoint {path} does not exist; give the path of a LlamaGen .pt file")
+            where = "" if path.is_absolute() else f" (read from {Path.cwd()}, or from $UVLM_WEIGHTS)"
+            raise UvlmError(f"VQ checkpoint {path} does not exist{where}; give the path of a LlamaGen .pt file")
         sidecar = path.with_suffix(".json")
         try:
             config = VQConfig.from_dict(json.loads(sidecar.read_text())) if sidecar.exists() else VQConfig()
