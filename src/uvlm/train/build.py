@@ -18,6 +18,7 @@ from uvlm.model.prompt import SPECIAL_TOKENS, PromptEncoder
 from uvlm.model.tokenizer import template_corpus, train_tokenizer
 from uvlm.model.unified import SpaceInfo, UnifiedVLM
 from uvlm.train.config import RunConfig
+from uvlm.train.packaged import llm_source
 from uvlm.vision.load import load_space
 from uvlm.vision.space import VisionSpace
 
@@ -84,7 +85,7 @@ def build_tokenizer(cfg: RunConfig):
         system = cfg.model.system_prompt.strip()
         return train_tokenizer([*corpus, system, " " + system] if system else corpus, SPECIAL_TOKENS)
     try:
-        tok = AutoTokenizer.from_pretrained(cfg.model.llm, local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(llm_source(cfg.model.llm), local_files_only=True)
     except (OSError, ValueError) as e:
         raise UvlmError(f"cannot load the tokenizer of {cfg.model.llm!r} ({str(e).splitlines()[0]}); "
                         "give a local folder or a hub id already in the HF cache") from None
@@ -135,7 +136,7 @@ def build_llm(cfg: RunConfig, tokenizer, place: Placement | None = None):
             llm = LlamaForCausalLM(config).to(place.dtype)
     else:
         try:
-            llm = AutoModelForCausalLM.from_pretrained(m.llm, local_files_only=True, dtype=place.dtype,
+            llm = AutoModelForCausalLM.from_pretrained(llm_source(m.llm), local_files_only=True, dtype=place.dtype,
                                                        attn_implementation=attention)
         except (OSError, ValueError) as e:
             raise UvlmError(f"cannot load the LLM {m.llm!r} ({str(e).splitlines()[0]}); give a local folder "

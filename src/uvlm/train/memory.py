@@ -167,7 +167,9 @@ def llm_shape(model_cfg) -> tuple[Shape, str]:
     try:
         from transformers import AutoConfig
 
-        c = AutoConfig.from_pretrained(model_cfg.llm, local_files_only=True)
+        from uvlm.train.packaged import llm_source
+
+        c = AutoConfig.from_pretrained(llm_source(model_cfg.llm), local_files_only=True)
         return Shape(c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_hidden_layers, c.vocab_size,
                      bool(getattr(c, "tie_word_embeddings", False))), "its config.json"
     except (OSError, ValueError):
