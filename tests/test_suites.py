@@ -543,3 +543,26 @@ def test_processes_wait_for_rank_0_long_enough(monkeypatch):
     monkeypatch.setattr(accelerate, "PartialState", lambda **kwargs: seen.update(kwargs) or "state")
     assert process_state("fp32") == "state"
     assert seen == {"cpu": True, "timeout": DISTRIBUTED_TIMEOUT} and timedelta(hours=1) <= DISTRIBUTED_TIMEOUT
+
+
+def test_ctrl_c_stops_a_suite_and_starts_no_queued_run(tmp_path):
+    """An interrupt while runs are in flight: no queued run starts (the executor used to wait for
+    every queued job, each starting new children), a line says how to resume, and the interrupt
+    goes on up (the CLI exits 130)."""
+    import _thread
+    import time
+
+    started, lines = [], []
+
+    def execute(job, results, devices, processes, **_):
+        started.append(job.key)
+        if len(started) == 1:
+            _thread.interrupt_main()  # what Ctrl-C does to the suite's main thread
+        time.sleep(0.2)
+        return {"train_seconds": 0.2}
+
+    jobs = expand("mutual", "cpu", seeds=2, rows=("VQ-VQ", "VQ_u"))
+    with pytest.raises(KeyboardInterrupt):
+        run_suite(jobs, tmp_path, workers=1, echo=lines.append, execute=execute)
+    assert len(started) == 1 < len({j.key for j in jobs})
+    assert any(line.startswith("interrupted:") and "run the same command again" in line for line in lines)

@@ -17,6 +17,7 @@ import json
 import os
 import queue
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -64,14 +65,23 @@ def _child(cmd: list[str], env: dict, show: Callable[[str], None]) -> tuple[int,
     code and its last line on stderr (the error, when it failed). It dies with this process."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             preexec_fn=die_with_parent)
-    last = ""
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if line.strip():
-            last = line.strip()
-            if PROGRESS_LINE.search(last):
-                show(last)
-    return proc.wait(), last
+    _RUNNING.add(proc)
+    try:
+        last = ""
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if line.strip():
+                last = line.strip()
+                if PROGRESS_LINE.search(last):
+                    show(last)
+        return proc.wait(), last
+    finally:
+        _RUNNING.discard(proc)
+
+
+# The children in flight, so that an interrupted suite can pass the interrupt on to them (a
+# Ctrl-C reaches them with the terminal's process group; a `kill -INT` of the suite alone does not).
+_RUNNING: set[subprocess.Popen] = set()
 
 
 def wait_for_folder(run: Path, echo: Callable[[str], None]) -> None:
@@ -288,7 +298,8 @@ def run_suite(jobs: list[Job], results: Path, workers: int, echo: Callable[[str]
                 if devices is not None:
                     free.put(devices)
 
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
             # Reported as they finish, so the log shows what is done, not what was started first.
             finished = as_completed([pool.submit(one, job) for job in pending])
             for i, (key, result) in enumerate((f.result() for f in finished), start=1):
@@ -297,6 +308,17 @@ def run_suite(jobs: list[Job], results: Path, workers: int, echo: Callable[[str]
                                                           for step, seconds in result.items()
                                                           if step.endswith("_seconds"))
                 echo(f"[{i}/{len(pending)}] {key}: {status}")
+        except KeyboardInterrupt:
+            # Ctrl-C: no queued run starts (leaving a `with` block would wait for all of them), and
+            # the runs in flight stop at their last checkpoint, from which the same command resumes.
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in list(_RUNNING):
+                proc.send_signal(signal.SIGINT)
+            echo(f"interrupted: {len(outcome)} of {len(pending)} runs finished; the runs in flight stop at their "
+                 "last checkpoint; run the same command again to resume")
+            raise
+        finally:
+            pool.shutdown(wait=True)
         failed = [k for k, r in outcome.items() if "error" in r]
         if failed:
             raise UvlmError(f"{len(failed)} runs failed (first: {outcome[failed[0]]['error']}); "
