@@ -103,7 +103,8 @@ def test_estimate_matches_saved_tensors_at_vicuna_widths(layers):
     with fake:
         measured = saved_bytes(model, lambda: model(batch))
     predicted = estimate(VICUNA, batch, layers)
-    assert abs(predicted - measured) <= 0.15 * measured, (predicted / 2**20, measured / 2**20)
+    # measured: +3.7% at 1 layer, -2.6% at 2 (the README says "within 4%"); shapes are fixed, so no noise
+    assert abs(predicted - measured) <= 0.05 * measured, (predicted / 2**20, measured / 2**20)
 
 
 def test_fake_and_real_forwards_save_the_same_bytes():
