@@ -23,6 +23,7 @@ SCALE=paper IMAGES=16 REFERENCE=2 GPU_GB=80
 if [ "$DRY" = 1 ]; then
     SCALE=tiny IMAGES=1 REFERENCE=1
     export UVLM_BENCH_RESULTS="$LOG/RESULTS.md"
+    rm -f "$UVLM_BENCH_RESULTS"  # the table below shows this run's, not an earlier one's
 else
     GPU_GB=$($PY -c "import torch; print(round(torch.cuda.get_device_properties(0).total_memory / 1e9))")
 fi

@@ -23,8 +23,10 @@ def cache(tmp_path_factory):
     old = os.environ.get("UVLM_CACHE")
     os.environ["UVLM_CACHE"] = str(path)
     try:
+        llm_source.cache_clear()
         llm_source("smollm2-135m")
     finally:
+        llm_source.cache_clear()  # other tests' caches are other folders
         os.environ.pop("UVLM_CACHE") if old is None else os.environ.update(UVLM_CACHE=old)
     return path
 
@@ -35,8 +37,12 @@ def test_the_packaged_llm_is_pretrained(cache, monkeypatch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     monkeypatch.setenv("UVLM_CACHE", str(cache))
+    from pathlib import Path
+
     folder = llm_source("smollm2-135m")
-    assert llm_source("smollm2-135m") == folder  # converted once, then read from the cache
+    built = (Path(folder) / "meta.json").stat().st_mtime_ns
+    llm_source.cache_clear()  # a new process: the entry is verified, not converted again
+    assert llm_source("smollm2-135m") == folder and (Path(folder) / "meta.json").stat().st_mtime_ns == built
     tok = AutoTokenizer.from_pretrained(folder)
     llm = AutoModelForCausalLM.from_pretrained(folder).eval()
     assert 134e6 < sum(p.numel() for p in llm.parameters()) < 135e6 and llm.config.num_hidden_layers == 30

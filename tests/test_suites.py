@@ -520,8 +520,8 @@ def test_the_probe_hands_a_gpu_model_its_features_and_reads_its_output_back():
 
     class GpuModel(torch.nn.Module):
         def __init__(self):
-            super().__init__()
-            self.weight = torch.nn.Parameter(torch.zeros(2, device="meta"))
+            super().__init__()  # on a GPU (gpu_check.sh) the real device, else meta in its place
+            self.weight = torch.nn.Parameter(torch.zeros(2, device="cuda" if torch.cuda.is_available() else "meta"))
 
         def understand(self, features):
             assert features.device == self.weight.device, "features on another device than the model"

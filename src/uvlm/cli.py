@@ -274,7 +274,7 @@ def plan_command(
     shape, shape_source = llm_shape(cfg.model)
     layout, text_source = planned_layout(cfg)
     limit = gpu_mem * 1e9 if gpu_mem is not None else device_memory(placement(cfg.train.precision).device)
-    p = plan(cfg, layout, limit, gpus, shape, gpu=limit is not None)
+    p = plan(cfg, layout, limit, gpus, shape, gpu=limit is not None or cfg.train.device == "cuda")
     micro = p.micro_batch if cfg.train.micro_batch in (None, "auto") else int(cfg.train.micro_batch)
     if cfg.train.micro_batch is None:
         micro = cfg.train.batch_size

@@ -21,6 +21,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -63,9 +64,13 @@ def _uvlm(*args: str) -> list[str]:
 def _child(cmd: list[str], env: dict, show: Callable[[str], None]) -> tuple[int, str]:
     """Run a `uvlm` child to its end, passing its progress lines to `show`; returns its exit
     code and its last line on stderr (the error, when it failed). It dies with this process."""
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=die_with_parent)
-    _RUNNING.add(proc)
+    with _RUNNING_LOCK:
+        if _STOP.is_set():  # the suite was interrupted: start nothing new
+            raise UvlmError("interrupted")
+        # a session of its own: the suite alone passes an interrupt on, once
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=die_with_parent, start_new_session=True)
+        _RUNNING.add(proc)
     try:
         last = ""
         assert proc.stderr is not None
@@ -79,9 +84,18 @@ def _child(cmd: list[str], env: dict, show: Callable[[str], None]) -> tuple[int,
         _RUNNING.discard(proc)
 
 
-# The children in flight, so that an interrupted suite can pass the interrupt on to them (a
-# Ctrl-C reaches them with the terminal's process group; a `kill -INT` of the suite alone does not).
+# The children in flight, in sessions of their own, so that an interrupted suite passes the
+# interrupt on to each exactly once; once _STOP is set no child starts.
 _RUNNING: set[subprocess.Popen] = set()
+_RUNNING_LOCK = threading.Lock()
+_STOP = threading.Event()
+
+
+def _interrupt_children(sig: int) -> None:
+    with _RUNNING_LOCK:
+        _STOP.set()
+        for proc in _RUNNING:
+            proc.send_signal(sig)
 
 
 def wait_for_folder(run: Path, echo: Callable[[str], None]) -> None:
@@ -312,13 +326,19 @@ def run_suite(jobs: list[Job], results: Path, workers: int, echo: Callable[[str]
             # Ctrl-C: no queued run starts (leaving a `with` block would wait for all of them), and
             # the runs in flight stop at their last checkpoint, from which the same command resumes.
             pool.shutdown(wait=False, cancel_futures=True)
-            for proc in list(_RUNNING):
-                proc.send_signal(signal.SIGINT)
+            _interrupt_children(signal.SIGINT)
             echo(f"interrupted: {len(outcome)} of {len(pending)} runs finished; the runs in flight stop at their "
                  "last checkpoint; run the same command again to resume")
             raise
         finally:
-            pool.shutdown(wait=True)
+            while True:  # a second Ctrl-C while the runs in flight stop: stop them at once
+                try:
+                    pool.shutdown(wait=True)
+                    break
+                except KeyboardInterrupt:
+                    _interrupt_children(signal.SIGKILL)
+                    echo("interrupted again: the runs in flight are killed; they resume from their last checkpoint")
+            _STOP.clear()
         failed = [k for k, r in outcome.items() if "error" in r]
         if failed:
             raise UvlmError(f"{len(failed)} runs failed (first: {outcome[failed[0]]['error']}); "

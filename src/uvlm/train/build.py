@@ -84,8 +84,9 @@ def build_tokenizer(cfg: RunConfig):
         corpus = template_corpus("celeba" if is_celeba(cfg.data.train) else "smartwatch")
         system = cfg.model.system_prompt.strip()
         return train_tokenizer([*corpus, system, " " + system] if system else corpus, SPECIAL_TOKENS)
+    source = llm_source(cfg.model.llm)  # a packaged LLM is converted here: its own errors, not "cannot load"
     try:
-        tok = AutoTokenizer.from_pretrained(llm_source(cfg.model.llm), local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError) as e:
         raise UvlmError(f"cannot load the tokenizer of {cfg.model.llm!r} ({str(e).splitlines()[0]}); "
                         "give a local folder or a hub id already in the HF cache") from None
@@ -135,8 +136,9 @@ def build_llm(cfg: RunConfig, tokenizer, place: Placement | None = None):
         with torch.device(place.device):  # a 7B initialised where it will train, in the weights' dtype
             llm = LlamaForCausalLM(config).to(place.dtype)
     else:
+        source = llm_source(m.llm)
         try:
-            llm = AutoModelForCausalLM.from_pretrained(llm_source(m.llm), local_files_only=True, dtype=place.dtype,
+            llm = AutoModelForCausalLM.from_pretrained(source, local_files_only=True, dtype=place.dtype,
                                                        attn_implementation=attention)
         except (OSError, ValueError) as e:
             raise UvlmError(f"cannot load the LLM {m.llm!r} ({str(e).splitlines()[0]}); give a local folder "

@@ -7,7 +7,7 @@ from pathlib import Path
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-from uvlm.device import placement
+from uvlm.device import placement, require_device
 from uvlm.errors import UvlmError
 from uvlm.model.names import parse_name
 from uvlm.model.unified import UnifiedVLM
@@ -22,6 +22,7 @@ def load_trained(run: Path, checkpoint: int | None = None) -> tuple[UnifiedVLM, 
     device (and with the weights' precision) that uvlm.device resolves for the run's config."""
     run = Path(run)
     cfg = load_run_config(run)
+    require_device(cfg.train.device)  # a GPU run evaluated or probed where none is: one line, not the CPU
     place = placement(cfg.train.precision)
     weights = run / "weights"
     if not (weights / "adapters.safetensors").exists():

@@ -13,6 +13,7 @@ embeddings, LoRA, checkpoints, evaluation) runs on it as on Vicuna. Nothing is d
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from pathlib import Path
 
@@ -35,6 +36,7 @@ def packaged_gguf(name: str) -> Path:
     return gguf
 
 
+@functools.cache  # one look-up per process: verifying the entry hashes its 540 MB of weights
 def llm_source(name: str) -> str:
     """What transformers loads for `model.llm`: a packaged LLM's converted folder in the cache
     (built on first use), or the name itself (a local folder or a cached hub id)."""
@@ -60,5 +62,11 @@ def llm_source(name: str) -> str:
         tokenizer.save_pretrained(folder)
         return {"gguf": gguf.name, "parameters": sum(p.numel() for p in llm.parameters())}
 
-    entry, _ = cached_artifact("llm", {"name": name, "gguf": gguf.name, "bytes": gguf.stat().st_size}, build)
+    import gguf as gguf_package
+    import transformers
+
+    # the readers' versions are in the key: a conversion by another transformers is made again
+    key = {"name": name, "gguf": gguf.name, "bytes": gguf.stat().st_size, "transformers": transformers.__version__,
+           "gguf_reader": getattr(gguf_package, "__version__", "unknown")}
+    entry, _ = cached_artifact("llm", key, build)
     return str(entry)
