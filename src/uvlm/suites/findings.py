@@ -214,6 +214,7 @@ class Tested(NamedTuple):
     comparison: Comparison | None
     primary: bool
     family_size: int  # findings of its family that get a p-value: Holm's first step is ALPHA / this
+    scores: list  # each term's (seeds, items) scores, read once for every column of its table row
 
 
 def tested(res: Results) -> list[Tested]:
@@ -221,16 +222,16 @@ def tested(res: Results) -> list[Tested]:
     on its own."""
     out: list[Tested] = []
     for primary, family in ((True, primary_findings()), (False, secondary_findings())):
-        found: list[tuple[Finding, Comparison | None]] = []
+        found: list[tuple[Finding, Comparison | None, list]] = []
         for f in family:
             mats = [res.scores(f.table, label, f.column) for _, label in f.terms]
             if any(m is None for m in mats):
                 continue
             valid = f.column != "gen" or all(res.gen_valid(f.table, label) for _, label in f.terms)
-            found.append((f, contrast(mats, [w for w, _ in f.terms], baseline=f.baseline) if valid else None))
-        adjusted = iter(adjust([c for _, c in found if c is not None]))
-        size = sum(c is not None and c.p_value is not None for _, c in found)
-        out += [Tested(f, next(adjusted) if c is not None else None, primary, size) for f, c in found]
+            found.append((f, contrast(mats, [w for w, _ in f.terms], baseline=f.baseline) if valid else None, mats))
+        adjusted = iter(adjust([c for _, c, _ in found if c is not None]))
+        size = sum(c is not None and c.p_value is not None for _, c, _ in found)
+        out += [Tested(f, next(adjusted) if c is not None else None, primary, size, mats) for f, c, mats in found]
     return out
 
 
@@ -240,13 +241,12 @@ def not_run(res: Results) -> list[Finding]:
             if any(res.scores(f.table, label, f.column) is None for _, label in f.terms)]
 
 
-def _sds(res: Results, f: Finding) -> list[float]:
-    return [seed_sd(res.scores(f.table, label, f.column))[0] for _, label in f.terms]
+def _sds(t: Tested) -> list[float]:
+    return [seed_sd(m)[0] for m in t.scores]
 
 
-def _question_var(res: Results, f: Finding) -> float:
-    return question_variance([res.scores(f.table, label, f.column) for _, label in f.terms],
-                             [w for w, _ in f.terms])
+def _question_var(t: Tested) -> float:
+    return question_variance(t.scores, [w for w, _ in t.finding.terms])
 
 
 def detectable(res: Results, t: Tested, power: float = 0.8) -> float:
@@ -254,11 +254,11 @@ def detectable(res: Results, t: Tested, power: float = 0.8) -> float:
     level of its family (ALPHA / family size), its rows' seeds and measured seed SDs, and its test
     set's question variance; nan where no row's seeds vary."""
     seeds = min(len(res.groups[(t.finding.table, label)]) for _, label in t.finding.terms)
-    sds = _sds(res, t.finding)
+    sds = _sds(t)
     if not any(sd > 0 for sd in sds):  # seeds that agree exactly (or one seed): no seed-level estimate
         return math.nan
     return minimum_detectable_effect(sds, seeds, power, ALPHA / max(t.family_size, 1), [w for w, _ in t.finding.terms],
-                                     _question_var(res, t.finding))
+                                     _question_var(t))
 
 
 def paper_effect(f: Finding, paper: dict) -> float | None:
@@ -277,20 +277,19 @@ def paper_effect(f: Finding, paper: dict) -> float | None:
 def seeds_needed(res: Results, t: Tested, effect: float, power: float = 0.8) -> int | None:
     """Seeds per row for `power` to find `effect` at Holm's first level of its family, with the
     rows' measured seed SDs (None past 200)."""
-    sds = _sds(res, t.finding)
+    sds = _sds(t)
     if any(np.isnan(sds)):
         return None
     return seeds_for_power(effect, sds, [w for w, _ in t.finding.terms], ALPHA / max(t.family_size, 1), power,
-                           question_var=_question_var(res, t.finding))
+                           question_var=_question_var(t))
 
 
-def rows_clear(res: Results, f: Finding) -> list[bool] | None:
+def rows_clear(res: Results, t: Tested) -> list[bool] | None:
     """Whether each row the finding compares clears its chance bar (None where a bar is unknown)."""
     out = []
-    for _, label in f.terms:
-        bar = res.bar(f.table, label, f.column)
-        scores = res.scores(f.table, label, f.column)
-        if bar is None or scores is None:
+    for (_, label), scores in zip(t.finding.terms, t.scores, strict=True):
+        bar = res.bar(t.finding.table, label, t.finding.column)
+        if bar is None:
             return None
         out.append(cell_interval(scores).low > bar)
     return out
@@ -319,7 +318,7 @@ def findings(res: Results, paper: dict) -> tuple[list[str], list[str]]:
                 secondary.append(f"| {f.text} | {invalid} |")
             continue
         seeds = min(len(res.groups[(f.table, label)]) for _, label in f.terms)
-        words = phrase(c, rows_clear=rows_clear(res, f))
+        words = phrase(c, rows_clear=rows_clear(res, t))
         common = (f"{c.difference.fmt()} | {seeds} | {fmt_p(c.p_value)} | {fmt_p(c.p_adjusted)} | "
                   f"{_fmt(detectable(res, t))}")
         if t.primary:
