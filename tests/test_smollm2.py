@@ -5,21 +5,26 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 
 from uvlm.model.tokenizer import template_corpus
 from uvlm.train.packaged import llm_source
 
-from .test_train import ROOT, run_config, uvlm
+from .helpers import toy_judge
+from .test_train import ROOT, losses, run_config, uvlm
 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    """One conversion of the GGUF per test worker, in its own cache."""
+    """One conversion of the GGUF per test worker, in its own cache, beside an untrained judge
+    (evaluation's plumbing is under test here, not the judge)."""
     path = tmp_path_factory.mktemp("smol-cache")
+    toy_judge(path)
     old = os.environ.get("UVLM_CACHE")
     os.environ["UVLM_CACHE"] = str(path)
     try:
@@ -59,10 +64,14 @@ def test_the_packaged_llm_is_pretrained(cache, monkeypatch):
     assert "Paris" in answer
 
 
-def test_lora_steps_on_the_packaged_llm_lower_its_loss(tmp_path, encoders, cache):
-    cfg = run_config(encoders, epochs=3, lr=2e-3, adapter_lr=2e-3, batch_size=4, eval_points=0)
+def test_the_packaged_llm_trains_resumes_bit_exactly_and_answers(tmp_path, encoders, cache):
+    """LoRA steps lower its loss; a run resumed from its middle checkpoint (as after a SIGKILL
+    between the last checkpoint and the end) ends on the same losses and bits; `uvlm eval`
+    answers every test question with it."""
+    cfg = run_config(encoders, epochs=3, lr=2e-3, adapter_lr=2e-3, batch_size=4, eval_points=0, checkpoint_every=6)
     cfg["model"].update({"llm": "smollm2-135m", "lora_r": 8, "lora_alpha": 16})
     cfg["data"]["train"].update({"n_vqa": 8, "n_caption": 4, "n_generation": 4})
+    cfg["data"]["test"].update({"n_vqa": 6, "n_generation": 2})
     path = tmp_path / "smol.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "UVLM_CACHE": str(cache), "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
@@ -74,3 +83,20 @@ def test_lora_steps_on_the_packaged_llm_lower_its_loss(tmp_path, encoders, cache
     assert sum(x["text_loss"] for x in train[-3:]) < sum(x["text_loss"] for x in train[:3])
     saved = json.loads((out / "weights" / "llm" / "adapter_config.json").read_text())
     assert saved["r"] == 8  # LoRA on the pretrained weights, which stay in the cache
+
+    cut = tmp_path / "cut"
+    shutil.copytree(out, cut)
+    for later in ("final.json", "weights", "checkpoints/step-0000012"):
+        shutil.rmtree(cut / later) if (cut / later).is_dir() else (cut / later).unlink()
+    resumed = uvlm(["train", "--config", path, "--out", cut, "--resume"], env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((cut / "final.json").read_text())["resumed_from_step"] == 6
+    assert losses(cut) == losses(out)
+    for name in ("adapters.safetensors", "llm/adapter_model.safetensors"):
+        a, b = load_file(str(out / "weights" / name)), load_file(str(cut / "weights" / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    done = uvlm(["eval", out, "--show", 0], env)
+    assert done.returncode == 0, done.stderr
+    answers = [json.loads(x) for x in (out / "eval" / "answers.jsonl").read_text().splitlines()]
+    assert len(answers) == 6 and all(isinstance(a["answer"], str) for a in answers)

@@ -12,9 +12,13 @@ linear layer) and fit exactly (to 0.02%) as bytes per token
     a * hidden + b * intermediate + c * heads + d * lora_r
 
 plus, under autocast, the 16-bit copies of trained weights that a layer keeps once per
-forward (independent of tokens). tests/test_memory.py checks the whole estimate against
-saved-tensor hooks at Vicuna-7B widths. With gradient checkpointing a layer keeps only its
-input, and one layer's activations exist at a time while it is recomputed.
+forward (independent of tokens). With gradient checkpointing a layer keeps only its input, and
+one layer's activations exist at a time while it is recomputed. Backward adds scratch (the
+gradients flowing between layers and inside the one being differentiated) of about
+BACKWARD_SCRATCH x hidden bytes per token. What trains besides the LLM (LoRA) is counted too:
+the generation head (67M parameters for a VQ head at Vicuna's width, 1 GiB with its gradient and
+AdamW moments) and the adapters. tests/test_memory.py checks the activations against
+saved-tensor hooks, and the whole step's peak against torch's MemTracker, at Vicuna-7B widths.
 
 `plan()` is what `uvlm plan` prints; `micro_batch_size()` resolves `train.micro_batch` for
 the training loop (`auto`: the plan's choice, then one confirming forward/backward on the
@@ -42,11 +46,18 @@ from uvlm.errors import UvlmError
 # (weights, lora) -> per-token bytes per layer: hidden, intermediate, heads, lora_r (dropout 0), and
 # what LoRA dropout > 0 adds on hidden and intermediate.
 LAYER_COEFFICIENTS = {
-    ("16-bit", True): {"a": 28, "b": 8, "c": 4, "d": 14, "a_dropout": 24, "b_dropout": 4},
+    # refit with transformers 5.25 / peft 0.21 (a layer's slope within a stack, 2 - 1 layers): exact at
+    # four widths; "e" is bytes per token whatever the widths (rotary tables)
+    ("16-bit", True): {"a": 40, "b": 10, "c": 4, "d": 28, "e": 616, "a_dropout": 24, "b_dropout": 4},
+    # the kinds below (the tiny preset's, and full fine-tuning) keep an earlier fit, not rechecked
     ("fp32", True): {"a": 32, "b": 16, "c": 4, "d": 28, "a_dropout": 40, "b_dropout": 4},
     ("fp32", False): {"a": 40, "b": 16, "c": 4, "d": 0, "a_dropout": 0, "b_dropout": 0},
     ("fp32 under autocast", False): {"a": 34, "b": 8, "c": 4, "d": 0, "a_dropout": 0, "b_dropout": 0},
 }
+# x hidden bytes per token that backward holds beyond the saved activations and the gradients of
+# weights: measured with MemTracker at Vicuna widths, 9,728 tokens (12.4 without checkpointing, 8.6
+# with; the larger is taken)
+BACKWARD_SCRATCH = 12.5
 NON_LAYER_PER_TOKEN = 9  # x hidden bytes: input embeddings, final norm (measured: 4.5 x hidden in 16 bits)
 OVERHEAD_BYTES = 1.5 * 2**30  # CUDA context, allocator slack, kernels' workspaces
 FRAGMENTATION = 1.10
@@ -123,13 +134,9 @@ def layer_bytes(shape: Shape, tokens: int, *, weights16: bool, autocast16: bool,
     h, m = shape.hidden, shape.intermediate
     dropout = lora_dropout > 0
     per_token = ((k["a"] + dropout * k["a_dropout"]) * h + (k["b"] + dropout * k["b_dropout"]) * m
-                 + k["c"] * shape.heads + k["d"] * lora_r)
-    if lora and autocast16:  # 16-bit copies of LoRA A and B
-        fixed = 22 * lora_r * h + 6 * lora_r * m
-    elif not lora and autocast16:  # 16-bit copies of the layer's weights
-        fixed = 8 * h * h + 6 * h * m
-    else:
-        fixed = 0.0
+                 + k["c"] * shape.heads + k["d"] * lora_r + k.get("e", 0))
+    # under autocast a fully trained layer keeps 16-bit copies of its weights; LoRA's keep none (measured)
+    fixed = 8 * h * h + 6 * h * m if not lora and autocast16 else 0.0
     return float(per_token), float(fixed)
 
 
@@ -138,15 +145,19 @@ def activation_bytes(shape: Shape, layout: Layout, *, weights16: bool, autocast1
     """(bytes per record, bytes per forward) kept for backward by a whole forward."""
     per_token, fixed = layer_bytes(shape, layout.tokens, weights16=weights16, autocast16=autocast16,
                                    lora_r=lora_r, lora_dropout=lora_dropout)
-    act = 2 if (weights16 or autocast16) else 4  # bytes of an activation element
+    # the residual stream is in the weights' dtype (fp32 weights under autocast: fp32 between layers);
+    # what autocast's matmuls write is 16-bit
+    stream = 2 if weights16 else 4
+    act = 2 if (weights16 or autocast16) else 4
     if checkpointing:  # each layer keeps its input; one layer is recomputed at a time
-        layers = shape.layers * act * shape.hidden * layout.tokens + per_token * layout.tokens
+        layers = shape.layers * stream * shape.hidden * layout.tokens + per_token * layout.tokens
     else:
         layers = shape.layers * per_token * layout.tokens
-    non_layer = NON_LAYER_PER_TOKEN * shape.hidden * layout.tokens * act / 2
+    non_layer = NON_LAYER_PER_TOKEN * shape.hidden * layout.tokens * stream / 2
     # scored logits: the head's output, its fp32 copy and the log-softmax kept for the loss
     logits = layout.scored * shape.vocab * (act + 8) + layout.slots * layout.head_width * (act + 8)
-    return layers + non_layer + logits, shape.layers * fixed
+    scratch = BACKWARD_SCRATCH * shape.hidden * layout.tokens
+    return layers + non_layer + logits + scratch, shape.layers * fixed
 
 
 def llm_shape(model_cfg) -> tuple[Shape, str]:
@@ -191,18 +202,24 @@ def plan(cfg, layout: Layout, device_bytes: float | None, world: int = 1, shape:
     pretrained = cfg.model.llm != "tiny"
     weights16 = pretrained and mixed
     lora_r = cfg.model.lora_r
-    per_record, fixed = activation_bytes(shape, layout, weights16=weights16, autocast16=mixed, lora_r=lora_r,
+    sharded = cfg.train.sharding == "fsdp" and world > 1
+    # sharded, trained weights are held in fp32 (uvlm.train.sharding): without LoRA that is all of them
+    held16 = weights16 and not (sharded and not lora_r)
+    per_record, fixed = activation_bytes(shape, layout, weights16=held16, autocast16=mixed, lora_r=lora_r,
                                          lora_dropout=cfg.model.lora_dropout,
                                          checkpointing=cfg.train.gradient_checkpointing)
     params = shape.params
-    trainable = shape.lora_params(lora_r) + 2 * 3 * shape.hidden if lora_r else params
-    weights = params * (2 if weights16 else 4) + (trainable * 4 if lora_r else 0)
+    vision = vision_params(cfg, shape.hidden, layout.head_width)  # adapters and generation head, fp32
+    llm_trained = shape.lora_params(lora_r) + 2 * 3 * shape.hidden if lora_r else params
+    trainable = llm_trained + vision
+    weights = params * (2 if held16 else 4) + (llm_trained * 4 if lora_r else 0) + vision * 4
     optimizer = trainable * 12  # gradient, two AdamW moments (fp32); the fp32 values are in `weights`
-    if cfg.train.sharding == "fsdp" and world > 1:
+    if sharded:
         root = params - shape.layers * shape.layer_params
         gathered = root + 2 * shape.layer_params
-        width = 2 if weights16 and lora_r else 4  # sharded, trained weights are held in fp32
-        weights = (params * width + (trainable * 4 if lora_r else 0)) / world + gathered * width
+        width = 2 if held16 else 4
+        weights = (params * width + (llm_trained * 4 if lora_r else 0) + vision * 4) / world \
+            + gathered * width + vision * 4
         optimizer = optimizer / world + (0 if lora_r else gathered * 4)  # a unit's whole gradients, unscattered
     global_batch = cfg.train.global_batch or cfg.train.batch_size
     per_device = math.ceil(global_batch / world)
@@ -213,6 +230,28 @@ def plan(cfg, layout: Layout, device_bytes: float | None, world: int = 1, shape:
         largest = max(1, min(per_device, int(room // per_record)))
         micro = math.ceil(per_device / math.ceil(per_device / largest))  # as many steps, equal micro-batches
     return Plan(**{**partial.__dict__, "micro_batch": micro})
+
+
+def vision_params(cfg, hidden: int, head_width: int) -> int:
+    """Parameters of a run's understanding and generation adapters and generation head (all
+    trained, in fp32), from its encoders' widths (`space_tokens`)."""
+    from uvlm.model.adapters import default_adapter
+    from uvlm.model.names import parse_name
+
+    arch = parse_name(cfg.model.name)
+    specs = {"siglip": cfg.data.siglip, "vq": cfg.data.vq}
+
+    def adapter(kind: str, space: str) -> int:
+        kind = default_adapter(space) if kind == "auto" else kind
+        first = space_tokens(specs[space])[1] * hidden + hidden
+        return first + (hidden * hidden + hidden if kind == "mlp2" else 0)
+
+    n = adapter(cfg.model.understanding_adapter, arch.input_space) if arch.input_space else 0
+    if arch.output_space:
+        if not arch.shared_adapter:
+            n += adapter(cfg.model.generation_adapter, arch.output_space)
+        n += hidden * head_width + head_width
+    return n
 
 
 def device_memory(device: torch.device) -> float | None:
