@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -566,3 +567,21 @@ def test_ctrl_c_stops_a_suite_and_starts_no_queued_run(tmp_path):
         run_suite(jobs, tmp_path, workers=1, echo=lines.append, execute=execute)
     assert len(started) == 1 < len({j.key for j in jobs})
     assert any(line.startswith("interrupted:") and "run the same command again" in line for line in lines)
+
+
+def test_a_suite_whose_encoders_are_missing_is_refused_before_anything_is_written(cli, tmp_path, encoders,
+                                                                                   monkeypatch):
+    from uvlm.vision.load import missing_weights
+
+    monkeypatch.chdir(tmp_path)  # the paper preset's VQ path is relative: not here
+    monkeypatch.delenv("UVLM_WEIGHTS", raising=False)
+    code, _, err = cli("suite", "run", "mutual", "--preset", "smol", "--out", tmp_path / "r")
+    assert code == 2 and "--preset smol-standin" in err and "vq_ds16_c2i.pt" in err and "\n" not in err.strip()
+    assert not (tmp_path / "r").exists()
+    code, _, err = cli("suite", "run", "mutual", "--preset", "paper", "--out", tmp_path / "r")
+    assert code == 2 and "siglip-base-patch16-224" in err and "standin" not in err
+    # the same specs where the weights are: a SigLIP folder, a VQ checkpoint under $UVLM_WEIGHTS
+    assert missing_weights(encoders["siglip"]) is None and missing_weights("cpu-vq") is None
+    vq = encoders["vq"].removeprefix("vq:")
+    monkeypatch.setenv("UVLM_WEIGHTS", str(Path(vq).parent.parent))
+    assert missing_weights(f"vq:{Path(vq).parent.name}/{Path(vq).name}") is None

@@ -9,6 +9,10 @@
   two layers deep and 256 wide; 18K generation records instead of 12K.
 - paper: Vicuna-7B-v1.5 + LoRA (r 128, alpha 256), SigLIP-base-patch16-224 and LlamaGen's
   VQ-16, 224 px renders, 60K + 60K + 60K records, the authors' learning rates and batch.
+- smol: the paper preset with SmolLM2-135M-Instruct (a pretrained LLM that `make` installs) in
+  place of Vicuna, LoRA r 64 / alpha 128 on its 576-wide layers: the whole study on one GPU.
+- smol-standin: smol with cpu2's stand-in encoders at their own 64 px, for a GPU that has not
+  the paper's encoder weights (`uvlm suite run --preset smol` names it when they are missing).
 
 `write_configs(root)` writes configs/{cpu,cpu2,paper}/[bias/]NAME.yaml; the committed files are
 checked against it by the tests, so they never drift from this module.
@@ -90,11 +94,28 @@ PRESETS: dict[str, dict] = {
             "siglip": "siglip:google/siglip-base-patch16-224", "vq": "vq:checkpoints/vq_ds16_c2i.pt",
             "feature_dtype": "float16"},
         # the authors' 131 per GPU x 3 GPUs; on any device count, micro-batches of what fits, accumulated
-        "train": {"batch_size": 131, "global_batch": 393, "micro_batch": "auto", "gradient_checkpointing": True,
+        "train": {"batch_size": 131, "global_batch": 393, "micro_batch": "auto", "gradient_checkpointing": "auto",
                   "lr": 2e-4, "adapter_lr": 1e-4, "precision": "auto", "checkpoint_every": 50,
                   "device": "cuda"},  # a 7B model: refuse to fall back to the CPU
     },
 }
+
+
+# The paper preset with a pretrained LLM of 135M parameters (uvlm.train.packaged): the same data,
+# encoders, batch and learning rates, so that a suite's rows differ from the paper preset's in
+# the LLM alone. LoRA r 64 with the paper's alpha = 2r (19.5M parameters, 14% of the LLM; the
+# paper's r 128 is 4.7% of Vicuna); `auto` checkpointing leaves it off on an 80 GB GPU.
+PRESETS["smol"] = copy.deepcopy(PRESETS["paper"])
+PRESETS["smol"]["model"].update({"llm": "smollm2-135m", "lora_r": 64, "lora_alpha": 128})
+PRESETS["smol"]["train"].update({"device": "auto"})
+# ... and with cpu2's stand-ins and renders, where the paper's encoder weights are not at hand
+PRESETS["smol-standin"] = copy.deepcopy(PRESETS["smol"])
+PRESETS["smol-standin"]["data"] = {
+    **{role: {**{k: v for k, v in PRESETS["smol"]["data"][role].items() if k not in PAPER_STYLE}, **CPU2_STYLE}
+       for role in ("train", "test")},
+    "siglip": PRESETS["cpu2"]["data"]["siglip"], "vq": PRESETS["cpu2"]["data"]["vq"], "feature_dtype": "float16"}
+# where a preset's real encoders are missing, the preset that runs the same study on stand-ins
+STAND_IN_PRESET = {"smol": "smol-standin"}
 
 
 def row_config(preset: str, name: str, table: str = "default") -> dict:

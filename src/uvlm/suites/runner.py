@@ -263,6 +263,24 @@ def claim_results(results: Path, overrides: tuple[str, ...], preset: str = "cpu"
             (results / name).unlink(missing_ok=True)
 
 
+def check_encoder_weights(jobs: list[Job], preset: str) -> None:
+    """Refuse, in one line and before anything runs, a suite whose real encoders are not on this
+    machine, naming where they go and the preset that runs the study on stand-ins instead."""
+    from uvlm.model.names import parse_name
+    from uvlm.suites.presets import STAND_IN_PRESET
+    from uvlm.vision.load import missing_weights
+
+    needed = {job.config["data"][space] for job in jobs
+              for space in (parse_name(job.config["model"]["name"]).input_space,
+                            parse_name(job.config["model"]["name"]).output_space) if space}
+    missing = sorted(filter(None, map(missing_weights, needed)))
+    if missing:
+        instead = f", or use --preset {STAND_IN_PRESET[preset]} (stand-in encoders)" \
+            if preset in STAND_IN_PRESET else ""
+        raise UvlmError(f"the {preset} preset's encoders are not on this machine: {'; '.join(missing)}; put them "
+                        f"where the README's \"Running the paper's models\" says{instead}")
+
+
 def record_jobs(results: Path, jobs: list[Job]) -> None:
     """Merge these jobs into results/jobs.json (other suites' jobs are kept)."""
     path = results / "jobs.json"

@@ -13,8 +13,10 @@ embeddings, LoRA, checkpoints, evaluation) runs on it as on Vicuna. Nothing is d
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
+import io
 from pathlib import Path
 
 from uvlm.errors import UvlmError
@@ -52,8 +54,10 @@ def llm_source(name: str) -> str:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        llm = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        # transformers' GGUF reader draws its own tqdm bar, which the flag above does not reach
+        with contextlib.redirect_stderr(io.StringIO()):
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            llm = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         # dequantized on reading: plain fp32 weights, which transformers saves once told so
         llm.hf_quantizer = None
         if hasattr(llm.config, "quantization_config"):

@@ -33,6 +33,22 @@ def weights_path(source: str) -> str:
     return source
 
 
+def missing_weights(spec: str) -> str | None:
+    """What a real encoder named by `spec` needs and this machine lacks, in words (None when
+    nothing is missing, and for stand-ins, which are built on first use); reads no weights."""
+    kind, _, source = spec.partition(":")
+    if kind == "vq" and source and not Path(weights_path(source)).is_file():
+        return f"the VQ checkpoint {source} (under $UVLM_WEIGHTS or the working directory)"
+    if kind == "siglip" and source:
+        from transformers import SiglipVisionConfig
+
+        try:
+            SiglipVisionConfig.from_pretrained(weights_path(source), local_files_only=True)
+        except (OSError, ValueError):
+            return f"SigLIP {source} (a folder, or a hub id in the HF cache)"
+    return None
+
+
 def load_space(spec: str, faces: tuple[Path, Path] | None = None) -> VisionSpace:
     """The vision space named by `spec`; a clear error for anything else. `faces`: the (train,
     test) folders of a CelebA run, whose images the stand-ins are pretrained on."""
