@@ -1,7 +1,8 @@
 """Training throughput, as a share of what the machine's matmuls can do.
 
-`--preset cpu` (the default, in `make bench`; `--preset cpu cpu2` for one row per preset): the
-preset's VQ-VQ for a few dozen steps on one thread; samples/s from its metrics.jsonl (median
+`--preset cpu` (the default, in `make bench`; `--preset cpu cpu2 smol-standin` for one row per
+preset): the preset's VQ-VQ for a few dozen steps on one thread (smol-standin: SmolLM2-135M with
+LoRA r 64, fp32, batch 8, on as many records as the steps take); samples/s from its metrics.jsonl (median
 after the first steps). Achieved GFLOP/s counts 6 x LLM parameters x tokens (dense layers, a
 floor); the reference is a float32 matmul measured in the same run on one thread.
 
@@ -32,6 +33,7 @@ from uvlm.train.config import from_dict
 from uvlm.train.loop import train
 
 STEPS = 40
+SMOL_CPU_BATCH = 8
 # bf16 dense peaks (TFLOP/s) of the GPUs the paper-scale runs target
 PEAKS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.1, "A6000": 154.8}
 SCALES = {"paper": {"llm": "random:lmsys/vicuna-7b-v1.5", "siglip": "synthetic:siglip-base", "vq": "synthetic:vq16"},
@@ -76,16 +78,25 @@ def tokens_per_sample(cfg: dict) -> float:
     return statistics.mean(len(e) for e in data.encoded)
 
 
-def measure_cpu(preset: str = "cpu", batch: int | None = None, peak: float | None = None) -> list:
-    """One row: a cpu-scale preset's VQ-VQ at its batch (or `batch`, same lr), measured on one thread."""
+def measure_cpu(preset: str = "cpu", batch: int | None = None, peak: float | None = None, steps: int = STEPS,
+                synthetic: str | None = None) -> list:
+    """One row: a preset's VQ-VQ at its batch (or `batch`, same lr), measured on one thread (smol on
+    a GPU: at its own batch, micro-batches chosen to fit). `synthetic`: a SCALES key whose synthetic
+    encoder outputs replace the preset's encoders (nothing to pretrain in a fresh cache)."""
     cfg = row_config(preset, "VQ-VQ")
+    if synthetic:
+        cfg["data"].update({"siglip": SCALES[synthetic]["siglip"], "vq": SCALES[synthetic]["vq"]})
+    if preset.startswith("smol"):  # the one-GPU preset: on a CPU a CPU-sized batch; 180K records unmade
+        batch = batch or (None if torch.cuda.is_available() else SMOL_CPU_BATCH)
+        per_task = -(-steps * (batch or cfg["train"]["global_batch"]) // 3)
+        cfg["data"]["train"].update({"n_vqa": per_task, "n_caption": per_task, "n_generation": per_task})
     if batch:
-        cfg["train"]["batch_size"] = batch
+        cfg["train"].update({"batch_size": batch, "global_batch": None, "micro_batch": None})
     n_records = sum(cfg["data"]["train"][k] for k in ("n_vqa", "n_caption", "n_generation"))
     batch = cfg["train"].get("global_batch") or cfg["train"]["batch_size"]
-    cfg["train"].update({"epochs": STEPS * batch / n_records, "eval_points": 0, "checkpoint_every": 10**9})
+    cfg["train"].update({"epochs": steps * batch / n_records, "eval_points": 0, "checkpoint_every": 10**9})
     summary, lines = run(cfg)
-    samples_per_s = statistics.median(x["samples_per_s"] for x in lines[5:])
+    samples_per_s = statistics.median(x["samples_per_s"] for x in lines[min(5, len(lines) - 1):])
     from uvlm.train.build import build_llm, build_tokenizer
 
     run_cfg = from_dict(cfg)
@@ -124,10 +135,11 @@ def peak_tflops(device: str) -> tuple[float, str]:
     return matmul_gflops(), "one-thread fp32 matmul (this CPU)"
 
 
-def measure_paper(name: str, scale: str, steps: int) -> list:
+def measure_paper(name: str, scale: str, steps: int, checkpointing: bool | str = "auto") -> list:
     from uvlm.train.memory import llm_shape
 
     cfg = paper_config(name, scale, steps)
+    cfg["train"]["gradient_checkpointing"] = checkpointing
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -140,30 +152,42 @@ def measure_paper(name: str, scale: str, steps: int) -> list:
     tokens = tokens_per_sample(cfg)
     peak, peak_name = peak_tflops(device)
     achieved = 6 * shape.params * tokens * samples_per_s / 1e9
-    return [name, scale, device, f"{shape.params / 1e6:,.1f}M", f"{tokens:.0f}", summary["steps"],
+    chosen = f"{checkpointing} ({'on' if summary['gradient_checkpointing'] else 'off'})"
+    return [name, scale, device, chosen, summary["micro_batch"], f"{shape.params / 1e6:,.1f}M", f"{tokens:.0f}",
+            summary["steps"],
             f"{samples_per_s:.2f}", f"{peak_mem / 2**30:.1f}", f"{achieved / 1e3:.1f}", f"{achieved / peak:.2f}",
             peak_name]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--preset", nargs="+", default=["cpu"], choices=["cpu", "cpu2", "paper"],
+    parser.add_argument("--preset", nargs="+", default=["cpu"], choices=["cpu", "cpu2", "smol-standin", "paper"],
                         help="cpu-scale presets: one row each, measured in the same run")
     parser.add_argument("--random-weights", action="store_true", help="paper preset: random LLM, synthetic encoders")
     parser.add_argument("--scale", default="paper", choices=list(SCALES))
-    parser.add_argument("--steps", type=int, default=4, help="paper preset: optimizer steps per model")
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"optimizer steps per model (default: 4 for the paper preset, {STEPS} for the others)")
     parser.add_argument("--batch", type=int, nargs="*", default=[], help="cpu preset: batch sizes to compare")
+    parser.add_argument("--synthetic-encoders", choices=list(SCALES), default=None,
+                        help="other presets: synthetic encoder outputs of this scale in place of the preset's")
     args = parser.parse_args()
     if "paper" not in args.preset:
         torch.set_num_threads(1)
         peak = matmul_gflops()
-        rows = [measure_cpu(p, b, peak) for p in args.preset for b in args.batch or [None]]
+        rows = [measure_cpu(p, b, peak, args.steps or STEPS, args.synthetic_encoders)
+                for p in args.preset for b in args.batch or [None]]
         table = markdown_table(["preset", "batch", "LLM params", "tokens/sample", "samples/s", "achieved GFLOP/s",
                                 "matmul GFLOP/s (same run)", "ratio", "steps"], rows)
         body = ("VQ-VQ on the default mix, one thread. Achieved = 6 x LLM params x tokens x samples/s "
                 "(dense layers only, a floor); matmul = 1024x1024 float32 on the same thread, measured once "
                 "for every row.\n\n" + table)
-        record("bench_train (cpu)", "python benchmarks/bench_train.py --preset cpu [cpu2] [--batch N ...]", body)
+        if torch.cuda.is_available():  # the smol preset's step on a GPU (gpu_check.sh): a section of its own
+            record(f"bench_train ({' '.join(args.preset)}, {torch.cuda.get_device_name()})",
+                   "python benchmarks/bench_train.py --preset smol-standin --synthetic-encoders paper --steps 10",
+                   body.replace("one thread", "one GPU").replace(" on the same thread", " on one CPU thread"))
+            return
+        record("bench_train (cpu)", "python benchmarks/bench_train.py --preset cpu [cpu2 smol-standin] [--batch N ...]",
+               body)
         return
     if args.preset != ["paper"]:
         raise SystemExit("--preset paper runs alone (its rows measure a GPU)")
@@ -171,10 +195,14 @@ def main() -> None:
         raise SystemExit("--preset paper measures random weights: add --random-weights (nothing is downloaded)")
     if args.scale == "paper" and not torch.cuda.is_available():
         raise SystemExit("--scale paper needs a GPU; --scale tiny runs the same code on the CPU")
-    rows = [measure_paper(name, args.scale, args.steps) for name in ("VQ-VQ", "SigLIP-SigLIP")]
-    table = markdown_table(["model", "scale", "device", "LLM params", "tokens/sample", "steps", "samples/s",
+    # the preset as it is (checkpointing `auto`: the plan decides), and VQ-VQ with checkpointing forced on
+    rows = [measure_paper(name, args.scale, args.steps or 4) for name in ("VQ-VQ", "SigLIP-SigLIP")]
+    rows.append(measure_paper("VQ-VQ", args.scale, args.steps or 4, checkpointing=True))
+    table = markdown_table(["model", "scale", "device", "checkpointing", "micro-batch", "LLM params", "tokens/sample",
+                            "steps", "samples/s",
                             "peak memory (GiB)", "achieved TFLOP/s", "MFU", "peak used"], rows)
-    body = ("The paper preset's training loop (LoRA r 128 with dropout, gradient checkpointing, micro-batches "
+    body = ("The paper preset's training loop (LoRA r 128 with dropout, gradient checkpointing as the plan decides "
+            "(`auto`) and forced on, micro-batches "
             "chosen to fit, accumulation to the global batch, bf16 on a GPU) with random weights and synthetic "
             "encoder outputs; samples/s is the median over steps after the first. MFU = 6 x params x tokens x "
             "samples/s / peak (the paper: 180K samples in under an hour on 3 H100, about 17 samples/s per GPU; "

@@ -8,6 +8,12 @@
 #   paper-path the paper preset's code path on tiny random models saved in the real formats, on
 #              this device: training, resume, evaluation, VQ decoding to pixels (test_paper_shape.py)
 #   probe      the Fig 7 probe's hand-over between CPU encoders and a GPU model
+#   tokenizer  Vicuna's tokenizer, where it is in the HF cache (skipped otherwise)
+#   smol       the smol preset's step (SmolLM2-135M + LoRA, synthetic SigLIP-base / VQ-16 outputs) at
+#              its own batch, micro-batches chosen to fit
+#   padding    padding per step with micro-batches grouped by length (bench_padding.py)
+#   2-process  DDP and FSDP across two GPUs against one process (tests/test_distributed.py),
+#              where there are two (skipped otherwise; on the CPU in --dry-run)
 # `--dry-run` runs every step at tiny scale on the CPU, results to a scratch RESULTS.md; CI runs it
 # so that the script cannot rot. No `set -e`: each step is logged, the table is written even when
 # a step fails, and the exit code says whether all passed. Nothing is downloaded.
@@ -19,9 +25,9 @@ if [ -x .venv/bin/python ]; then PY=${PY:-.venv/bin/python}; else PY=${PY:-pytho
 LOG=${LOG:-/tmp/uvlm-gpu-check}
 mkdir -p "$LOG"
 export UVLM_CACHE=${UVLM_CACHE:-$LOG/cache} PYTHONUNBUFFERED=1
-SCALE=paper IMAGES=16 REFERENCE=2 GPU_GB=80
+SCALE=paper IMAGES=16 REFERENCE=2 GPU_GB=80 SMOL=(--steps 10 --synthetic-encoders paper)
 if [ "$DRY" = 1 ]; then
-    SCALE=tiny IMAGES=1 REFERENCE=1
+    SCALE=tiny IMAGES=1 REFERENCE=1 SMOL=(--steps 3 --batch 2 --synthetic-encoders tiny)
     export UVLM_BENCH_RESULTS="$LOG/RESULTS.md"
     rm -f "$UVLM_BENCH_RESULTS"  # the table below shows this run's, not an earlier one's
 else
@@ -29,6 +35,10 @@ else
 fi
 
 ROWS=() FAILED=0
+skip() {  # skip NAME WHY: a row for a step this machine cannot run
+    echo "== $1: skipped ($2)"
+    ROWS+=("| $1 | skipped ($2) | 0 s |")
+}
 step() {  # step NAME COMMAND...: run it, log it, add its row to the table
     local name=$1 start code
     shift
@@ -53,6 +63,22 @@ step generate $PY benchmarks/bench_generate.py --random-weights --scale "$SCALE"
     --reference-images "$REFERENCE"
 step paper-path $PY -m pytest -q -p no:cacheprovider tests/test_paper_shape.py
 step probe $PY -m pytest -q -p no:cacheprovider tests/test_suites.py -k "probe_hands"
+if $PY -c "from transformers import AutoTokenizer; AutoTokenizer.from_pretrained('lmsys/vicuna-7b-v1.5', local_files_only=True)" \
+        > /dev/null 2>&1; then
+    step tokenizer $PY -c "from uvlm.train.build import build_tokenizer; from uvlm.train.config import from_dict
+from uvlm.suites.presets import row_config; t = build_tokenizer(from_dict(row_config('paper', 'VQ-VQ'))); print(len(t), 'tokens')"
+else
+    skip tokenizer "lmsys/vicuna-7b-v1.5 is not in the HF cache"
+fi
+step smol $PY benchmarks/bench_train.py --preset smol-standin "${SMOL[@]}"
+step padding $PY benchmarks/bench_padding.py
+GPUS=$($PY -c "import torch; print(torch.cuda.device_count())")
+if [ "$DRY" = 1 ] || [ "$GPUS" -ge 2 ]; then
+    step 2-process $PY -m pytest -q -p no:cacheprovider tests/test_distributed.py \
+        -k "equal_one_at_any_micro_batch and VQ-VQ or sharded_run_equals_one"
+else
+    skip 2-process "$GPUS GPU"
+fi
 
 echo
 echo "| step | result | time |"
@@ -61,7 +87,8 @@ printf '%s\n' "${ROWS[@]}"
 [ -f "${UVLM_BENCH_RESULTS:-benchmarks/RESULTS.md}" ] && $PY - "${UVLM_BENCH_RESULTS:-benchmarks/RESULTS.md}" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
-for name in ("bench_train (paper, ", "bench_generate (paper"):
+for name in ("bench_train (paper, ", "bench_generate (paper", "bench_train (smol-standin", "bench_train (cpu)",
+             "bench_padding"):
     for section in re.findall(rf"^## {re.escape(name)}.*?(?=^## |\Z)", text, re.S | re.M):
         print(section.strip(), "\n")
 PY

@@ -13,6 +13,8 @@ import yaml
 from safetensors.torch import load_file
 
 from uvlm.model.tokenizer import template_corpus
+from uvlm.train.config import ModelConfig
+from uvlm.train.memory import llm_shape
 from uvlm.train.packaged import llm_source
 
 from .helpers import toy_judge
@@ -51,6 +53,8 @@ def test_the_packaged_llm_is_pretrained(cache, monkeypatch):
     tok = AutoTokenizer.from_pretrained(folder)
     llm = AutoModelForCausalLM.from_pretrained(folder).eval()
     assert 134e6 < sum(p.numel() for p in llm.parameters()) < 135e6 and llm.config.num_hidden_layers == 30
+    shape, _ = llm_shape(ModelConfig(llm="smollm2-135m"))  # the memory plan counts it right (3 KV heads of 9)
+    assert shape.params == sum(p.numel() for p in llm.parameters())
     batch = tok(template_corpus()[:16], return_tensors="pt", padding=True)
     labels = batch.input_ids.masked_fill(batch.attention_mask == 0, -100)
     torch.manual_seed(0)

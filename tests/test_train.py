@@ -204,3 +204,25 @@ def test_the_judge_is_built_before_training_not_in_its_first_step(tmp_path, enco
     assert [space.name for space, _, _ in built] == expected
     style = manifest_style(resolve_dataset(cfg.data.test, "test"))
     assert all(s == style and faces is None for _, s, faces in built)
+
+
+def test_micro_batches_are_grouped_by_length_only_when_a_step_has_several():
+    import numpy as np
+
+    from uvlm.model.prompt import SPECIAL_TOKENS, PromptEncoder
+    from uvlm.model.tokenizer import template_corpus, train_tokenizer
+    from uvlm.train.data import RecordSet, micro_batches, padding_share
+
+    prompts = PromptEncoder(train_tokenizer(template_corpus(), SPECIAL_TOKENS), 4)
+    words = ["sunny", "sunny and a little cloudy today", "rain"]
+    encoded = [prompts.encode([{"from": "human", "value": "<image>\nWhat is the weather?"},
+                               {"from": "gpt", "value": words[i % 3]}]) for i in range(12)]
+    data = RecordSet(encoded, np.zeros(12, dtype=int), [], None, None)
+    step = [5, 0, 7, 2, 9, 4, 1, 11, 3, 6, 10, 8]
+    assert micro_batches(data, step, 12, 1) == [step]  # one micro-batch: the stream's order, bit for bit
+    grouped = micro_batches(data, step, 4, 3)
+    assert sorted(i for b in grouped for i in b) == sorted(step) and all(len(b) == 4 for b in grouped)
+    lengths = [[len(encoded[i]) for i in b] for b in grouped]
+    assert lengths[0][0] == max(map(len, encoded))  # the longest first: an out-of-memory shows at once
+    assert padding_share(data, grouped) < padding_share(data, [step[i:i + 4] for i in range(0, 12, 4)])
+    assert micro_batches(data, step[:5], 4, 3)[-1] == []  # a short step: an empty one for the weight-0 filler

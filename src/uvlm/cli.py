@@ -289,7 +289,9 @@ def plan_command(
                         + (f" (sharded over {gpus} GPUs, FSDP)" if cfg.train.sharding == "fsdp" and gpus > 1 else "")),
             ("gradients + AdamW", f"{p.optimizer_bytes / GIB:.1f} GiB"),
             ("activations", f"{p.per_record_bytes / GIB:.2f} GiB per record"
-                            + (" (gradient checkpointing)" if cfg.train.gradient_checkpointing else "")),
+                            + (f" (gradient checkpointing {'on' if p.checkpointing else 'off'}, chosen by the plan)"
+                               if cfg.train.gradient_checkpointing == "auto"
+                               else " (gradient checkpointing)" if p.checkpointing else "")),
             ("micro-batch", f"{micro} of {p.per_device} records per device per step ({steps} accumulation steps)"
                             + (", chosen to fit (train.micro_batch: auto)" if cfg.train.micro_batch == "auto" else "")),
             ("memory per device", f"{p.total(micro) / GIB:.1f} GiB"
@@ -358,8 +360,8 @@ def probe_command(
 # The suite commands' shared arguments.
 SuiteName = Annotated[str, typer.Argument(help="mutual | affine | scaling | transfer-weather | transfer-battery | "
                                                "probe | all")]
-Preset = Annotated[str | None, typer.Option(help="cpu | cpu2 | paper (README, \"Presets\"); default: the "
-                                                 "--out folder's, else cpu")]
+Preset = Annotated[str | None, typer.Option(help="cpu | cpu2 | paper | smol | smol-standin (README, "
+                                                 "\"Presets\"); default: the --out folder's, else cpu")]
 Seeds = Annotated[int, typer.Option(help="Seeds per cell.")]
 Results = Annotated[Path, typer.Option(help="Results folder (shared by suites).")]
 Workers = Annotated[int | None, typer.Option(help="Runs at a time (default: one per GPU, or per core without).")]
@@ -524,9 +526,12 @@ def suite_run(
         if settings.executor == "slurm" and shutil.which("sbatch") is None:
             raise UvlmError("--executor slurm needs SLURM (sbatch is not on this machine's PATH): run it on the "
                             "cluster's login node, or try the path here with --executor submitit-local")
-    if settings is None:  # this machine trains them: do the largest `workers` of them fit in its memory?
+    if settings is None:  # this machine trains them: has it their encoders, and room for `workers` of them?
+        from uvlm.suites.runner import check_encoder_weights
         from uvlm.train.config import from_dict
         from uvlm.train.memory import check_host_memory
+
+        check_encoder_weights(jobs, preset)
 
         largest = max(jobs, key=lambda j: j.config["model"].get("hidden_size", 0) * j.config["model"].get("layers", 0))
         check_host_memory(from_dict(largest.config), min(local_workers, len({j.key for j in jobs})))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,7 +147,7 @@ def build_llm(cfg: RunConfig, tokenizer, place: Placement | None = None):
                             "or a hub id already in the HF cache") from None
         # new rows (the added tokens) start at the mean of the old ones, in the weights' dtype
         llm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
-    if cfg.train.gradient_checkpointing:
+    if cfg.train.gradient_checkpointing is True:  # `auto` is decided before (uvlm.train.memory.checkpointing_for)
         llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         llm.config.use_cache = False
     return llm
@@ -165,6 +167,33 @@ def add_lora(llm, cfg: RunConfig, tokenizer):
     lora = LoraConfig(r=cfg.model.lora_r, lora_alpha=cfg.model.lora_alpha, lora_dropout=cfg.model.lora_dropout,
                       target_modules="all-linear", task_type="CAUSAL_LM", trainable_token_indices=tokens)
     return get_peft_model(llm, lora)
+
+
+@contextmanager
+def lora_in_run_dtype(model) -> Iterator[None]:
+    """A context in which LoRA computes in the run's 16-bit dtype: peft casts each LoRA module's
+    input to its fp32 weights' dtype and runs dropout on that copy (about 60% of a step's
+    elementwise memory traffic at Vicuna's widths, a third of its activations); under autocast the
+    matmuls run in 16 bits either way, and the weights, which AdamW updates, stay fp32. Training
+    wraps forward and backward in it (checkpointing recomputes inside backward), entered under
+    autocast; with fp32 weights (every cpu-scale run), or no autocast of their dtype, it changes
+    nothing. (peft's own `disable_input_dtype_casting`
+    fails on the trainable-token layers that uvlm adds.)"""
+    llm = getattr(model, "llm", None)
+    frozen = next((p for p in llm.parameters() if not p.requires_grad), None) if llm is not None else None
+    # only where autocast computes in the frozen weights' dtype (a CPU has no fp16 autocast)
+    kind = frozen.device.type if frozen is not None else "cpu"
+    active = (frozen is not None and frozen.dtype in (torch.bfloat16, torch.float16)
+              and torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind) == frozen.dtype)
+    layers = [m for m in llm.modules() if hasattr(m, "cast_input_dtype_enabled")] if active else []
+    before = [m.cast_input_dtype_enabled for m in layers]
+    for m in layers:
+        m.cast_input_dtype_enabled = False
+    try:
+        yield
+    finally:
+        for m, value in zip(layers, before, strict=True):
+            m.cast_input_dtype_enabled = value
 
 
 def prompt_encoder(cfg: RunConfig, tokenizer, in_space: VisionSpace | None,

@@ -72,7 +72,8 @@ class TrainConfig:
     global_batch: int | None = None  # records per optimizer step, all devices together; None = batch_size
     micro_batch: int | str | None = None  # records per forward/backward on a device: N, "auto" (the
     # largest that fits, uvlm.train.memory), or None (= batch_size); accumulation makes up the rest
-    gradient_checkpointing: bool = False  # recompute each layer's activations in backward (the paper preset)
+    gradient_checkpointing: bool | str = False  # recompute each layer's activations in backward; auto: only
+    # where the memory plan needs it to fit a micro-batch of CHECKPOINT_FREE_TOKENS (uvlm.train.memory)
     lr: float = 1e-3  # LLM (or LoRA) parameters
     adapter_lr: float = 1e-3  # adapters and generation head
     weight_decay: float = 0.0
@@ -105,6 +106,8 @@ class RunConfig:
             (t.micro_batch in (None, "auto") or (isinstance(t.micro_batch, int) and t.micro_batch >= 1),
              f"micro_batch {t.micro_batch!r}: use a number >= 1, auto, or leave it unset"),
             (t.epochs > 0, f"epochs {t.epochs} must be positive"),
+            (t.gradient_checkpointing in (True, False, "auto"),
+             f"gradient_checkpointing {t.gradient_checkpointing!r}: use true, false or auto"),
             (0 <= t.warmup_ratio < 1, f"warmup_ratio {t.warmup_ratio} must be in [0, 1)"),
             (t.checkpoint_every >= 1, f"checkpoint_every {t.checkpoint_every} must be >= 1"),
             (t.eval_points >= 0, f"eval_points {t.eval_points} must be >= 0"),
@@ -211,7 +214,8 @@ def _coerce(value, annotation: str, where: str):
     if "bool" in kinds:
         if isinstance(value, bool):
             return value
-        raise UvlmError(f"bad config: {where} must be true or false, got {value!r}")
+        if not (isinstance(value, str) and "str" in kinds):  # a word is checked by validate()
+            raise UvlmError(f"bad config: {where} must be true or false, got {value!r}")
     if isinstance(value, str) and "str" in kinds:
         looks_numeric = value.strip().lstrip("+-").replace(".", "", 1).replace("e", "", 1).isdigit()
         if not (looks_numeric and ({"int", "float"} & set(kinds))):

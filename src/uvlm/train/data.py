@@ -130,6 +130,24 @@ def check_vocabulary(encoded: list[Encoded], records: list[dict], tokenizer) -> 
                             "train a tokenizer that covers the dataset's text, or use a pretrained LLM's")
 
 
+def micro_batches(data: RecordSet, indices: list[int], size: int, count: int) -> list[list[int]]:
+    """`indices` cut into `count` micro-batches of at most `size` (empty ones at the end). Where
+    there are several, they are grouped by length, longest first, so that each pads little and
+    the largest comes first (an out-of-memory shows at once). A step's loss is a sum over all of
+    its records, so grouping changes nothing but float rounding; a step in one micro-batch keeps
+    the stream's order (every cpu-scale run: its results stay bit for bit)."""
+    if count > 1:
+        indices = sorted(indices, key=lambda i: -len(data.encoded[i]))
+    return [indices[i:i + size] for i in range(0, count * size, size)]
+
+
+def padding_share(data: RecordSet, batches: list[list[int]]) -> float:
+    """The share of a step's token positions that are padding, over its micro-batches."""
+    used = sum(len(data.encoded[i]) for b in batches for i in b)
+    padded = sum(len(b) * max(len(data.encoded[i]) for i in b) for b in batches if b)
+    return 1 - used / padded if padded else 0.0
+
+
 def collate(data: RecordSet, indices: list[int], pad_id: int) -> Batch:
     """Right-padded batch; vision inputs packed in slot order."""
     items = [data.encoded[i] for i in indices]

@@ -58,11 +58,19 @@ from uvlm.io import (
 from uvlm.model.names import parse_name
 from uvlm.model.prompt import GENERATE, IGNORE
 from uvlm.model.unified import UnifiedVLM
-from uvlm.train.build import RunParts, build_model, build_tokenizer, load_spaces, manifest_style, prompt_encoder
+from uvlm.train.build import (
+    RunParts,
+    build_model,
+    build_tokenizer,
+    load_spaces,
+    lora_in_run_dtype,
+    manifest_style,
+    prompt_encoder,
+)
 from uvlm.train.checkpoint import Checkpointer, save_final_weights
 from uvlm.train.config import RunConfig, from_dict
-from uvlm.train.data import RecordSet, collate, face_folders, load_record_set, resolve_dataset
-from uvlm.train.memory import check_host_memory, micro_batch_size, out_of_memory_named
+from uvlm.train.data import RecordSet, collate, face_folders, load_record_set, micro_batches, resolve_dataset
+from uvlm.train.memory import check_host_memory, checkpointing_for, micro_batch_size, out_of_memory_named
 from uvlm.train.sharding import gather_weights, gathered, shard
 
 EvalPoint = Callable[[UnifiedVLM, RunParts, int], dict]
@@ -250,6 +258,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
                               limit=t.eval_samples) if t.eval_points and main else None
     parts = RunParts(tokenizer, prompts, in_space, out_space, test_root, place, faces)
 
+    cfg = checkpointing_for(cfg, train_set, out_space, accelerator)  # `auto`: decided by the memory plan
     model = build_model(cfg, in_space, out_space, tokenizer, place)
     model.fit_standardization(train_set.und_features, train_set.gen_targets)  # deterministic: redone on resume
     sharded = _sharded(cfg, accelerator, place.precision)
@@ -301,14 +310,14 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
         # model gathers its weights in every forward, all processes together); a process short of
         # records (a short last step, an uneven split) fills in with a record at weight 0.
         n_micro = math.ceil(math.ceil(len(records) / world) / micro_size)
-        micro = [mine[i:i + micro_size] for i in range(0, n_micro * micro_size, micro_size)]
+        micro = micro_batches(train_set, mine, micro_size, n_micro)
         optimizer.zero_grad(set_to_none=True)
         sums = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
         for k, idx in enumerate(micro):
             scale = 1.0 if idx else 0.0
             batch = collate(train_set, idx or records[:1], pad_id).to(accelerator.device)
             sync = k == len(micro) - 1  # DDP all-reduces once a step; FSDP reduce-scatters every micro-batch
-            with out_of_memory_named(micro_size), accelerator.autocast(), \
+            with out_of_memory_named(micro_size), accelerator.autocast(), lora_in_run_dtype(unwrapped), \
                     (accelerator.no_sync(model) if not sync and not sharded else nullcontext()):
                 out_ = model(batch)
                 # sums over the global batch's tokens and slots; data parallelism averages over processes
@@ -358,6 +367,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
     save_final_weights(out, unwrapped, tokenizer, state)
     summary = {"steps": total_steps, "records": total_records, "train_records": len(train_set),
                "final": last, "model": arch.name, "processes": world, "micro_batch": micro_size,
+               "gradient_checkpointing": cfg.train.gradient_checkpointing,
                "resumed_from_step": start_step,
                # which encoder bytes the run saw: stand-ins are rebuilt per machine, so runs
                # that are compared should name the same ones

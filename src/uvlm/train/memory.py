@@ -46,19 +46,24 @@ from uvlm.errors import UvlmError
 # (weights, lora) -> per-token bytes per layer: hidden, intermediate, heads, lora_r (dropout 0), and
 # what LoRA dropout > 0 adds on hidden and intermediate.
 LAYER_COEFFICIENTS = {
-    # refit with transformers 5.25 / peft 0.21 (a layer's slope within a stack, 2 - 1 layers): exact at
-    # four widths; "e" is bytes per token whatever the widths (rotary tables)
-    ("16-bit", True): {"a": 40, "b": 10, "c": 4, "d": 28, "e": 616, "a_dropout": 24, "b_dropout": 4},
+    # refit with transformers 5.25 / peft 0.21 under bf16 autocast (a layer's share within a stack, 2
+    # layers - 1, at two token counts), LoRA computing in the run's 16-bit dtype
+    # (uvlm.train.build.lora_in_run_dtype): exact at four widths; "e" is bytes per token whatever the
+    # widths (rotary tables). With peft's fp32 input copies a layer keeps 52% more at Vicuna's widths.
+    ("16-bit", True): {"a": 20, "b": 8, "c": 4, "d": 14, "e": 616, "a_dropout": 20, "b_dropout": 2},
     # the kinds below (the tiny preset's, and full fine-tuning) keep an earlier fit, not rechecked
     ("fp32", True): {"a": 32, "b": 16, "c": 4, "d": 28, "a_dropout": 40, "b_dropout": 4},
     ("fp32", False): {"a": 40, "b": 16, "c": 4, "d": 0, "a_dropout": 0, "b_dropout": 0},
     ("fp32 under autocast", False): {"a": 34, "b": 8, "c": 4, "d": 0, "a_dropout": 0, "b_dropout": 0},
 }
 # x hidden bytes per token that backward holds beyond the saved activations and the gradients of
-# weights: measured with MemTracker at Vicuna widths, 9,728 tokens (12.4 without checkpointing, 8.6
-# with; the larger is taken)
-BACKWARD_SCRATCH = 12.5
+# weights: measured with MemTracker at Vicuna widths, 9,728 tokens, without checkpointing (9.8)
+BACKWARD_SCRATCH = 10
 NON_LAYER_PER_TOKEN = 9  # x hidden bytes: input embeddings, final norm (measured: 4.5 x hidden in 16 bits)
+# `gradient_checkpointing: auto` turns it off where a micro-batch of this many tokens fits without
+# it: recomputation costs a third more compute, while a GPU's matmuls run near their peak from a
+# few thousand rows on (a rule of thumb, to be measured by benchmarks/gpu_check.sh)
+CHECKPOINT_FREE_TOKENS = 2048
 OVERHEAD_BYTES = 1.5 * 2**30  # CUDA context, allocator slack, kernels' workspaces
 FRAGMENTATION = 1.10
 GIB = 2**30
@@ -76,10 +81,18 @@ class Shape:
     vocab: int
     tied: bool
 
+    kv_heads: int | None = None  # grouped-query attention's key/value heads; None: as many as heads
+
+    @property
+    def kv_width(self) -> int:
+        """The width of the key and value projections' outputs."""
+        return self.hidden * (self.kv_heads or self.heads) // self.heads
+
     @property
     def layer_params(self) -> int:
         """Parameters of one decoder layer (attention, MLP, two norms)."""
-        return 4 * self.hidden**2 + 3 * self.hidden * self.intermediate + 2 * self.hidden
+        return 2 * self.hidden**2 + 2 * self.hidden * self.kv_width + 3 * self.hidden * self.intermediate \
+            + 2 * self.hidden
 
     @property
     def params(self) -> int:
@@ -90,7 +103,7 @@ class Shape:
     def lora_params(self, r: int) -> int:
         """LoRA parameters on every linear layer of every decoder layer."""
         h, m = self.hidden, self.intermediate
-        return self.layers * r * (4 * 2 * h + 3 * (h + m))
+        return self.layers * r * (2 * 2 * h + 2 * (h + self.kv_width) + 3 * (h + m))
 
 
 @dataclass(frozen=True)
@@ -115,6 +128,7 @@ class Plan:
     micro_batch: int  # the largest that fits (at least 1), at most the per-device batch
     per_device: int  # records per optimizer step on a device
     device_bytes: float | None  # what was planned against; None: no limit known
+    checkpointing: bool = False  # gradient checkpointing, as given or as `auto` decided
 
     def total(self, micro: int) -> float:
         return (self.weights_bytes + self.optimizer_bytes + self.fixed_bytes + micro * self.per_record_bytes
@@ -135,8 +149,12 @@ def layer_bytes(shape: Shape, tokens: int, *, weights16: bool, autocast16: bool,
     dropout = lora_dropout > 0
     per_token = ((k["a"] + dropout * k["a_dropout"]) * h + (k["b"] + dropout * k["b_dropout"]) * m
                  + k["c"] * shape.heads + k["d"] * lora_r + k.get("e", 0))
-    # under autocast a fully trained layer keeps 16-bit copies of its weights; LoRA's keep none (measured)
-    fixed = 8 * h * h + 6 * h * m if not lora and autocast16 else 0.0
+    if lora and autocast16:  # 16-bit copies of LoRA A and B (measured: 22 r h + 6 r m)
+        fixed = 22 * lora_r * h + 6 * lora_r * m
+    elif autocast16:  # 16-bit copies of the layer's weights
+        fixed = 8 * h * h + 6 * h * m
+    else:
+        fixed = 0.0
     return float(per_token), float(fixed)
 
 
@@ -182,7 +200,8 @@ def llm_shape(model_cfg) -> tuple[Shape, str]:
 
         c = AutoConfig.from_pretrained(llm_source(model_cfg.llm), local_files_only=True)
         return Shape(c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_hidden_layers, c.vocab_size,
-                     bool(getattr(c, "tie_word_embeddings", False))), "its config.json"
+                     bool(getattr(c, "tie_word_embeddings", False)), getattr(c, "num_key_value_heads", None)), \
+            "its config.json"
     except (OSError, ValueError):
         if name in KNOWN_LLMS:
             return known(KNOWN_LLMS[name]), "uvlm's table (the model is not in the local HF cache)"
@@ -194,10 +213,12 @@ def plan(cfg, layout: Layout, device_bytes: float | None, world: int = 1, shape:
          gpu: bool | None = None) -> Plan:
     """The memory plan of run config `cfg` for records of `layout` on devices of `device_bytes`.
     `gpu`: plan for a GPU (precision `auto` is then bf16) whatever this machine has; default:
-    this machine's device."""
+    this machine's device. `train.gradient_checkpointing: auto` is decided first
+    (`resolve_checkpointing`); the plan says which it took."""
     from uvlm.device import placement
 
     shape = shape or llm_shape(cfg.model)[0]
+    cfg = resolve_checkpointing(cfg, layout, device_bytes, world, shape, gpu)
     mixed = (gpu and cfg.train.precision == "auto") or placement(cfg.train.precision).mixed
     pretrained = cfg.model.llm != "tiny"
     weights16 = pretrained and mixed
@@ -223,7 +244,8 @@ def plan(cfg, layout: Layout, device_bytes: float | None, world: int = 1, shape:
         optimizer = optimizer / world + (0 if lora_r else gathered * 4)  # a unit's whole gradients, unscattered
     global_batch = cfg.train.global_batch or cfg.train.batch_size
     per_device = math.ceil(global_batch / world)
-    partial = Plan(shape, params, trainable, weights, optimizer, per_record, fixed, 1, per_device, device_bytes)
+    partial = Plan(shape, params, trainable, weights, optimizer, per_record, fixed, 1, per_device, device_bytes,
+                   bool(cfg.train.gradient_checkpointing))
     micro = per_device
     if device_bytes is not None:
         room = device_bytes / FRAGMENTATION - weights - optimizer - fixed - OVERHEAD_BYTES
@@ -252,6 +274,36 @@ def vision_params(cfg, hidden: int, head_width: int) -> int:
             n += adapter(cfg.model.generation_adapter, arch.output_space)
         n += hidden * head_width + head_width
     return n
+
+
+def resolve_checkpointing(cfg, layout: Layout, device_bytes: float | None, world: int = 1, shape: Shape | None = None,
+                          gpu: bool | None = None):
+    """`cfg` with `train.gradient_checkpointing: auto` decided: off where a micro-batch of at least
+    CHECKPOINT_FREE_TOKENS tokens (or the whole per-device batch) fits without it, and where no
+    device limit is known (the CPU); on otherwise. true and false stay as they are."""
+    import dataclasses
+
+    t = cfg.train
+    if t.gradient_checkpointing != "auto":
+        return cfg
+    off = dataclasses.replace(cfg, train=dataclasses.replace(t, gradient_checkpointing=False))
+    if device_bytes is None:
+        return off
+    without = plan(off, layout, device_bytes, world, shape, gpu)
+    needed = min(without.per_device, math.ceil(CHECKPOINT_FREE_TOKENS / layout.tokens))
+    fits = without.micro_batch >= needed and without.fits
+    return off if fits else dataclasses.replace(cfg, train=dataclasses.replace(t, gradient_checkpointing=True))
+
+
+def checkpointing_for(cfg, data, out_space, accelerator):
+    """The run config with `gradient_checkpointing: auto` decided for this device and the run's
+    longest records (`resolve_checkpointing`)."""
+    if cfg.train.gradient_checkpointing != "auto":
+        return cfg
+    width = 0 if out_space is None else (out_space.vocab_size if out_space.discrete else out_space.feature_dim)
+    longest = layout_of(data.encoded, None)
+    return resolve_checkpointing(cfg, Layout(longest.tokens, longest.scored, longest.slots, width),
+                                 device_memory(accelerator.device), accelerator.num_processes)
 
 
 def device_memory(device: torch.device) -> float | None:
@@ -304,13 +356,14 @@ def micro_batch_size(cfg, model, data, pad_id: int, accelerator, confirm: bool =
 
 def _confirm(model, data, pad_id: int, accelerator, micro: int) -> int:
     """The largest micro-batch up to `micro` that survives a forward/backward on the longest records."""
+    from uvlm.train.build import lora_in_run_dtype
     from uvlm.train.data import collate
 
     longest = sorted(range(len(data)), key=lambda i: -len(data.encoded[i]))
     while True:
         try:
             batch = collate(data, longest[:micro], pad_id).to(accelerator.device)
-            with accelerator.autocast():
+            with accelerator.autocast(), lora_in_run_dtype(accelerator.unwrap_model(model)):
                 accelerator.backward(model(batch)["loss"])
             model.zero_grad(set_to_none=True)
             return micro
@@ -366,9 +419,10 @@ def space_tokens(spec: str) -> tuple[int, int, int | None]:
     raise UvlmError(f"unknown encoder {spec!r}")
 
 
-def planned_layout(cfg, sample: int = 300) -> tuple[Layout, str]:
-    """The layout of the longest of `sample` records of each task the run trains on, rendered as
-    text only (no images), tokenised with the run's tokenizer where this machine has it."""
+def sample_encoded(cfg, sample: int = 300) -> tuple[list, str, int]:
+    """The first `sample` records of each task the run trains on, made as text only (no images)
+    and tokenised with the run's tokenizer where this machine has it (else the template's): the
+    records (`Encoded`), which tokenizer, and the generation head's width."""
     from uvlm.data.celeba import ATTRIBUTES as FACE_ATTRIBUTES
     from uvlm.data.faces import make_face_record
     from uvlm.data.mixture import image_attributes, image_name, make_record
@@ -404,8 +458,13 @@ def planned_layout(cfg, sample: int = 300) -> tuple[Layout, str]:
                 record = make_record(mixture, task, j, image_attributes(mixture, mixture.image_index(task, j)),
                                      image_name(j))
             encoded.append(prompts.encode(record["conversations"]))
+    return encoded, source, 0 if arch.output_space is None else (vocab or width)
+
+
+def planned_layout(cfg, sample: int = 300) -> tuple[Layout, str]:
+    """The layout of the longest of `sample` records of each task the run trains on (`sample_encoded`)."""
+    encoded, source, head = sample_encoded(cfg, sample)
     layout = layout_of(encoded, None)
-    head = 0 if arch.output_space is None else (vocab or width)
     return Layout(layout.tokens, layout.scored, layout.slots, head), source
 
 
