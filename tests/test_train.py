@@ -226,3 +226,23 @@ def test_micro_batches_are_grouped_by_length_only_when_a_step_has_several():
     assert lengths[0][0] == max(map(len, encoded))  # the longest first: an out-of-memory shows at once
     assert padding_share(data, grouped) < padding_share(data, [step[i:i + 4] for i in range(0, 12, 4)])
     assert micro_batches(data, step[:5], 4, 3)[-1] == []  # a short step: an empty one for the weight-0 filler
+
+
+def test_a_compiled_llm_trains_to_the_same_losses(tmp_path, encoders, monkeypatch):
+    """train.compile: the LLM's forward goes through torch.compile (dynamo captures graphs), and
+    the losses are the eager run's within float rounding."""
+    import torch._dynamo
+
+    from uvlm.train.loop import train
+
+    monkeypatch.setenv("UVLM_CACHE", str(tmp_path / "cache"))
+    cfg = run_config(encoders, epochs=1, eval_points=0)
+    cfg["data"]["train"].update({"n_vqa": 8, "n_caption": 4, "n_generation": 4})
+    eager = train(from_dict(cfg), tmp_path / "eager")
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = train(from_dict({**cfg, "train": {**cfg["train"], "compile": True}}), tmp_path / "compiled")
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0
+    assert eager["steps"] == compiled["steps"] == 4
+    for key in ("loss", "text_loss", "image_loss"):
+        assert abs(eager["final"][key] - compiled["final"][key]) <= 1e-4 * max(1.0, abs(eager["final"][key]))

@@ -88,6 +88,7 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 on a supporting GPU, fp16 on others, fp32 on CPU) | bf16 | fp16 | fp32
     device: str = "auto"  # auto (a GPU where torch sees one, else the CPU) | cuda (refuse to start without one)
     sharding: str = "none"  # none (each process holds the whole model) | fsdp (sharded: uvlm.train.sharding)
+    compile: bool = False  # the LLM decoder through torch.compile (inductor; minutes to compile, then faster)
 
 
 @dataclass
@@ -115,6 +116,8 @@ class RunConfig:
             (t.precision in PRECISIONS, f"precision {t.precision!r}: use {', '.join(PRECISIONS)}"),
             (t.device in DEVICES, f"train.device {t.device!r}: use {', '.join(DEVICES)}"),
             (t.sharding in SHARDINGS, f"sharding {t.sharding!r}: use {', '.join(SHARDINGS)}"),
+            (not (t.compile and t.sharding == "fsdp"), "train.compile with train.sharding fsdp is not supported yet; "
+                                                       "turn one of them off"),
             (m.attention in ATTENTIONS, f"attention {m.attention!r}: use {', '.join(ATTENTIONS)}"),
             (0 <= m.lora_dropout < 1, f"lora_dropout {m.lora_dropout} must be in [0, 1)"),
             (self.data.feature_dtype in FEATURE_DTYPES,
@@ -163,7 +166,8 @@ class RunConfig:
 LATER_FIELDS = {
     "model": {"lora_dropout": 0.0, "system_prompt": "", "attention": "auto"},
     "data": {"feature_dtype": "float32"},
-    "train": {"micro_batch": None, "gradient_checkpointing": False, "sharding": "none", "device": "auto"},
+    "train": {"micro_batch": None, "gradient_checkpointing": False, "sharding": "none", "device": "auto",
+              "compile": False},
 }
 
 

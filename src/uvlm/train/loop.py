@@ -261,6 +261,8 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
     cfg = checkpointing_for(cfg, train_set, out_space, accelerator)  # `auto`: decided by the memory plan
     model = build_model(cfg, in_space, out_space, tokenizer, place)
     model.fit_standardization(train_set.und_features, train_set.gen_targets)  # deterministic: redone on resume
+    if t.compile:  # the decoder (what the model runs), in place: parameter names, so checkpoints, stay
+        model.llm.get_decoder().compile(dynamic=True)
     sharded = _sharded(cfg, accelerator, place.precision)
     if sharded:
         shard(model)  # before the optimizer: sharding replaces the parameters
