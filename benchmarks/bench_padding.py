@@ -16,7 +16,7 @@ from common import markdown_table, record
 from uvlm.suites.presets import row_config
 from uvlm.train.config import from_dict
 from uvlm.train.data import RecordSet, micro_batches, padding_share
-from uvlm.train.memory import layout_of, plan, sample_encoded
+from uvlm.train.memory import Layout, layout_of, plan, sample_encoded
 
 STEPS = 50
 
@@ -26,8 +26,6 @@ def measure(preset: str, name: str) -> list:
     encoded, source, head = sample_encoded(cfg, 300)
     data = RecordSet(encoded, np.zeros(len(encoded), dtype=int), [], None, None)
     layout = layout_of(encoded, None)
-    from uvlm.train.memory import Layout
-
     micro = plan(cfg, Layout(layout.tokens, layout.scored, layout.slots, head), 80e9, gpu=True).micro_batch
     batch = cfg.train.global_batch or cfg.train.batch_size
     count = -(-batch // micro)

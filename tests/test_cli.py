@@ -130,7 +130,7 @@ def test_plan_prints_a_plan_that_fits_the_paper_preset(cli):
     code, out, err = cli("plan", paper, "--gpu-mem", "80")
     assert code == 0, err
     assert "6,738.4M" in out and "fits" in out and "DOES NOT FIT" not in out
-    assert "40 accumulation steps" in out and "gradient checkpointing off, chosen by the plan" in out
+    assert "27 accumulation steps" in out and "gradient checkpointing off, chosen by the plan" in out
     code, out, err = cli("plan", paper, "--gpu-mem", "80", "--set", "train.gradient_checkpointing=true")
     assert code == 0 and "3 accumulation steps" in out and "(gradient checkpointing)" in out
     code, out, err = cli("plan", paper, "--gpu-mem", "80", "--set",

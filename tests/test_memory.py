@@ -207,6 +207,9 @@ def test_auto_checkpointing_is_on_only_where_the_plan_needs_it():
     on = from_dict({**_paper_config(), "train": {**_paper_config()["train"], "gradient_checkpointing": True}})
     assert plan(on, layout, 80e9, gpu=True).checkpointing  # as given
     assert resolve_checkpointing(cfg, layout, None).train.gradient_checkpointing is False  # the CPU: no limit
+    # a micro-batch as given must fit as it is: the authors' 131 a GPU needs checkpointing on 80 GB
+    given = from_dict({**_paper_config(), "train": {**_paper_config()["train"], "micro_batch": 131}})
+    assert plan(given, layout, 80e9, gpu=True).checkpointing
 
 
 def test_full_fine_tuning_of_7b_fits_only_sharded():
@@ -214,11 +217,12 @@ def test_full_fine_tuning_of_7b_fits_only_sharded():
     parallelism copies it to each; FSDP over 8 GPUs holds an eighth of it plus what is gathered."""
     full = _paper_config()
     full["model"] = {**full["model"], "lora_r": 0}
+    full["train"] = {**full["train"], "gradient_checkpointing": True}  # on both sides: the stream's dtype differs
     layout = Layout(330, 40, 256, 16384)
     replicated = plan(from_dict(full), layout, 80e9, world=8, gpu=True)
     full["train"] = {**full["train"], "sharding": "fsdp"}
     sharded = plan(from_dict(full), layout, 80e9, world=8, gpu=True)
-    assert not replicated.fits and sharded.fits
+    assert not replicated.fits and sharded.fits and replicated.checkpointing and sharded.checkpointing
     # its weights are held in fp32, so is the residual stream each checkpointed layer keeps
     assert sharded.per_record_bytes - replicated.per_record_bytes >= 32 * 4096 * 330 * 2
     state = replicated.weights_bytes + replicated.optimizer_bytes
@@ -294,3 +298,21 @@ def test_auto_micro_batch_halves_on_out_of_memory_and_oom_is_one_line():
     with pytest.raises(UvlmError, match=r"micro-batch 16: set train.micro_batch lower") as err, out_of_memory_named(16):
         raise torch.OutOfMemoryError("CUDA out of memory")
     assert "\n" not in str(err.value)
+
+
+def test_lora_computes_in_16_bits_only_under_autocast_of_the_frozen_dtype_and_is_restored():
+    small = Shape(hidden=64, intermediate=172, heads=4, layers=1, vocab=2048, tied=False)
+    model, _, _ = paper_model(small, 1, None, lora_r=4)  # bf16 frozen weights, fp32 LoRA
+    layers = [m for m in model.llm.modules() if hasattr(m, "cast_input_dtype_enabled")]
+    assert layers and all(m.cast_input_dtype_enabled for m in layers)
+    with lora_in_run_dtype(model):  # no autocast: peft's casting is what makes the dtypes meet
+        assert all(m.cast_input_dtype_enabled for m in layers)
+    with pytest.raises(RuntimeError, match="inside"), torch.autocast("cpu", dtype=torch.bfloat16), \
+            lora_in_run_dtype(model):
+        assert not any(m.cast_input_dtype_enabled for m in layers)
+        raise RuntimeError("inside")
+    assert all(m.cast_input_dtype_enabled for m in layers)  # restored, also after an exception
+    fp32, _, _ = paper_model(small, 1, None, lora_r=4)
+    fp32.llm.float()
+    with torch.autocast("cpu", dtype=torch.bfloat16), lora_in_run_dtype(fp32):  # fp32 weights: nothing to do
+        assert all(m.cast_input_dtype_enabled for m in fp32.llm.modules() if hasattr(m, "cast_input_dtype_enabled"))

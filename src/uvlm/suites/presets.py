@@ -14,7 +14,7 @@
 - smol-standin: smol with cpu2's stand-in encoders at their own 64 px, for a GPU that has not
   the paper's encoder weights (`uvlm suite run --preset smol` names it when they are missing).
 
-`write_configs(root)` writes configs/{cpu,cpu2,paper}/[bias/]NAME.yaml; the committed files are
+`write_configs(root)` writes configs/PRESET/[bias/]NAME.yaml for every preset; the committed files are
 checked against it by the tests, so they never drift from this module.
 """
 

@@ -34,6 +34,7 @@ measured.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,7 +50,9 @@ LAYER_COEFFICIENTS = {
     # refit with transformers 5.25 / peft 0.21 under bf16 autocast (a layer's share within a stack, 2
     # layers - 1, at two token counts), LoRA computing in the run's 16-bit dtype
     # (uvlm.train.build.lora_in_run_dtype): exact at four widths; "e" is bytes per token whatever the
-    # widths (rotary tables). With peft's fp32 input copies a layer keeps 52% more at Vicuna's widths.
+    # widths (rotary tables; head_dim was 128 in every fit). With peft's fp32 input copies a layer
+    # keeps 52% more at Vicuna's widths. Keys and values are counted at full width: with grouped-query
+    # attention (SmolLM2) a layer keeps a little less than this says.
     ("16-bit", True): {"a": 20, "b": 8, "c": 4, "d": 14, "e": 616, "a_dropout": 20, "b_dropout": 2},
     # the kinds below (the tiny preset's, and full fine-tuning) keep an earlier fit, not rechecked
     ("fp32", True): {"a": 32, "b": 16, "c": 4, "d": 28, "a_dropout": 40, "b_dropout": 4},
@@ -185,7 +188,7 @@ def llm_shape(model_cfg) -> tuple[Shape, str]:
 
     def known(c: dict) -> Shape:
         return Shape(c["hidden_size"], c["intermediate_size"], c["num_attention_heads"], c["num_hidden_layers"],
-                     c["vocab_size"], c["tie_word_embeddings"])
+                     c["vocab_size"], c["tie_word_embeddings"], c.get("num_key_value_heads"))
 
     if model_cfg.llm == "tiny":
         return Shape(model_cfg.hidden_size, model_cfg.intermediate_size, model_cfg.heads, model_cfg.layers,
@@ -278,11 +281,10 @@ def vision_params(cfg, hidden: int, head_width: int) -> int:
 
 def resolve_checkpointing(cfg, layout: Layout, device_bytes: float | None, world: int = 1, shape: Shape | None = None,
                           gpu: bool | None = None):
-    """`cfg` with `train.gradient_checkpointing: auto` decided: off where a micro-batch of at least
-    CHECKPOINT_FREE_TOKENS tokens (or the whole per-device batch) fits without it, and where no
-    device limit is known (the CPU); on otherwise. true and false stay as they are."""
-    import dataclasses
-
+    """`cfg` with `train.gradient_checkpointing: auto` decided: off where the run's micro-batch fits
+    without it (`micro_batch: auto`: where one of at least CHECKPOINT_FREE_TOKENS tokens, or the
+    whole per-device batch, does), and where no device limit is known (the CPU); on otherwise.
+    true and false stay as they are."""
     t = cfg.train
     if t.gradient_checkpointing != "auto":
         return cfg
@@ -290,8 +292,11 @@ def resolve_checkpointing(cfg, layout: Layout, device_bytes: float | None, world
     if device_bytes is None:
         return off
     without = plan(off, layout, device_bytes, world, shape, gpu)
-    needed = min(without.per_device, math.ceil(CHECKPOINT_FREE_TOKENS / layout.tokens))
-    fits = without.micro_batch >= needed and without.fits
+    if t.micro_batch == "auto":
+        needed = min(without.per_device, math.ceil(CHECKPOINT_FREE_TOKENS / layout.tokens))
+        fits = without.micro_batch >= needed and without.fits
+    else:  # a micro-batch as given (or the whole batch): it must fit as it is
+        fits = without.total(min(int(t.micro_batch or t.batch_size), without.per_device)) <= device_bytes
     return off if fits else dataclasses.replace(cfg, train=dataclasses.replace(t, gradient_checkpointing=True))
 
 

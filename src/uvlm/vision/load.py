@@ -35,7 +35,9 @@ def weights_path(source: str) -> str:
 
 def missing_weights(spec: str) -> str | None:
     """What a real encoder named by `spec` needs and this machine lacks, in words (None when
-    nothing is missing, and for stand-ins, which are built on first use); reads no weights."""
+    nothing is missing, and for stand-ins, which are built on first use). It looks for the VQ
+    checkpoint file and SigLIP's config, and reads no weights: a partial download passes here
+    and fails, in one line, where the run loads it."""
     kind, _, source = spec.partition(":")
     if kind == "vq" and source and not Path(weights_path(source)).is_file():
         return f"the VQ checkpoint {source} (under $UVLM_WEIGHTS or the working directory)"
