@@ -13,7 +13,7 @@ from uvlm.errors import UvlmError
 from uvlm.io import atomic_write_json, exclusive
 from uvlm.suites.presets import A3_ROWS, BIASED_ROWS
 from uvlm.suites.report import write_report
-from uvlm.suites.runner import claim_results, run_suite, suite_status
+from uvlm.suites.runner import check_encoder_weights, claim_results, run_suite, suite_status
 from uvlm.suites.spec import DOSES, PROBE_ROWS, SCALING_ROWS, expand, scaling_curves, scaling_rows, step_matched
 from uvlm.train.config import from_dict
 
@@ -575,11 +575,14 @@ def test_a_suite_whose_encoders_are_missing_is_refused_before_anything_is_writte
 
     monkeypatch.chdir(tmp_path)  # the paper preset's VQ path is relative: not here
     monkeypatch.delenv("UVLM_WEIGHTS", raising=False)
-    code, _, err = cli("suite", "run", "mutual", "--preset", "smol", "--out", tmp_path / "r")
+    # a batch this CPU holds (the host memory check comes first: a 7B here is refused for that)
+    small = ("--set", "train.global_batch=4", "--set", "train.batch_size=4")
+    code, _, err = cli("suite", "run", "mutual", "--preset", "smol", *small, "--out", tmp_path / "r")
     assert code == 2 and "--preset smol-standin" in err and "vq_ds16_c2i.pt" in err and "\n" not in err.strip()
     assert not (tmp_path / "r").exists()
-    code, _, err = cli("suite", "run", "mutual", "--preset", "paper", "--out", tmp_path / "r")
-    assert code == 2 and "siglip-base-patch16-224" in err and "standin" not in err
+    with pytest.raises(UvlmError, match="siglip-base-patch16-224") as refused:
+        check_encoder_weights(expand("mutual", "paper", 1, ()), "paper")
+    assert "standin" not in str(refused.value)
     # the same specs where the weights are: a SigLIP folder, a VQ checkpoint under $UVLM_WEIGHTS
     assert missing_weights(encoders["siglip"]) is None and missing_weights("cpu-vq") is None
     vq = encoders["vq"].removeprefix("vq:")

@@ -531,10 +531,9 @@ def suite_run(
         from uvlm.train.config import from_dict
         from uvlm.train.memory import check_host_memory
 
-        check_encoder_weights(jobs, preset)
-
         largest = max(jobs, key=lambda j: j.config["model"].get("hidden_size", 0) * j.config["model"].get("layers", 0))
         check_host_memory(from_dict(largest.config), min(local_workers, len({j.key for j in jobs})))
+        check_encoder_weights(jobs, preset)  # after memory: a 7B on a CPU is refused for that first
     make_folder(out, "results")
     claim_results(out, tuple(set_ or ()), preset)
     if settings is not None:
