@@ -202,7 +202,9 @@ def test_suite_through_submitits_local_executor_matches_the_local_runner(tmp_pat
     toy_judge(tmp_path / "cache")
     monkeypatch.setenv("UVLM_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("PYTHONPATH", str(ROOT / "src"))
-    jobs = [Job("A3", name, 0, config(encoders, name, n=24, epochs=5, checkpoint_every=2))
+    # long enough after its 4th step (about 130 more) that the preemption lands before the run ends, even on
+    # a loaded machine: with 40 more it sometimes finished first and was never requeued
+    jobs = [Job("A3", name, 0, config(encoders, name, n=24, epochs=15, checkpoint_every=2))
             for name in ("VQ-VQ", "VQ_u")]
     run_suite(jobs, tmp_path / "local", workers=1, echo=lambda s: None)
     cluster = tmp_path / "cluster"
