@@ -270,9 +270,9 @@ def check_encoder_weights(jobs: list[Job], preset: str) -> None:
     from uvlm.suites.presets import STAND_IN_PRESET
     from uvlm.vision.load import missing_weights
 
-    needed = {job.config["data"][space] for job in jobs
-              for space in (parse_name(job.config["model"]["name"]).input_space,
-                            parse_name(job.config["model"]["name"]).output_space) if space}
+    archs = [(job, parse_name(job.config["model"]["name"])) for job in jobs]
+    needed = {job.config["data"][space] for job, arch in archs for space in (arch.input_space, arch.output_space)
+              if space}
     missing = sorted(filter(None, map(missing_weights, needed)))
     if missing:
         instead = f", or use --preset {STAND_IN_PRESET[preset]} (stand-in encoders)" \

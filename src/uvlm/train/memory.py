@@ -305,10 +305,8 @@ def checkpointing_for(cfg, data, out_space, accelerator):
     longest records (`resolve_checkpointing`)."""
     if cfg.train.gradient_checkpointing != "auto":
         return cfg
-    width = 0 if out_space is None else (out_space.vocab_size if out_space.discrete else out_space.feature_dim)
-    longest = layout_of(data.encoded, None)
-    return resolve_checkpointing(cfg, Layout(longest.tokens, longest.scored, longest.slots, width),
-                                 device_memory(accelerator.device), accelerator.num_processes)
+    return resolve_checkpointing(cfg, layout_of(data.encoded, out_space), device_memory(accelerator.device),
+                                 accelerator.num_processes)
 
 
 def device_memory(device: torch.device) -> float | None:
