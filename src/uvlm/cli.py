@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from uvlm.cli_llava import llava_app
 from uvlm.errors import UvlmError
 from uvlm.io import read_text_file
 from uvlm.progress import quiet_libraries, shown
@@ -24,6 +25,7 @@ app.add_typer(suite_app, name="suite")
 pretrain_app = typer.Typer(help="Train (once, then cached) the CPU-scale encoders and the judge.",
                            no_args_is_help=True)
 app.add_typer(pretrain_app, name="pretrain")
+app.add_typer(llava_app, name="llava")
 console = Console(stderr=True)
 
 

@@ -1,0 +1,64 @@
+"""`uvlm llava ...`: Table 2's LLaVA-1.5 case, from its data to its benchmark scores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+llava_app = typer.Typer(help="Table 2: LLaVA-1.5 trained with and without image-generation records.",
+                        no_args_is_help=True)
+
+
+@llava_app.command("data")
+def llava_data(
+    out: Annotated[Path, typer.Option(help="Folder to write stage1.json, stage2.json and their manifest into.")],
+    sharegpt4v: Annotated[Path, typer.Option(help="share-captioner_coco_lcs_sam_1246k JSON (ShareGPT4V-PT).")],
+    sharegpt4v_images: Annotated[Path, typer.Option(help="Folder its image paths are relative to.")],
+    pretrain: Annotated[Path, typer.Option(help="LLaVA's 558K pretraining JSON (blip_laion_cc_sbu_558k.json).")],
+    pretrain_images: Annotated[Path, typer.Option(help="Folder its image paths are relative to.")],
+    instruct: Annotated[Path, typer.Option(help="LLaVA's instruction JSON (llava_v1_5_mix665k.json).")],
+    instruct_images: Annotated[Path, typer.Option(help="Folder its image paths are relative to.")],
+    n_stage1: Annotated[int, typer.Option(help="Generation records added to the pretraining file.")] = 150_000,
+    n_stage2: Annotated[int, typer.Option(help="Generation records added to the instruction file.")] = 200_000,
+    select: Annotated[str, typer.Option(help="first (file order, the release) | random (the paper).")] = "first",
+    seed: Annotated[int, typer.Option(help="Seed of the random selection and of each record's prompt form.")] = 0,
+    skip_bad_images: Annotated[bool, typer.Option(help="Leave out (and list) records whose image is missing "
+                                                       "or unreadable, instead of stopping.")] = False,
+    check: Annotated[str, typer.Option(help="open (the image header reads) | decode (every pixel; slower).")] = "open",
+) -> None:
+    """Write Table 2's two training files: LLaVA's with reversed ShareGPT4V captions added.
+
+    Example: uvlm llava data --out llava-data --sharegpt4v sharegpt4v/share-captioner_coco_lcs_sam_1246k_1107.json
+    --sharegpt4v-images sharegpt4v --pretrain LLaVA-Pretrain/blip_laion_cc_sbu_558k.json --pretrain-images
+    LLaVA-Pretrain/images --instruct llava_v1_5_mix665k.json --instruct-images playground/data
+    """
+    from uvlm.llava.records import LlavaDataConfig, LlavaSources, build_llava_data
+    from uvlm.progress import shown
+
+    sources = LlavaSources(sharegpt4v, sharegpt4v_images, pretrain, pretrain_images, instruct, instruct_images)
+    cfg = LlavaDataConfig(n_stage1, n_stage2, select, seed, skip_bad_images, check)
+    with shown("checking images") as update:
+        manifest = build_llava_data(sources, out, cfg, lambda done, note="": update(done, done, note))
+    for stage, counts in manifest["counts"].items():
+        typer.echo(f"{out / (stage + '.json')}: {counts['total']} records ({counts['understanding']} with an "
+                   f"image, {counts['text_only']} text-only, {counts['generation']} generation; "
+                   f"{counts['left_out']} left out)")
+    if manifest["problems"]:
+        typer.echo(f"{manifest['problems']} records left out for bad images: {out / 'problems.jsonl'}")
+
+
+@llava_app.command("fake")
+def llava_fake(
+    out: Annotated[Path, typer.Argument(help="Folder to write the fake files and image trees into.")],
+    seed: Annotated[int, typer.Option(help="Seed: same seed, same bytes.")] = 0,
+) -> None:
+    """Write small fake ShareGPT4V, 558K and 665K files in the real schemas (for trying the commands).
+
+    Example: uvlm llava fake llava-fake
+    """
+    from uvlm.llava.fake import fake_llava_sources
+
+    paths = fake_llava_sources(out, seed=seed)
+    typer.echo(" ".join(f"--{key.replace('_', '-')} {path}" for key, path in paths.items()))

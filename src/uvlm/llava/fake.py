@@ -1,0 +1,102 @@
+"""Small fake copies of Table 2's three data files, in the real schemas and folder trees, for
+tests and the tiny preset (the real files are 1.2M, 558K and 665K records and ~100 GB of images).
+
+Each image is a coloured shape on a coloured background, of varied, non-square size; its
+caption and its questions name the colours and the shape, so a tiny model can learn them.
+ShareGPT4V's pool mixes COCO, LLaVA-pretraining (LCS) and SAM images; the instruction file
+mixes COCO, GQA, OCR-VQA, TextVQA and Visual Genome images with text-only conversations.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from uvlm.io import atomic_write_bytes, atomic_write_text
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 220), "yellow": (235, 210, 40),
+           "white": (245, 245, 245), "black": (20, 20, 20)}
+SHAPES = ("circle", "square", "triangle")
+_SHAREGPT4V_TREES = ("coco/train2017", "llava/llava_pretrain/images", "sam/images")
+_INSTRUCT_TREES = ("coco/train2017", "gqa/images", "ocr_vqa/images", "textvqa/train_images", "vg/VG_100K")
+
+
+def _scene(rng: random.Random) -> dict:
+    back, fore = rng.sample(sorted(COLOURS), 2)
+    return {"background": back, "colour": fore, "shape": rng.choice(SHAPES),
+            "size": (rng.choice((48, 64, 80)), rng.choice((40, 56, 64)))}
+
+
+def _jpeg(scene: dict) -> bytes:
+    import io
+
+    w, h = scene["size"]
+    im = Image.new("RGB", (w, h), COLOURS[scene["background"]])
+    d = ImageDraw.Draw(im)
+    box = (w * 0.25, h * 0.2, w * 0.75, h * 0.8)
+    fill = COLOURS[scene["colour"]]
+    if scene["shape"] == "circle":
+        d.ellipse(box, fill=fill)
+    elif scene["shape"] == "square":
+        d.rectangle(box, fill=fill)
+    else:
+        d.polygon([(w * 0.5, h * 0.2), (w * 0.25, h * 0.8), (w * 0.75, h * 0.8)], fill=fill)
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _caption(scene: dict) -> str:
+    return f"A {scene['colour']} {scene['shape']} on a {scene['background']} background."
+
+
+def _write_image(root: Path, rel: str, scene: dict) -> None:
+    atomic_write_bytes(root / rel, _jpeg(scene), durable=False)
+
+
+def fake_llava_sources(root: Path, n_sharegpt4v: int = 60, n_pretrain: int = 40, n_instruct: int = 40,
+                       seed: int = 0) -> dict[str, Path]:
+    """Write the three files and their image trees under `root`; return the paths that
+    `uvlm llava data` takes (keys as LlavaSources' fields)."""
+    rng = random.Random(seed)
+    root = Path(root)
+    paths = {"sharegpt4v": root / "sharegpt4v" / "share-captioner_coco_lcs_sam_1246k_1107.json",
+             "sharegpt4v_images": root / "sharegpt4v",
+             "pretrain": root / "LLaVA-Pretrain" / "blip_laion_cc_sbu_558k.json",
+             "pretrain_images": root / "LLaVA-Pretrain" / "images",
+             "instruct": root / "instruct" / "llava_v1_5_mix665k.json", "instruct_images": root / "instruct"}
+    pool = []
+    for i in range(n_sharegpt4v):
+        scene, tree = _scene(rng), _SHAREGPT4V_TREES[i % 3]
+        rel = f"{tree}/{i:012d}.jpg" if tree != "sam/images" else f"{tree}/sa_{i}.jpg"
+        _write_image(paths["sharegpt4v_images"], rel, scene)
+        pool.append({"id": f"{i:012d}", "image": rel, "conversations": [
+            {"from": "human", "value": "What do you see happening in this image?\n<image>"},
+            {"from": "gpt", "value": _caption(scene)}]})
+    pretrain = []
+    for i in range(n_pretrain):
+        scene, rel = _scene(rng), f"{i // 10:05d}/{i:09d}.jpg"
+        _write_image(paths["pretrain_images"], rel, scene)
+        pretrain.append({"id": f"{i:09d}", "image": rel, "conversations": [
+            {"from": "human", "value": "Render a clear and concise summary of the photo.\n<image>"},
+            {"from": "gpt", "value": _caption(scene)}]})
+    instruct = []
+    for i in range(n_instruct):
+        if i % 5 == 4:  # ShareGPT's text-only conversations
+            instruct.append({"id": f"text-{i}", "model": "", "conversations": [
+                {"from": "human", "value": "Name a primary colour."}, {"from": "gpt", "value": "Blue."}]})
+            continue
+        scene, tree = _scene(rng), _INSTRUCT_TREES[i % 5]
+        rel = f"{tree}/{i:06d}.jpg"
+        _write_image(paths["instruct_images"], rel, scene)
+        instruct.append({"id": f"{i:06d}", "image": rel, "conversations": [
+            {"from": "human", "value": "<image>\nWhat shape is in the picture?"},
+            {"from": "gpt", "value": f"A {scene['shape']}."},
+            {"from": "human", "value": "What colour is it?"},
+            {"from": "gpt", "value": scene["colour"].capitalize() + "."}]})
+    for key, records in (("sharegpt4v", pool), ("pretrain", pretrain), ("instruct", instruct)):
+        atomic_write_text(paths[key], json.dumps(records, indent=1))
+    return paths

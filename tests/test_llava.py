@@ -1,0 +1,107 @@
+"""Table 2's LLaVA-1.5 case: its data build on fake files in the real schemas and trees."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from uvlm.llava.fake import fake_llava_sources
+from uvlm.llava.records import GENERATION_PROMPTS, LlavaDataConfig, LlavaSources, build_llava_data
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> dict[str, Path]:
+    return fake_llava_sources(tmp_path_factory.mktemp("llava-src"))
+
+
+def _args(paths: dict[str, Path]) -> list[str]:
+    return [a for key, path in paths.items() for a in (f"--{key.replace('_', '-')}", str(path))]
+
+
+def _load(path: Path) -> list[dict]:
+    return json.loads(path.read_text())
+
+
+def test_data_adds_reversed_captions_to_both_files_and_skips_sam(sources, tmp_path, cli):
+    code, out, err = cli("llava", "data", "--out", tmp_path / "d", *_args(sources), "--n-stage1", "12",
+                         "--n-stage2", "18")
+    assert code == 0, err
+    d = tmp_path / "d"
+    pool = _load(sources["sharegpt4v"])
+    non_sam = [r for r in pool if not r["image"].startswith("sam/")]
+    generation = _load(d / "generation.json")
+    # the release's rule: the first non-SAM records in file order, captions reversed into requests
+    assert [g["id"] for g in generation] == [f"gen-{r['id']}" for r in non_sam[:30]]
+    for g, r in zip(generation, non_sam, strict=False):
+        prompt = g["conversations"][0]["value"]
+        assert any(prompt == p + r["conversations"][1]["value"] for p in GENERATION_PROMPTS)
+        assert g["conversations"][1]["value"] == "<image>" and g["image"] == f"sharegpt4v/{r['image']}"
+    assert len({g["conversations"][0]["value"].split(":")[0] for g in generation}) == 3  # all three forms used
+    stage1, stage2 = _load(d / "stage1.json"), _load(d / "stage2.json")
+    pretrain, instruct = _load(sources["pretrain"]), _load(sources["instruct"])
+    assert len(stage1) == len(pretrain) + 12 and len(stage2) == len(instruct) + 18
+    assert stage1[len(pretrain):] == generation[:12] and stage2[len(instruct):] == generation[12:]
+    assert stage1[0]["image"] == "pretrain/" + pretrain[0]["image"]
+    text_only = [r for r in stage2 if "image" not in r]
+    assert len(text_only) == sum("image" not in r for r in instruct) > 0
+    for record in stage1 + stage2:  # every image resolves through the folder's own links
+        if "image" in record:
+            assert (d / "images" / record["image"]).is_file()
+    manifest = json.loads((d / "manifest.json").read_text())
+    assert manifest["counts"]["stage2"] == {"understanding": len(instruct) - len(text_only),
+                                            "text_only": len(text_only), "generation": 18, "left_out": 0,
+                                            "total": len(stage2)}
+    assert "stage2.json: 58 records" in out
+
+
+def test_data_is_the_same_bytes_for_a_seed_and_random_selection_differs(sources, tmp_path):
+    src = LlavaSources(**sources)
+    first = build_llava_data(src, tmp_path / "a", LlavaDataConfig(10, 10))
+    again = build_llava_data(src, tmp_path / "b", LlavaDataConfig(10, 10))
+    assert first["outputs"] == again["outputs"]
+    random1 = build_llava_data(src, tmp_path / "c", LlavaDataConfig(10, 10, select="random", seed=1))
+    random2 = build_llava_data(src, tmp_path / "e", LlavaDataConfig(10, 10, select="random", seed=2))
+    ids = [[g["id"] for g in _load(tmp_path / f / "generation.json")] for f in ("a", "c", "e")]
+    assert ids[0] != ids[1] != ids[2] and random1["outputs"] != random2["outputs"]
+    assert all(not i.startswith("gen-sa") for i in ids[1] + ids[2])  # SAM stays out of a random draw too
+
+
+def test_a_missing_or_corrupt_image_is_refused_in_one_line_or_listed_and_replaced(tmp_path, cli):
+    paths = fake_llava_sources(tmp_path / "src")
+    pool = _load(paths["sharegpt4v"])
+    (paths["sharegpt4v_images"] / pool[0]["image"]).unlink()  # the first generation candidate
+    (paths["instruct_images"] / _load(paths["instruct"])[1]["image"]).write_bytes(b"not a jpeg")
+    code, _, err = cli("llava", "data", "--out", tmp_path / "d", *_args(paths), "--n-stage1", "5",
+                       "--n-stage2", "5")
+    assert code == 2 and err.count("\n") == 1 and "is missing" in err and "--skip-bad-images" in err
+    assert not (tmp_path / "d" / "manifest.json").exists()
+    code, _, err = cli("llava", "data", "--out", tmp_path / "d", *_args(paths), "--n-stage1", "5",
+                       "--n-stage2", "5", "--skip-bad-images")
+    assert code == 0, err
+    problems = [json.loads(line) for line in (tmp_path / "d" / "problems.jsonl").read_text().splitlines()]
+    assert [(p["file"], p["problem"]) for p in problems] == [("sharegpt4v", "missing"),
+                                                             ("instruct", "unreadable: UnidentifiedImageError")]
+    generation = _load(tmp_path / "d" / "generation.json")
+    assert len(generation) == 10 and generation[0]["id"] == f"gen-{pool[1]['id']}"  # the next one took its place
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert manifest["counts"]["stage2"]["left_out"] == 1 and manifest["problems"] == 2
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p: p["pretrain"].write_text("{not json"), "is not a JSON file"),
+    (lambda p: p["instruct"].write_text('{"a": 1}'), "must hold a JSON list"),
+    (lambda p: p["pretrain"].unlink(), "does not exist"),
+])
+def test_bad_source_files_are_one_line(tmp_path, cli, change, message):
+    paths = fake_llava_sources(tmp_path / "src", n_sharegpt4v=12, n_pretrain=4, n_instruct=4)
+    change(paths)
+    code, _, err = cli("llava", "data", "--out", tmp_path / "d", *_args(paths), "--n-stage1", "2", "--n-stage2", "2")
+    assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_asking_for_more_generation_records_than_the_pool_holds_is_refused(sources, tmp_path, cli):
+    code, _, err = cli("llava", "data", "--out", tmp_path / "d", *_args(sources), "--n-stage1", "30",
+                       "--n-stage2", "30")
+    assert code == 2 and "usable non-SAM records" in err
