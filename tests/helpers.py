@@ -102,6 +102,18 @@ def tiny_siglip_folder(path: Path, size: int = 32, patch: int = 8) -> Path:
     return path
 
 
+def tiny_clip_folder(path: Path, size: int = 28, patch: int = 7) -> Path:
+    """A 2-layer CLIP vision tower with its processor, saved as transformers saves CLIP-L/14-336."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    from uvlm.vision.clip import CLIPImageProcessor
+
+    torch.manual_seed(0)
+    cfg = CLIPVisionConfig(image_size=size, patch_size=patch, hidden_size=32, num_hidden_layers=2,
+                           num_attention_heads=2, intermediate_size=64, projection_dim=16)
+    CLIPVisionModel(cfg).save_pretrained(path)
+    CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(path)
+    return path
 
 
 # 16 vision tokens in both spaces: small enough for training tests, unified models can mix them.

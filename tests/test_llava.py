@@ -105,3 +105,38 @@ def test_asking_for_more_generation_records_than_the_pool_holds_is_refused(sourc
     code, _, err = cli("llava", "data", "--out", tmp_path / "d", *_args(sources), "--n-stage1", "30",
                        "--n-stage2", "30")
     assert code == 2 and "usable non-SAM records" in err
+
+
+def test_clip_space_gives_llavas_features_of_a_square_padded_image(tmp_path):
+    import torch
+    from PIL import Image
+
+    from tests.helpers import tiny_clip_folder
+    from uvlm.train.memory import space_tokens
+    from uvlm.vision.clip import squared_batch
+    from uvlm.vision.load import load_space, missing_weights
+
+    folder = tiny_clip_folder(tmp_path / "clip")
+    space = load_space(f"clip:{folder}")
+    assert (space.name, space.n_tokens, space.feature_dim, space.discrete) == ("clip", 16, 32, False)
+    assert space_tokens(f"clip:{folder}") == (16, 32, None)  # the plan reads the same shape from the config
+    wide = Image.new("RGB", (40, 20), (255, 0, 0))
+    square = space.square(wide)
+    mean = space.pad_colour()
+    assert square.size == (40, 40) and square.getpixel((0, 0)) == mean and square.getpixel((20, 20)) == (255, 0, 0)
+    assert square.getpixel((20, 9)) == mean and square.getpixel((20, 10)) == (255, 0, 0)  # centred: 10 px above
+    images = squared_batch(space, [wide, Image.new("RGB", (20, 30), (0, 0, 255))])
+    assert images.shape == (2, 3, 28, 28) and images.dtype == torch.uint8
+    features = space.encode(images)
+    hidden = space.model(pixel_values=space._pixels(images), output_hidden_states=True).hidden_states
+    assert features.shape == (2, 16, 32) and torch.equal(features, hidden[-2][:, 1:])  # class token left out
+    assert missing_weights(f"clip:{folder}") is None and "CLIP" in missing_weights(f"clip:{tmp_path / 'none'}")
+
+
+def test_table_2_names_parse_to_clip_architectures():
+    from uvlm.model.names import parse_name
+
+    assert parse_name("LLaVA") == parse_name("CLIP_u") and parse_name("CLIP_u").name == "LLaVA"
+    clip_clip, clip_vq = parse_name("CLIP-CLIP"), parse_name("CLIP-VQ")
+    assert clip_clip.shared_adapter and clip_clip.output_space == "clip"  # generation goes through the one adapter
+    assert not clip_vq.shared_adapter and clip_vq.output_space == "vq"

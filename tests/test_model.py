@@ -47,12 +47,12 @@ def test_every_table_row_is_a_name():
     from uvlm.suites.results import paper_tables
 
     tables = paper_tables()  # the paper's numbers, shipped inside the package
-    for key in ("A3_smartwatch_mutual", "A5_weather_biased", "A6_battery_biased"):
+    for key in ("A3_smartwatch_mutual", "A5_weather_biased", "A6_battery_biased", "T2_llava"):
         for name in tables[key]["rows"]:
             assert parse_name(name).name == name
 
 
-@pytest.mark.parametrize("bad", ["CLIP-VQ", "VQ-VQ-X", "VQ*_g", "SigLIP-VQ-D", "vq", ""])
+@pytest.mark.parametrize("bad", ["CLIP-DINO", "LLaVA_u", "VQ-VQ-X", "VQ*_g", "SigLIP-VQ-D", "vq", ""])
 def test_bad_names(bad):
     with pytest.raises(UvlmError):
         parse_name(bad)

@@ -5,6 +5,7 @@
     SigLIP-VQ, VQ-VQ, ...   unified: input space - output space
     ...-D                   detached: separate understanding and generation adapters
     SigLIP*, VQ*            the affine distortion on the understanding input
+    LLaVA, CLIP-CLIP, CLIP-VQ   Table 2: LLaVA-1.5 (CLIP input; LLaVA is CLIP_u) and its unified forms
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from dataclasses import dataclass
 
 from uvlm.errors import UvlmError
 
-SPACES = {"siglip": "SigLIP", "vq": "VQ"}
-_NAME = re.compile(r"^(SigLIP|VQ)(\*?)(?:_(u|g)|-(SigLIP|VQ)(-D)?)$")
+SPACES = {"siglip": "SigLIP", "vq": "VQ", "clip": "CLIP"}
+_NAME = re.compile(r"^(SigLIP|VQ|CLIP)(\*?)(?:_(u|g)|-(SigLIP|VQ|CLIP)(-D)?)$")
+ALIASES = {"LLaVA": "CLIP_u"}  # Table 2 calls the understanding-only CLIP model by its family's name
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,8 @@ class Architecture:
     def name(self) -> str:
         star = "*" if self.affine else ""
         if self.tasks == "understanding":
-            return f"{SPACES[self.input_space]}{star}_u"
+            plain = f"{SPACES[self.input_space]}{star}_u"
+            return next((alias for alias, name in ALIASES.items() if name == plain), plain)
         if self.tasks == "generation":
             return f"{SPACES[self.output_space]}_g"
         return f"{SPACES[self.input_space]}{star}-{SPACES[self.output_space]}" + ("-D" if self.detached else "")
@@ -50,10 +53,10 @@ class Architecture:
 
 def parse_name(name: str) -> Architecture:
     """Architecture of a paper name such as `VQ-VQ-D`, `SigLIP*_u` or `VQ_g`."""
-    m = _NAME.match(name.strip())
+    m = _NAME.match(ALIASES.get(name.strip(), name.strip()))
     if m is None:
         raise UvlmError(f"unknown model name {name!r}; use e.g. SigLIP_u, VQ_g, VQ-VQ, SigLIP-VQ, "
-                        "VQ-VQ-D or SigLIP*-SigLIP")
+                        "VQ-VQ-D, SigLIP*-SigLIP, or Table 2's LLaVA, CLIP-CLIP, CLIP-VQ")
     first, star, only, second, detached = m.groups()
     first_space = first.lower()
     if only == "g":

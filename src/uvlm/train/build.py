@@ -58,7 +58,7 @@ def load_spaces(cfg: RunConfig, arch: Architecture, place: Placement | None = No
     """The frozen encoders of the input and output spaces (each loaded once), on the run's device.
     `faces`: a CelebA run's (train, test) folders (uvlm.train.data.face_folders), whose faces its
     stand-ins (cpu-*) are pretrained on."""
-    specs = {"siglip": cfg.data.siglip, "vq": cfg.data.vq}
+    specs = cfg.data.encoders()
     used = {arch.input_space, arch.output_space} - {None}
     device = (place or placement(cfg.train.precision)).device
     loaded = {space: load_space(specs[space], faces).to(device) for space in used}

@@ -61,7 +61,12 @@ class DataConfig:
                                                "n_generation": 500, "share_images": False})
     siglip: str = "cpu-siglip"
     vq: str = "cpu-vq"
+    clip: str = "clip:openai/clip-vit-large-patch14-336"  # Table 2's CLIP models (LLaVA-1.5's encoder)
     feature_dtype: str = "float32"  # how cached encoder features are stored: float32 | float16
+
+    def encoders(self) -> dict[str, str]:
+        """The encoder spec of each vision space, by the space's name."""
+        return {"siglip": self.siglip, "vq": self.vq, "clip": self.clip}
 
 
 @dataclass
@@ -165,7 +170,7 @@ class RunConfig:
 # behaves exactly as before them (uvlm.identity; a changed default must not be listed).
 LATER_FIELDS = {
     "model": {"lora_dropout": 0.0, "system_prompt": "", "attention": "auto"},
-    "data": {"feature_dtype": "float32"},
+    "data": {"feature_dtype": "float32", "clip": "clip:openai/clip-vit-large-patch14-336"},
     "train": {"micro_batch": None, "gradient_checkpointing": False, "sharding": "none", "device": "auto",
               "compile": False},
 }
@@ -230,7 +235,7 @@ def _coerce(value, annotation: str, where: str):
     if "str" in kinds:
         # an unquoted `cpu-vq:{...}` spec reads as a mapping: say how to keep it text
         hint = (" (quote an encoder spec whole: --set \"data.vq='cpu-vq:{detail_weight: 4}'\")"
-                if isinstance(value, dict) and where in ("data.vq", "data.siglip") else "")
+                if isinstance(value, dict) and where in ("data.vq", "data.siglip", "data.clip") else "")
         raise UvlmError(f"bad config: {where} must be text, got {value!r}{hint}")
     return value
 

@@ -264,7 +264,7 @@ def vision_params(cfg, hidden: int, head_width: int) -> int:
     from uvlm.model.names import parse_name
 
     arch = parse_name(cfg.model.name)
-    specs = {"siglip": cfg.data.siglip, "vq": cfg.data.vq}
+    specs = cfg.data.encoders()
 
     def adapter(kind: str, space: str) -> int:
         kind = default_adapter(space) if kind == "auto" else kind
@@ -380,7 +380,8 @@ def _confirm(model, data, pad_id: int, accelerator, micro: int) -> int:
 
 
 # Vision tokens and head widths of the encoders uvlm knows, for planning without loading them.
-KNOWN_SPACES = {"siglip:google/siglip-base-patch16-224": (196, 768, None)}
+KNOWN_SPACES = {"siglip:google/siglip-base-patch16-224": (196, 768, None),
+                "clip:openai/clip-vit-large-patch14-336": (576, 1024, None)}
 
 
 def space_tokens(spec: str) -> tuple[int, int, int | None]:
@@ -402,11 +403,12 @@ def space_tokens(spec: str) -> tuple[int, int, int | None]:
 
         if source in SHAPES:
             return SHAPES[source]
-    if kind == "siglip":
+    if kind in ("siglip", "clip"):
         try:
-            from transformers import SiglipVisionConfig
+            from transformers import CLIPVisionConfig, SiglipVisionConfig
 
-            c = SiglipVisionConfig.from_pretrained(source, local_files_only=True)
+            config_class = SiglipVisionConfig if kind == "siglip" else CLIPVisionConfig
+            c = config_class.from_pretrained(source, local_files_only=True)
             return (c.image_size // c.patch_size) ** 2, c.hidden_size, None
         except (OSError, ValueError):
             if spec in KNOWN_SPACES:
@@ -435,7 +437,7 @@ def sample_encoded(cfg, sample: int = 300) -> tuple[list, str, int]:
     from uvlm.train.data import TASKS_OF, dataset_config
 
     arch = parse_name(cfg.model.name)
-    specs = {"siglip": cfg.data.siglip, "vq": cfg.data.vq}
+    specs = cfg.data.encoders()
     spaces = {s: space_tokens(specs[s]) for s in {arch.input_space, arch.output_space} - {None}}
     n_in = spaces[arch.input_space or arch.output_space][0]
     n_out, width, vocab = spaces[arch.output_space or arch.input_space]

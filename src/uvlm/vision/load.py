@@ -4,6 +4,7 @@
                                  renders, or, for a CelebA run, on its dataset's faces;
     cpu-vq:{detail_weight: 4}    a stand-in with pretraining fields changed (a YAML mapping)
     siglip:<folder or hub id>    a transformers SigLIP (hub ids must be in the local cache)
+    clip:<folder or hub id>      a transformers CLIP vision tower (Table 2's LLaVA case)
     vq:<checkpoint.pt>           a LlamaGen VQ checkpoint (sidecar .json for other sizes)
     synthetic:<shape>            the paper encoders' output shapes, no encoder (speed and memory only)
 
@@ -21,7 +22,8 @@ from pathlib import Path
 from uvlm.errors import UvlmError
 from uvlm.vision.space import VisionSpace
 
-SPEC_HELP = "use cpu-siglip, cpu-vq, siglip:<folder or hub id>, vq:<checkpoint.pt> or synthetic:<shape>"
+SPEC_HELP = ("use cpu-siglip, cpu-vq, siglip:<folder or hub id>, clip:<folder or hub id>, vq:<checkpoint.pt> "
+             "or synthetic:<shape>")
 
 
 def weights_path(source: str) -> str:
@@ -41,13 +43,14 @@ def missing_weights(spec: str) -> str | None:
     kind, _, source = spec.partition(":")
     if kind == "vq" and source and not Path(weights_path(source)).is_file():
         return f"the VQ checkpoint {source} (under $UVLM_WEIGHTS or the working directory)"
-    if kind == "siglip" and source:
-        from transformers import SiglipVisionConfig
+    if kind in ("siglip", "clip") and source:
+        from transformers import CLIPVisionConfig, SiglipVisionConfig
 
+        config_class, label = (SiglipVisionConfig, "SigLIP") if kind == "siglip" else (CLIPVisionConfig, "CLIP")
         try:
-            SiglipVisionConfig.from_pretrained(weights_path(source), local_files_only=True)
+            config_class.from_pretrained(weights_path(source), local_files_only=True)
         except (OSError, ValueError):
-            return f"SigLIP {source} (a folder, or a hub id in the HF cache)"
+            return f"{label} {source} (a folder, or a hub id in the HF cache)"
     return None
 
 
@@ -66,6 +69,10 @@ def load_space(spec: str, faces: tuple[Path, Path] | None = None) -> VisionSpace
         from uvlm.vision.siglip import SiglipSpace
 
         return SiglipSpace.load(weights_path(source))
+    if kind == "clip" and source:
+        from uvlm.vision.clip import ClipSpace
+
+        return ClipSpace.load(weights_path(source))
     if kind == "vq" and source:
         from uvlm.vision.vq import VQSpace
 

@@ -26,9 +26,13 @@ from uvlm.vision.space import VisionSpace, hash_weights, resize_normalise
 
 class SiglipSpace(VisionSpace):
     name = "siglip"
+    label = "SigLIP"
     discrete = False
+    model_class = SiglipVisionModel
+    processor_class = SiglipImageProcessor
+    leading_tokens = 0  # tokens before the patches that features leave out (CLIP's class token)
 
-    def __init__(self, model: SiglipVisionModel, processor: SiglipImageProcessor, source: str):
+    def __init__(self, model, processor, source: str):
         self.model = model.eval().requires_grad_(False)
         self.processor = processor
         self.source = source
@@ -45,11 +49,11 @@ class SiglipSpace(VisionSpace):
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         try:
-            model = SiglipVisionModel.from_pretrained(name_or_path, local_files_only=local_only)
-            processor = SiglipImageProcessor.from_pretrained(name_or_path, local_files_only=local_only)
+            model = cls.model_class.from_pretrained(name_or_path, local_files_only=local_only)
+            processor = cls.processor_class.from_pretrained(name_or_path, local_files_only=local_only)
         except (OSError, ValueError, KeyError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UvlmError(f"cannot load SigLIP from {name_or_path!r} ({first}); give a folder saved "
+            raise UvlmError(f"cannot load {cls.label} from {name_or_path!r} ({first}); give a folder saved "
                             "by transformers (config.json, weights, preprocessor_config.json)") from None
         return cls(model, processor, str(name_or_path))
 
@@ -60,7 +64,7 @@ class SiglipSpace(VisionSpace):
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         out = self.model(pixel_values=self._pixels(images.to(self.device)), output_hidden_states=True)
-        return out.hidden_states[-2].float().cpu()
+        return out.hidden_states[-2][:, self.leading_tokens:].float().cpu()
 
     def targets(self, images: torch.Tensor) -> torch.Tensor:
         return self.encode(images)
@@ -74,6 +78,6 @@ class SiglipSpace(VisionSpace):
             h = hashlib.sha256(json.dumps(self.model.config.to_dict(), sort_keys=True, default=str).encode())
             hash_weights(h, self.model)
             h.update(json.dumps(self.processor.to_dict(), sort_keys=True, default=str).encode())
-            self._fingerprint = "siglip-" + h.hexdigest()[:16]
+            self._fingerprint = f"{self.name}-" + h.hexdigest()[:16]
         return self._fingerprint
 

@@ -1,11 +1,12 @@
 """Synthetic vision spaces: the paper encoders' output shapes with no encoder behind them.
 
-`synthetic:siglip-base` gives 196 features of 768 per image (SigLIP-base-patch16-224's
-second-to-last layer), `synthetic:vq16` 256 ids of a 16,384-code, 8-d codebook (LlamaGen's
-VQ-16). Each image's outputs are seeded by a hash of its pixels, so an image always gets the
-same outputs and two images different ones. They carry no information about the picture:
-they exist to measure training speed and memory at the paper's shapes without downloading
-anything (benchmarks/bench_train.py --random-weights), and to test the paper-sized code path.
+`synthetic:siglip-base` gives 196 features of 768 per image (SigLIP-base-patch16-224's second-
+to-last layer), `synthetic:clip-l336` 576 of 1,024 (CLIP ViT-L/14-336, Table 2),
+`synthetic:vq16` 256 ids of a 16,384-code, 8-d codebook (LlamaGen's VQ-16). Each image's outputs
+are seeded by a hash of its pixels, so an image always gets the same outputs and two images
+different ones. They carry no information about the picture: they exist to measure training
+speed and memory at the paper's shapes without downloading anything (benchmarks/bench_train.py
+--random-weights), and to test the paper-sized code path.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import nn
 
 from uvlm.vision.space import VisionSpace
 
-SHAPES = {"siglip-base": (196, 768, None), "vq16": (256, 8, 16384),
+SHAPES = {"siglip-base": (196, 768, None), "vq16": (256, 8, 16384), "clip-l336": (576, 1024, None),
           "siglip-tiny": (16, 32, None), "vq-tiny": (16, 8, 64)}
 
 
@@ -26,7 +27,7 @@ class SyntheticSpace(VisionSpace):
     def __init__(self, kind: str):
         n_tokens, dim, vocab = SHAPES[kind]
         self.kind = kind
-        self.name = "vq" if vocab else "siglip"
+        self.name = "vq" if vocab else kind.split("-")[0]  # siglip or clip
         self.discrete = vocab is not None
         self.n_tokens, self.feature_dim, self.vocab_size = n_tokens, dim, vocab
         self.image_size = 224
