@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from uvlm.llava.fake import fake_llava_sources
-from uvlm.llava.records import GENERATION_PROMPTS, LlavaDataConfig, LlavaSources, build_llava_data
+from uvlm.data.fake_llava import fake_llava_sources
+from uvlm.data.llava_sources import GENERATION_PROMPTS, LlavaDataConfig, LlavaSources, build_llava_data
+from uvlm.model.names import parse_name
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +142,84 @@ def test_table_2_names_parse_to_clip_architectures():
     clip_clip, clip_vq = parse_name("CLIP-CLIP"), parse_name("CLIP-VQ")
     assert clip_clip.shared_adapter and clip_clip.output_space == "clip"  # generation goes through the one adapter
     assert not clip_vq.shared_adapter and clip_vq.output_space == "vq"
+
+
+@pytest.fixture(scope="module")
+def llava_data(tmp_path_factory) -> dict:
+    """`uvlm llava data` output from the fake sources, a tiny VQ, and a cache of the module's own."""
+    from tests.helpers import TRAIN_VQ, write_llamagen
+
+    root = tmp_path_factory.mktemp("llava")
+    sources = LlavaSources(**fake_llava_sources(root / "src"))
+    build_llava_data(sources, root / "data", LlavaDataConfig(15, 20))
+    return {"data": root / "data", "vq": f"vq:{write_llamagen(root / 'vq.pt', TRAIN_VQ)}", "cache": root / "cache"}
+
+
+def _safetensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+@pytest.mark.parametrize("model", ["CLIP-VQ", "CLIP-CLIP"])
+def test_two_stages_train_what_each_should_and_stage_2_starts_where_stage_1_ended(llava_data, tmp_path, cli,
+                                                                                 monkeypatch, model):
+    import torch
+
+    from uvlm.train.build import build_model, build_tokenizer, load_spaces
+    from uvlm.train.loop import load_run_config, start_from
+
+    monkeypatch.setenv("UVLM_CACHE", str(llava_data["cache"]))
+    out = tmp_path / model
+    code, stdout, err = cli("llava", "train", "--data", llava_data["data"], "--model", model, "--out", out,
+                            "--set", f"data.vq={llava_data['vq']}")
+    assert code == 0, err
+    first = _safetensors(out / "stage1" / "checkpoints" / "step-0000004" / "trainable.safetensors")
+    second = _safetensors(out / "stage2" / "checkpoints" / "step-0000004" / "trainable.safetensors")
+    assert first and not any(k.startswith("llm.") for k in first)  # stage 1: adapters and head alone
+    assert any(k.startswith("llm.") for k in second) and set(first) < set(second)  # stage 2: the LLM too
+    for stage in ("stage1", "stage2"):
+        steps = [json.loads(line) for line in (out / stage / "metrics.jsonl").read_text().splitlines()]
+        assert all(s["text_loss"] > 0 and s["image_loss"] > 0 for s in steps)  # both losses in both stages
+        if model == "CLIP-CLIP":
+            assert all(s["image_loss"] <= 2 for s in steps)  # 1 - cosine
+    # stage 2 starts from stage 1's final weights, LLM and adapters alike
+    cfg = load_run_config(out / "stage2")
+    spaces = load_spaces(cfg, parse_name(model))
+    built = build_model(cfg, *spaces, build_tokenizer(cfg))
+    start_from(built, out / "stage1", cfg)
+    weights = out / "stage1" / "weights"
+    ended = {**_safetensors(weights / "adapters.safetensors"),
+             **{f"llm.{k}": v for k, v in _safetensors(weights / "llm" / "model.safetensors").items()}}
+    state = built.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in ended.items())
+    assert f"{out}: {model} trained" in stdout
+
+
+def test_a_two_stage_run_killed_in_stage_2_resumes_to_the_same_bytes(llava_data, tmp_path):
+    from tests.helpers import kill_when
+    from tests.test_train import ROOT, uvlm
+
+    env = {**os.environ, "UVLM_CACHE": str(llava_data["cache"]), "PYTHONPATH": str(ROOT / "src"),
+           "OMP_NUM_THREADS": "1"}
+    args = ["llava", "train", "--data", llava_data["data"], "--model", "CLIP-VQ", "--set",
+            f"data.vq={llava_data['vq']}", "--set", "train.batch_size=2", "--set", "train.epochs=2"]
+    whole = uvlm([*args, "--out", tmp_path / "whole"], env)
+    assert whole.returncode == 0, whole.stderr
+    killed = tmp_path / "killed"
+    kill_when([*args, "--out", killed], env, killed / "stage2" / "checkpoints" / "step-0000004" / "state.json")
+    assert (killed / "stage1" / "final.json").exists() and not (killed / "stage2" / "final.json").exists()
+    resumed = uvlm([*args, "--out", killed], env)  # the same command picks up where it stopped
+    assert resumed.returncode == 0, resumed.stderr
+    for name in ("adapters.safetensors", "llm/model.safetensors"):
+        a, b = (_safetensors(run / "stage2" / "weights" / name) for run in (tmp_path / "whole", killed))
+        assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_llava_train_refuses_an_unknown_model_or_preset_in_one_line(llava_data, tmp_path, cli):
+    for flag, value, message in (("--model", "VQ-VQ", "unknown Table 2 model"),
+                                 ("--preset", "huge", "unknown LLaVA preset")):
+        args = {"--model": "CLIP-VQ", "--preset": "tiny", flag: value}
+        code, _, err = cli("llava", "train", "--data", llava_data["data"], "--out", tmp_path / "r",
+                           *[a for k, v in args.items() for a in (k, v)])
+        assert code == 2 and message in err and err.count("\n") == 1

@@ -34,7 +34,7 @@ def llava_data(
     --sharegpt4v-images sharegpt4v --pretrain LLaVA-Pretrain/blip_laion_cc_sbu_558k.json --pretrain-images
     LLaVA-Pretrain/images --instruct llava_v1_5_mix665k.json --instruct-images playground/data
     """
-    from uvlm.llava.records import LlavaDataConfig, LlavaSources, build_llava_data
+    from uvlm.data.llava_sources import LlavaDataConfig, LlavaSources, build_llava_data
     from uvlm.progress import shown
 
     sources = LlavaSources(sharegpt4v, sharegpt4v_images, pretrain, pretrain_images, instruct, instruct_images)
@@ -58,7 +58,28 @@ def llava_fake(
 
     Example: uvlm llava fake llava-fake
     """
-    from uvlm.llava.fake import fake_llava_sources
+    from uvlm.data.fake_llava import fake_llava_sources
 
     paths = fake_llava_sources(out, seed=seed)
     typer.echo(" ".join(f"--{key.replace('_', '-')} {path}" for key, path in paths.items()))
+
+
+@llava_app.command("train")
+def llava_train(
+    data: Annotated[Path, typer.Option(help="Folder `uvlm llava data` wrote.")],
+    model: Annotated[str, typer.Option(help="LLaVA | CLIP-CLIP | CLIP-VQ.")],
+    out: Annotated[Path, typer.Option(help="Run folder: stage1/ and stage2/ inside (resumed if cut).")],
+    preset: Annotated[str, typer.Option(help="tiny (a CPU, minutes) | paper (Vicuna-7B, CLIP-L/336, GPUs).")] = "tiny",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="section.key=value for both stages.")] = None,
+) -> None:
+    """Train one of Table 2's models through both stages (stage 2 starts from stage 1's weights).
+
+    Example: uvlm llava train --data llava-data --model CLIP-VQ --out runs/CLIP-VQ --preset tiny
+    """
+    from uvlm.llava.recipe import train_two_stages
+    from uvlm.progress import shown
+
+    with shown("training") as update:
+        summary = train_two_stages(data, model, out, preset, set_ or [],
+                                   lambda stage, done, total, note="": update(done, total, f"{stage} {note}"))
+    typer.echo(f"{out}: {summary['model']} trained, stage 2 final loss {summary['final'].get('loss')}")

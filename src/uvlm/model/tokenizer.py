@@ -1,4 +1,6 @@
-"""A small word-level tokenizer, trained with `tokenizers` on our own template text.
+"""Small tokenizers for the tiny LLMs, trained with `tokenizers`: word-level on our own template
+text (SmartWatch, CelebA), byte-level BPE on a dataset's text (Table 2's LLaVA data, whose words
+no template lists).
 
 Digits are single tokens (so "03:15:30" is eight tokens the model can learn to read and
 write one by one) and words carry their leading space (" sunny"), so decoding is plain
@@ -53,3 +55,18 @@ def template_corpus(domain: str = "smartwatch") -> list[str]:
     corpus += [c.format(value=v) for cs in text.CLAUSES.values() for c in cs for v in values]
     corpus += values
     return corpus + [" " + c for c in corpus]  # words at the start of a turn follow a space
+
+
+def train_byte_tokenizer(texts: Iterable[str], special_tokens: Iterable[str] = (),
+                         vocab_size: int = 2000) -> PreTrainedTokenizerFast:
+    """Byte-level BPE over `texts`: any text encodes (no unknown token), so a tiny model trained on
+    one dataset still reads a benchmark's questions."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = [PAD, UNK, BOS, EOS, *special_tokens]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, min_frequency=2,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(list(texts), trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, unk_token=UNK, bos_token=BOS,
+                                   eos_token=EOS, additional_special_tokens=list(specials[4:]))

@@ -80,10 +80,18 @@ KNOWN_LLMS = {
 def build_tokenizer(cfg: RunConfig):
     """The run's tokenizer: the pretrained LLM's, or (tiny and random LLMs) a word-level one
     trained on the phrases of the run's dataset and its system prompt."""
+    if cfg.train.init_from:  # a later stage reads text as the run it starts from did
+        return AutoTokenizer.from_pretrained(Path(cfg.train.init_from) / "weights" / "tokenizer")
     if cfg.model.llm == "tiny" or cfg.model.llm.startswith("random:"):
-        from uvlm.train.data import is_celeba
+        from uvlm.train.data import dataset_domain
 
-        corpus = template_corpus("celeba" if is_celeba(cfg.data.train) else "smartwatch")
+        domain = dataset_domain(cfg.data.train)
+        if domain == "llava":
+            from uvlm.data.llava_folder import llava_corpus
+            from uvlm.model.tokenizer import train_byte_tokenizer
+
+            return train_byte_tokenizer(llava_corpus(Path(cfg.data.train)), SPECIAL_TOKENS)
+        corpus = template_corpus(domain)
         system = cfg.model.system_prompt.strip()
         return train_tokenizer([*corpus, system, " " + system] if system else corpus, SPECIAL_TOKENS)
     source = llm_source(cfg.model.llm)  # a packaged LLM is converted here: its own errors, not "cannot load"

@@ -171,3 +171,29 @@ def save_final_weights(out: Path, model: UnifiedVLM, tokenizer, state: dict | No
     if weights.exists():
         shutil.rmtree(weights)
     os.replace(tmp, weights)
+
+
+def load_final_weights(model: UnifiedVLM, weights: Path, lora: bool, fix: str) -> None:
+    """A run's final weights (its weights/ folder, as save_final_weights writes it) into `model`,
+    built to the run's config: the LLM's (whole, or LoRA over the base the model was built from),
+    then adapters and head. The weights are copied into the model as built, so its dtype,
+    attention and checkpointing stay the run's."""
+    part = weights / "llm"
+    try:
+        if lora:
+            from peft.utils import set_peft_model_state_dict
+
+            part = weights / "llm" / "adapter_model.safetensors"
+            set_peft_model_state_dict(model.llm, load_file(str(part)))
+        else:
+            state = {k: v for f in sorted(part.glob("*.safetensors")) for k, v in load_file(str(f)).items()}
+            missing, unexpected = model.llm.load_state_dict(state, strict=False)
+            params = dict(model.llm.named_parameters(remove_duplicate=False))
+            loaded = {params[k].data_ptr() for k in state if k in params}
+            # a tied output layer is saved once, under the embedding's name
+            if unexpected or not state or any(k not in params or params[k].data_ptr() not in loaded for k in missing):
+                raise ValueError(f"{len(unexpected)} unexpected, {len(missing)} missing tensors")
+        part = weights / "adapters.safetensors"
+        model.load_state_dict(load_file(str(part)), strict=False)
+    except Exception as e:  # safetensors, torch and transformers each raise their own type for a bad file
+        raise UvlmError(f"the weights {part} are missing or corrupt ({type(e).__name__}); {fix}") from None

@@ -94,6 +94,8 @@ class TrainConfig:
     device: str = "auto"  # auto (a GPU where torch sees one, else the CPU) | cuda (refuse to start without one)
     sharding: str = "none"  # none (each process holds the whole model) | fsdp (sharded: uvlm.train.sharding)
     compile: bool = False  # the LLM decoder through torch.compile (inductor; minutes to compile, then faster)
+    freeze_llm: bool = False  # train the adapters and generation head only (LLaVA's stage 1)
+    init_from: str | None = None  # a finished run folder whose weights this run starts from (LLaVA's stage 2)
 
 
 @dataclass
@@ -124,6 +126,8 @@ class RunConfig:
             (not (t.compile and t.sharding == "fsdp"), "train.compile with train.sharding fsdp is not supported yet; "
                                                        "turn one of them off"),
             (m.attention in ATTENTIONS, f"attention {m.attention!r}: use {', '.join(ATTENTIONS)}"),
+            (not (t.freeze_llm and m.lora_r > 0), f"train.freeze_llm with model.lora_r {m.lora_r}: LoRA would not "
+                                                  "train; set lora_r: 0 to train the adapters alone"),
             (0 <= m.lora_dropout < 1, f"lora_dropout {m.lora_dropout} must be in [0, 1)"),
             (self.data.feature_dtype in FEATURE_DTYPES,
              f"feature_dtype {self.data.feature_dtype!r}: use {', '.join(FEATURE_DTYPES)}"),
@@ -172,7 +176,7 @@ LATER_FIELDS = {
     "model": {"lora_dropout": 0.0, "system_prompt": "", "attention": "auto"},
     "data": {"feature_dtype": "float32", "clip": "clip:openai/clip-vit-large-patch14-336"},
     "train": {"micro_batch": None, "gradient_checkpointing": False, "sharding": "none", "device": "auto",
-              "compile": False},
+              "compile": False, "freeze_llm": False, "init_from": None},
 }
 
 

@@ -70,6 +70,13 @@ def is_celeba(spec, role: str = "train") -> bool:
     return read_manifest(Path(spec))["config"].get("domain") == "celeba"
 
 
+def dataset_domain(spec) -> str:
+    """smartwatch, celeba or llava: what a data.train entry holds (a described mixture, or a folder)."""
+    if isinstance(spec, str | Path) and read_manifest(Path(spec)).get("dataset") == "llava":
+        return "llava"
+    return "celeba" if is_celeba(spec) else "smartwatch"
+
+
 def face_folders(train_spec, test_spec) -> tuple[Path, Path] | None:
     """The (train, test) folders of a CelebA run, built if described; None for SmartWatch. The
     stand-ins and the judge of a CelebA run are trained on these folders' faces."""
@@ -114,7 +121,9 @@ def load_record_set(root: Path, arch: Architecture, prompts: PromptEncoder, in_s
     gen = cached[id(out_space)]["targets"] if out_space is not None else None
     encoded = [prompts.encode(r["conversations"]) for r in records]
     check_vocabulary(encoded, records, prompts.tokenizer)
-    return RecordSet(encoded, np.array([row[r["image"]] for r in records]), records, und, gen)
+    # a text-only record (LLaVA's instruction data has them) indexes no image: -1, never read
+    return RecordSet(encoded, np.array([row[r["image"]] if r.get("image") else -1 for r in records]), records,
+                     und, gen)
 
 
 def check_vocabulary(encoded: list[Encoded], records: list[dict], tokenizer) -> None:

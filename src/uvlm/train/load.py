@@ -12,7 +12,7 @@ from uvlm.errors import UvlmError
 from uvlm.model.names import parse_name
 from uvlm.model.unified import UnifiedVLM
 from uvlm.train.build import RunParts, build_model, load_spaces, prompt_encoder
-from uvlm.train.checkpoint import verify_digests
+from uvlm.train.checkpoint import load_final_weights, verify_digests
 from uvlm.train.data import face_folders, resolve_dataset
 from uvlm.train.loop import load_run_config
 
@@ -43,19 +43,7 @@ def load_trained(run: Path, checkpoint: int | None = None) -> tuple[UnifiedVLM, 
         raise UvlmError(f"the tokenizer in {weights / 'tokenizer'} is missing or corrupt ({type(e).__name__}); "
                         f"{fix}") from None
     model = build_model(cfg, in_space, out_space, tokenizer, place)
-    part = weights / "llm"
-    try:
-        if cfg.model.lora_r > 0:  # the base comes from its own source; the run holds the LoRA weights
-            from peft.utils import set_peft_model_state_dict
-
-            part = weights / "llm" / "adapter_model.safetensors"
-            set_peft_model_state_dict(model.llm, load_file(str(part)))
-        else:
-            model.llm = type(model.llm).from_pretrained(part)
-        part = weights / "adapters.safetensors"
-        model.load_state_dict(load_file(str(part)), strict=False)
-    except Exception as e:  # safetensors, torch and transformers each raise their own type for a bad file
-        raise UvlmError(f"the weights {part} are missing or corrupt ({type(e).__name__}); {fix}") from None
+    load_final_weights(model, weights, lora=cfg.model.lora_r > 0, fix=fix)
     if checkpoint is not None:
         folder = run / "checkpoints" / f"step-{checkpoint:07d}"
         if not (folder / "state.json").exists():

@@ -67,7 +67,7 @@ from uvlm.train.build import (
     manifest_style,
     prompt_encoder,
 )
-from uvlm.train.checkpoint import Checkpointer, save_final_weights
+from uvlm.train.checkpoint import Checkpointer, load_final_weights, save_final_weights, verify_digests
 from uvlm.train.config import RunConfig, from_dict
 from uvlm.train.data import RecordSet, collate, face_folders, load_record_set, micro_batches, resolve_dataset
 from uvlm.train.memory import check_host_memory, checkpointing_for, micro_batch_size, out_of_memory_named
@@ -260,7 +260,12 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
 
     cfg = checkpointing_for(cfg, train_set, out_space, accelerator)  # `auto`: decided by the memory plan
     model = build_model(cfg, in_space, out_space, tokenizer, place)
-    model.fit_standardization(train_set.und_features, train_set.gen_targets)  # deterministic: redone on resume
+    if t.init_from:  # a stage that starts where another run ended, its fitted maps included
+        start_from(model, Path(t.init_from), cfg)
+    else:
+        model.fit_standardization(train_set.und_features, train_set.gen_targets)  # deterministic: redone on resume
+    if t.freeze_llm:  # the adapters and the generation head train alone
+        model.llm.requires_grad_(False)
     if t.compile:  # the decoder (what the model runs), in place: parameter names, so checkpoints, stay
         model.llm.get_decoder().compile(dynamic=True)
     sharded = _sharded(cfg, accelerator, place.precision)
@@ -377,6 +382,24 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
                             if space is not None},
                "train_seconds": round(time.perf_counter() - began + seconds_before, 1)}
     atomic_write_json(out / "final.json", summary)
+
+
+def start_from(model: UnifiedVLM, run: Path, cfg: RunConfig) -> None:
+    """The final weights of the finished run `run` into `model`, which `cfg` builds: the run must
+    be of the same model and LLM (LLaVA's stage 2 starts from its stage 1)."""
+    if not (run / "final.json").exists():
+        raise UvlmError(f"train.init_from {run} is not a finished run (no final.json); finish it first "
+                        "(`uvlm train --resume`)")
+    before = load_run_config(run)
+    for key in ("name", "llm"):
+        if getattr(before.model, key) != getattr(cfg.model, key):
+            raise UvlmError(f"train.init_from {run} trained model.{key} {getattr(before.model, key)!r}, this run "
+                            f"{getattr(cfg.model, key)!r}; start from a run of the same model")
+    if before.model.lora_r > 0 and cfg.model.lora_r == 0:
+        raise UvlmError(f"train.init_from {run} holds LoRA weights; this run trains the whole LLM (lora_r: 0): "
+                        "merge them first, or start from a run without LoRA")
+    verify_digests(run / "weights", "weights file", f"retrain {run}")
+    load_final_weights(model, run / "weights", lora=before.model.lora_r > 0, fix=f"retrain {run}")
 
 
 def _sharded(cfg: RunConfig, accelerator: Accelerator, precision: str) -> bool:

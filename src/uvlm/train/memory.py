@@ -403,6 +403,10 @@ def space_tokens(spec: str) -> tuple[int, int, int | None]:
 
         if source in SHAPES:
             return SHAPES[source]
+    if kind == "cpu-clip":
+        from uvlm.vision.clip import TINY_CLIP
+
+        return (TINY_CLIP["image_size"] // TINY_CLIP["patch_size"]) ** 2, TINY_CLIP["hidden_size"], None
     if kind in ("siglip", "clip"):
         try:
             from transformers import CLIPVisionConfig, SiglipVisionConfig

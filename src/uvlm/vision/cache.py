@@ -123,8 +123,8 @@ def dataset_key(root: Path) -> str:
 
 
 def dataset_images(root: Path) -> list[str]:
-    """The distinct image files of a dataset, in index order."""
-    return sorted({r["image"] for r in read_records(root)})
+    """The distinct image files of a dataset, in index order (text-only records have none)."""
+    return sorted({r["image"] for r in read_records(root) if r.get("image")})
 
 
 FEATURE_DTYPES = {"float32": np.float32, "float16": np.float16}

@@ -8,6 +8,8 @@ head predicts these features, as the SigLIP space's does.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from PIL import Image
 from transformers import CLIPVisionModel
@@ -17,6 +19,7 @@ try:  # the PIL-backed processor needs no torchvision; we only read its settings
 except ImportError:  # older transformers
     from transformers import CLIPImageProcessor
 
+from uvlm.data.llava_folder import pad_to_square
 from uvlm.vision.siglip import SiglipSpace
 
 
@@ -38,15 +41,47 @@ class ClipSpace(SiglipSpace):
         return pad_to_square(image.convert("RGB"), self.pad_colour())
 
 
-def pad_to_square(image: Image.Image, colour: tuple[int, int, int]) -> Image.Image:
-    """`image` centred on a `colour` square whose side is its longer edge."""
-    w, h = image.size
-    if w == h:
-        return image
-    side = max(w, h)
-    canvas = Image.new(image.mode, (side, side), colour)
-    canvas.paste(image, ((side - w) // 2, (side - h) // 2))
-    return canvas
+# `cpu-clip`: a CLIP vision tower of LLaVA's layout at a tiny size, random weights: the tiny
+# preset's input space (it carries the pixels through random projections: plumbing, not CLIP).
+TINY_CLIP = {"image_size": 56, "patch_size": 14, "hidden_size": 64, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "intermediate_size": 128, "seed": 0}
+
+
+def tiny_clip() -> Path:
+    """The `cpu-clip` tower's folder in the cache (built on first use, the same bytes every time)."""
+    from transformers import CLIPVisionConfig
+
+    from uvlm.vision.cache import cached_artifact
+
+    def build(folder: Path) -> dict:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        settings = {k: v for k, v in TINY_CLIP.items() if k != "seed"}
+        torch.manual_seed(TINY_CLIP["seed"])
+        CLIPVisionModel(CLIPVisionConfig(**settings)).save_pretrained(folder)
+        size = TINY_CLIP["image_size"]
+        processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+        processor.save_pretrained(folder)
+        return {"random": True}
+
+    return cached_artifact("tiny-clip", TINY_CLIP, build)[0]
+
+
+def clip_geometry(spec: str) -> tuple[int, tuple[int, int, int]]:
+    """(input size, padding colour) of a CLIP spec, from its processor's settings (no weights read)."""
+    from uvlm.errors import UvlmError
+    from uvlm.vision.load import weights_path
+
+    kind, _, source = spec.partition(":")
+    folder = str(tiny_clip()) if kind == "cpu-clip" else weights_path(source)
+    try:
+        p = CLIPImageProcessor.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError):
+        raise UvlmError(f"cannot read CLIP's processor settings from {spec!r}; give clip:<folder or hub id in the "
+                        "HF cache> or cpu-clip") from None
+    crop = p.crop_size
+    return int(crop["height"] if isinstance(crop, dict) else crop.height), tuple(int(m * 255) for m in p.image_mean)
 
 
 def squared_batch(space: ClipSpace, images: list[Image.Image]) -> torch.Tensor:
