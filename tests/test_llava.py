@@ -223,3 +223,68 @@ def test_llava_train_refuses_an_unknown_model_or_preset_in_one_line(llava_data, 
         code, _, err = cli("llava", "train", "--data", llava_data["data"], "--out", tmp_path / "r",
                            *[a for k, v in args.items() for a in (k, v)])
         assert code == 2 and message in err and err.count("\n") == 1
+
+
+@pytest.fixture(scope="module")
+def trained(llava_data, tmp_path_factory) -> Path:
+    """A tiny CLIP-VQ trained through both stages (in its own process: lmms-eval runs it again)."""
+    from tests.test_train import ROOT, uvlm
+
+    out = tmp_path_factory.mktemp("llava-run") / "CLIP-VQ"
+    env = {**os.environ, "UVLM_CACHE": str(llava_data["cache"]), "PYTHONPATH": str(ROOT / "src")}
+    done = uvlm(["llava", "train", "--data", llava_data["data"], "--model", "CLIP-VQ", "--out", out, "--set",
+                 f"data.vq={llava_data['vq']}"], env)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_llava_eval_scores_a_run_through_lmms_evals_own_cli_and_tasks(trained, llava_data, tmp_path):
+    from tests.helpers import fake_benchmarks
+    from tests.test_train import ROOT, uvlm
+
+    env = {**os.environ, "UVLM_CACHE": str(llava_data["cache"]), "PYTHONPATH": str(ROOT / "src")}
+    data_root = fake_benchmarks(tmp_path / "benchmarks")
+    done = uvlm(["llava", "eval", trained / "stage2", "--data-root", data_root, "--tasks", "mme,pope,mmvet",
+                 "--out", tmp_path / "scores"], env)
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "scores" / "benchmarks.json").read_text())
+    assert record["lmms_eval_version"] == "0.7.3" and set(record["scores"]) == {"MME", "POPE"}
+    assert record["skipped"] == {"mmvet": record["skipped"]["mmvet"]} and "GPT judge" in done.stdout
+    assert record["scores"]["MME"]["n"] == 8 and record["scores"]["POPE"]["n"] == 4
+    assert 0 <= record["scores"]["MME"]["value"] <= 400 and 0 <= record["scores"]["POPE"]["value"] <= 100
+    # every answer lmms-eval scored came from uvlm's model class, with the task's prompt after the image
+    samples = [json.loads(line) for f in (tmp_path / "scores").rglob("*samples_mme_local.jsonl")
+               for line in f.read_text().splitlines()]
+    assert len(samples) == 8 and all("Answer the question using a single word" in s["input"] for s in samples)
+
+
+def test_the_lmms_eval_model_honours_until_and_scores_its_own_greedy_answer_as_greedy(trained, llava_data,
+                                                                                     monkeypatch):
+    from lmms_eval.api.instance import Instance
+    from PIL import Image
+
+    from uvlm.llava.lmms import UvlmLMM, cut_at
+
+    assert cut_at("yes. and more", [".", "\n"]) == "yes" and cut_at("no", ["\n\n"]) == "no"
+    monkeypatch.setenv("UVLM_CACHE", str(llava_data["cache"]))
+    model = UvlmLMM(pretrained=str(trained / "stage2"), batch_size=2)
+    docs = {"t": {"test": [{"image": Image.new("RGB", (30, 20), (220, 40, 40))}]}}
+    model.task_dict = docs
+
+    def request(kind, arguments):
+        return Instance(request_type=kind, arguments=arguments, idx=0,
+                        metadata={"task": "t", "doc_id": 0, "repeats": 1})
+
+    visual = lambda doc: [doc["image"]]  # noqa: E731
+    free, = model.generate_until([request("generate_until", ("What colour is it?", {"max_new_tokens": 12},
+                                                              visual, 0, "t", "test"))])
+    assert free  # the tiny model says something; cut at a string it contains, the answer ends there
+    stop = free[len(free) // 2:][:2]
+    cut, = model.generate_until([request("generate_until", ("What colour is it?",
+                                                             {"max_new_tokens": 12, "until": [stop]},
+                                                             visual, 0, "t", "test"))])
+    assert cut == free[:free.index(stop)] and stop not in cut
+    (logprob, greedy), (other, other_greedy) = model.loglikelihood(
+        [request("loglikelihood", ("What colour is it?", text, visual, 0, "t", "test")) for text in (" " + free,
+                                                                                                      " zebra")])
+    assert greedy and not other_greedy and other < logprob < 0  # its own answer is the greedy one

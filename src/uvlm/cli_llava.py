@@ -83,3 +83,31 @@ def llava_train(
         summary = train_two_stages(data, model, out, preset, set_ or [],
                                    lambda stage, done, total, note="": update(done, total, f"{stage} {note}"))
     typer.echo(f"{out}: {summary['model']} trained, stage 2 final loss {summary['final'].get('loss')}")
+
+
+@llava_app.command("eval")
+def llava_eval(
+    run: Annotated[Path, typer.Argument(help="A trained stage (RUN/stage2 of `uvlm llava train`).")],
+    data_root: Annotated[Path, typer.Option(help="Folder of local benchmark copies: ROOT/TASK from save_to_disk.")],
+    tasks: Annotated[str, typer.Option(help="Comma list of lmms-eval tasks.")] =
+        "mme,mmbench_en_dev,pope,vizwiz_vqa_val,gqa,mmstar,textvqa_val,mmvet",
+    out: Annotated[Path | None, typer.Option(help="Where to write benchmarks.json (default RUN/benchmarks).")] = None,
+    judge: Annotated[bool, typer.Option(help="Also run the tasks a GPT judge scores (MMBench, MM-Vet).")] = False,
+    batch_size: Annotated[int, typer.Option(help="Questions decoded together.")] = 8,
+    limit: Annotated[int | None, typer.Option(help="Only the first N questions of each task (a smoke test).")] = None,
+) -> None:
+    """Score a Table 2 model on the benchmarks through lmms-eval, with uvlm's model class.
+
+    Example: uvlm llava eval runs/CLIP-VQ/stage2 --data-root benchmarks-data --tasks mme,pope
+    """
+    from uvlm.llava.benchmarks import parse_tasks, run_benchmarks
+
+    chosen, skipped = parse_tasks(tasks, judge)
+    for task, why in skipped.items():
+        typer.echo(f"skipped {task}: {why}")
+    if not chosen:
+        return
+    record = run_benchmarks(run, chosen, data_root, out or run / "benchmarks", batch_size, limit, skipped)
+    for column, score in record["scores"].items():
+        value = "n/a" if score["value"] is None else f"{score['value']:.1f}"
+        typer.echo(f"{column}: {value} ({score['task']} {score['metric']}, {score['n']} questions)")

@@ -1,0 +1,121 @@
+"""Table 2's benchmarks through lmms-eval, run on local copies of the datasets.
+
+For each task, uvlm writes a task file that includes lmms-eval's own (prompts, parsing, metrics
+unchanged) and points it at the user's copy (`datasets.load_dataset(...).save_to_disk(ROOT/TASK)`),
+then runs lmms-eval's command line with uvlm's model class (the `uvlm` plugin, uvlm.llava.lmms).
+What is recorded beside the scores: lmms-eval's version, each task's version and sample count,
+and whether a GPT judge scored it. MMBench and MM-Vet are scored by a GPT judge over the network:
+they are skipped unless asked for (`--judge`), with the judge named in the record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from uvlm.errors import UvlmError
+from uvlm.io import atomic_write_json
+
+# Table 2's columns: the lmms-eval task, the metric reported, and its scale to the paper's units
+COLUMNS = {
+    "MME": ("mme", "mme_perception_score", 1.0),
+    "MMBench_EN": ("mmbench_en_dev", "gpt_eval_score", 1.0),
+    "POPE": ("pope", "pope_f1_score", 100.0),
+    "VizWiz": ("vizwiz_vqa_val", "exact_match", 100.0),
+    "MMVet": ("mmvet", "gpt_eval_score", 1.0),
+    "GQA": ("gqa", "exact_match", 100.0),
+    "MMStar": ("mmstar", "average", 100.0),
+    "TextVQA": ("textvqa_val", "exact_match", 100.0),
+}
+TASKS = tuple(task for task, _, _ in COLUMNS.values())
+JUDGED = {"mmbench_en_dev", "mmvet"}  # scored by a GPT model over the network
+LOCAL = "_local"  # suffix of the task files uvlm writes
+
+
+def lmms_eval_version() -> str:
+    """The installed lmms-eval's version; one line naming the install where it is missing."""
+    try:
+        return version("lmms-eval")
+    except PackageNotFoundError:
+        raise UvlmError("lmms-eval is not installed; `make` installs it beside uvlm (pip install --no-deps "
+                        "lmms-eval==0.7.3 and the `llava` extra: its own dependencies would bring torchvision, "
+                        "which breaks transformers' image code here)") from None
+
+
+def parse_tasks(text: str, judge: bool) -> tuple[list[str], dict[str, str]]:
+    """The tasks to run from a comma list, and those skipped with the reason."""
+    tasks = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise UvlmError(f"unknown task {unknown[0] if unknown else text!r}; use some of {', '.join(TASKS)}")
+    skipped = {t: "scored by a GPT judge over the network; pass --judge (and OPENAI_API_KEY) to run it"
+               for t in tasks if t in JUDGED and not judge}
+    return [t for t in tasks if t not in skipped], skipped
+
+
+def write_task_files(tasks: list[str], data_root: Path, folder: Path) -> None:
+    """One task file per task in `folder`: lmms-eval's own, reading ROOT/TASK from disk."""
+    for task in tasks:
+        copy = Path(data_root) / task
+        if not (copy / "dataset_dict.json").exists() and not (copy / "dataset_info.json").exists():
+            raise UvlmError(f"no local copy of {task} at {copy}; save it there with datasets' save_to_disk "
+                            "(see the README's Table 2 section)")
+    from lmms_eval.tasks import TaskManager
+    from loguru import logger
+
+    logger.disable("lmms_eval")  # its task index reports every file it skips; ours is only the path
+    index = TaskManager().task_index
+    for task in tasks:
+        copy = Path(data_root) / task
+        (folder / f"{task}{LOCAL}.yaml").write_text(
+            f"include: {index[task]['yaml_path']}\ntask: {task}{LOCAL}\ndataset_path: {copy.resolve()}\n"
+            "dataset_kwargs:\n  load_from_disk: true\n")
+
+
+def run_benchmarks(run: Path, tasks: list[str], data_root: Path, out: Path, batch_size: int = 8,
+                   limit: int | None = None, skipped: dict[str, str] | None = None) -> dict:
+    """Score the run folder `run` (a stage-2 run) on `tasks` with lmms-eval's CLI; write and return
+    the record (out/benchmarks.json; lmms-eval's own files beside it)."""
+    if not (Path(run) / "final.json").exists():
+        raise UvlmError(f"{run} is not a finished run (no final.json); give a trained stage, e.g. RUN/stage2")
+    lmms_version = lmms_eval_version()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="uvlm-tasks-") as folder:
+        write_task_files(tasks, data_root, Path(folder))
+        command = [sys.executable, "-m", "lmms_eval", "--model", "uvlm", "--model_args",
+                   f"pretrained={Path(run).resolve()}", "--tasks", ",".join(t + LOCAL for t in tasks),
+                   "--include_path", folder, "--batch_size", str(batch_size), "--output_path", str(out / "lmms-eval"),
+                   "--log_samples", *(["--limit", str(limit)] if limit else [])]
+        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
+    results = sorted((out / "lmms-eval").rglob("*_results.json"), key=lambda p: p.stat().st_mtime)
+    if done.returncode != 0 or not results:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise UvlmError(f"lmms-eval failed ({tail[0][:200]}); rerun its command to see all: {' '.join(command)}")
+    raw = json.loads(results[-1].read_text())
+    scores = {}
+    for column, (task, metric, scale) in COLUMNS.items():
+        if task in tasks:
+            value = raw["results"][task + LOCAL].get(f"{metric},none")
+            scores[column] = {"task": task, "metric": metric, "value": None if value is None else value * scale,
+                              "n": raw.get("n-samples", {}).get(task + LOCAL, {}).get("effective"),
+                              "task_version": _task_version(raw, task + LOCAL),
+                              "judge": "GPT (lmms-eval's default)" if task in JUDGED else None}
+    record = {"run": str(Path(run).resolve()), "lmms_eval_version": lmms_version, "limit": limit,
+              "scores": scores, "skipped": skipped or {}, "lmms_eval_results": str(results[-1])}
+    atomic_write_json(out / "benchmarks.json", record)
+    return record
+
+
+def _task_version(raw: dict, task: str):
+    """The version in a task's metadata, as lmms-eval's results file records its config."""
+    metadata = raw.get("configs", {}).get(task, {}).get("metadata")
+    if isinstance(metadata, list):
+        metadata = next((m for m in metadata if isinstance(m, dict) and "version" in m), {})
+    return (metadata or {}).get("version")
