@@ -288,3 +288,16 @@ def test_the_lmms_eval_model_honours_until_and_scores_its_own_greedy_answer_as_g
         [request("loglikelihood", ("What colour is it?", text, visual, 0, "t", "test")) for text in (" " + free,
                                                                                                       " zebra")])
     assert greedy and not other_greedy and other < logprob < 0  # its own answer is the greedy one
+
+
+def test_llava_plan_sizes_both_stages_of_the_7b_recipe(cli):
+    code, out, err = cli("llava", "plan", "--model", "CLIP-VQ", "--gpus", "8", "--gpu-mem", "80")
+    assert code == 0, err
+    stage1, stage2 = out.split("stage2:")
+    # stage 1 trains the adapters (CLIP 1024 -> 4096 MLP; VQ 8 -> 4096 MLP) and the 16,384-way head alone
+    vision = (1024 * 4096 + 4096 + 4096 * 4096 + 4096) + (8 * 4096 + 4096 + 4096 * 4096 + 4096) + 4096 * 16384 + 16384
+    assert f"{vision / 1e6:,.1f}M trained (the LLM frozen" in stage1
+    assert "256 records per device" not in stage1 and "32 records per device" in stage1  # 256 over 8 GPUs
+    assert "sharded over 8 GPUs, FSDP" in stage2 and "16 records per device" in stage2 and ": fits" in stage2
+    code, out, _ = cli("llava", "plan", "--model", "CLIP-VQ", "--gpus", "1", "--gpu-mem", "80")
+    assert out.split("stage2:")[1].count("DOES NOT FIT") == 1  # a full 7B fine-tune needs the 8 GPUs' shards

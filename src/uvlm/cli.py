@@ -259,46 +259,12 @@ def plan_command(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override: section.key=value.")] = None,
 ) -> None:
     """Print a run's memory plan: parameters, memory per device and the micro-batch it will use."""
-    import math
-
-    from uvlm.device import placement
     from uvlm.train.config import load_config
-    from uvlm.train.memory import GIB, device_memory, llm_shape, plan, planned_layout
+    from uvlm.train.memory import describe_plan, planned_layout
 
-    if gpu_mem is not None and not (math.isfinite(gpu_mem) and gpu_mem > 0):
-        raise UvlmError(f"--gpu-mem {gpu_mem} must be a positive number of GB")
-    if gpus < 1:
-        raise UvlmError(f"--gpus {gpus} must be >= 1")
     cfg = load_config(config, set_ or [])
-    if gpus > (cfg.train.global_batch or cfg.train.batch_size):
-        raise UvlmError(f"--gpus {gpus} is more than the run's {cfg.train.global_batch or cfg.train.batch_size} "
-                        "records per step; each GPU needs at least one")
-    shape, shape_source = llm_shape(cfg.model)
     layout, text_source = planned_layout(cfg)
-    limit = gpu_mem * 1e9 if gpu_mem is not None else device_memory(placement(cfg.train.precision).device)
-    p = plan(cfg, layout, limit, gpus, shape, gpu=limit is not None or cfg.train.device == "cuda")
-    micro = p.micro_batch if cfg.train.micro_batch in (None, "auto") else int(cfg.train.micro_batch)
-    if cfg.train.micro_batch is None:
-        micro = cfg.train.batch_size
-    steps = -(-p.per_device // micro)
-    fits = limit is None or p.total(micro) <= limit
-    rows = [("LLM", f"{cfg.model.llm} ({shape.layers} layers, hidden {shape.hidden}; shape from {shape_source})"),
-            ("parameters", f"{p.params / 1e6:,.1f}M, {p.trainable / 1e6:,.1f}M trained"
-                           + (f" (LoRA r {cfg.model.lora_r})" if cfg.model.lora_r else "")),
-            ("longest record", f"{layout.tokens} tokens, {layout.scored} scored, {layout.slots} generation slots "
-                               f"(text measured with {text_source})"),
-            ("weights", f"{p.weights_bytes / GIB:.1f} GiB"
-                        + (f" (sharded over {gpus} GPUs, FSDP)" if cfg.train.sharding == "fsdp" and gpus > 1 else "")),
-            ("gradients + AdamW", f"{p.optimizer_bytes / GIB:.1f} GiB"),
-            ("activations", f"{p.per_record_bytes / GIB:.2f} GiB per record"
-                            + (f" (gradient checkpointing {'on' if p.checkpointing else 'off'}, chosen by the plan)"
-                               if cfg.train.gradient_checkpointing == "auto"
-                               else " (gradient checkpointing)" if p.checkpointing else "")),
-            ("micro-batch", f"{micro} of {p.per_device} records per device per step ({steps} accumulation steps)"
-                            + (", chosen to fit (train.micro_batch: auto)" if cfg.train.micro_batch == "auto" else "")),
-            ("memory per device", f"{p.total(micro) / GIB:.1f} GiB"
-                                  + (f" of {limit / GIB:.1f} GiB: {'fits' if fits else 'DOES NOT FIT'}"
-                                     if limit else " (no device limit known: pass --gpu-mem)"))]
+    rows = describe_plan(cfg, layout, f"text measured with {text_source}", gpus, gpu_mem)
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         typer.echo(f"{key:<{width}}  {value}")

@@ -111,3 +111,24 @@ def llava_eval(
     for column, score in record["scores"].items():
         value = "n/a" if score["value"] is None else f"{score['value']:.1f}"
         typer.echo(f"{column}: {value} ({score['task']} {score['metric']}, {score['n']} questions)")
+
+
+@llava_app.command("plan")
+def llava_plan(
+    model: Annotated[str, typer.Option(help="LLaVA | CLIP-CLIP | CLIP-VQ.")],
+    gpus: Annotated[int, typer.Option(help="GPUs each stage's global batch is spread over.")] = 8,
+    gpu_mem: Annotated[float | None, typer.Option(help="GPU memory in GB (default: this machine's GPU).")] = None,
+    preset: Annotated[str, typer.Option(help="paper | tiny.")] = "paper",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="section.key=value for both stages.")] = None,
+) -> None:
+    """Print both stages' memory plans: what trains, memory per GPU, micro-batch and accumulation.
+
+    Example: uvlm llava plan --model CLIP-VQ --gpus 8 --gpu-mem 80
+    """
+    from uvlm.llava.recipe import plans
+
+    for stage, rows in plans(model, preset, gpus, gpu_mem, set_ or []).items():
+        typer.echo(f"{stage}:")
+        width = max(len(k) for k, _ in rows)
+        for key, value in rows:
+            typer.echo(f"  {key:<{width}}  {value}")

@@ -25,6 +25,7 @@ from pathlib import Path
 from uvlm.errors import UvlmError
 from uvlm.model.names import parse_name
 from uvlm.train.config import apply_override, from_dict
+from uvlm.train.memory import Layout
 
 MODELS = ("LLaVA", "CLIP-CLIP", "CLIP-VQ")
 VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
@@ -101,6 +102,35 @@ def stage_data(data: Path, preset: str, stage: str, overrides: list[str] = ()) -
             apply_override(probe, assignment)
     size, colour = clip_geometry(probe["data"]["clip"])
     return stage_folder(Path(data), stage, size, colour)
+
+
+# LLaVA-1.5 truncates a conversation at 2,048 tokens; uvlm plans its memory for that length
+# (it does not truncate: a longer record in the data costs more than the plan says).
+MAX_TOKENS = 2048
+
+
+def planned_layout(cfg) -> Layout:
+    """What the memory plan sizes a stage by: a record of LLaVA's longest, every text token scored,
+    and (for a unified model) a whole image's generation slots besides."""
+    from uvlm.train.memory import space_tokens
+
+    arch = parse_name(cfg.model.name)
+    specs = cfg.data.encoders()
+    n_in = space_tokens(specs[arch.input_space])[0]
+    n_out, width, vocab = space_tokens(specs[arch.output_space]) if arch.output_space else (0, 0, None)
+    return Layout(MAX_TOKENS, MAX_TOKENS - n_in, n_out, vocab or width)
+
+
+def plans(model: str, preset: str, gpus: int, gpu_mem: float | None, overrides: list[str] = ()) -> dict:
+    """Both stages' memory plans (uvlm.train.memory.describe_plan rows) for `gpus` devices."""
+    from uvlm.train.memory import describe_plan
+
+    out = {}
+    for stage in ("stage1", "stage2"):
+        cfg = from_dict(stage_config(preset, stage, model, Path("DATA") / "folders" / stage, overrides,
+                                     Path("OUT") / "stage1" if stage == "stage2" else None))
+        out[stage] = describe_plan(cfg, planned_layout(cfg), f"LLaVA's {MAX_TOKENS}-token limit", gpus, gpu_mem)
+    return out
 
 
 def train_two_stages(data: Path, model: str, out: Path, preset: str = "tiny", overrides: list[str] = (),

@@ -234,7 +234,7 @@ def plan(cfg, layout: Layout, device_bytes: float | None, world: int = 1, shape:
                                          checkpointing=cfg.train.gradient_checkpointing)
     params = shape.params
     vision = vision_params(cfg, shape.hidden, layout.head_width)  # adapters and generation head, fp32
-    llm_trained = shape.lora_params(lora_r) + 2 * 3 * shape.hidden if lora_r else params
+    llm_trained = shape.lora_params(lora_r) + 2 * 3 * shape.hidden if lora_r else 0 if cfg.train.freeze_llm else params
     trainable = llm_trained + vision
     weights = params * (2 if held16 else 4) + (llm_trained * 4 if lora_r else 0) + vision * 4
     optimizer = trainable * 12  # gradient, two AdamW moments (fp32); the fp32 values are in `weights`
@@ -475,6 +475,47 @@ def planned_layout(cfg, sample: int = 300) -> tuple[Layout, str]:
     encoded, source, head = sample_encoded(cfg, sample)
     layout = layout_of(encoded, None)
     return Layout(layout.tokens, layout.scored, layout.slots, head), source
+
+
+def describe_plan(cfg, layout: Layout, layout_source: str, gpus: int = 1,
+                  gpu_mem: float | None = None) -> list[tuple[str, str]]:
+    """The memory plan of `cfg` on `gpus` devices of `gpu_mem` GB (default: this machine's), as
+    (what, how much) rows for people: `uvlm plan` and `uvlm llava plan` print them."""
+    from uvlm.device import placement
+
+    if gpu_mem is not None and not (math.isfinite(gpu_mem) and gpu_mem > 0):
+        raise UvlmError(f"--gpu-mem {gpu_mem} must be a positive number of GB")
+    if gpus < 1:
+        raise UvlmError(f"--gpus {gpus} must be >= 1")
+    if gpus > (cfg.train.global_batch or cfg.train.batch_size):
+        raise UvlmError(f"--gpus {gpus} is more than the run's {cfg.train.global_batch or cfg.train.batch_size} "
+                        "records per step; each GPU needs at least one")
+    shape, shape_source = llm_shape(cfg.model)
+    limit = gpu_mem * 1e9 if gpu_mem is not None else device_memory(placement(cfg.train.precision).device)
+    p = plan(cfg, layout, limit, gpus, shape, gpu=limit is not None or cfg.train.device == "cuda")
+    micro = p.micro_batch if cfg.train.micro_batch in (None, "auto") else int(cfg.train.micro_batch)
+    if cfg.train.micro_batch is None:
+        micro = cfg.train.batch_size
+    steps = -(-p.per_device // micro)
+    fits = limit is None or p.total(micro) <= limit
+    trained = (f" (LoRA r {cfg.model.lora_r})" if cfg.model.lora_r
+               else " (the LLM frozen: adapters and head)" if cfg.train.freeze_llm else "")
+    return [("LLM", f"{cfg.model.llm} ({shape.layers} layers, hidden {shape.hidden}; shape from {shape_source})"),
+            ("parameters", f"{p.params / 1e6:,.1f}M, {p.trainable / 1e6:,.1f}M trained{trained}"),
+            ("longest record", f"{layout.tokens} tokens, {layout.scored} scored, {layout.slots} generation slots "
+                               f"({layout_source})"),
+            ("weights", f"{p.weights_bytes / GIB:.1f} GiB"
+                        + (f" (sharded over {gpus} GPUs, FSDP)" if cfg.train.sharding == "fsdp" and gpus > 1 else "")),
+            ("gradients + AdamW", f"{p.optimizer_bytes / GIB:.1f} GiB"),
+            ("activations", f"{p.per_record_bytes / GIB:.2f} GiB per record"
+                            + (f" (gradient checkpointing {'on' if p.checkpointing else 'off'}, chosen by the plan)"
+                               if cfg.train.gradient_checkpointing == "auto"
+                               else " (gradient checkpointing)" if p.checkpointing else "")),
+            ("micro-batch", f"{micro} of {p.per_device} records per device per step ({steps} accumulation steps)"
+                            + (", chosen to fit (train.micro_batch: auto)" if cfg.train.micro_batch == "auto" else "")),
+            ("memory per device", f"{p.total(micro) / GIB:.1f} GiB"
+                                  + (f" of {limit / GIB:.1f} GiB: {'fits' if fits else 'DOES NOT FIT'}"
+                                     if limit else " (no device limit known: pass --gpu-mem)"))]
 
 
 def check_host_memory(cfg, runs: int = 1) -> None:
