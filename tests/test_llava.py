@@ -301,3 +301,34 @@ def test_llava_plan_sizes_both_stages_of_the_7b_recipe(cli):
     assert "sharded over 8 GPUs, FSDP" in stage2 and "16 records per device" in stage2 and ": fits" in stage2
     code, out, _ = cli("llava", "plan", "--model", "CLIP-VQ", "--gpus", "1", "--gpu-mem", "80")
     assert out.split("stage2:")[1].count("DOES NOT FIT") == 1  # a full 7B fine-tune needs the 8 GPUs' shards
+
+
+def _fake_run(results: Path, name: str, model: str, seed: int, preset: str, scores: dict) -> None:
+    run = results / "llava" / name
+    (run / "stage2" / "benchmarks").mkdir(parents=True)
+    (run / "llava.json").write_text(json.dumps({"model": model, "preset": preset, "overrides": []}))
+    (run / "stage2" / "config.yaml").write_text(f"model: {{name: {model}}}\ntrain: {{seed: {seed}}}\n")
+    (run / "stage2" / "benchmarks" / "benchmarks.json").write_text(json.dumps(
+        {"scores": {c: {"value": v} for c, v in scores.items()}}))
+
+
+def test_table_2_shows_the_paper_rows_and_ours_with_verdicts_only_where_seeds_allow(tmp_path):
+    from uvlm.llava.table2 import table2_section
+    from uvlm.suites.results import paper_tables
+
+    paper = paper_tables()
+    lines = "\n".join(table2_section(tmp_path, paper))
+    assert "| LLaVA | paper (quoted from lmms-eval, not retrained) | 1510.7 |" in lines
+    assert "No Table 2 runs in this folder yet" in lines and "No verdicts" in lines
+    for seed in range(3):  # CLIP-VQ 10 points above LLaVA on POPE, both rows agreeing across seeds
+        _fake_run(tmp_path, f"LLaVA-s{seed}", "LLaVA", seed, "paper", {"POPE": 80 + seed * 0.5, "MME": 1500 + seed})
+        _fake_run(tmp_path, f"CLIP-VQ-s{seed}", "CLIP-VQ", seed, "paper", {"POPE": 90 + seed * 0.5, "MME": 1490 - seed})
+    _fake_run(tmp_path, "CLIP-CLIP-s0", "CLIP-CLIP", 0, "paper", {"POPE": 99})
+    lines = table2_section(tmp_path, paper)
+    text = "\n".join(lines)
+    assert "| CLIP-VQ | ours, `paper` preset, 3 seeds | 1489.0 ± 1.0 | - | 90.5 ± 0.5 |" in text
+    assert "| CLIP-CLIP | ours, `paper` preset, 1 seed | - | - | 99.0 |" in text
+    verdicts = [line for line in lines if line.startswith("| paper | ")]
+    assert len(verdicts) == 2  # POPE and MME of CLIP-VQ; the one-seed CLIP-CLIP row gets none
+    assert any("| POPE | +10.0 |" in v and "holds: better" in v for v in verdicts)
+    assert any("| MME | -12.0 |" in v and "worse" in v for v in verdicts)

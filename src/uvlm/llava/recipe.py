@@ -137,10 +137,13 @@ def train_two_stages(data: Path, model: str, out: Path, preset: str = "tiny", ov
                      progress=None) -> dict:
     """Both stages of `model` into OUT/stage1 and OUT/stage2 (each resumed where it stopped); return
     stage 2's final summary."""
+    from uvlm.io import atomic_write_json, make_folder
     from uvlm.train.loop import train
 
     out = Path(out)
     known_model(model), known_preset(preset)
+    make_folder(out, "two-stage run")
+    atomic_write_json(out / "llava.json", {"model": model, "preset": preset, "overrides": list(overrides)})
     summary: dict = {}
     for stage in ("stage1", "stage2"):
         folder = stage_data(data, preset, stage, overrides)

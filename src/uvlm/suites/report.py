@@ -16,6 +16,7 @@ import numpy as np
 from uvlm.data.smartwatch import WEATHERS
 from uvlm.errors import UvlmError
 from uvlm.io import atomic_write_text, exclusive, holds_files, make_folder, sweep_temporaries
+from uvlm.llava.table2 import table2_section
 from uvlm.suites.figures import figures
 from uvlm.suites.findings import findings
 from uvlm.suites.results import (
@@ -352,6 +353,7 @@ def _write_report(res: Results, results: Path, out: Path) -> Path:
                   "adjusted as a family of their own, so they never dilute the primary family.", "",
                   *secondary, ""]
     lines += _baselines_section(res)
+    lines += table2_section(results, paper)
     probe_lines, probe_fig = _probe_section(res, out, paper)
     lines += probe_lines
     made = figures(res, out, paper) + probe_fig

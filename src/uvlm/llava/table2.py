@@ -1,0 +1,95 @@
+"""Table 2 in the report: the paper's rows beside ours, from the benchmark records of LLaVA runs.
+
+A results folder holds Table 2's runs under `llava/` (`uvlm llava train --out RESULTS/llava/NAME`,
+then `uvlm llava eval NAME/stage2`). Rows are grouped by preset and model; a cell is the mean
+over seeds, with the seeds' standard deviation where there are several (MME moves by about 20
+points between training runs of one recipe, more than most of Table 2's gaps). A unified row is
+compared with our LLaVA row of the same preset per benchmark (Welch's t on the seeds, Holm over
+every comparison) only where both rows have at least MIN_SEEDS seeds; otherwise no verdict.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from uvlm.llava.benchmarks import COLUMNS
+from uvlm.suites.stats import holm
+
+MIN_SEEDS = 3
+RECORD = "llava.json"  # written by `uvlm llava train` into its run folder: model, preset, overrides
+
+
+def collect(results: Path) -> dict[tuple[str, str], dict[str, list[float]]]:
+    """{(preset, model): {column: [one value per seed]}} from RESULTS/llava/*/stage2/benchmarks."""
+    rows: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for record_path in sorted((Path(results) / "llava").glob("*/stage2/benchmarks/benchmarks.json")):
+        run = record_path.parents[2]
+        about = json.loads((run / RECORD).read_text()) if (run / RECORD).exists() else {}
+        config = yaml.safe_load((run / "stage2" / "config.yaml").read_text())
+        key = (about.get("preset", "?"), config["model"]["name"])
+        for column, score in json.loads(record_path.read_text())["scores"].items():
+            if score.get("value") is not None:
+                rows.setdefault(key, {}).setdefault(column, []).append(float(score["value"]))
+    return rows
+
+
+def _cell(values: list[float] | None) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}"
+
+
+def _verdicts(rows: dict) -> list[str]:
+    """One line per unified-vs-LLaVA comparison that the seeds allow, Holm-adjusted together."""
+    from scipy.stats import ttest_ind
+
+    tests = []
+    for (preset, model), cells in rows.items():
+        base = rows.get((preset, "LLaVA"), {})
+        if model == "LLaVA":
+            continue
+        for column in COLUMNS:
+            a, b = cells.get(column, []), base.get(column, [])
+            if len(a) >= MIN_SEEDS and len(b) >= MIN_SEEDS:
+                p = float(ttest_ind(a, b, equal_var=False).pvalue)
+                tests.append((preset, model, column, float(np.mean(a) - np.mean(b)), p))
+    if not tests:
+        return [f"No verdicts: a comparison needs {MIN_SEEDS} seeds of both rows (seeds are the unit of "
+                "replication; one training run says nothing about the recipe)."]
+    adjusted = holm([p for *_, p in tests])
+    lines = ["| preset | model vs LLaVA | benchmark | effect | p | Holm p | verdict |", "|---|---|---|---|---|---|---|"]
+    for (preset, model, column, effect, p), q in zip(tests, adjusted, strict=True):
+        verdict = "inconclusive" if q >= 0.05 else ("holds: better" if effect > 0 else "worse")
+        lines.append(f"| {preset} | {model} | {column} | {effect:+.1f} | {p:.3f} | {q:.3f} | {verdict} |")
+    return lines
+
+
+def table2_section(results: Path, paper: dict) -> list[str]:
+    """The report's Table 2 section (markdown lines)."""
+    t2 = paper["T2_llava"]
+    head = ["model", "source", *COLUMNS]
+    lines = ["## Table 2: LLaVA-1.5-7B with and without image-generation data", "",
+             "The paper's rows, then ours (`uvlm llava`). MME is a score (perception), the rest percent; a cell "
+             "is the mean over seeds ± their standard deviation. The paper's LLaVA row was not retrained: the "
+             "paper quotes it from lmms-eval's report. Rows of the `tiny` preset test the plumbing (a 2-layer LLM, "
+             "random CLIP, fake data): they are not a reproduction.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, values in t2["rows"].items():
+        source = "paper (quoted from lmms-eval, not retrained)" if name == "LLaVA" else "paper (one run)"
+        lines.append(f"| {name} | {source} | " + " | ".join(f"{v:g}" for v in values) + " |")
+    rows = collect(results)
+    for (preset, model), cells in sorted(rows.items()):
+        seeds = max(len(v) for v in cells.values())
+        source = f"ours, `{preset}` preset, {seeds} seed{'s' if seeds > 1 else ''}" + \
+            (" (plumbing only)" if preset == "tiny" else "")
+        lines.append(f"| {model} | {source} | " + " | ".join(_cell(cells.get(c)) for c in COLUMNS) + " |")
+    if not rows:
+        lines += ["", "No Table 2 runs in this folder yet: the README's Table 2 section says how to make them "
+                      "(`uvlm llava data`, `train`, `eval`; 8 GPUs for the paper preset)."]
+    return [*lines, "", *_verdicts(rows), ""]
