@@ -194,6 +194,10 @@ def test_two_stages_train_what_each_should_and_stage_2_starts_where_stage_1_ende
     state = built.state_dict()
     assert all(torch.equal(state[k], v) for k, v in ended.items())
     assert f"{out}: {model} trained" in stdout
+    if model == "CLIP-CLIP":  # CLIP features have no pixel decoder: no sheet to draw
+        (tmp_path / "p.txt").write_text("A red circle.\n")
+        code, _, err = cli("llava", "generate", out / "stage2", "--prompts", tmp_path / "p.txt")
+        assert code == 2 and "only CLIP-VQ's images" in err
 
 
 def test_a_two_stage_run_killed_in_stage_2_resumes_to_the_same_bytes(llava_data, tmp_path):
@@ -332,3 +336,19 @@ def test_table_2_shows_the_paper_rows_and_ours_with_verdicts_only_where_seeds_al
     assert len(verdicts) == 2  # POPE and MME of CLIP-VQ; the one-seed CLIP-CLIP row gets none
     assert any("| POPE | +10.0 |" in v and "holds: better" in v for v in verdicts)
     assert any("| MME | -12.0 |" in v and "worse" in v for v in verdicts)
+
+
+def test_llava_generate_draws_clip_vqs_images_on_a_sheet(trained, llava_data, tmp_path, cli, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setenv("UVLM_CACHE", str(llava_data["cache"]))
+    (tmp_path / "prompts.txt").write_text("A red circle on a white background.\n\nDraw a blue square.\n")
+    code, out, err = cli("llava", "generate", trained / "stage2", "--prompts", tmp_path / "prompts.txt", "--out",
+                         tmp_path / "sheet.png", "--open-image")
+    assert code == 0, err
+    assert out.strip() == f"{tmp_path / 'sheet.png'}: 2 images drawn"  # the empty line is no prompt
+    with Image.open(tmp_path / "sheet.png") as sheet:
+        assert sheet.width == 2 * (160 + 6) + 6 and sheet.height > 160  # two tiles side by side
+    (tmp_path / "empty.txt").write_text("\n")
+    code, _, err = cli("llava", "generate", trained / "stage2", "--prompts", tmp_path / "empty.txt")
+    assert code == 2 and "holds no prompt" in err

@@ -132,3 +132,25 @@ def llava_plan(
         width = max(len(k) for k, _ in rows)
         for key, value in rows:
             typer.echo(f"  {key:<{width}}  {value}")
+
+
+@llava_app.command("generate")
+def llava_generate(
+    run: Annotated[Path, typer.Argument(help="A trained CLIP-VQ stage (RUN/stage2).")],
+    prompts: Annotated[Path, typer.Option(help="Text file, one caption or request a line.")],
+    out: Annotated[Path, typer.Option(help="PNG sheet to write.")] = Path("llava-samples.png"),
+    open_image: Annotated[bool, typer.Option(help="Start every answer at <boi> (draw even where the model "
+                                                  "would not open an image).")] = False,
+    temperature: Annotated[float, typer.Option(help="VQ sampling temperature (0: greedy).")] = 0.0,
+    top_k: Annotated[int, typer.Option(help="Sample among the k likeliest ids (0: all).")] = 0,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+) -> None:
+    """Draw a sheet of CLIP-VQ's images for a file of prompts (Table 2 reports no generation metric).
+
+    Example: uvlm llava generate runs/CLIP-VQ/stage2 --prompts captions.txt --out samples.png
+    """
+    from uvlm.eval.decode import Sampling
+    from uvlm.llava.generate import generation_sheet
+
+    made = generation_sheet(run, prompts, out, Sampling(temperature, top_k, seed=seed), open_image)
+    typer.echo(f"{out}: {made} images drawn")

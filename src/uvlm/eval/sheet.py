@@ -12,7 +12,7 @@ from uvlm.data.gallery import contact_sheet
 from uvlm.io import atomic_write_bytes
 
 
-def _short(text: str, width: int = 24) -> list[str]:
+def short_lines(text: str, width: int = 24) -> list[str]:
     words, lines, line = text.split(), [], ""
     for w in words:
         if len(line) + len(w) + 1 > width:
@@ -31,7 +31,7 @@ def qualitative_sheet(path: Path, ctx, rows: list[dict], gen: dict | None, n: in
         prompts = [r for r in records if r["task"] == "generation"]
         for r, img in zip(prompts[:n], gen["pixels"][:n], strict=False):
             text = r["conversations"][0]["value"].split(" smart watch", 1)[-1]
-            tiles.append((Image.fromarray(img.permute(1, 2, 0).numpy()), _short("drew:" + text)))
+            tiles.append((Image.fromarray(img.permute(1, 2, 0).numpy()), short_lines("drew:" + text)))
     by_id = {r["id"]: r for r in records}
     for row in rows[:n]:
         image = Image.open(ctx.test_root / by_id[row["id"]]["image"]).convert("RGB")
