@@ -162,24 +162,3 @@ def toy_judge(cache: Path, style: dict | None = None) -> None:
         else:
             os.environ["UVLM_CACHE"] = old
 
-
-def fake_benchmarks(root: Path) -> Path:
-    """MME and POPE copies in their real schemas (lmms-eval's task code reads them), saved with
-    datasets' save_to_disk as `uvlm llava eval --data-root` expects: ROOT/mme, ROOT/pope."""
-    import datasets
-    from PIL import Image
-
-    mme, pope = [], []
-    for i in range(4):
-        red = i % 2 == 0
-        image = Image.new("RGB", (40, 30) if red else (30, 40), (220, 40, 40) if red else (40, 70, 220))
-        for colour in ("red", "blue"):  # MME asks two questions of each image
-            truth = "Yes" if (colour == "red") == red else "No"
-            mme.append({"question_id": f"color/{i:03d}.png", "image": image, "category": "color", "answer": truth,
-                        "question": f"Is the shape {colour}? Please answer yes or no."})
-        pope.append({"id": str(i), "question_id": str(i), "question": "Is there a red shape in the image?",
-                     "answer": "yes" if red else "no", "image_source": f"{i:012d}", "image": image,
-                     "category": "adversarial"})
-    for name, rows in (("mme", mme), ("pope", pope)):
-        datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)}).save_to_disk(str(root / name))
-    return root

@@ -243,8 +243,8 @@ def trained(llava_data, tmp_path_factory) -> Path:
 
 
 def test_llava_eval_scores_a_run_through_lmms_evals_own_cli_and_tasks(trained, llava_data, tmp_path):
-    from tests.helpers import fake_benchmarks
     from tests.test_train import ROOT, uvlm
+    from uvlm.data.fake_llava import fake_benchmarks
 
     env = {**os.environ, "UVLM_CACHE": str(llava_data["cache"]), "PYTHONPATH": str(ROOT / "src")}
     data_root = fake_benchmarks(tmp_path / "benchmarks")
@@ -336,6 +336,12 @@ def test_table_2_shows_the_paper_rows_and_ours_with_verdicts_only_where_seeds_al
     assert len(verdicts) == 2  # POPE and MME of CLIP-VQ; the one-seed CLIP-CLIP row gets none
     assert any("| POPE | +10.0 |" in v and "holds: better" in v for v in verdicts)
     assert any("| MME | -12.0 |" in v and "worse" in v for v in verdicts)
+    assert "| chance | a random answer | 750.0 | 25.0 | 50.0 | - |" in text
+
+    from uvlm.suites.report import write_report  # a folder of Table 2's runs alone gets Table 2 alone
+
+    readme = write_report(tmp_path, tmp_path / "report").read_text()
+    assert "## Table 2" in readme and "| CLIP-VQ | ours, `paper` preset, 3 seeds |" in readme
 
 
 def test_llava_generate_draws_clip_vqs_images_on_a_sheet(trained, llava_data, tmp_path, cli, monkeypatch):

@@ -54,13 +54,17 @@ def llava_fake(
     out: Annotated[Path, typer.Argument(help="Folder to write the fake files and image trees into.")],
     seed: Annotated[int, typer.Option(help="Seed: same seed, same bytes.")] = 0,
 ) -> None:
-    """Write small fake ShareGPT4V, 558K and 665K files in the real schemas (for trying the commands).
+    """Write small fake ShareGPT4V, 558K and 665K files and MME and POPE copies, in the real schemas.
 
-    Example: uvlm llava fake llava-fake
+    For trying the commands: the sources' paths print as `uvlm llava data` takes them, and
+    OUT/benchmarks is a --data-root for `uvlm llava eval --tasks mme,pope`.
+
+    Example: uvlm llava data --out llava-data $(uvlm llava fake llava-fake) --n-stage1 15 --n-stage2 20
     """
-    from uvlm.data.fake_llava import fake_llava_sources
+    from uvlm.data.fake_llava import fake_benchmarks, fake_llava_sources
 
     paths = fake_llava_sources(out, seed=seed)
+    fake_benchmarks(out / "benchmarks")
     typer.echo(" ".join(f"--{key.replace('_', '-')} {path}" for key, path in paths.items()))
 
 

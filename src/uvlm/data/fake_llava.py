@@ -3,6 +3,7 @@ tests and the tiny preset (the real files are 1.2M, 558K and 665K records and ~1
 
 Each image is a coloured shape on a coloured background, of varied, non-square size; its
 caption and its questions name the colours and the shape, so a tiny model can learn them.
+`fake_benchmarks` writes MME and POPE copies the same way, for `uvlm llava eval`.
 ShareGPT4V's pool mixes COCO, LLaVA-pretraining (LCS) and SAM images; the instruction file
 mixes COCO, GQA, OCR-VQA, TextVQA and Visual Genome images with text-only conversations.
 """
@@ -100,3 +101,26 @@ def fake_llava_sources(root: Path, n_sharegpt4v: int = 60, n_pretrain: int = 40,
     for key, records in (("sharegpt4v", pool), ("pretrain", pretrain), ("instruct", instruct)):
         atomic_write_text(paths[key], json.dumps(records, indent=1))
     return paths
+
+
+def fake_benchmarks(root: Path) -> Path:
+    """Small MME and POPE copies in their real schemas (lmms-eval's task code reads them), saved with
+    datasets' save_to_disk as `uvlm llava eval --data-root` expects: ROOT/mme, ROOT/pope."""
+    import datasets
+    from PIL import Image
+
+    datasets.disable_progress_bars()
+    mme, pope = [], []
+    for i in range(4):
+        red = i % 2 == 0
+        image = Image.new("RGB", (40, 30) if red else (30, 40), (220, 40, 40) if red else (40, 70, 220))
+        for colour in ("red", "blue"):  # MME asks two questions of each image
+            truth = "Yes" if (colour == "red") == red else "No"
+            mme.append({"question_id": f"color/{i:03d}.png", "image": image, "category": "color", "answer": truth,
+                        "question": f"Is the shape {colour}? Please answer yes or no."})
+        pope.append({"id": str(i), "question_id": str(i), "question": "Is there a red shape in the image?",
+                     "answer": "yes" if red else "no", "image_source": f"{i:012d}", "image": image,
+                     "category": "adversarial"})
+    for name, rows in (("mme", mme), ("pope", pope)):
+        datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)}).save_to_disk(str(root / name))
+    return root

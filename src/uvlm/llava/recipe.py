@@ -45,10 +45,10 @@ PRESETS = {
                                                     "global_batch": 128, "sharding": "fsdp"}},
     },
     # Plumbing on a CPU in minutes: a 2-layer LLM trained from scratch (byte-level BPE on the
-    # data's text), a random tiny CLIP, the cpu stand-in VQ. Stage 2 keeps stage 1's learning
+    # data's text), a random tiny CLIP and a random tiny VQ (nothing to pretrain). Stage 2 keeps stage 1's learning
     # rate: at 2e-5 a randomly initialised LLM would learn nothing in a few dozen steps.
     "tiny": {
-        "encoders": {"clip": "cpu-clip", "vq": "cpu-vq"},
+        "encoders": {"clip": "tiny-clip", "vq": "tiny-vq"},
         "stage1": {"model": {"llm": "tiny", "hidden_size": 64, "layers": 2, "heads": 4, "intermediate_size": 128,
                              "understanding_adapter": "mlp2", "generation_adapter": "mlp2", "standardize": False},
                    "train": {"freeze_llm": True, "lr": 1e-3, "adapter_lr": 1e-3, "batch_size": 8, "epochs": 1,

@@ -20,6 +20,11 @@ from uvlm.llava.benchmarks import COLUMNS
 from uvlm.suites.stats import holm
 
 MIN_SEEDS = 3
+# A random answer's score, where a benchmark's answers are a fixed set: MME's yes/no pairs (per
+# subtask 50 accuracy + 25 for both of a pair, over 10 perception subtasks), POPE's balanced yes/no
+# (F1 of a coin; always "yes" gets 66.7), MMStar's and MMBench's four options. The open-answer
+# benchmarks (VizWiz, MM-Vet, GQA, TextVQA) have no such chance.
+CHANCE = {"MME": 750.0, "MMBench_EN": 25.0, "POPE": 50.0, "MMStar": 25.0}
 RECORD = "llava.json"  # written by `uvlm llava train` into its run folder: model, preset, overrides
 
 
@@ -78,11 +83,15 @@ def table2_section(results: Path, paper: dict) -> list[str]:
              "The paper's rows, then ours (`uvlm llava`). MME is a score (perception), the rest percent; a cell "
              "is the mean over seeds ± their standard deviation. The paper's LLaVA row was not retrained: the "
              "paper quotes it from lmms-eval's report. Rows of the `tiny` preset test the plumbing (a 2-layer LLM, "
-             "random CLIP, fake data): they are not a reproduction.", "",
+             "random CLIP, fake data): they are not a reproduction. `chance`: a random answer's score where the "
+             "answers are a fixed set (MME's yes/no pairs, POPE's yes/no, four options); the open-answer "
+             "benchmarks have none.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines.append("| chance | a random answer | " + " | ".join(f"{CHANCE[c]:.1f}" if c in CHANCE else "-"
+                                                               for c in COLUMNS) + " |")
     for name, values in t2["rows"].items():
         source = "paper (quoted from lmms-eval, not retrained)" if name == "LLaVA" else "paper (one run)"
-        lines.append(f"| {name} | {source} | " + " | ".join(f"{v:g}" for v in values) + " |")
+        lines.append(f"| {name} | {source} | " + " | ".join(f"{v:.1f}" for v in values) + " |")
     rows = collect(results)
     for (preset, model), cells in sorted(rows.items()):
         seeds = max(len(v) for v in cells.values())

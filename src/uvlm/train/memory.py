@@ -403,10 +403,15 @@ def space_tokens(spec: str) -> tuple[int, int, int | None]:
 
         if source in SHAPES:
             return SHAPES[source]
-    if kind == "cpu-clip":
+    if kind == "tiny-clip":
         from uvlm.vision.clip import TINY_CLIP
 
         return (TINY_CLIP["image_size"] // TINY_CLIP["patch_size"]) ** 2, TINY_CLIP["hidden_size"], None
+    if kind == "tiny-vq":
+        from uvlm.vision.vq import TINY_VQ
+
+        c = VQConfig.from_dict({k: v for k, v in TINY_VQ.items() if k != "seed"})
+        return c.grid**2, c.embed_dim, c.num_embeddings
     if kind in ("siglip", "clip"):
         try:
             from transformers import CLIPVisionConfig, SiglipVisionConfig

@@ -41,14 +41,14 @@ class ClipSpace(SiglipSpace):
         return pad_to_square(image.convert("RGB"), self.pad_colour())
 
 
-# `cpu-clip`: a CLIP vision tower of LLaVA's layout at a tiny size, random weights: the tiny
+# `tiny-clip`: a CLIP vision tower of LLaVA's layout at a tiny size, random weights: the tiny
 # preset's input space (it carries the pixels through random projections: plumbing, not CLIP).
 TINY_CLIP = {"image_size": 56, "patch_size": 14, "hidden_size": 64, "num_hidden_layers": 2,
              "num_attention_heads": 4, "intermediate_size": 128, "seed": 0}
 
 
 def tiny_clip() -> Path:
-    """The `cpu-clip` tower's folder in the cache (built on first use, the same bytes every time)."""
+    """The `tiny-clip` tower's folder in the cache (built on first use, the same bytes every time)."""
     from transformers import CLIPVisionConfig
 
     from uvlm.vision.cache import cached_artifact
@@ -74,12 +74,12 @@ def clip_geometry(spec: str) -> tuple[int, tuple[int, int, int]]:
     from uvlm.vision.load import weights_path
 
     kind, _, source = spec.partition(":")
-    folder = str(tiny_clip()) if kind == "cpu-clip" else weights_path(source)
+    folder = str(tiny_clip()) if kind == "tiny-clip" else weights_path(source)
     try:
         p = CLIPImageProcessor.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError):
         raise UvlmError(f"cannot read CLIP's processor settings from {spec!r}; give clip:<folder or hub id in the "
-                        "HF cache> or cpu-clip") from None
+                        "HF cache> or tiny-clip") from None
     crop = p.crop_size
     return int(crop["height"] if isinstance(crop, dict) else crop.height), tuple(int(m * 255) for m in p.image_mean)
 

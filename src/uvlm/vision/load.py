@@ -5,7 +5,7 @@
     cpu-vq:{detail_weight: 4}    a stand-in with pretraining fields changed (a YAML mapping)
     siglip:<folder or hub id>    a transformers SigLIP (hub ids must be in the local cache)
     clip:<folder or hub id>      a transformers CLIP vision tower (Table 2's LLaVA case)
-    cpu-clip                     a tiny CLIP tower with random weights (Table 2's tiny preset: plumbing)
+    tiny-clip | tiny-vq          a tiny CLIP tower, a tiny VQ: random weights (Table 2's tiny preset: plumbing)
     vq:<checkpoint.pt>           a LlamaGen VQ checkpoint (sidecar .json for other sizes)
     synthetic:<shape>            the paper encoders' output shapes, no encoder (speed and memory only)
 
@@ -23,8 +23,8 @@ from pathlib import Path
 from uvlm.errors import UvlmError
 from uvlm.vision.space import VisionSpace
 
-SPEC_HELP = ("use cpu-siglip, cpu-vq, cpu-clip, siglip:<folder or hub id>, clip:<folder or hub id>, vq:<checkpoint.pt> "
-             "or synthetic:<shape>")
+SPEC_HELP = ("use cpu-siglip, cpu-vq, tiny-clip, tiny-vq, siglip:<folder or hub id>, clip:<folder or hub id>, "
+             "vq:<checkpoint.pt> or synthetic:<shape>")
 
 
 def weights_path(source: str) -> str:
@@ -74,10 +74,14 @@ def load_space(spec: str, faces: tuple[Path, Path] | None = None) -> VisionSpace
         from uvlm.vision.clip import ClipSpace
 
         return ClipSpace.load(weights_path(source))
-    if kind == "cpu-clip" and not source:
+    if kind == "tiny-clip" and not source:
         from uvlm.vision.clip import ClipSpace, tiny_clip
 
         return ClipSpace.load(str(tiny_clip()))
+    if kind == "tiny-vq" and not source:
+        from uvlm.vision.vq import VQSpace, tiny_vq
+
+        return VQSpace.load(tiny_vq())
     if kind == "vq" and source:
         from uvlm.vision.vq import VQSpace
 

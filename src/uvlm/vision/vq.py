@@ -205,3 +205,22 @@ class VQSpace(VisionSpace):
             hash_weights(h, self.model)
             self._digest = h.hexdigest()
         return "vq-" + self._digest[:16]
+
+
+# `tiny-vq`: a VQ of LlamaGen's layout at 32 px (16 ids of a 256-code book), random weights: the
+# LLaVA tiny preset's output space (plumbing: its decoded images are noise, not pictures).
+TINY_VQ = {"image_size": 32, "base_channels": 32, "channel_multiplier": [1, 2, 2, 2], "num_res_blocks": 1,
+           "latent_channels": 32, "embed_dim": 8, "num_embeddings": 256, "seed": 0}
+
+
+def tiny_vq() -> Path:
+    """The `tiny-vq` checkpoint in the cache (built on first use, the same bytes every time)."""
+    from uvlm.vision.cache import cached_artifact
+
+    def build(folder: Path) -> dict:
+        config = VQConfig.from_dict({k: v for k, v in TINY_VQ.items() if k != "seed"})
+        torch.manual_seed(TINY_VQ["seed"])
+        VQSpace(JanusVQVAE(config.janus()), config).save(folder / "vq.pt")
+        return {"random": True}
+
+    return cached_artifact("tiny-vq", TINY_VQ, build)[0] / "vq.pt"
