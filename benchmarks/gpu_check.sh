@@ -2,6 +2,7 @@
 # Every GPU check of the paper-scale path in one run (about 8-10 minutes on one H100-class GPU):
 #   versions   torch, its CUDA build, the driver, transformers / accelerate / peft
 #   plan       the memory plan of configs/paper/VQ-VQ.yaml for this GPU
+#   llava-plan Table 2's two stages (CLIP-VQ) planned for 8 GPUs of this one's memory
 #   train      the paper preset's training loop on a Vicuna-7B-shaped Llama with random weights and
 #              synthetic SigLIP-base / VQ-16 outputs: samples/s, peak memory, MFU (bench_train.py)
 #   generate   16 KV-cached image generations of 256 VQ tokens against the authors' uncached loop
@@ -58,6 +59,7 @@ if torch.cuda.is_available():
     print(subprocess.run(['nvidia-smi', '--query-gpu=name,memory.total,driver_version', '--format=csv,noheader'],
                          capture_output=True, text=True).stdout.strip())"
 step plan $PY -m uvlm.cli plan configs/paper/VQ-VQ.yaml --gpu-mem "$GPU_GB"
+step llava-plan $PY -m uvlm.cli llava plan --model CLIP-VQ --gpus 8 --gpu-mem "$GPU_GB"
 step train $PY benchmarks/bench_train.py --preset paper --random-weights --scale "$SCALE" --steps "${STEPS:-4}"
 step generate $PY benchmarks/bench_generate.py --random-weights --scale "$SCALE" --images "$IMAGES" \
     --reference-images "$REFERENCE"

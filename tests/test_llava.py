@@ -317,8 +317,8 @@ def _fake_run(results: Path, name: str, model: str, seed: int, preset: str, scor
 
 
 def test_table_2_shows_the_paper_rows_and_ours_with_verdicts_only_where_seeds_allow(tmp_path):
-    from uvlm.llava.table2 import table2_section
     from uvlm.suites.results import paper_tables
+    from uvlm.suites.table2 import table2_section
 
     paper = paper_tables()
     lines = "\n".join(table2_section(tmp_path, paper))

@@ -16,7 +16,6 @@ import numpy as np
 from uvlm.data.smartwatch import WEATHERS
 from uvlm.errors import UvlmError
 from uvlm.io import atomic_write_text, exclusive, holds_files, make_folder, sweep_temporaries
-from uvlm.llava.table2 import table2_section
 from uvlm.suites.figures import figures
 from uvlm.suites.findings import findings
 from uvlm.suites.results import (
@@ -31,6 +30,7 @@ from uvlm.suites.results import (
 )
 from uvlm.suites.runner import overrides_of, preset_of, probe_folder, record_rates, run_summary
 from uvlm.suites.stats import cell_interval
+from uvlm.suites.table2 import table2_section
 from uvlm.suites.words import NOT_SHOWN, phrase
 
 AT_CHANCE = "°"  # the cell's interval does not clear chance
