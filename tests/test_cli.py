@@ -138,3 +138,38 @@ def test_plan_prints_a_plan_that_fits_the_paper_preset(cli):
     assert code == 0 and "DOES NOT FIT" in out  # 131 records' activations without checkpointing
     code, _, err = cli("plan", paper, "--gpu-mem", "-1")
     assert code == 2 and "--gpu-mem" in err
+
+
+def test_every_command_shows_an_example_that_its_own_parser_accepts():
+    """`uvlm --help` and each subcommand's help end in an `Example:` line, and the example is a valid
+    command line (parsed by the command itself, not run)."""
+    import shlex
+
+    import typer
+
+    from uvlm.cli import app
+
+    root = typer.main.get_command(app)
+
+    def leaves(command, path):
+        if hasattr(command, "commands"):
+            for name, sub in command.commands.items():
+                yield from leaves(sub, [*path, name])
+        else:
+            yield path, command
+
+    assert "Example: uvlm " in root.help
+    found = list(leaves(root, []))
+    assert len(found) > 20
+    for path, command in found:
+        help_text = command.help or ""
+        # the example runs to the end of its paragraph (a long one wraps)
+        examples = [" ".join(help_text.split("Example:", 1)[1].split("\n\n")[0].split())] if "Example:" in help_text \
+            else []
+        assert examples, f"uvlm {' '.join(path)} --help shows no example"
+        words = shlex.split(examples[0])
+        assert words[:1 + len(path)] == ["uvlm", *path], examples[0]
+        try:  # parsed by the command itself, not run
+            command.make_context(" ".join(words[:1 + len(path)]), words[1 + len(path):])
+        except Exception as e:
+            raise AssertionError(f"the example of uvlm {' '.join(path)} does not parse: {examples[0]} ({e})") from None

@@ -16,7 +16,8 @@ from uvlm.errors import UvlmError
 from uvlm.io import read_text_file
 from uvlm.progress import quiet_libraries, shown
 
-app = typer.Typer(help="Unified vision-language model studies (arXiv 2505.23043).",
+app = typer.Typer(help="Unified vision-language model studies (arXiv 2505.23043).\n\n"
+                       "Example: uvlm suite run mutual --preset cpu2 --seeds 3 --out results-cpu2",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 data_app = typer.Typer(help="Render, inspect and export SmartWatch datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -73,7 +74,10 @@ def data_smartwatch(
     extra_turn_prob: Annotated[float, typer.Option(help="Probability of each of 3 extra VQA turns.")] = 0.4,
     workers: Annotated[int, typer.Option(help="Rendering processes (output is identical for any).")] = 1,
 ) -> None:
-    """Render a SmartWatch dataset: images/, records.jsonl and manifest.json."""
+    """Render a SmartWatch dataset: images/, records.jsonl and manifest.json.
+
+    Example: uvlm data smartwatch --out sw-train --images 1000 --size 64
+    """
     from uvlm.data.folder import build_dataset
     from uvlm.data.mixture import MixtureConfig
 
@@ -109,7 +113,10 @@ def data_celeba(
     generations: Annotated[int | None, typer.Option(help="Generation records (overrides --images).")] = None,
     workers: Annotated[int, typer.Option(help="Processes (output is identical for any).")] = 1,
 ) -> None:
-    """Build a CelebA dataset (the paper's seven attributes): images/, records.jsonl, manifest.json."""
+    """Build a CelebA dataset (the paper's seven attributes): images/, records.jsonl, manifest.json.
+
+    Example: uvlm data celeba --celeba ~/data/celeba --out celeba-train --images 1000
+    """
     from uvlm.data.celeba import read_celeba
     from uvlm.data.faces import FaceMixtureConfig, Faces
     from uvlm.data.folder import build_folder
@@ -139,7 +146,10 @@ def data_gallery(
     n: Annotated[int, typer.Option(help="Number of images.")] = 16,
     columns: Annotated[int, typer.Option(help="Images per row.")] = 4,
 ) -> None:
-    """Write a grid of samples with their ground truth printed under each."""
+    """Write a grid of samples with their ground truth printed under each.
+
+    Example: uvlm data gallery sw-train --out gallery.png --n 16
+    """
     from uvlm.data.gallery import gallery
 
     k = gallery(root, out, n, columns)
@@ -151,7 +161,10 @@ def data_export_llava(
     root: Annotated[Path, typer.Argument(help="Dataset folder.")],
     out: Annotated[Path, typer.Argument(help="JSON file to write.")],
 ) -> None:
-    """Write the records as one JSON list, the layout LLaVA-derived trainers read."""
+    """Write the records as one JSON list, the layout LLaVA-derived trainers read.
+
+    Example: uvlm data export-llava sw-train sw-train.json
+    """
     from uvlm.data.folder import export_llava
 
     typer.echo(f"{out}: {export_llava(root, out)} records")
@@ -161,7 +174,10 @@ def data_export_llava(
 def score(
     file: Annotated[Path, typer.Argument(help="JSONL: attribute, ground_truth, answer per line.")],
 ) -> None:
-    """Score VQA answers as the paper does; print one JSON object (percent)."""
+    """Score VQA answers as the paper does; print one JSON object (percent).
+
+    Example: uvlm score answers.jsonl
+    """
     from uvlm.eval.vqa import ALL_ATTRIBUTES, check_truth, score_items
 
     text = read_text_file(file, "answers file")
@@ -219,7 +235,7 @@ def _pretrain_command(kind: str, doc: str):
     ) -> None:
         _run_pretrain(kind, preset, rebuild, steps, seed)
 
-    command.__doc__ = doc
+    command.__doc__ = f"{doc}\n\n    Example: uvlm pretrain {kind} --preset cpu2\n    "
     return command
 
 
@@ -238,7 +254,10 @@ def train_command(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override: section.key=value.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
 ) -> None:
-    """Train one model of the paper's family (the name in the config picks the row)."""
+    """Train one model of the paper's family (the name in the config picks the row).
+
+    Example: uvlm train --config configs/cpu2/VQ-VQ.yaml --out runs/VQ-VQ --set train.seed=1
+    """
     from uvlm.eval.evaluate import eval_point
     from uvlm.train.config import load_config
     from uvlm.train.loop import train
@@ -258,7 +277,10 @@ def plan_command(
     gpus: Annotated[int, typer.Option(help="GPUs the run's global batch is spread over.")] = 1,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override: section.key=value.")] = None,
 ) -> None:
-    """Print a run's memory plan: parameters, memory per device and the micro-batch it will use."""
+    """Print a run's memory plan: parameters, memory per device and the micro-batch it will use.
+
+    Example: uvlm plan configs/paper/VQ-VQ.yaml --gpus 8 --gpu-mem 80
+    """
     from uvlm.train.config import load_config
     from uvlm.train.memory import describe_plan, planned_layout
 
@@ -286,7 +308,10 @@ def eval_command(
 ) -> None:
     """Score a run on the whole test set: VQA accuracy, judged generation, FID/KID.
 
-    Writes RUN/eval/ (final weights, greedy); a checkpoint or sampling gets its own folder."""
+    Writes RUN/eval/ (final weights, greedy); a checkpoint or sampling gets its own folder.
+
+    Example: uvlm eval runs/VQ-VQ --show 8
+    """
     import math
 
     from uvlm.eval.decode import Sampling
@@ -314,7 +339,10 @@ def probe_command(
 ) -> None:
     """Fig 7: how well a linear probe reads the weather from the understanding adapter's output
     at the weather icon's patch, on fresh renders. Writes RUN/probe/ (accuracy and a t-SNE); other
-    counts than the paper's 4,000 / 1,000 write RUN/probe-TRAIN-TEST/, which the report leaves out."""
+    counts than the paper's 4,000 / 1,000 write RUN/probe-TRAIN-TEST/, which the report leaves out.
+
+    Example: uvlm probe runs/VQ-VQ-weather
+    """
     from uvlm.suites.probe import adapter_probe
     from uvlm.suites.runner import probe_folder
 
@@ -413,7 +441,10 @@ def suite_status_command(
     celeba: CelebaCopy = None,
 ) -> None:
     """Show how far a suite has got, seed by seed, and about how long the rest would take; with a
-    cluster executor, the state of each submitted run's job."""
+    cluster executor, the state of each submitted run's job.
+
+    Example: uvlm suite status mutual --out results-cpu2
+    """
     from uvlm.suites.runner import suite_status
 
     workers = _workers(workers, gpus_per_run)
@@ -473,6 +504,8 @@ def suite_run(
     With --set, every run's config changes (e.g. --set train.lr=1e-3); the results folder keeps
     the overrides of its first suite, so use one folder per setting. On a cluster (--executor
     slurm) each run is a job; the results folder must be on a file system the nodes share.
+
+    Example: uvlm suite run mutual --preset cpu2 --seeds 3 --out results-cpu2
     """
     from uvlm.device import gpu_count
     from uvlm.io import exclusive, make_folder, sweep_temporaries
@@ -524,7 +557,10 @@ def report_command(
     results: Annotated[Path, typer.Argument(help="Results folder of `uvlm suite run`.")],
     out: Annotated[Path, typer.Option(help="Report folder.")] = Path("report"),
 ) -> None:
-    """Write the report: our tables beside the paper's, verdicts, figures."""
+    """Write the report: our tables beside the paper's, verdicts, figures.
+
+    Example: uvlm report results-cpu2 --out report-cpu2
+    """
     from uvlm.suites.report import write_report
 
     typer.echo(f"report: {write_report(results, out)}")
@@ -534,7 +570,10 @@ def report_command(
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's data and report.")] = Path("demo"),
 ) -> None:
-    """Run the CPU-scale demo and print where its outputs are."""
+    """Run the CPU-scale demo and print where its outputs are.
+
+    Example: uvlm demo --out demo
+    """
     from uvlm.suites.demo import run_demo
 
     report = run_demo(out, echo=typer.echo)

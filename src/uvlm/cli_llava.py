@@ -56,10 +56,11 @@ def llava_fake(
 ) -> None:
     """Write small fake ShareGPT4V, 558K and 665K files and MME and POPE copies, in the real schemas.
 
-    For trying the commands: the sources' paths print as `uvlm llava data` takes them, and
+    For trying the commands: the sources' paths print as `uvlm llava data` takes them (`uvlm llava
+    data --out llava-data $(uvlm llava fake llava-fake) --n-stage1 15 --n-stage2 20`), and
     OUT/benchmarks is a --data-root for `uvlm llava eval --tasks mme,pope`.
 
-    Example: uvlm llava data --out llava-data $(uvlm llava fake llava-fake) --n-stage1 15 --n-stage2 20
+    Example: uvlm llava fake llava-fake
     """
     from uvlm.data.fake_llava import fake_benchmarks, fake_llava_sources
 
