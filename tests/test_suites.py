@@ -588,3 +588,31 @@ def test_a_suite_whose_encoders_are_missing_is_refused_before_anything_is_writte
     vq = encoders["vq"].removeprefix("vq:")
     monkeypatch.setenv("UVLM_WEIGHTS", str(Path(vq).parent.parent))
     assert missing_weights(f"vq:{Path(vq).parent.name}/{Path(vq).name}") is None
+
+
+def test_measured_suite_speeds_match_the_committed_runs():
+    """The speeds `suite list` and a fresh `suite status` estimate from are the committed runs' median."""
+    import statistics
+    from pathlib import Path
+
+    from uvlm.suites.presets import MEASURED_SECONDS_PER_RECORD
+    from uvlm.suites.runner import record_rates
+
+    root = Path(__file__).resolve().parents[1]
+    for preset, folder in (("cpu2", "results-cpu2"), ("cpu", "results")):
+        keys = [p.name for p in (root / folder / "runs").iterdir()]
+        measured = statistics.median(record_rates(root / folder, keys).values())
+        assert abs(MEASURED_SECONDS_PER_RECORD[preset] / measured - 1) < 0.1, (preset, measured)
+
+
+def test_suite_list_and_a_fresh_status_say_how_long_a_suite_takes(cli, tmp_path):
+    code, out, err = cli("suite", "list", "--preset", "cpu2", "--workers", "2")
+    assert code == 0, err
+    lines = out.splitlines()
+    affine = next(line for line in lines if line.startswith("affine "))
+    assert "27 runs at 3 seeds" in affine and "h with 2 at a time" in affine
+    code, out, _ = cli("suite", "status", "affine", "--preset", "cpu2", "--out", tmp_path / "fresh", "--workers", "2")
+    hours = float(affine.split("about ")[1].split(" h")[0])
+    assert f"at most about {hours:.1f} h of one core" in out and "committed cpu2 runs' speed" in out
+    code, out, _ = cli("suite", "list", "--preset", "paper")
+    assert code == 0 and "no measured speed for preset paper" in out

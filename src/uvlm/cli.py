@@ -445,6 +445,7 @@ def suite_status_command(
 
     Example: uvlm suite status mutual --out results-cpu2
     """
+    from uvlm.suites.presets import MEASURED_SECONDS_PER_RECORD
     from uvlm.suites.runner import suite_status
 
     workers = _workers(workers, gpus_per_run)
@@ -455,16 +456,19 @@ def suite_status_command(
     for seed, counts in status["seeds"].items():
         typer.echo(f"seed {seed}: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n))
         left += counts["started"] + counts["to run"]
-    rate = status["seconds_per_record"]
+    rate, source = status["seconds_per_record"], "time scaled by each run's records"
+    if rate is None and preset in MEASURED_SECONDS_PER_RECORD:
+        rate, source = MEASURED_SECONDS_PER_RECORD[preset], f"at the committed {preset} runs' speed"
     if not left:
         typer.echo(f"{name}: every run is done")
     elif rate is None:
         typer.echo(f"{name}: {left} runs left; no finished run to estimate their time from")
     else:
         hours = status["records_left"] * rate / 3600
+        median = status["median_wall_seconds"]
         typer.echo(f"{name}: {left} runs left, at most about {hours:.1f} h of one core "
                    f"({hours / min(workers, left):.1f} h with {workers} at a time; "
-                   f"median run {status['median_wall_seconds'] / 60:.1f} min; time scaled by each run's records)")
+                   + (f"median run {median / 60:.1f} min; " if median else "") + f"{source})")
     if (out / "cluster.json").exists():
         from collections import Counter
 
@@ -474,6 +478,33 @@ def suite_status_command(
         states = Counter(state for key, state in job_states(out).items() if key in keys)
         if states:
             typer.echo("cluster jobs: " + ", ".join(f"{n} {state}" for state, n in sorted(states.items())))
+
+
+@suite_app.command("list")
+def suite_list_command(
+    preset: Annotated[str, typer.Option(help="cpu | cpu2 | paper | smol | smol-standin.")] = "cpu2",
+    seeds: Seeds = 3,
+    workers: Workers = None,
+) -> None:
+    """List the suites: what each reproduces, its runs, and about how long it takes at this preset.
+
+    Example: uvlm suite list --preset cpu2 --seeds 3
+    """
+    from uvlm.suites.presets import MEASURED_SECONDS_PER_RECORD, known_preset
+    from uvlm.suites.spec import SUITE_TITLES, SUITES
+
+    known_preset(preset)
+    workers = _workers(workers)
+    rate = MEASURED_SECONDS_PER_RECORD.get(preset)
+    for name in SUITES:
+        jobs = list({j.key: j for j in _jobs(name, preset, seeds, None, None, "smartwatch", None)}.values())
+        hours = sum(j.records for j in jobs) * rate / 3600 if rate else None
+        cost = f"about {hours:.1f} h of one core, {hours / min(workers, len(jobs)):.1f} h with {workers} at a time" \
+            if hours is not None else f"no measured speed for preset {preset}"
+        typer.echo(f"{name:<17} {SUITE_TITLES[name]}: {len(jobs)} runs at {seeds} seeds, {cost}")
+    if rate:
+        typer.echo(f"(times at the committed {preset} runs' speed: {rate * 1000:.1f} ms a training record, "
+                   "evaluation included, one thread a run; suites share runs, so `all` takes less than the sum)")
 
 
 @suite_app.command("run")

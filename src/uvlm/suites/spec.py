@@ -24,6 +24,12 @@ from uvlm.train.data import TASKS_OF, dataset_config
 from uvlm.vision.cache import config_hash
 
 SUITES = ("mutual", "affine", "scaling", "transfer-weather", "transfer-battery", "probe")
+SUITE_TITLES = {"mutual": "Table A3 and Fig 3: mutual benefit, with step-matched controls",
+                "affine": "Table 1: the affine distortion of the input space",
+                "scaling": "Table A4: scaling understanding and generation data",
+                "transfer-weather": "Table A5 and Fig 7: weather hidden from understanding, with a dose sweep",
+                "transfer-battery": "Table A6: battery hidden from understanding, with a dose sweep",
+                "probe": "Fig 7's probe on the understanding-only and unified rows"}
 AFFINE_ROWS = ("SigLIP_u", "SigLIP*_u", "VQ_u", "VQ*_u", "VQ_g", "SigLIP-SigLIP", "SigLIP*-SigLIP", "VQ-VQ",
                "VQ*-VQ")
 PROBE_ROWS = ("SigLIP_u", "SigLIP-SigLIP", "VQ_u", "VQ-VQ")
