@@ -20,7 +20,7 @@ from uvlm.errors import UvlmError
 
 STYLES = [RenderStyle(224), RenderStyle(64), RenderStyle(64, 2.0, 0.32), RenderStyle(96, 1.5)]
 # At 64 px the paper's proportions give 3 px text, which nothing can read; the low-resolution
-# style enlarges it (README, "Rendering at low resolution").
+# style enlarges it (docs/data.md, "Rendering at low resolution").
 LEGIBLE_TEXT = [s for s in STYLES if s.size * s.detail_scale >= 96]
 
 

@@ -356,8 +356,8 @@ def probe_command(
 # The suite commands' shared arguments.
 SuiteName = Annotated[str, typer.Argument(help="mutual | affine | scaling | transfer-weather | transfer-battery | "
                                                "probe | all")]
-Preset = Annotated[str | None, typer.Option(help="cpu | cpu2 | paper | smol | smol-standin (README, "
-                                                 "\"Presets\"); default: the --out folder's, else cpu")]
+Preset = Annotated[str | None, typer.Option(help="cpu | cpu2 | paper | smol | smol-standin (see "
+                                                 "docs/models-and-training.md); default: the --out folder's, else cpu")]
 Seeds = Annotated[int, typer.Option(help="Seeds per cell.")]
 Results = Annotated[Path, typer.Option(help="Results folder (shared by suites).")]
 Workers = Annotated[int | None, typer.Option(help="Runs at a time (default: one per GPU, or per core without).")]

@@ -129,7 +129,7 @@ def sample_attributes(rng: np.random.Generator, hours: str = "1-12") -> Attribut
 
 
 # The CPU preset's rendering: 64 px, details twice the paper's relative size, a smaller face
-# so nothing overlaps (README, "Rendering at low resolution").
+# so nothing overlaps (docs/data.md, "Rendering at low resolution").
 CPU_STYLE = {"size": 64, "detail_scale": 2.0, "face_radius": 0.32}
 
 

@@ -64,7 +64,7 @@ def write_task_files(tasks: list[str], data_root: Path, folder: Path) -> None:
         copy = Path(data_root) / task
         if not (copy / "dataset_dict.json").exists() and not (copy / "dataset_info.json").exists():
             raise UvlmError(f"no local copy of {task} at {copy}; save it there with datasets' save_to_disk "
-                            "(see the README's Table 2 section)")
+                            "(see docs/table2-llava.md)")
     from lmms_eval.tasks import TaskManager
     from loguru import logger
 

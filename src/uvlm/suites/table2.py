@@ -99,6 +99,6 @@ def table2_section(results: Path, paper: dict) -> list[str]:
             (" (plumbing only)" if preset == "tiny" else "")
         lines.append(f"| {model} | {source} | " + " | ".join(_cell(cells.get(c)) for c in COLUMNS) + " |")
     if not rows:
-        lines += ["", "No Table 2 runs in this folder yet: the README's Table 2 section says how to make them "
+        lines += ["", "No Table 2 runs in this folder yet: docs/table2-llava.md says how to make them "
                       "(`uvlm llava data`, `train`, `eval`; 8 GPUs for the paper preset)."]
     return [*lines, "", *_verdicts(rows), ""]
