@@ -203,3 +203,45 @@ def test_stand_ins_pretrain_side_by_side_in_child_processes(cache_dir):
     # the children wrote into this process's cache: loading here trains nothing
     _, info = pretrain.pretrained_vq(configs["vq"], progress=lambda *_: pytest.fail("retrained"))
     assert info["tokens"] == 64
+
+
+def test_a_stand_in_rebuilds_bit_for_bit_and_a_shipped_copy_loads_only_when_intact(tmp_path, monkeypatch):
+    """What the package ships (uvlm/assets: the cpu2 VQ stand-in and judge) is a cache entry that
+    uvlm rebuilds bit for bit from its recorded config: shown on a toy config here, built in two
+    empty caches. A shipped entry is copied into an empty cache instead of trained, and only while
+    its files match their digests."""
+    import shutil
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from uvlm.suites.presets import stand_in_configs
+    from uvlm.vision import cache as cache_mod
+
+    cfg = pretrain.VQPretrainConfig(**TOY)
+    digests = []
+    for name in ("a", "b"):
+        monkeypatch.setenv("UVLM_CACHE", str(tmp_path / name))
+        pretrain.pretrained_vq(cfg)
+        entry = next((tmp_path / name / "pretrained-vq").glob("[!.]*"))
+        digests.append(json.loads((entry / "meta.json").read_text())["files"])
+    assert digests[0] == digests[1]  # the same bytes from the same config
+
+    shipped = tmp_path / "assets"
+    monkeypatch.setattr(cache_mod, "SHIPPED", shipped)
+    shutil.copytree(entry, shipped / "pretrained-vq" / entry.name)
+    monkeypatch.setattr(pretrain, "train_vq", lambda *a, **k: pytest.fail("trained although a copy is shipped"))
+    monkeypatch.setenv("UVLM_CACHE", str(tmp_path / "c"))
+    pretrain.pretrained_vq(cfg)
+    assert json.loads((tmp_path / "c" / "pretrained-vq" / entry.name / "meta.json").read_text())["files"] == digests[0]
+    damaged = shipped / "pretrained-vq" / entry.name / "vq.pt"
+    damaged.write_bytes(damaged.read_bytes()[:-10])
+    monkeypatch.setenv("UVLM_CACHE", str(tmp_path / "d"))
+    with pytest.raises(pytest.fail.Exception, match="trained although"):
+        pretrain.pretrained_vq(cfg)  # a damaged copy is not used: it is built again
+
+    # the package's own copies are the cpu2 preset's, intact
+    package_assets = Path(cache_mod.__file__).resolve().parents[1] / "assets"
+    configs = stand_in_configs("cpu2", ("vq", "judge"))
+    for kind, config in (("pretrained-vq", pretrain.cache_key(configs["vq"])), ("judge", asdict(configs["judge"]))):
+        entry = package_assets / kind / cache_mod.config_hash(config)
+        assert cache_mod._verified(entry) is not None, entry

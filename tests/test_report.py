@@ -261,3 +261,18 @@ def test_words_come_from_the_statistics():
     assert phrase(Comparison(Interval(1, 0, 2, 1, 100), None, "1 seed: no verdict")) == "1 seed: no verdict"
     assert phrase(Interval(50, 45, 55, 3, 100), bar=44.4) == "reads it"
     assert phrase(Interval(50, 44, 55, 3, 100), bar=44.4) == "not shown"
+
+
+def test_a_sheet_of_generated_images_is_shown_in_the_report(tmp_path):
+    from PIL import Image
+
+    results = tmp_path / "results"
+    jobs = expand("mutual", "cpu", seeds=1, rows=("VQ-VQ",))
+    for i, job in enumerate(jobs):
+        fake_run(results, job, 0.7, i, gen=True)
+    record_jobs(results, jobs)
+    Image.new("RGB", (20, 10), (255, 0, 0)).save(tmp_path / "sheet.png")
+    text = write_report(results, tmp_path / "report", samples=tmp_path / "sheet.png").read_text()
+    assert "## Generated images" in text and "![samples](samples.png)" in text
+    assert (tmp_path / "report" / "samples.png").read_bytes() == (tmp_path / "sheet.png").read_bytes()
+    assert "## Generated images" not in write_report(results, tmp_path / "plain").read_text()

@@ -309,10 +309,12 @@ def test_demo_runs_the_headline_comparisons():
     from uvlm.suites.presets import preset_style
 
     jobs = demo_jobs()
-    assert [(j.table, j.label) for j in jobs] == [("A3", "VQ-VQ"), ("A5", "VQ-VQ"), ("A3", "VQ_u"),
-                                                  ("A5", "VQ_u"), ("A3", "VQ_g")]
+    assert [(j.table, j.label, j.probe) for j in jobs] == [("A3", "VQ-VQ", False), ("A5", "VQ_u", True),
+                                                           ("A3", "VQ_u", False), ("A3", "VQ_g", False),
+                                                           ("fig7", "VQ_u", True)]
+    assert len({j.key for j in jobs}) == 4  # Fig 7's probed run is A5's VQ_u, trained once
     assert all(j.config["data"]["train"]["n_vqa"] == DEMO_RECORDS for j in jobs)
-    assert {j.config["data"]["train"].get("bias") for j in jobs if j.table == "A5"} == {"weather"}
+    assert {j.config["data"]["train"].get("bias") for j in jobs if j.table in ("A5", "fig7")} == {"weather"}
     # the demo's runs, its sample and its pretrained stand-ins share the preset's pictures
     assert DEMO_PRESET == "cpu2" and preset_style(DEMO_PRESET)["hand_scale"] == 3.0
     assert all(j.config["data"]["test"]["hand_scale"] == 3.0 for j in jobs)

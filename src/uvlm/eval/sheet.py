@@ -23,6 +23,32 @@ def short_lines(text: str, width: int = 24) -> list[str]:
     return [*lines, line][:4]
 
 
+def draw_sheet(model, parts, prompts: list[str], out: Path, sampling=None, open_image: bool = False,
+               columns: int = 4) -> int:
+    """What `model` draws for each prompt (a generation request), decoded to pixels, under the
+    prompt, on a contact sheet at `out`; return how many prompts gave a whole image (the others'
+    tiles say the model did not open one). `parts`: the run's RunParts (a VQ output space)."""
+    import torch
+
+    from uvlm.eval.evaluate import generate_images
+
+    records = [{"conversations": [{"from": "human", "value": p}]} for p in prompts]
+    with torch.no_grad(), parts.place.autocast():
+        vision = generate_images(model, parts, records, batch_size=8, sampling=sampling, open_image=open_image)
+    tiles = []
+    blank = Image.new("RGB", (parts.out_space.image_size,) * 2, (128, 128, 128))
+    for prompt, ids in zip(prompts, vision, strict=True):
+        if ids is None:
+            tiles.append((blank, ["(no image opened)", *short_lines(prompt)[:3]]))
+        else:
+            pixels = parts.out_space.decode(ids[None])[0].permute(1, 2, 0).numpy()
+            tiles.append((Image.fromarray(pixels), short_lines(prompt)))
+    buf = io.BytesIO()
+    contact_sheet(tiles, columns=min(columns, len(tiles)), tile=160).save(buf, format="PNG", optimize=True)
+    atomic_write_bytes(Path(out), buf.getvalue())
+    return sum(ids is not None for ids in vision)
+
+
 def qualitative_sheet(path: Path, ctx, rows: list[dict], gen: dict | None, n: int) -> None:
     """Generated images under their prompts, then test images with answer vs truth."""
     records = read_records(ctx.test_root)

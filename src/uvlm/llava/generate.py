@@ -8,19 +8,13 @@ pixel decoder: it is refused.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import torch
-from PIL import Image
-
-from uvlm.data.gallery import contact_sheet
 from uvlm.data.llava_sources import GENERATION_PROMPTS
 from uvlm.errors import UvlmError
 from uvlm.eval.decode import Sampling
-from uvlm.eval.evaluate import generate_images
-from uvlm.eval.sheet import short_lines
-from uvlm.io import atomic_write_bytes, read_text_file
+from uvlm.eval.sheet import draw_sheet
+from uvlm.io import read_text_file
 
 
 def read_prompts(path: Path) -> list[str]:
@@ -43,18 +37,4 @@ def generation_sheet(run: Path, prompts_file: Path, out: Path, sampling: Samplin
     model, parts = load_trained(Path(run))
     if parts.out_space is None or not parts.out_space.discrete:
         raise UvlmError(f"{run} does not generate VQ ids (only CLIP-VQ's images can be decoded to pixels)")
-    records = [{"conversations": [{"from": "human", "value": p}]} for p in prompts]
-    with torch.no_grad(), parts.place.autocast():
-        vision = generate_images(model, parts, records, batch_size=8, sampling=sampling, open_image=open_image)
-    tiles = []
-    blank = Image.new("RGB", (parts.out_space.image_size,) * 2, (128, 128, 128))
-    for prompt, ids in zip(prompts, vision, strict=True):
-        if ids is None:
-            tiles.append((blank, ["(no image opened)", *short_lines(prompt)[:3]]))
-        else:
-            pixels = parts.out_space.decode(ids[None])[0].permute(1, 2, 0).numpy()
-            tiles.append((Image.fromarray(pixels), short_lines(prompt)))
-    buf = io.BytesIO()
-    contact_sheet(tiles, columns=min(columns, len(tiles)), tile=160).save(buf, format="PNG", optimize=True)
-    atomic_write_bytes(Path(out), buf.getvalue())
-    return sum(ids is not None for ids in vision)
+    return draw_sheet(model, parts, prompts, out, sampling, open_image, columns)

@@ -7,6 +7,7 @@ figures from uvlm.suites.figures. Nothing is typed in.
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,9 +266,10 @@ def _check_report_folder(out: Path) -> None:
                         "(e.g. --out report)")
 
 
-def write_report(results: Path, out: Path) -> Path:
+def write_report(results: Path, out: Path, samples: Path | None = None) -> Path:
     """Write out/README.md and the figures; return the README's path. A folder of Table 2's runs
-    alone (RESULTS/llava/, no suite) gets a report of Table 2 alone."""
+    alone (RESULTS/llava/, no suite) gets a report of Table 2 alone. `samples`: a sheet of generated
+    images (uvlm.eval.sheet.draw_sheet) shown under its own heading."""
     only_table2 = not (Path(results) / "jobs.json").exists() and (Path(results) / "llava").is_dir()
     res = None if only_table2 else Results(results)
     out = Path(out)
@@ -281,7 +283,9 @@ def write_report(results: Path, out: Path) -> Path:
                      f"Results: `{results}`: Table 2's runs only.", "", *table2_section(results, paper_tables())]
             atomic_write_text(out / "README.md", "\n".join(lines) + "\n")
             return out / "README.md"
-        return _write_report(res, results, out)
+        if samples is not None:
+            shutil.copyfile(samples, out / "samples.png")
+        return _write_report(res, results, out, samples is not None)
 
 
 def _encoders_section(res: Results, wall: dict[str, float]) -> list[str]:
@@ -304,7 +308,7 @@ def _encoders_section(res: Results, wall: dict[str, float]) -> list[str]:
     return [*lines, ""]
 
 
-def _write_report(res: Results, results: Path, out: Path) -> Path:
+def _write_report(res: Results, results: Path, out: Path, samples: bool = False) -> Path:
     paper = paper_tables()
     wall = res.wall()
     _record_baselines(res)
@@ -366,6 +370,9 @@ def _write_report(res: Results, results: Path, out: Path) -> Path:
     made = figures(res, out, paper) + probe_fig
     if made:
         lines += ["## Figures", "", *[f"![{f}]({f})" for f in made], ""]
+    if samples:
+        lines += ["## Generated images", "", "What a unified model draws for test prompts, each under its prompt "
+                  "(greedy; a grey tile: the model did not open an image).", "", "![samples](samples.png)", ""]
     if wall:
         lines += _cost_section(res, wall) + _encoders_section(res, wall)
     path = out / "README.md"
