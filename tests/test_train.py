@@ -122,7 +122,7 @@ def test_run_folder_and_loss_falls(tmp_path, encoders, env):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"model": {"name": "CLIP-VQ"}}, "unknown model name"),
+    ({"model": {"name": "CLIP-DINO"}}, "unknown model name"),
     ({"train": {"lr": -1e-3}}, "learning rates must be positive"),
     ({"data": {"train": "/nonexistent/dataset"}}, "no dataset at /nonexistent/dataset"),
     ({"train": {"bach_size": 4}}, "unknown key train.bach_size"),

@@ -412,7 +412,7 @@ def space_tokens(spec: str) -> tuple[int, int, int | None]:
 
         c = VQConfig.from_dict({k: v for k, v in TINY_VQ.items() if k != "seed"})
         return c.grid**2, c.embed_dim, c.num_embeddings
-    if kind in ("siglip", "clip"):
+    if kind in ("siglip", "clip") and source:
         try:
             from transformers import CLIPVisionConfig, SiglipVisionConfig
 
@@ -423,14 +423,16 @@ def space_tokens(spec: str) -> tuple[int, int, int | None]:
             if spec in KNOWN_SPACES:
                 return KNOWN_SPACES[spec]
             raise UvlmError(f"cannot read the shape of encoder {spec!r} on this machine") from None
-    if kind == "vq":
+    if kind == "vq" and source:
         import json
         from pathlib import Path
 
         sidecar = Path(source).with_suffix(".json")
         c = VQConfig.from_dict(json.loads(sidecar.read_text())) if sidecar.exists() else VQConfig()
         return c.grid**2, c.embed_dim, c.num_embeddings
-    raise UvlmError(f"unknown encoder {spec!r}")
+    from uvlm.vision.load import SPEC_HELP
+
+    raise UvlmError(f"unknown encoder {spec!r}; {SPEC_HELP}")
 
 
 def sample_encoded(cfg, sample: int = 300) -> tuple[list, str, int]:
