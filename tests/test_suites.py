@@ -568,8 +568,13 @@ def test_ctrl_c_stops_a_suite_and_starts_no_queued_run(tmp_path):
         return {"train_seconds": 0.2}
 
     jobs = expand("mutual", "cpu", seeds=2, rows=("VQ-VQ", "VQ_u"))
-    with pytest.raises(KeyboardInterrupt):
-        run_suite(jobs, tmp_path, workers=1, echo=lines.append, execute=execute)
+    # Python's own Ctrl-C handler, whatever the test runner set (pytest-xdist's workers ignore SIGINT)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_suite(jobs, tmp_path, workers=1, echo=lines.append, execute=execute)
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert len(started) == 1 < len({j.key for j in jobs})
     assert any(line.startswith("interrupted:") and "run the same command again" in line for line in lines)
 
