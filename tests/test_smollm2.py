@@ -72,9 +72,10 @@ def test_the_packaged_llm_trains_resumes_bit_exactly_and_answers(tmp_path, encod
     """LoRA steps lower its loss; a run resumed from its middle checkpoint (as after a SIGKILL
     between the last checkpoint and the end) ends on the same losses and bits; `uvlm eval`
     answers every test question with it."""
-    cfg = run_config(encoders, epochs=3, lr=2e-3, adapter_lr=2e-3, batch_size=4, eval_points=0, checkpoint_every=6)
+    # 12 steps of 2 records: a step of a 135M LLM on one CPU thread costs about 2 s a record
+    cfg = run_config(encoders, epochs=3, lr=2e-3, adapter_lr=2e-3, batch_size=2, eval_points=0, checkpoint_every=6)
     cfg["model"].update({"llm": "smollm2-135m", "lora_r": 8, "lora_alpha": 16})
-    cfg["data"]["train"].update({"n_vqa": 8, "n_caption": 4, "n_generation": 4})
+    cfg["data"]["train"].update({"n_vqa": 4, "n_caption": 2, "n_generation": 2})
     cfg["data"]["test"].update({"n_vqa": 6, "n_generation": 2})
     path = tmp_path / "smol.yaml"
     path.write_text(yaml.safe_dump(cfg))

@@ -42,7 +42,6 @@ from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType
 from torch.utils.tensorboard import SummaryWriter
-from transformers import get_cosine_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
 from uvlm.device import placement, process_state, require_device
@@ -75,6 +74,20 @@ from uvlm.train.sharding import gather_weights, gathered, shard
 
 EvalPoint = Callable[[UnifiedVLM, RunParts, int], dict]
 VAL_TASKS = {"understanding": ("vqa",), "generation": ("generation",), "both": ("vqa", "generation")}
+
+
+def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate rises linearly over `warmup` steps, then falls along half a cosine to 0 at
+    `total` (the values of transformers' get_cosine_schedule_with_warmup, to the bit, without
+    importing its trainer utilities, which import peft: seconds in every `uvlm train` and `eval`)."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return float(step) / float(max(1, warmup))
+        progress = float(step - warmup) / float(max(1, total - warmup))
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def stream_indices(n: int, seed: int, start: int, stop: int) -> list[int]:
@@ -281,7 +294,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
     total_steps = math.ceil(total_records / global_batch)
     # floor: a run shorter than its warmup still learns (smoke tests). Not handed to accelerate,
     # which would step it once per process: it steps once per optimizer step.
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(t.warmup_ratio * total_steps), total_steps)
+    scheduler = cosine_with_warmup(optimizer, int(t.warmup_ratio * total_steps), total_steps)
     if not sharded and accelerator.distributed_type != DistributedType.FSDP:  # never accelerate's own FSDP
         model, optimizer = accelerator.prepare(model, optimizer)
     elif not sharded:
