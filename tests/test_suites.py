@@ -626,3 +626,19 @@ def test_suite_list_and_a_fresh_status_say_how_long_a_suite_takes(cli, tmp_path)
     assert f"at most about {hours:.1f} h of one core" in out and "committed cpu2 runs' speed" in out
     code, out, _ = cli("suite", "list", "--preset", "paper")
     assert code == 0 and "no measured speed for preset paper" in out
+
+
+def test_suite_status_reads_the_folders_own_set_back(cli, tmp_path):
+    """A status without --set describes the folder's study (the --set its runs were made with)."""
+    from uvlm.suites.runner import claim_results
+
+    results = tmp_path / "r"
+    claim_results(results, ("data.train.n_vqa=100", "data.train.n_caption=100", "data.train.n_generation=100"),
+                  "cpu2")
+    _, given, _ = cli("suite", "status", "affine", "--out", results, "--workers", "1", "--set",
+                      "data.train.n_vqa=100", "--set", "data.train.n_caption=100", "--set",
+                      "data.train.n_generation=100")
+    _, read_back, _ = cli("suite", "status", "affine", "--out", results, "--workers", "1")
+    _, preset_default, _ = cli("suite", "status", "affine", "--out", tmp_path / "fresh", "--preset", "cpu2",
+                               "--workers", "1")
+    assert given == read_back != preset_default  # 300 records a run, not the preset's 42,000

@@ -446,10 +446,12 @@ def suite_status_command(
     Example: uvlm suite status mutual --out results-cpu2
     """
     from uvlm.suites.presets import MEASURED_SECONDS_PER_RECORD
-    from uvlm.suites.runner import suite_status
+    from uvlm.suites.runner import overrides_of, suite_status
 
     workers = _workers(workers, gpus_per_run)
     preset = _preset(preset, out)
+    if not set_ and out.is_dir():  # the folder's own study: the --set its runs were made with
+        set_ = overrides_of(out)
     jobs = _jobs(name, preset, seeds, set_, rows, dataset, celeba)
     status = suite_status(jobs, out)
     left = 0
