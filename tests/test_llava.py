@@ -66,7 +66,7 @@ def test_data_is_the_same_bytes_for_a_seed_and_random_selection_differs(sources,
     random1 = build_llava_data(src, tmp_path / "c", LlavaDataConfig(10, 10, select="random", seed=1))
     random2 = build_llava_data(src, tmp_path / "e", LlavaDataConfig(10, 10, select="random", seed=2))
     ids = [[g["id"] for g in _load(tmp_path / f / "generation.json")] for f in ("a", "c", "e")]
-    assert ids[0] != ids[1] != ids[2] and random1["outputs"] != random2["outputs"]
+    assert len({tuple(i) for i in ids}) == 3 and random1["outputs"] != random2["outputs"]
     assert all(not i.startswith("gen-sa") for i in ids[1] + ids[2])  # SAM stays out of a random draw too
 
 
@@ -125,6 +125,7 @@ def test_clip_space_gives_llavas_features_of_a_square_padded_image(tmp_path):
     wide = Image.new("RGB", (40, 20), (255, 0, 0))
     square = space.square(wide)
     mean = space.pad_colour()
+    assert mean == (122, 116, 104)  # CLIP's mean colour x 255, as LLaVA pads
     assert square.size == (40, 40) and square.getpixel((0, 0)) == mean and square.getpixel((20, 20)) == (255, 0, 0)
     assert square.getpixel((20, 9)) == mean and square.getpixel((20, 10)) == (255, 0, 0)  # centred: 10 px above
     images = squared_batch(space, [wide, Image.new("RGB", (20, 30), (0, 0, 255))])
@@ -166,14 +167,19 @@ def test_two_stages_train_what_each_should_and_stage_2_starts_where_stage_1_ende
                                                                                  monkeypatch, model):
     import torch
 
+    import uvlm.train.loop as loop
     from uvlm.train.build import build_model, build_tokenizer, load_spaces
     from uvlm.train.loop import load_run_config, start_from
 
     monkeypatch.setenv("UVLM_CACHE", str(llava_data["cache"]))
     out = tmp_path / model
+    started_from = []
+    real_start_from = loop.start_from
+    monkeypatch.setattr(loop, "start_from", lambda m, run, c: (started_from.append(run), real_start_from(m, run, c)))
     code, stdout, err = cli("llava", "train", "--data", llava_data["data"], "--model", model, "--out", out,
                             "--set", f"data.vq={llava_data['vq']}")
     assert code == 0, err
+    assert started_from == [(out / "stage1").resolve()]  # the training loop started stage 2 from stage 1
     first = _safetensors(out / "stage1" / "checkpoints" / "step-0000004" / "trainable.safetensors")
     second = _safetensors(out / "stage2" / "checkpoints" / "step-0000004" / "trainable.safetensors")
     assert first and not any(k.startswith("llm.") for k in first)  # stage 1: adapters and head alone
@@ -307,13 +313,15 @@ def test_llava_plan_sizes_both_stages_of_the_7b_recipe(cli):
     assert out.split("stage2:")[1].count("DOES NOT FIT") == 1  # a full 7B fine-tune needs the 8 GPUs' shards
 
 
-def _fake_run(results: Path, name: str, model: str, seed: int, preset: str, scores: dict) -> None:
+def _fake_run(results: Path, name: str, model: str, seed: int, preset: str, scores: dict, limit=None,
+              overrides=()) -> None:
     run = results / "llava" / name
     (run / "stage2" / "benchmarks").mkdir(parents=True)
-    (run / "llava.json").write_text(json.dumps({"model": model, "preset": preset, "overrides": []}))
+    (run / "llava.json").write_text(json.dumps({"model": model, "preset": preset,
+                                                "overrides": [f"train.seed={seed}", *overrides]}))
     (run / "stage2" / "config.yaml").write_text(f"model: {{name: {model}}}\ntrain: {{seed: {seed}}}\n")
     (run / "stage2" / "benchmarks" / "benchmarks.json").write_text(json.dumps(
-        {"scores": {c: {"value": v} for c, v in scores.items()}}))
+        {"limit": limit, "scores": {c: {"value": v} for c, v in scores.items()}}))
 
 
 def test_table_2_shows_the_paper_rows_and_ours_with_verdicts_only_where_seeds_allow(tmp_path):
@@ -328,10 +336,19 @@ def test_table_2_shows_the_paper_rows_and_ours_with_verdicts_only_where_seeds_al
         _fake_run(tmp_path, f"LLaVA-s{seed}", "LLaVA", seed, "paper", {"POPE": 80 + seed * 0.5, "MME": 1500 + seed})
         _fake_run(tmp_path, f"CLIP-VQ-s{seed}", "CLIP-VQ", seed, "paper", {"POPE": 90 + seed * 0.5, "MME": 1490 - seed})
     _fake_run(tmp_path, "CLIP-CLIP-s0", "CLIP-CLIP", 0, "paper", {"POPE": 99})
+    # not seeds of those rows: a smoke test, a second run of seed 0, another study, the tiny preset
+    _fake_run(tmp_path, "CLIP-VQ-smoke", "CLIP-VQ", 5, "paper", {"POPE": 10}, limit=8)
+    _fake_run(tmp_path, "CLIP-VQ-s0-again", "CLIP-VQ", 0, "paper", {"POPE": 90})
+    _fake_run(tmp_path, "CLIP-VQ-lr", "CLIP-VQ", 0, "paper", {"POPE": 70}, overrides=("train.lr=1e-5",))
+    for seed in range(3):
+        for model, pope in (("LLaVA", 10 + seed), ("CLIP-VQ", 30 + seed)):
+            _fake_run(tmp_path, f"{model}-tiny-s{seed}", model, seed, "tiny", {"POPE": pope})
     lines = table2_section(tmp_path, paper)
     text = "\n".join(lines)
     assert "| CLIP-VQ | ours, `paper` preset, 3 seeds | 1489.0 ± 1.0 | - | 90.5 ± 0.5 |" in text
     assert "| CLIP-CLIP | ours, `paper` preset, 1 seed | - | - | 99.0 |" in text
+    assert "| CLIP-VQ | ours, `paper` preset, `train.lr=1e-5`, 1 seed | - | - | 70.0 |" in text
+    assert "| CLIP-VQ | ours, `tiny` preset, 3 seeds (plumbing only) |" in text
     verdicts = [line for line in lines if line.startswith("| paper | ")]
     assert len(verdicts) == 2  # POPE and MME of CLIP-VQ; the one-seed CLIP-CLIP row gets none
     assert any("| POPE | +10.0 |" in v and "holds: better" in v for v in verdicts)
@@ -358,3 +375,16 @@ def test_llava_generate_draws_clip_vqs_images_on_a_sheet(trained, llava_data, tm
     (tmp_path / "empty.txt").write_text("\n")
     code, _, err = cli("llava", "generate", trained / "stage2", "--prompts", tmp_path / "empty.txt")
     assert code == 2 and "holds no prompt" in err
+
+
+def test_a_two_stage_run_is_resumed_only_with_its_own_settings(llava_data, tmp_path, cli, monkeypatch):
+    monkeypatch.setenv("UVLM_CACHE", str(llava_data["cache"]))
+    out = tmp_path / "run"
+    args = ("llava", "train", "--data", llava_data["data"], "--model", "LLaVA", "--out", out)
+    code, _, err = cli(*args, "--set", "train.epochs=0.2")
+    assert code == 0, err
+    code, _, err = cli(*args, "--set", "train.epochs=0.3")
+    assert code == 2 and "resume it with those" in err and err.count("\n") == 1
+    assert json.loads((out / "llava.json").read_text())["overrides"] == ["train.epochs=0.2"]
+    code, _, err = cli(*args, "--set", "train.epochs=0.2")  # the same command: nothing left to do
+    assert code == 0, err

@@ -147,18 +147,22 @@ class _Checker:
         self.sources, self.cfg, self.update = sources, cfg, update
         self.problems: list[dict] = []
         self.checked = 0
+        self.seen: dict[Path, str | None] = {}  # an image several records show is opened once
 
     def ok(self, record: dict, source: str, file: str) -> bool:
         image = record.get("image")
         if image is None:  # text-only records need nothing
             return True
-        problem = image_problem(self.sources.image_root(source) / image, self.cfg.check)
-        self.checked += 1
-        if self.checked % 1000 == 0:
-            self.update(self.checked, f"{len(self.problems)} problems")
+        path = self.sources.image_root(source) / image
+        if path not in self.seen:
+            self.seen[path] = image_problem(path, self.cfg.check)
+            self.checked += 1
+            if self.checked % 1000 == 0:
+                self.update(self.checked, f"{len(self.problems)} problems")
+        problem = self.seen[path]
         if problem is None:
             return True
-        where = self.sources.image_root(source) / image
+        where = path
         if not self.cfg.skip_bad_images:
             raise UvlmError(f"{file} record {record.get('id')!r}: image {where} is {problem}; fix your copy of "
                             "the images, or pass --skip-bad-images to leave such records out (they are listed)")
@@ -221,14 +225,17 @@ def build_llava_data(sources: LlavaSources, out: Path, cfg: LlavaDataConfig = Ll
                             f"give the folder that {source}'s image paths are relative to")
     (out / MANIFEST).unlink(missing_ok=True)  # a folder without a manifest is an unfinished build
     checker = _Checker(sources, cfg, update)
+    # every file read before any image is checked: a wrong path fails at once, not hours in
     pool = read_records(sources.sharegpt4v, "ShareGPT4V file")
+    files = {"pretrain": read_records(sources.pretrain, "pretrain file"),
+             "instruct": read_records(sources.instruct, "instruct file")}
     chosen = select_generation(pool, cfg, lambda r: checker.ok(r, "sharegpt4v", "sharegpt4v"))
     prompts = random.Random(f"prompts-{cfg.seed}")
     generation = [generation_record(r, prompts.choice(GENERATION_PROMPTS)) for r in chosen]
     stages = {}
-    for stage, source, path, added in (("stage1", "pretrain", sources.pretrain, generation[:cfg.n_stage1]),
-                                       ("stage2", "instruct", sources.instruct, generation[cfg.n_stage1:])):
-        originals = read_records(path, f"{source} file")
+    for stage, source, added in (("stage1", "pretrain", generation[:cfg.n_stage1]),
+                                 ("stage2", "instruct", generation[cfg.n_stage1:])):
+        originals = files[source]
         kept = [_relocated(r, source) for r in originals if checker.ok(r, source, source)]
         stages[stage] = (kept + added, {"understanding": sum("image" in r for r in kept),
                                         "text_only": sum("image" not in r for r in kept),

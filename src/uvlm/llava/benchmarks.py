@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -86,6 +87,7 @@ def run_benchmarks(run: Path, tasks: list[str], data_root: Path, out: Path, batc
     lmms_version = lmms_eval_version()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
     with tempfile.TemporaryDirectory(prefix="uvlm-tasks-") as folder:
         write_task_files(tasks, data_root, Path(folder))
         command = [sys.executable, "-m", "lmms_eval", "--model", "uvlm", "--model_args",
@@ -94,11 +96,15 @@ def run_benchmarks(run: Path, tasks: list[str], data_root: Path, out: Path, batc
                    "--log_samples", *(["--limit", str(limit)] if limit else [])]
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
         done = subprocess.run(command, capture_output=True, text=True, env=env)
-    results = sorted((out / "lmms-eval").rglob("*_results.json"), key=lambda p: p.stat().st_mtime)
-    if done.returncode != 0 or not results:
+    # this call's results only: lmms-eval can print an error and still exit 0, leaving an earlier call's file newest
+    results = sorted((p for p in (out / "lmms-eval").rglob("*_results.json") if p.stat().st_mtime >= started),
+                     key=lambda p: p.stat().st_mtime)
+    raw = json.loads(results[-1].read_text()) if results else {}
+    missing = [t for t in tasks if t + LOCAL not in raw.get("results", {})]
+    if done.returncode != 0 or missing:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise UvlmError(f"lmms-eval failed ({tail[0][:200]}); rerun its command to see all: {' '.join(command)}")
-    raw = json.loads(results[-1].read_text())
+        raise UvlmError(f"lmms-eval scored no {', '.join(missing) or 'task'} ({tail[0][:200]}); rerun its command to "
+                        f"see all: {' '.join(command)}")
     scores = {}
     for column, (task, metric, scale) in COLUMNS.items():
         if task in tasks:

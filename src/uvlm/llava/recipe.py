@@ -80,11 +80,13 @@ def stage_config(preset: str, stage: str, model: str, train_folder: Path, overri
     """The run config (as a dict) of one stage of one model under one preset. `overrides`:
     `--set` assignments applied to both stages (section.key=value)."""
     settings = copy.deepcopy(PRESETS[known_preset(preset)][stage])
+    # resolved paths: a run's identity must not depend on the folder the command was typed in
+    folder = str(Path(train_folder).resolve())
     cfg = {"model": {"name": known_model(model), **settings["model"]},
-           "data": {"train": str(train_folder), "test": str(train_folder), **PRESETS[preset]["encoders"]},
+           "data": {"train": folder, "test": folder, **PRESETS[preset]["encoders"]},
            "train": settings["train"]}
     if init_from is not None:
-        cfg["train"]["init_from"] = str(init_from)
+        cfg["train"]["init_from"] = str(Path(init_from).resolve())
     for assignment in overrides:
         apply_override(cfg, assignment)
     from_dict(cfg)  # every mistake in one line, before anything is built
@@ -137,13 +139,18 @@ def train_two_stages(data: Path, model: str, out: Path, preset: str = "tiny", ov
                      progress=None) -> dict:
     """Both stages of `model` into OUT/stage1 and OUT/stage2 (each resumed where it stopped); return
     stage 2's final summary."""
-    from uvlm.io import atomic_write_json, make_folder
+    from uvlm.io import atomic_write_json, make_folder, read_json
     from uvlm.train.loop import train
 
     out = Path(out)
     known_model(model), known_preset(preset)
     make_folder(out, "two-stage run")
-    atomic_write_json(out / "llava.json", {"model": model, "preset": preset, "overrides": list(overrides)})
+    about = {"model": model, "preset": preset, "overrides": list(overrides)}
+    if (out / "llava.json").exists() and (held := read_json(out / "llava.json", "the run's record",
+                                                              "delete the folder and train again")) != about:
+        raise UvlmError(f"{out} holds a {held.get('model')} run of preset {held.get('preset')} with "
+                        f"{held.get('overrides') or 'no --set'}; resume it with those, or give another --out")
+    atomic_write_json(out / "llava.json", about)
     summary: dict = {}
     for stage in ("stage1", "stage2"):
         folder = stage_data(data, preset, stage, overrides)

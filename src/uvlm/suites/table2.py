@@ -4,8 +4,9 @@ A results folder holds Table 2's runs under `llava/` (`uvlm llava train --out RE
 then `uvlm llava eval NAME/stage2`). Rows are grouped by preset and model; a cell is the mean
 over seeds, with the seeds' standard deviation where there are several (MME moves by about 20
 points between training runs of one recipe, more than most of Table 2's gaps). A unified row is
-compared with our LLaVA row of the same preset per benchmark (Welch's t on the seeds, Holm over
-every comparison) only where both rows have at least MIN_SEEDS seeds; otherwise no verdict.
+compared with our LLaVA row of the same preset and settings per benchmark (Welch's t on the seeds,
+Holm within that study) only where both rows have at least MIN_SEEDS seeds; otherwise, and for
+the tiny preset, no verdict. Smoke tests (`uvlm llava eval --limit`) are left out.
 """
 
 from __future__ import annotations
@@ -28,18 +29,26 @@ CHANCE = {"MME": 750.0, "MMBench_EN": 25.0, "POPE": 50.0, "MMStar": 25.0}
 RECORD = "llava.json"  # written by `uvlm llava train` into its run folder: model, preset, overrides
 
 
-def collect(results: Path) -> dict[tuple[str, str], dict[str, list[float]]]:
-    """{(preset, model): {column: [one value per seed]}} from RESULTS/llava/*/stage2/benchmarks."""
-    rows: dict[tuple[str, str], dict[str, list[float]]] = {}
+def collect(results: Path) -> dict[tuple, dict[str, list[float]]]:
+    """{(preset, model, other settings): {column: [one value per seed]}} from
+    RESULTS/llava/*/stage2/benchmarks. Only runs of the same settings but the seed are one row, one
+    value a seed (a second run of a seed is not a second seed); a smoke test's scores (`--limit`)
+    are left out."""
+    rows: dict[tuple, dict[int, dict[str, float]]] = {}
     for record_path in sorted((Path(results) / "llava").glob("*/stage2/benchmarks/benchmarks.json")):
         run = record_path.parents[2]
+        record = json.loads(record_path.read_text())
+        if record.get("limit"):
+            continue
         about = json.loads((run / RECORD).read_text()) if (run / RECORD).exists() else {}
         config = yaml.safe_load((run / "stage2" / "config.yaml").read_text())
-        key = (about.get("preset", "?"), config["model"]["name"])
-        for column, score in json.loads(record_path.read_text())["scores"].items():
-            if score.get("value") is not None:
-                rows.setdefault(key, {}).setdefault(column, []).append(float(score["value"]))
-    return rows
+        settings = tuple(sorted(o for o in about.get("overrides", []) if not o.strip().startswith("train.seed=")))
+        key = (about.get("preset", "?"), config["model"]["name"], settings)
+        seed = int(config.get("train", {}).get("seed", 0))
+        scores = {c: float(v["value"]) for c, v in record["scores"].items() if v.get("value") is not None}
+        rows.setdefault(key, {}).setdefault(seed, {}).update(scores)
+    return {key: {c: [s[c] for s in seeds.values() if c in s] for c in COLUMNS if any(c in s for s in seeds.values())}
+            for key, seeds in rows.items()}
 
 
 def _cell(values: list[float] | None) -> str:
@@ -51,27 +60,29 @@ def _cell(values: list[float] | None) -> str:
 
 
 def _verdicts(rows: dict) -> list[str]:
-    """One line per unified-vs-LLaVA comparison that the seeds allow, Holm-adjusted together."""
+    """One line per unified-vs-LLaVA comparison that the seeds allow: Holm-adjusted within each
+    preset and settings (a family per study); the tiny preset is plumbing and gets none."""
     from scipy.stats import ttest_ind
 
-    tests = []
-    for (preset, model), cells in rows.items():
-        base = rows.get((preset, "LLaVA"), {})
-        if model == "LLaVA":
+    families: dict[tuple, list] = {}
+    for (preset, model, settings), cells in rows.items():
+        base = rows.get((preset, "LLaVA", settings), {})
+        if model == "LLaVA" or preset == "tiny":
             continue
         for column in COLUMNS:
             a, b = cells.get(column, []), base.get(column, [])
             if len(a) >= MIN_SEEDS and len(b) >= MIN_SEEDS:
                 p = float(ttest_ind(a, b, equal_var=False).pvalue)
-                tests.append((preset, model, column, float(np.mean(a) - np.mean(b)), p))
-    if not tests:
+                families.setdefault((preset, settings), []).append((model, column, float(np.mean(a) - np.mean(b)), p))
+    if not families:
         return [f"No verdicts: a comparison needs {MIN_SEEDS} seeds of both rows (seeds are the unit of "
-                "replication; one training run says nothing about the recipe)."]
-    adjusted = holm([p for *_, p in tests])
+                "replication; one training run says nothing about the recipe), and the tiny preset gets none."]
     lines = ["| preset | model vs LLaVA | benchmark | effect | p | Holm p | verdict |", "|---|---|---|---|---|---|---|"]
-    for (preset, model, column, effect, p), q in zip(tests, adjusted, strict=True):
-        verdict = "inconclusive" if q >= 0.05 else ("holds: better" if effect > 0 else "worse")
-        lines.append(f"| {preset} | {model} | {column} | {effect:+.1f} | {p:.3f} | {q:.3f} | {verdict} |")
+    for (preset, settings), tests in families.items():
+        label = preset + (f" ({', '.join(settings)})" if settings else "")
+        for (model, column, effect, p), q in zip(tests, holm([t[-1] for t in tests]), strict=True):
+            verdict = "inconclusive" if q >= 0.05 else ("holds: better" if effect > 0 else "worse")
+            lines.append(f"| {label} | {model} | {column} | {effect:+.1f} | {p:.3f} | {q:.3f} | {verdict} |")
     return lines
 
 
@@ -93,10 +104,11 @@ def table2_section(results: Path, paper: dict) -> list[str]:
         source = "paper (quoted from lmms-eval, not retrained)" if name == "LLaVA" else "paper (one run)"
         lines.append(f"| {name} | {source} | " + " | ".join(f"{v:.1f}" for v in values) + " |")
     rows = collect(results)
-    for (preset, model), cells in sorted(rows.items()):
+    for (preset, model, settings), cells in sorted(rows.items()):
         seeds = max(len(v) for v in cells.values())
-        source = f"ours, `{preset}` preset, {seeds} seed{'s' if seeds > 1 else ''}" + \
-            (" (plumbing only)" if preset == "tiny" else "")
+        changed = "".join(f", `{o}`" for o in settings)
+        source = f"ours, `{preset}` preset{changed}, {seeds} seed{'s' if seeds > 1 else ''}" \
+            + (" (plumbing only)" if preset == "tiny" else "")
         lines.append(f"| {model} | {source} | " + " | ".join(_cell(cells.get(c)) for c in COLUMNS) + " |")
     if not rows:
         lines += ["", "No Table 2 runs in this folder yet: docs/table2-llava.md says how to make them "

@@ -81,6 +81,9 @@ def build_tokenizer(cfg: RunConfig):
     """The run's tokenizer: the pretrained LLM's, or (tiny and random LLMs) a word-level one
     trained on the phrases of the run's dataset and its system prompt."""
     if cfg.train.init_from:  # a later stage reads text as the run it starts from did
+        if not (Path(cfg.train.init_from) / "final.json").exists():
+            raise UvlmError(f"train.init_from {cfg.train.init_from} is not a finished run (no final.json); give "
+                            "the folder of a run that finished, or finish it first (`uvlm train --resume`)")
         return AutoTokenizer.from_pretrained(Path(cfg.train.init_from) / "weights" / "tokenizer")
     if cfg.model.llm == "tiny" or cfg.model.llm.startswith("random:"):
         from uvlm.train.data import dataset_domain
