@@ -54,6 +54,12 @@ def _caption(scene: dict) -> str:
     return f"A {scene['colour']} {scene['shape']} on a {scene['background']} background."
 
 
+def _captioned(record_id: str, image: str, request: str, scene: dict) -> dict:
+    """A caption record in LLaVA's layout: the request and the image, then the scene's caption."""
+    return {"id": record_id, "image": image, "conversations": [
+        {"from": "human", "value": f"{request}\n<image>"}, {"from": "gpt", "value": _caption(scene)}]}
+
+
 def _write_image(root: Path, rel: str, scene: dict) -> None:
     atomic_write_bytes(root / rel, _jpeg(scene), durable=False)
 
@@ -74,16 +80,12 @@ def fake_llava_sources(root: Path, n_sharegpt4v: int = 60, n_pretrain: int = 40,
         scene, tree = _scene(rng), _SHAREGPT4V_TREES[i % 3]
         rel = f"{tree}/{i:012d}.jpg" if tree != "sam/images" else f"{tree}/sa_{i}.jpg"
         _write_image(paths["sharegpt4v_images"], rel, scene)
-        pool.append({"id": f"{i:012d}", "image": rel, "conversations": [
-            {"from": "human", "value": "What do you see happening in this image?\n<image>"},
-            {"from": "gpt", "value": _caption(scene)}]})
+        pool.append(_captioned(f"{i:012d}", rel, "What do you see happening in this image?", scene))
     pretrain = []
     for i in range(n_pretrain):
         scene, rel = _scene(rng), f"{i // 10:05d}/{i:09d}.jpg"
         _write_image(paths["pretrain_images"], rel, scene)
-        pretrain.append({"id": f"{i:09d}", "image": rel, "conversations": [
-            {"from": "human", "value": "Render a clear and concise summary of the photo.\n<image>"},
-            {"from": "gpt", "value": _caption(scene)}]})
+        pretrain.append(_captioned(f"{i:09d}", rel, "Render a clear and concise summary of the photo.", scene))
     instruct = []
     for i in range(n_instruct):
         if i % 5 == 4:  # ShareGPT's text-only conversations

@@ -99,8 +99,8 @@ SHIPPED = Path(__file__).resolve().parents[1] / "assets"
 def _from_shipped(kind: str, config: dict, entry: Path) -> dict | None:
     shipped = SHIPPED / kind / entry.name
     meta = _verified(shipped) if shipped.is_dir() else None
-    if meta is None or json.loads(json.dumps(meta.get("config"), default=str)) != \
-            json.loads(json.dumps(config, sort_keys=True, default=str)):
+    # meta.json holds the config as JSON: compare it with this one written the same way
+    if meta is None or meta.get("config") != json.loads(json.dumps(config, default=str)):
         return None
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}.{_builder()}."))
