@@ -87,8 +87,8 @@ def test_cli_pretrain_prints_quality(cli, monkeypatch):
     monkeypatch.setitem(pretrain.STAND_INS, "cpu-vq", ToyVQ)
     code, out, err = cli("pretrain", "vq", "--steps", 2)
     assert code == 0, err
-    quality = json.loads(out)
-    assert "psnr_db" in quality and "history" not in quality
+    # a sentence, as every command ends on: what is ready, how long it took, what it reads
+    assert out.startswith("cpu's vq stand-in is ready (pretrained in ") and "dB" in out and "{" not in out
     code, _, err = cli("pretrain", "vq", "--steps", 0)
     assert code == 2 and "--steps 0" in err
 

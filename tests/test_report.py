@@ -9,7 +9,7 @@ import numpy as np
 from uvlm.io import atomic_write_json, atomic_write_text
 from uvlm.model.names import parse_name
 from uvlm.suites.report import write_report
-from uvlm.suites.runner import record_jobs
+from uvlm.suites.runner import claim_results, record_jobs
 from uvlm.suites.spec import Job, expand
 
 ATTRS = ["time", "weather", "weather_pos", "battery", "battery_pos"]
@@ -110,6 +110,18 @@ def test_cost_prices_only_the_rows_asked_for(tmp_path):
     record_jobs(results, expand("transfer-battery", "cpu", seeds=1, rows=("VQ_u",)))
     text = write_report(results, tmp_path / "report").read_text()
     assert "| transfer-battery | 0 | 0.0 | 21 | 3.0 (1.5) |" in text
+
+
+def test_the_full_grid_line_names_the_folders_set(tmp_path):
+    """The whole grid's run count is counted with the folder's --set, and its command says so."""
+    results = tmp_path / "results"
+    claim_results(results, ("train.epochs=2",), "cpu")
+    jobs = expand("mutual", "cpu", seeds=1, overrides=("train.epochs=2",), rows=("VQ-VQ",))
+    fake_run(results, jobs[0], 0.7, 0, gen=True)
+    record_jobs(results, jobs)
+    text = write_report(results, tmp_path / "report").read_text()
+    n = len({j.key for j in expand("all", "cpu", 3, ("train.epochs=2",))})
+    assert f"The full cpu grid (`uvlm suite run all --set train.epochs=2 --seeds 3`) is {n} runs" in text
 
 
 def test_scaling_and_dose_sections(tmp_path):

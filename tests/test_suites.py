@@ -363,7 +363,8 @@ def test_a_results_folder_runs_one_suite_at_a_time(cli, tmp_path):
         assert code == 2 and "is a file" in err and len(err.strip().splitlines()) == 1, (command, err)
 
 
-def test_status_command_prints_seeds_and_estimate(cli, tmp_path):
+def test_status_command_prints_seeds_and_estimate(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("UVLM_CACHE", str(tmp_path / "cache"))  # nothing pretrained yet
     job = expand("probe", "cpu", seeds=1)[0]
     finish(tmp_path, job)
     atomic_write_json(tmp_path / "runs" / job.key / "wall.json", {"train_seconds": 590, "eval_seconds": 10})
@@ -372,6 +373,9 @@ def test_status_command_prints_seeds_and_estimate(cli, tmp_path):
     assert code == 0, err
     # 25 ms a record; left: SigLIP-SigLIP 36K, VQ_u 24K, VQ-VQ 36K records = 2,400 s
     assert out.splitlines() == ["seed 0: 1 done, 3 to run",
+                                "first the runs pretrain what this machine has not cached, one core each: vq "
+                                "stand-in (about 20 min), siglip stand-in (about 11 min), judge (about 11 min); "
+                                "`uvlm pretrain vq|siglip|judge --preset cpu` builds one ahead",
                                 "probe: 3 runs left, at most about 0.7 h of one core (0.2 h with 3 at a time; "
                                 "median run 10.0 min; time scaled by each run's records)"]
 
@@ -642,3 +646,35 @@ def test_suite_status_reads_the_folders_own_set_back(cli, tmp_path):
     _, preset_default, _ = cli("suite", "status", "affine", "--out", tmp_path / "fresh", "--preset", "cpu2",
                                "--workers", "1")
     assert given == read_back != preset_default  # 300 records a run, not the preset's 42,000
+
+
+def test_a_suite_says_what_it_pretrains_first_and_how_long(cli, tmp_path, monkeypatch):
+    """Before the first run: which stand-ins and judge a study builds (neither cached nor shipped),
+    with their measured times; nothing once they are cached; the whole grid's one run count."""
+    from uvlm.suites.presets import MEASURED_PRETRAIN_SECONDS, stand_ins_to_pretrain
+    from uvlm.suites.spec import expand
+
+    monkeypatch.setenv("UVLM_CACHE", str(tmp_path / "empty-cache"))
+    code, out, err = cli("suite", "status", "mutual", "--preset", "cpu", "--seeds", 1, "--out", tmp_path / "a",
+                         "--workers", 1)
+    assert code == 0, err
+    assert "vq stand-in (about 20 min), siglip stand-in (about 11 min), judge (about 11 min)" in out
+    assert "`uvlm pretrain vq|siglip|judge --preset cpu` builds one ahead" in out
+    # cpu2's VQ and judge ship inside the package: only its SigLIP stand-in is left to build
+    vq_only = [j.config for j in expand("mutual", "cpu2", 1, rows=("VQ-VQ",))]
+    assert stand_ins_to_pretrain(vq_only, "cpu2") == []
+    siglip = [j.config for j in expand("mutual", "cpu2", 1, rows=("SigLIP_u",))]
+    assert stand_ins_to_pretrain(siglip, "cpu2") == [("siglip stand-in", MEASURED_PRETRAIN_SECONDS["cpu2"]["siglip"])]
+    code, out, _ = cli("suite", "list", "--preset", "cpu2", "--workers", 2)
+    assert "`uvlm suite run all --preset cpu2 --seeds 3`): 255 runs" in out
+
+
+def test_measured_pretraining_times_are_the_shipped_entries():
+    """The times a suite quotes for cpu2's VQ and judge are the ones their shipped builds recorded."""
+    from uvlm.suites.presets import MEASURED_PRETRAIN_SECONDS, _cache_entry, stand_in_configs
+    from uvlm.vision.cache import SHIPPED, config_hash
+
+    for kind, cfg in stand_in_configs("cpu2", ("vq", "judge")).items():
+        folder, key = _cache_entry(kind, cfg)
+        meta = json.loads((SHIPPED / folder / config_hash(key) / "meta.json").read_text())
+        assert round(meta["info"]["train_seconds"]) == MEASURED_PRETRAIN_SECONDS["cpu2"][kind]

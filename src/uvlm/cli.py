@@ -222,7 +222,10 @@ def _run_pretrain(kind: str, preset: str, rebuild: bool, steps: int | None, seed
         cfg = replace(cfg, seed=seed)
     with shown(f"pretrain {kind}") as update:
         _, info = pretrained_stand_in(kind, cfg, update, rebuild=rebuild)
-    typer.echo(json.dumps(pretrain.quality_summary(info), indent=1))
+    what = "judge" if kind == "judge" else f"{kind} stand-in"
+    took = f"pretrained in {info['train_seconds'] / 60:.1f} min" if "train_seconds" in info else "pretrained"
+    typer.echo(f"{preset}'s {what} is ready ({took}, cached for every run that loads it); "
+               f"{pretrain.quality_line(info)}")
 
 
 def _pretrain_command(kind: str, doc: str):
@@ -445,8 +448,8 @@ def suite_status_command(
 
     Example: uvlm suite status mutual --out results-cpu2
     """
-    from uvlm.suites.presets import MEASURED_SECONDS_PER_RECORD
-    from uvlm.suites.runner import overrides_of, suite_status
+    from uvlm.suites.presets import MEASURED_SECONDS_PER_RECORD, pretraining_line
+    from uvlm.suites.runner import is_done, overrides_of, suite_status
 
     workers = _workers(workers, gpus_per_run)
     preset = _preset(preset, out)
@@ -461,6 +464,8 @@ def suite_status_command(
     rate, source = status["seconds_per_record"], "time scaled by each run's records"
     if rate is None and preset in MEASURED_SECONDS_PER_RECORD:
         rate, source = MEASURED_SECONDS_PER_RECORD[preset], f"at the committed {preset} runs' speed"
+    if left and (first := pretraining_line([j.config for j in jobs if not is_done(out, j)], preset)):
+        typer.echo(first)
     if not left:
         typer.echo(f"{name}: every run is done")
     elif rate is None:
@@ -504,6 +509,10 @@ def suite_list_command(
         cost = f"about {hours:.1f} h of one core, {hours / min(workers, len(jobs)):.1f} h with {workers} at a time" \
             if hours is not None else f"no measured speed for preset {preset}"
         typer.echo(f"{name:<17} {SUITE_TITLES[name]}: {len(jobs)} runs at {seeds} seeds, {cost}")
+    every = list({j.key: j for j in _jobs("all", preset, seeds, None, None, "smartwatch", None)}.values())
+    typer.echo(f"{'all':<17} the whole SmartWatch grid (`uvlm suite run all --preset {preset} --seeds {seeds}`): "
+               f"{len(every)} runs" + (f", about {sum(j.records for j in every) * rate / 3600:.0f} h of one core"
+                                       if rate else ""))
     if rate:
         typer.echo(f"(times at the committed {preset} runs' speed: {rate * 1000:.1f} ms a training record, "
                    "evaluation included, one thread a run; suites share runs, so `all` takes less than the sum)")
@@ -580,6 +589,11 @@ def suite_run(
         if not wait:
             return
     else:
+        from uvlm.suites.presets import pretraining_line
+        from uvlm.suites.runner import is_done
+
+        if first := pretraining_line([j.config for j in jobs if not is_done(out, j)], preset):
+            typer.echo(first)
         run_suite(jobs, out, local_workers, echo=typer.echo, gpus=gpu_count(),
                   gpus_per_run=gpus_per_run)
     typer.echo(f"{name}: {len({j.key for j in jobs})} runs done in {out}; `uvlm report {out}` writes the report")

@@ -176,6 +176,59 @@ def pretrained_stand_in(kind: str, cfg, progress=None, rebuild: bool = False) ->
     return build(cfg, progress, rebuild=rebuild)
 
 
+# One-core seconds each stand-in and judge takes to pretrain on this 2-core machine (train_seconds
+# in the meta.json of the cache entries behind the committed runs, and benchmarks/RESULTS.md's
+# bench_encoders for the cpu preset's encoders). The cpu judge was never timed on its own: it has
+# cpu2's steps, pool and image size, so it is given cpu2's time.
+MEASURED_PRETRAIN_SECONDS = {"cpu": {"vq": 1195, "siglip": 687, "judge": 678},
+                             "cpu2": {"vq": 1265, "siglip": 1028, "judge": 678}}
+
+
+def _cache_entry(kind: str, cfg) -> tuple[str, dict]:
+    """The cache kind and key under which `pretrained_stand_in` keeps a stand-in or judge."""
+    from dataclasses import asdict
+
+    from uvlm.vision.pretrain import cache_key
+
+    return ("judge", asdict(cfg)) if kind == "judge" else (f"pretrained-{kind}", cache_key(cfg))
+
+
+def stand_ins_to_pretrain(configs: list[dict], preset: str) -> list[tuple[str, float | None]]:
+    """What the runs of these configs load that this machine would pretrain first (neither
+    cached nor shipped in the package): (what, measured seconds or None), the VQ first. A run
+    builds them on first use; `uvlm pretrain KIND --preset P` builds one ahead."""
+    from uvlm.model.names import parse_name
+    from uvlm.vision.cache import is_cached
+    from uvlm.vision.pretrain import stand_in_config
+
+    needed: dict[str, object] = {}
+    for cfg in configs:
+        arch = parse_name(cfg["model"]["name"])
+        if cfg["data"]["train"].get("domain", "smartwatch") != "smartwatch":
+            continue  # CelebA's stand-ins and judge are built from the copy's faces: not priced here
+        for kind in ("vq", "siglip"):
+            spec = cfg["data"].get(kind, "")
+            if kind in (arch.input_space, arch.output_space) and spec.startswith("cpu-"):
+                needed.setdefault(f"{kind} stand-in", (kind, stand_in_config(spec)))
+        if arch.output_space and preset in MEASURED_PRETRAIN_SECONDS:  # generation is judged
+            needed.setdefault("judge", ("judge", stand_in_configs(preset, ("judge",))["judge"]))
+    seconds = MEASURED_PRETRAIN_SECONDS.get(preset, {})
+    order = sorted(needed.items(), key=lambda item: item[0] != "vq stand-in")  # the longest first
+    return [(what, seconds.get(kind)) for what, (kind, cfg) in order if not is_cached(*_cache_entry(kind, cfg))]
+
+
+def pretraining_line(configs: list[dict], preset: str) -> str | None:
+    """One sentence on what a suite pretrains before its first run, with the measured times; None
+    when everything is cached."""
+    todo = stand_ins_to_pretrain(configs, preset)
+    if not todo:
+        return None
+    parts = [f"{what} (about {s / 60:.0f} min)" if s else what for what, s in todo]
+    kinds = "|".join(what.split(" ")[0] for what, _ in todo)
+    return (f"first the runs pretrain what this machine has not cached, one core each: {', '.join(parts)}; "
+            f"`uvlm pretrain {kinds} --preset {preset}` builds one ahead")
+
+
 def _pretrain_one(kind: str, cfg) -> str:
     """Child-process body of `pretrain_stand_ins`: one stand-in or judge, its quality line."""
     from uvlm.progress import reporter

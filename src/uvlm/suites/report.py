@@ -211,6 +211,7 @@ def _cost_section(res: Results, wall: dict[str, float]) -> list[str]:
     if full is not None:
         preset = preset_of(res.root)
         flag = "" if preset == "cpu" else f" --preset {preset}"
+        flag += "".join(f" --set {o}" for o in overrides_of(res.root))  # the grid counted is this folder's
         lines += [f"The full {preset} grid (`uvlm suite run all{flag} --seeds 3`) is {n_every} runs: about "
                   f"{full:.0f} h of one core, {full / 2:.0f} h on 2 cores.", ""]
     return lines

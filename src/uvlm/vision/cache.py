@@ -114,6 +114,19 @@ def _from_shipped(kind: str, config: dict, entry: Path) -> dict | None:
     return _verified(entry)
 
 
+def is_cached(kind: str, config: dict) -> bool:
+    """Whether `config`'s artifact is here without building it: in the cache, or shipped in the
+    package (copied in on first use). Files are not digested: a damaged entry is rebuilt on use."""
+    name = config_hash(config)
+    if (cache_root() / kind / name / "meta.json").exists():
+        return True
+    try:
+        meta = json.loads((SHIPPED / kind / name / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return meta.get("config") == json.loads(json.dumps(config, default=str))
+
+
 def ship_artifact(kind: str, config: dict) -> Path:
     """Copy the cache entry of `config` into the package's assets (a maintainer's step, for an
     artifact every machine should load rather than build: see SHIPPED)."""
