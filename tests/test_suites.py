@@ -96,10 +96,10 @@ def test_scaling_is_table_a4_at_the_papers_ratios():
     assert by_label["VQ_g und 0K gen 60K"].config["model"]["name"] == "VQ_g"
     assert by_label["SigLIP_u und 120K gen 0K"].config["model"]["name"] == "SigLIP_u"
     # the 0K and default points are A3's own runs, trained once
-    a3 = {(j.label, j.key) for j in expand("mutual", "cpu", seeds=1)}
+    a3 = {(j.label, j.identity) for j in expand("mutual", "cpu", seeds=1)}
     for label, a3_label in (("VQ_u und 120K gen 0K", "VQ_u"), ("VQ_g und 0K gen 60K", "VQ_g"),
                             ("SigLIP-VQ und 120K gen 60K", "SigLIP-VQ")):
-        assert (a3_label, by_label[label].key) in a3
+        assert (a3_label, by_label[label].identity) in a3
     # every point of the generation sweep has a _u control taking as many steps
     matched = by_label["VQ_u und 120K gen 180K (step-matched)"].config
     records = default["n_vqa"] + default["n_caption"]
@@ -678,3 +678,31 @@ def test_measured_pretraining_times_are_the_shipped_entries():
         folder, key = _cache_entry(kind, cfg)
         meta = json.loads((SHIPPED / folder / config_hash(key) / "meta.json").read_text())
         assert round(meta["info"]["train_seconds"]) == MEASURED_PRETRAIN_SECONDS["cpu2"][kind]
+
+
+def test_run_folders_say_what_they_are_and_older_names_are_still_read(tmp_path):
+    """A run folder carries its row's label (slugged); one run per config across tables and suites,
+    named by its first job; a folder an older uvlm named by the model alone is still its run's."""
+    from uvlm.suites.spec import identity_of, slug, with_folders
+
+    mutual = expand("mutual", "cpu", seeds=1, rows=("VQ_u", "VQ-VQ"))
+    keys = {j.label: j.key for j in mutual}
+    assert keys["VQ_u (step-matched)"].startswith("VQ_u-step-matched-s0-") and keys["VQ_u"].startswith("VQ_u-s0-")
+    assert slug("SigLIP*_u p=0.2 (step-matched)") == "SigLIPstar_u-p-0.2-step-matched"
+    assert all(identity_of(j.key) == j.identity for j in mutual)
+    # the scaling suite alone names VQ_u's 0K-generation point by its own label ...
+    scaling = {j.label: j for j in expand("scaling", "cpu", seeds=1, rows=("VQ-VQ", "VQ_u"))}
+    point = scaling["VQ_u und 120K gen 0K"]
+    assert point.key.startswith("VQ_u-und-120K-gen-0K-s0-")
+    # ... and in a folder where mutual made that run, the run is mutual's
+    for job in mutual:
+        finish(tmp_path, job)
+    adopted = {j.label: j for j in with_folders(list(scaling.values()), tmp_path / "runs")}
+    assert adopted["VQ_u und 120K gen 0K"].key == keys["VQ_u"]
+    # done already: the 0K point (VQ_u), the default point (VQ-VQ) and its control (VQ_u step-matched)
+    assert suite_status(list(adopted.values()), tmp_path)["seeds"][0]["done"] == 3
+    # a folder named the old way (model, seed, hash) is found by its identity
+    control = next(j for j in mutual if j.label == "VQ_u (step-matched)")
+    (tmp_path / "runs" / control.key).rename(tmp_path / "runs" / f"VQ_u-{control.identity}")
+    found = next(j for j in with_folders(mutual, tmp_path / "runs") if j.label == control.label)
+    assert found.key == f"VQ_u-{control.identity}"

@@ -4,6 +4,7 @@ and chance drawn across (a random answer dashed, the best constant answer dotted
 
 from __future__ import annotations
 
+import re
 from io import BytesIO
 from pathlib import Path
 
@@ -168,17 +169,22 @@ def _dose_figure(res: Results, bias: str, path: Path) -> bool:
     if not res.labels(table):
         return False
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    xs = list(range(len(DOSES)))
+    # the sweep's doses, and any a variant added under the sweep's own labels ("VQ-VQ p=0.1")
+    names = {name for pair in DOSE_PAIRS for name in pair}
+    added = {float(m[2]) for label in res.labels(table) if (m := re.fullmatch(r"(\S+) p=([0-9.]+)", label))
+             and m[1] in names}
+    doses = sorted(set(DOSES) | added)
+    xs = list(range(len(doses)))
     for i, pair in enumerate(DOSE_PAIRS):
         for name, ls in zip(pair, ("-", "--"), strict=True):
-            _errorbar(ax, xs, [_interval(res, table, dose_label(name, p), f"{bias}_acc") for p in DOSES],
+            _errorbar(ax, xs, [_interval(res, table, dose_label(name, p), f"{bias}_acc") for p in doses],
                       color=f"C{i}", ls=ls, label=name)
-        asked = [(x, p) for x, p in zip(xs, DOSES, strict=True) if p]  # no control at p = 0
+        asked = [(x, p) for x, p in zip(xs, doses, strict=True) if p]  # no control at p = 0
         _errorbar(ax, [x for x, _ in asked], [_interval(res, table, matched(dose_label(pair[1], p)), f"{bias}_acc")
                                               for _, p in asked], color=f"C{i}", ls=":", mfc="white",
                   label=matched(pair[1]))
     _chance_lines(ax, res.chance(table), f"{bias}_acc")
-    ax.set_xticks(xs, [str(p) for p in DOSES])
+    ax.set_xticks(xs, [str(p) for p in doses])
     ax.set_xlabel(f"share of VQA records asking {bias} (--bias-vqa-prob)")
     ax.set_ylabel(f"{bias}_acc (unbiased test set)")
     ax.set_ylim(0, 105)

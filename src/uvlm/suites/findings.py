@@ -212,16 +212,21 @@ class Tested(NamedTuple):
 
     finding: Finding
     comparison: Comparison | None
-    primary: bool
+    family: str  # "primary", "secondary", or "variants" (the researcher's own comparisons)
     family_size: int  # findings of its family that get a p-value: Holm's first step is ALPHA / this
     scores: list  # each term's (seeds, items) scores, read once for every column of its table row
 
+    @property
+    def primary(self) -> bool:
+        return self.family == "primary"
 
-def tested(res: Results) -> list[Tested]:
+
+def tested(res: Results, variants: tuple[Finding, ...] = ()) -> list[Tested]:
     """Every finding whose rows have results, primary family first, each family Holm-adjusted
-    on its own."""
+    on its own; `variants`: the researcher's comparisons (uvlm.suites.variants), a third family."""
     out: list[Tested] = []
-    for primary, family in ((True, primary_findings()), (False, secondary_findings())):
+    for name, family in (("primary", primary_findings()), ("secondary", secondary_findings()),
+                         ("variants", list(variants))):
         found: list[tuple[Finding, Comparison | None, list]] = []
         for f in family:
             mats = [res.scores(f.table, label, f.column) for _, label in f.terms]
@@ -231,13 +236,15 @@ def tested(res: Results) -> list[Tested]:
             found.append((f, contrast(mats, [w for w, _ in f.terms], baseline=f.baseline) if valid else None, mats))
         adjusted = iter(adjust([c for _, c, _ in found if c is not None]))
         size = sum(c is not None and c.p_value is not None for _, c, _ in found)
-        out += [Tested(f, next(adjusted) if c is not None else None, primary, size, mats) for f, c, mats in found]
+        out += [Tested(f, next(adjusted) if c is not None else None, name, size, mats)
+                for f, c, mats in found]
     return out
 
 
-def not_run(res: Results) -> list[Finding]:
-    """The primary findings that no result of `res` tests yet (some row without runs)."""
-    return [f for f in primary_findings()
+def not_run(res: Results, family: list[Finding] | None = None) -> list[Finding]:
+    """The findings of a family (default: the primary) that no result of `res` tests yet (some
+    row without runs)."""
+    return [f for f in (primary_findings() if family is None else family)
             if any(res.scores(f.table, label, f.column) is None for _, label in f.terms)]
 
 
@@ -301,21 +308,23 @@ def _fmt(x: float | int | None, digits: int = 1) -> str:
     return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
-def findings(res: Results, paper: dict) -> tuple[list[str], list[str]]:
-    """The primary and the secondary family as markdown table lines (none where a family has no
-    finding with results)."""
+def findings(res: Results, paper: dict, variants: tuple[Finding, ...] = ()) -> tuple[list[str], list[str], list[str]]:
+    """The primary, the secondary and the variants' family as markdown table lines (none where a
+    family has no finding with results)."""
     primary = ["| claim (the paper's words) | our contrast | paper | effect (points) [95% CI] | seeds | p | Holm p "
                "| detectable | seeds for the paper's effect | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
-    secondary = ["| finding | effect (points) [95% CI] | seeds | p | Holm p | detectable | verdict |",
-                 "|---|---|---|---|---|---|---|"]
-    for t in tested(res):
+    head = ["| finding | effect (points) [95% CI] | seeds | p | Holm p | detectable | verdict |",
+            "|---|---|---|---|---|---|---|"]
+    secondary, own = list(head), list(head)
+    for t in tested(res, variants):
+        other = own if t.family == "variants" else secondary
         f, c = t.finding, t.comparison
         if c is None:
             invalid = "- | - | - | - | - | **invalid: SigLIP outputs judged by the old judge**"
             if t.primary:
                 primary.append(f"| {f.quote} | {f.text} | - | {invalid.replace('| **', '| - | **')} |")
             else:
-                secondary.append(f"| {f.text} | {invalid} |")
+                other.append(f"| {f.text} | {invalid} |")
             continue
         seeds = min(len(res.groups[(f.table, label)]) for _, label in f.terms)
         words = phrase(c, rows_clear=rows_clear(res, t))
@@ -326,8 +335,10 @@ def findings(res: Results, paper: dict) -> tuple[list[str], list[str]]:
             need = seeds_needed(res, t, effect) if effect is not None and seeds >= 2 else None
             primary.append(f"| {f.quote} | {f.text} | {_fmt(effect)} | {common} | {_fmt(need)} | **{words}** |")
         else:
-            secondary.append(f"| {f.text} | {common} | **{words}** |")
+            other.append(f"| {f.text} | {common} | **{words}** |")
     if len(primary) > 2:
         primary += [f"| {f.quote} | {f.text} | {_fmt(paper_effect(f, paper))} | not run | - | - | - | - | - | - |"
                     for f in not_run(res)]
-    return (primary if len(primary) > 2 else []), (secondary if len(secondary) > 2 else [])
+    if variants:
+        own += [f"| {f.text} | not run | - | - | - | - | - |" for f in not_run(res, list(variants))]
+    return tuple(lines if len(lines) > 2 else [] for lines in (primary, secondary, own))

@@ -162,12 +162,13 @@ class SuiteCost:
     estimate_hours: float  # one-core hours of the whole grid at 3 seeds
 
 
-def suite_costs(res: Results, wall: dict[str, float]) -> tuple[list[SuiteCost], int, float | None]:
+def suite_costs(res: Results, wall: dict[str, float], variants=None) -> tuple[list[SuiteCost], int, float | None]:
     """Each suite's cost in `res` (the folder's preset), and the full SmartWatch grid's run count and
     estimated one-core hours (None before any run has finished). A suite's grid is the rows this
-    folder's suites were run with (all of them unless `--rows` chose some); a suite with no
-    finished run yet is priced at the median rate of every run."""
-    from uvlm.suites.spec import SUITES, expand
+    folder's suites were run with (all of them unless `--rows` chose some), with the folder's
+    `variants`; a suite with no finished run yet is priced at the median rate of every run. The
+    full grid is the paper's alone."""
+    from uvlm.suites.spec import SUITES, expand, with_folders
 
     rates = record_rates(res.root, wall)  # each run's files read once, for every suite's estimate
     every: dict[str, int] = {}
@@ -175,12 +176,13 @@ def suite_costs(res: Results, wall: dict[str, float]) -> tuple[list[SuiteCost], 
     preset, overrides, copy = preset_of(res.root), tuple(overrides_of(res.root)), _celeba_copy(res)
     for name, suite, celeba in [(s, s, None) for s in SUITES] + ([("affine (CelebA)", "affine", copy)] if copy else []):
         try:
-            jobs = expand(suite, preset, 3, overrides, celeba=celeba)
+            jobs = expand(suite, preset, 3, overrides, celeba=celeba, variants=variants)
+            jobs = with_folders(jobs, res.root / "runs")
             records = {j.key: j.records for j in jobs}  # each job's config is read here
         except UvlmError:  # overrides only CelebA's datasets take (a CelebA-only folder): no SmartWatch grid
             continue
         if celeba is None:  # `suite run all` is SmartWatch's grid
-            every |= records
+            every |= {j.identity: records[j.key] for j in jobs if not j.variant}  # a run suites share: once
         grid = {j.key: records[j.key] for j in jobs if (j.table, j.label) in res.planned}
         tables = {j.table for j in jobs}
         done = [k for k in {k for (t, _), keys in res.groups.items() if t in tables for k in keys} if k in wall]
@@ -193,9 +195,9 @@ def suite_costs(res: Results, wall: dict[str, float]) -> tuple[list[SuiteCost], 
     return costs, len(every), full
 
 
-def _cost_section(res: Results, wall: dict[str, float]) -> list[str]:
+def _cost_section(res: Results, wall: dict[str, float], variants=None) -> list[str]:
     """Wall time spent per suite, and what each suite's grid at 3 seeds would cost (suite_costs)."""
-    costs, n_every, full = suite_costs(res, wall)
+    costs, n_every, full = suite_costs(res, wall, variants)
     rows = ["| suite | runs done | one-core hours spent | runs at 3 seeds | estimated one-core hours at 3 seeds "
             "(2 cores) |", "|---|---|---|---|---|"]
     rows += [f"| {c.name} | {c.done} | {c.spent_hours:.1f} | {c.planned} | {c.estimate_hours:.1f} "
@@ -267,12 +269,19 @@ def _check_report_folder(out: Path) -> None:
                         "(e.g. --out report)")
 
 
-def write_report(results: Path, out: Path, samples: Path | None = None) -> Path:
+def write_report(results: Path, out: Path, samples: Path | None = None, variants: Path | None = None) -> Path:
     """Write out/README.md and the figures; return the README's path. A folder of Table 2's runs
     alone (RESULTS/llava/, no suite) gets a report of Table 2 alone. `samples`: a sheet of generated
-    images (uvlm.eval.sheet.draw_sheet) shown under its own heading."""
+    images (uvlm.eval.sheet.draw_sheet) shown under its own heading. `variants`: a variants file
+    whose comparisons to test (default: the folder's record of its suites' variants)."""
+    from uvlm.suites.variants import folder_variants, read_variants
+
     only_table2 = not (Path(results) / "jobs.json").exists() and (Path(results) / "llava").is_dir()
     res = None if only_table2 else Results(results)
+    own = None
+    if res is not None:
+        preset = preset_of(results)
+        own = read_variants(variants, preset) if variants is not None else folder_variants(results, preset)
     out = Path(out)
     make_folder(out, "report")
     with exclusive(out, "`uvlm report`"):
@@ -286,7 +295,7 @@ def write_report(results: Path, out: Path, samples: Path | None = None) -> Path:
             return out / "README.md"
         if samples is not None:
             shutil.copyfile(samples, out / "samples.png")
-        return _write_report(res, results, out, samples is not None)
+        return _write_report(res, results, out, samples is not None, own)
 
 
 def _encoders_section(res: Results, wall: dict[str, float]) -> list[str]:
@@ -309,7 +318,8 @@ def _encoders_section(res: Results, wall: dict[str, float]) -> list[str]:
     return [*lines, ""]
 
 
-def _write_report(res: Results, results: Path, out: Path, samples: bool = False) -> Path:
+def _write_report(res: Results, results: Path, out: Path, samples: bool = False, variants=None) -> Path:
+    """The report of a suites' folder; `variants`: its Variants (uvlm.suites.variants), if any."""
     paper = paper_tables()
     wall = res.wall()
     _record_baselines(res)
@@ -338,8 +348,8 @@ def _write_report(res: Results, results: Path, out: Path, samples: bool = False)
     for table in res.tables():
         if table != "fig7":  # the probe's runs are A5's; the probe section below shows what is new
             lines += [f"## {TITLES.get(table, table)}", "", _table(res, table, paper), ""]
-    primary, secondary = findings(res, paper)
-    if primary or secondary:
+    primary, secondary, own = findings(res, paper, variants.comparisons if variants else ())
+    if primary or secondary or own:
         lines += ["## The paper's findings, tested on our numbers", "",
                   "Each effect is a contrast of row means in points (a difference, a mean of differences, a "
                   "difference of differences, or a slope), paired over test questions, with seeds as the unit of "
@@ -364,6 +374,11 @@ def _write_report(res: Results, results: Path, out: Path, samples: bool = False)
                   "Single pairs of rows, step-matched controls, doses, slopes per model and CelebA halves: Holm-"
                   "adjusted as a family of their own, so they never dilute the primary family.", "",
                   *secondary, ""]
+    if own:
+        lines += ["### Your variants' comparisons", "",
+                  "The comparisons of this folder's variants file (`uvlm suite run --variants`, docs/variants.md): "
+                  "Holm-adjusted as a family of their own, so the paper's findings above keep their families and "
+                  "their p.", "", *own, ""]
     lines += _baselines_section(res)
     lines += table2_section(results, paper)
     probe_lines, probe_fig = _probe_section(res, out, paper)
@@ -375,7 +390,7 @@ def _write_report(res: Results, results: Path, out: Path, samples: bool = False)
         lines += ["## Generated images", "", "What a unified model draws for test prompts, each under its prompt "
                   "(greedy; a grey tile: the model did not open an image).", "", "![samples](samples.png)", ""]
     if wall:
-        lines += _cost_section(res, wall) + _encoders_section(res, wall)
+        lines += _cost_section(res, wall, variants) + _encoders_section(res, wall)
     path = out / "README.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path

@@ -3,7 +3,8 @@
     results/
       jobs.json                 the suite's jobs (table, label, seed, run key), merged across suites
       configs/KEY.yaml          each run's config
-      runs/KEY/                 a run folder (uvlm train) with eval/ (uvlm eval), wall.json and,
+      runs/KEY/                 a run folder (uvlm train; KEY: row label, seed, config hash, see Job.key)
+                                with eval/ (uvlm eval), wall.json and,
                                 for Fig 7, probe/ (uvlm probe)
 
 A job is done when runs/KEY/eval/metrics.json exists (written atomically, last), and for a

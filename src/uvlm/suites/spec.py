@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from dataclasses import dataclass, replace
 from functools import cached_property
+from pathlib import Path
 
 from uvlm.errors import UvlmError
 from uvlm.model.names import parse_name
@@ -52,24 +54,51 @@ class Job:
     seed: int
     config: dict
     probe: bool = False  # after its evaluation, probe the run's understanding adapter (Fig 7)
+    variant: str = ""  # the researcher's variant it belongs to (uvlm.suites.variants); "" for the paper's rows
+    folder: str = ""  # its run folder's name where one exists already (`with_folders`); "" for a new one
+
+    @property
+    def row(self) -> str:
+        """What `--rows` names it by: its variant, else its model (sweep points and controls included)."""
+        return self.variant or self.label.split(" ")[0]
 
     @cached_property  # validated once per job, for its key and its size alike
     def resolved(self) -> RunConfig:
         return from_dict(self.config)
 
     @cached_property
-    def key(self) -> str:
-        """The run folder: identical configs (across tables and suites) share one run.
+    def identity(self) -> str:
+        """What makes two jobs one run: the seed and a hash of the resolved config, defaults
+        included, so that a changed default (in code) never passes an old run off as a current one."""
+        return f"s{self.seed}-{config_hash(self.resolved.identity())[:8]}"
 
-        The hash covers the resolved config, defaults included, so a changed default (in code)
-        never passes an old run off as a current one.
-        """
-        name = self.config["model"]["name"].replace("*", "star")
-        return f"{name}-s{self.seed}-{config_hash(self.resolved.identity())[:8]}"
+    @property
+    def key(self) -> str:
+        """The run folder's name: the row label, slugged, then its identity
+        (`SigLIP_u-step-matched-s0-583d8c93`); identical configs, across tables and suites, share
+        one run, named by the job that made it (older folders by the model alone: `SigLIP_u-s0-583d8c93`)."""
+        return self.folder or f"{slug(self.label)}-{self.identity}"
 
     @cached_property
     def records(self) -> int:
         return planned_records(self.resolved)
+
+
+def slug(label: str) -> str:
+    """A row label as a folder name: `VQ_u p=0.2 (step-matched)` -> `VQ_u-p-0.2-step-matched`."""
+    return re.sub(r"[^A-Za-z0-9_.+]+", "-", label.replace("*", "star")).strip("-")[:80]
+
+
+def identity_of(folder: str) -> str:
+    """The identity (`s0-583d8c93`) a run folder's name ends with, old names and new alike."""
+    return "-".join(folder.rsplit("-", 2)[-2:])
+
+
+def with_folders(jobs: list[Job], runs: Path) -> list[Job]:
+    """The jobs with the names of the run folders under `runs` that already hold their runs
+    (made by another table's job, or named by an older uvlm), so that no run is trained twice."""
+    found = {identity_of(p.name): p.name for p in Path(runs).iterdir() if p.is_dir()} if Path(runs).is_dir() else {}
+    return [replace(j, folder=found[j.identity]) if j.identity in found else j for j in jobs]
 
 
 def planned_records(cfg: RunConfig, tasks: str | None = None) -> int:
@@ -209,12 +238,14 @@ def _doses(bias: str, preset: str, seeds: int, overrides: tuple[str, ...]) -> li
 
 
 def expand(suite: str, preset: str = "cpu", seeds: int = 3, overrides: tuple[str, ...] = (),
-           rows: tuple[str, ...] = (), celeba: str | None = None) -> list[Job]:
+           rows: tuple[str, ...] = (), celeba: str | None = None, variants=None) -> list[Job]:
     """The jobs of a suite (or `all`), deduplicated by run key.
 
     `overrides` (`section.key=value`) change every run's config; `rows` keeps only the runs of
-    those rows (a row's step-matched control and sweep points included); `celeba` (a path to a
-    copy of CelebA) runs the affine suite's CelebA half (table T1-celeba) instead of SmartWatch's.
+    those rows (a model's step-matched controls and sweep points included; a full label such as
+    `VQ-VQ p=0.2` keeps that point and its control); `celeba` (a path to a copy of CelebA) runs
+    the affine suite's CelebA half (table T1-celeba) instead of SmartWatch's; `variants`
+    (uvlm.suites.variants.Variants) adds the researcher's rows of this suite's tables.
     """
     if celeba and suite != "affine":
         raise UvlmError(f"only the affine suite has a CelebA half (Table 1); run {suite} without --dataset celeba")
@@ -223,7 +254,7 @@ def expand(suite: str, preset: str = "cpu", seeds: int = 3, overrides: tuple[str
         raise UvlmError(f"--seeds {seeds} must be >= 1")
     overrides = tuple(overrides)
     if seeds > 1:  # the grid of one seed, times the seeds: refused before it is built if too large
-        check_job_count(seeds * len(expand(suite, preset, 1, overrides, rows, celeba)),
+        check_job_count(seeds * len(expand(suite, preset, 1, overrides, rows, celeba, variants)),
                         f"suite {suite} at {seeds} seeds")
     if suite == "all":
         jobs = [j for s in SUITES for j in expand(s, preset, seeds, overrides)]
@@ -244,6 +275,8 @@ def expand(suite: str, preset: str = "cpu", seeds: int = 3, overrides: tuple[str
         jobs = _probes(preset, seeds, overrides)
     else:
         raise UvlmError(f"unknown suite {suite!r}; use one of {', '.join(SUITES)} or all")
+    if variants is not None and not celeba:
+        jobs += variants.jobs(suite, preset, seeds, overrides)
     return _dedupe(_only(jobs, suite, rows) if rows else jobs)
 
 
@@ -253,18 +286,26 @@ def _probes(preset: str, seeds: int, overrides: tuple[str, ...]) -> list[Job]:
 
 
 def _only(jobs: list[Job], suite: str, rows: tuple[str, ...]) -> list[Job]:
-    """The jobs of the given rows: a label is its row's name, or the name and a space and more."""
-    names = {j.label.split(" ")[0] for j in jobs}
-    unknown = [r for r in rows if r not in names]
+    """The jobs of the given rows: a model's (its controls and sweep points too), a variant's, or
+    one row label's (with its step-matched control)."""
+    def picked(job: Job, row: str) -> bool:
+        return row in (job.row, job.label, job.label.removesuffix(" (step-matched)"))
+
+    unknown = [r for r in rows if not any(picked(j, r) for j in jobs)]
     if unknown:
-        raise UvlmError(f"--rows: {unknown[0]!r} is not a row of {suite}; its rows are {', '.join(sorted(names))}")
-    return [j for j in jobs if j.label.split(" ")[0] in rows]
+        names = sorted({j.row for j in jobs})
+        raise UvlmError(f"--rows: {unknown[0]!r} is not a row of {suite}; its rows are {', '.join(names)} (or one "
+                        "full row label, e.g. 'VQ-VQ p=0.2')")
+    return [j for j in jobs if any(picked(j, r) for r in rows)]
 
 
 def _dedupe(jobs: list[Job]) -> list[Job]:
-    """One job per run and table; a run that one table probes is probed whichever table's job runs it."""
-    probed = {j.key for j in jobs if j.probe}
+    """One job per run and table; a run that tables share is named by its first job; a run that
+    one table probes is probed whichever table's job runs it."""
+    probed = {j.identity for j in jobs if j.probe}
+    names: dict[str, str] = {}
     seen: dict[str, Job] = {}
     for j in jobs:
-        seen.setdefault(j.key + j.table, replace(j, probe=True) if j.key in probed and not j.probe else j)
+        j = replace(j, folder=names.setdefault(j.identity, j.key), probe=j.probe or j.identity in probed)
+        seen.setdefault(j.key + j.table, j)
     return list(seen.values())
