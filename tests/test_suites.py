@@ -683,7 +683,8 @@ def test_measured_pretraining_times_are_the_shipped_entries():
 def test_run_folders_say_what_they_are_and_older_names_are_still_read(tmp_path):
     """A run folder carries its row's label (slugged); one run per config across tables and suites,
     named by its first job; a folder an older uvlm named by the model alone is still its run's."""
-    from uvlm.suites.spec import identity_of, slug, with_folders
+    from uvlm.suites.runner import with_folders
+    from uvlm.suites.spec import identity_of, slug
 
     mutual = expand("mutual", "cpu", seeds=1, rows=("VQ_u", "VQ-VQ"))
     keys = {j.label: j.key for j in mutual}
@@ -697,12 +698,12 @@ def test_run_folders_say_what_they_are_and_older_names_are_still_read(tmp_path):
     # ... and in a folder where mutual made that run, the run is mutual's
     for job in mutual:
         finish(tmp_path, job)
-    adopted = {j.label: j for j in with_folders(list(scaling.values()), tmp_path / "runs")}
+    adopted = {j.label: j for j in with_folders(list(scaling.values()), tmp_path)}
     assert adopted["VQ_u und 120K gen 0K"].key == keys["VQ_u"]
     # done already: the 0K point (VQ_u), the default point (VQ-VQ) and its control (VQ_u step-matched)
     assert suite_status(list(adopted.values()), tmp_path)["seeds"][0]["done"] == 3
     # a folder named the old way (model, seed, hash) is found by its identity
     control = next(j for j in mutual if j.label == "VQ_u (step-matched)")
     (tmp_path / "runs" / control.key).rename(tmp_path / "runs" / f"VQ_u-{control.identity}")
-    found = next(j for j in with_folders(mutual, tmp_path / "runs") if j.label == control.label)
+    found = next(j for j in with_folders(mutual, tmp_path) if j.label == control.label)
     assert found.key == f"VQ_u-{control.identity}"

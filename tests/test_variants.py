@@ -87,22 +87,42 @@ def _with(change) -> dict:
     return raw
 
 
+def _unified_control(r):
+    r["variants"][0]["control"] = "step-matched"
+
+
 BAD_FILES = [
     (lambda r: r["variants"][0].update(colour="red"), "variant 1: unknown key 'colour'"),
     (lambda r: r["variants"][0].update(table="A9"), "table 'A9' is not one a variant can join"),
-    (lambda r: r["variants"][0].update(base="VQ-VQQ"), "unknown model name 'VQ-VQQ'"),
+    (lambda r: r["variants"][0].update(table=["A3"]), "variant 1: give its table (a string)"),
+    (lambda r: r["variants"][0].update(base="VQ-VQQ"), "variant 'VQ-VQ image-loss 1': unknown model name 'VQ-VQQ'"),
     (lambda r: r["variants"][0].update(label="image loss 1"), "its label must be its base's name, a space"),
-    (lambda r: r["variants"][0].update(label="VQ-VQ p=0.2"), "a row of that label exists already"),
+    (lambda r: r["variants"][0].update(label="VQ-VQ a, b"), "a label holds no comma"),
+    (lambda r: r["variants"][0].update(label="VQ-VQ p=0.2"), "a row labelled 'VQ-VQ p=0.2' exists already"),
+    (lambda r: r["variants"][0].update(set=[]), "its runs would be row 'VQ-VQ''s"),
     (lambda r: r["variants"][0].update(set=["model.image_loss_weight=-1"]),
      "variant 'VQ-VQ image-loss 1': bad config: image_loss_weight -1.0 must be >= 0"),
     (lambda r: r["variants"][0].update(set=["model.colour=1"]), "colour"),
+    (lambda r: r["variants"][0].update(set=["train.lr"]), "variant 'VQ-VQ image-loss 1': bad --set 'train.lr'"),
+    (lambda r: r["variants"][0].update(set="train.lr=1"), "write set as a list"),
+    (lambda r: r["variants"][0].update(set=["model.name=SigLIP-SigLIP"]), "keeps its base's model"),
+    (lambda r: r["variants"][0].update(set=["data.test.n_vqa=10"]), "its table's test set"),
     (lambda r: r["variants"][0].update(control="matched"), "control 'matched': use none or step-matched"),
     (lambda r: r["variants"][0].update(base="VQ_g", label="VQ_g x", control="step-matched"), "has no step-matched"),
+    (lambda r: r["variants"][0].update(table="fig7", control="step-matched"), "Fig 7 probes rows"),
+    (lambda r: r["variants"].append({"label": "VQ_u p=0.1 (step-matched)", "base": "VQ_u", "table": "dose-weather",
+                                     "set": ["data.train.bias_vqa_prob=0.3"]}),
+     "a row labelled 'VQ_u p=0.1 (step-matched)' exists already"),
     (lambda r: r["comparisons"][0].update(than="VQ-VQ image loss 1"), "'VQ-VQ image loss 1' is no row"),
     (lambda r: r["comparisons"][0].update(column="colour_acc"), "column 'colour_acc'"),
+    (lambda r: r["comparisons"][0].update(column="probe"), "column 'probe'"),
+    (lambda r: r["comparisons"][1].update(better="VQ_u p=0.1", column="gen"), "column 'gen'"),
+    (lambda r: r["comparisons"][0].update(table=["A3"]), "comparison 1: table is a string"),
+    (lambda r: r["comparisons"][0].update(than="VQ-VQ image-loss 1"), "its rows cancel out"),
     (lambda r: r["comparisons"][1].update(than="VQ-VQ"), "its rows are in no one table"),
     (lambda r: r["comparisons"][1].update(better="VQ-VQ", than="VQ_u"), "its rows are in several tables; give table"),
     (lambda r: r.update(extras=1), "unknown key 'extras'"),
+    (lambda r: r.update(variants={"a": 1}), "write a mapping with lists under variants"),
 ]
 
 
@@ -110,26 +130,95 @@ BAD_FILES = [
 def test_a_bad_variants_file_is_one_line_and_writes_nothing(cli, tmp_path, change, message):
     path = tmp_path / "variants.yaml"
     path.write_text(yaml.safe_dump(_with(change)))
-    code, _, err = cli("suite", "run", "mutual", "--variants", path, "--out", tmp_path / "results")
-    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
-    assert "Traceback" not in err and not (tmp_path / "results").exists()
+    for command in (("suite", "status", "mutual"), ("suite", "run", "mutual", "--preset", "cpu")):
+        code, _, err = cli(*command, "--variants", path, "--out", tmp_path / "results")
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+        assert "Traceback" not in err and not (tmp_path / "results").exists()
 
 
-def test_a_folder_keeps_its_variants_and_refuses_a_redefined_one(cli, tmp_path):
-    from uvlm.suites.variants import FILE_NAME, merged_variants, record_variants
+def test_variants_and_celeba_do_not_mix(cli, tmp_path):
+    path = tmp_path / "variants.yaml"
+    path.write_text(yaml.safe_dump(docs_file()))
+    from uvlm.data.fake_celeba import write_fake_celeba
+
+    copy = write_fake_celeba(tmp_path / "celeba", n=40)
+    code, _, err = cli("suite", "status", "affine", "--dataset", "celeba", "--celeba", copy, "--variants", path,
+                       "--out", tmp_path / "r")
+    assert code == 2 and "variants join the SmartWatch tables" in err
+
+
+def test_a_unified_variants_control_is_the_papers_where_it_can_be():
+    """VQ-VQ with another image-loss weight gets VQ_u trained for VQ-VQ's steps: the weight means
+    nothing to VQ_u, so its control is the paper's own step-matched VQ_u run."""
+    variants = parse_variants(_with(_unified_control), "cpu", "docs")
+    mine = expand("mutual", "cpu", 1, variants=variants)
+    control = next(j for j in mine if j.label.startswith("VQ_u (step-matched to"))
+    paper = next(j for j in expand("mutual", "cpu", 1) if j.label == "VQ_u (step-matched)")
+    assert control.identity == paper.identity
+
+
+def test_a_second_file_may_name_the_folders_variants_and_a_report_may_not_redefine_them(cli, tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    from uvlm.suites.variants import record_variants
+
+    record_variants(results, parse_variants({"variants": docs_file()["variants"][:1]}, "cpu", "a"))
+    record_jobs(results, expand("mutual", "cpu", 1, rows=("VQ-VQ",)))
+    second = tmp_path / "second.yaml"
+    second.write_text(yaml.safe_dump({"comparisons": [{"better": "VQ-VQ image-loss 1", "than": "VQ-VQ"}]}))
+    code, out, err = cli("suite", "status", "mutual", "--preset", "cpu", "--seeds", 1, "--rows", "VQ-VQ image-loss 1",
+                         "--variants", second, "--out", results)
+    assert code == 0 and "seed 0: 1 to run" in out, err
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(_with(lambda r: r["variants"][0].update(set=["model.image_loss_weight=2"]))))
+    code, _, err = cli("report", results, "--out", tmp_path / "report", "--variants", other)
+    assert code == 2 and "defines variant 'VQ-VQ image-loss 1' otherwise" in err
+
+
+def test_a_run_recorded_but_not_begun_keeps_its_name(tmp_path):
+    """A suite that recorded (or submitted to a cluster) a run it has not begun: another suite
+    needing the same run uses that name, and the report finds a run by identity."""
+    from uvlm.suites.runner import with_folders
+
+    mutual = expand("mutual", "cpu", 1, rows=("VQ_g",))
+    record_jobs(tmp_path, mutual)
+    scaling = [j for j in expand("scaling", "cpu", 1, rows=("VQ_g",)) if j.label == "VQ_g und 0K gen 60K"]
+    assert scaling[0].key != mutual[0].key
+    assert with_folders(scaling, tmp_path)[0].key == mutual[0].key
+    # the scaling job ran under its own name (an older record): the A3 row still finds it
+    fake_run(tmp_path, scaling[0], 0.5, 0, gen=True)
+    assert Results(tmp_path).groups[("A3", "VQ_g")] == [scaling[0].key]
+
+
+def test_dose_labels_the_figure_cannot_read_are_not_points():
+    from uvlm.suites.figures import _dose_of
+
+    assert _dose_of("VQ-VQ p=0.1") == 0.1 and _dose_of("VQ_u p=0.1 (step-matched)") is None
+    assert _dose_of("VQ-VQ p=0.10") is None and _dose_of("VQ-VQ p=0.1.2") is None and _dose_of("VQ-VQ p=.") is None
+    assert _dose_of("SigLIP-VQ p=0.1") is None  # not a pair of the sweep
+
+
+def test_a_folder_keeps_its_variants_and_refuses_a_redefined_one(tmp_path):
+    from uvlm.errors import UvlmError
+    from uvlm.suites.variants import merged_variants, record_variants
 
     results = tmp_path / "results"
     results.mkdir()
-    first = parse_variants({"variants": docs_file()["variants"][:1]}, "cpu", "a")
-    record_variants(results, first)
-    second = parse_variants({"variants": docs_file()["variants"][1:], "comparisons": docs_file()["comparisons"][1:]},
-                            "cpu", "b")
+    record_variants(results, parse_variants({"variants": docs_file()["variants"][:1]}, "cpu", "a"))
+    second = tmp_path / "b.yaml"
+    second.write_text(yaml.safe_dump({"variants": docs_file()["variants"][1:],
+                                      "comparisons": docs_file()["comparisons"]}))
     both = merged_variants(results, second, "cpu")
     assert [v.label for v in both.rows] == ["VQ-VQ image-loss 1", "VQ-VQ p=0.1", "VQ_u p=0.1"]
-    redefined = parse_variants(_with(lambda r: r["variants"][0].update(set=["model.image_loss_weight=2"])), "cpu", "c")
-    with pytest.raises(Exception, match="defines variant 'VQ-VQ image-loss 1' otherwise"):
+    assert len(both.comparisons) == 2
+    # the same settings written otherwise (1.0 for 1) are the same variant
+    same = tmp_path / "c.yaml"
+    same.write_text(yaml.safe_dump(_with(lambda r: r["variants"][0].update(set=["model.image_loss_weight=1.0"]))))
+    assert next(v.label for v in merged_variants(results, same, "cpu").rows) == "VQ-VQ image-loss 1"
+    redefined = tmp_path / "d.yaml"
+    redefined.write_text(yaml.safe_dump(_with(lambda r: r["variants"][0].update(set=["model.image_loss_weight=2"]))))
+    with pytest.raises(UvlmError, match="defines variant 'VQ-VQ image-loss 1' otherwise"):
         merged_variants(results, redefined, "cpu")
-    assert (results / FILE_NAME).exists()
 
 
 def test_the_docs_walk_through_runs(tmp_path, encoders):

@@ -362,8 +362,8 @@ def probe_command(
 def report_command(
     results: Annotated[Path, typer.Argument(help="Results folder of `uvlm suite run`.")],
     out: Annotated[Path, typer.Option(help="Report folder.")] = Path("report"),
-    variants: Annotated[Path | None, typer.Option(help="A variants file whose comparisons to test (default: the "
-                                                       "results folder's own; docs/variants.md).")] = None,
+    variants: Annotated[Path | None, typer.Option(help="A variants file whose rows and comparisons join the "
+                                                       "results folder's own (docs/variants.md).")] = None,
 ) -> None:
     """Write the report: our tables beside the paper's, verdicts, figures.
 

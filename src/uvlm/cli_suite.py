@@ -33,18 +33,21 @@ CelebaCopy = Annotated[Path | None, typer.Option(help="Your copy of CelebA (as f
                                                       "--dataset celeba.")]
 
 
-def _variants(given: Path | None, out: Path, preset: str):
+def _variants(given: Path | None, out: Path, preset: str, dataset: str = "smartwatch"):
     """The variants a suite command covers: the folder's record and the given file's together."""
-    from uvlm.suites.variants import merged_variants, read_variants
+    from uvlm.suites.variants import merged_variants
 
-    return merged_variants(out, read_variants(given, preset) if given is not None else None, preset)
+    if given is not None and dataset != "smartwatch":
+        raise UvlmError("variants join the SmartWatch tables; run the CelebA half without --variants")
+    return merged_variants(out, given, preset)
 
 
 def _jobs(name: str, preset: str, seeds: int, overrides: list[str] | None, rows: str | None,
           dataset: str = "smartwatch", celeba: Path | None = None, variants=None, out: Path | None = None) -> list:
     """A suite's jobs under the command line's --set, --rows, --dataset, --celeba and variants,
     named by the run folders `out` holds already."""
-    from uvlm.suites.spec import expand, with_folders
+    from uvlm.suites.runner import with_folders
+    from uvlm.suites.spec import expand
 
     only = tuple(r.strip() for r in (rows or "").split(",") if r.strip())
     if rows is not None and not only:
@@ -60,7 +63,7 @@ def _jobs(name: str, preset: str, seeds: int, overrides: list[str] | None, rows:
         read_celeba(celeba)  # a missing or partial copy is refused before anything is written
         celeba = celeba.resolve()
     jobs = expand(name, preset, seeds, tuple(overrides or ()), only, str(celeba) if celeba else None, variants)
-    return with_folders(jobs, out / "runs") if out is not None else jobs
+    return with_folders(jobs, out) if out is not None else jobs
 
 
 def _preset(preset: str | None, out: Path) -> str:
@@ -124,7 +127,7 @@ def suite_status_command(
     preset = _preset(preset, out)
     if not set_ and out.is_dir():  # the folder's own study: the --set its runs were made with
         set_ = overrides_of(out)
-    jobs = _jobs(name, preset, seeds, set_, rows, dataset, celeba, _variants(variants, out, preset), out)
+    jobs = _jobs(name, preset, seeds, set_, rows, dataset, celeba, _variants(variants, out, preset, dataset), out)
     status = suite_status(jobs, out)
     left = 0
     for seed, counts in status["seeds"].items():
@@ -225,7 +228,7 @@ def suite_run(
     from uvlm.suites.runner import claim_results, record_jobs, run_suite
 
     preset = _preset(preset, out)
-    own = _variants(variants, out, preset)
+    own = _variants(variants, out, preset, dataset)
     jobs = _jobs(name, preset, seeds, set_, rows, dataset, celeba, own, out)
     local_workers = _workers(workers, gpus_per_run) if executor == "local" else 0
     settings = None

@@ -20,7 +20,7 @@ from uvlm.data.gallery import gallery
 from uvlm.data.mixture import MixtureConfig
 from uvlm.io import make_folder
 from uvlm.suites.presets import preset_style, pretrain_stand_ins, stand_in_configs
-from uvlm.suites.spec import Job, seed_config, with_folders
+from uvlm.suites.spec import Job, seed_config
 
 DEMO_PRESET = "cpu2"
 DEMO_RECORDS = 5000
@@ -57,7 +57,7 @@ def draw_samples(results: Path, job: Job, out: Path) -> int:
 
 def run_demo(out: Path, echo: Callable[[str], None] = print) -> Path:
     from uvlm.suites.report import write_report
-    from uvlm.suites.runner import claim_results, run_suite
+    from uvlm.suites.runner import claim_results, run_suite, with_folders
 
     out = Path(out)
     workers = min(2, cpu_count())
@@ -74,7 +74,7 @@ def run_demo(out: Path, echo: Callable[[str], None] = print) -> Path:
     pretrain_stand_ins(stand_in_configs(DEMO_PRESET, STAND_INS), workers=workers, echo=echo)
 
     echo("3/4 training and evaluating the headline runs, and probing Fig 7's")
-    jobs = with_folders(demo_jobs(), results / "runs")  # a demo folder from an older uvlm keeps its runs
+    jobs = with_folders(demo_jobs(), results)  # a demo folder from an older uvlm keeps its runs
     run_suite(jobs, results, workers=workers, echo=lambda s: echo("  " + s))
 
     echo("4/4 drawing VQ-VQ's images and writing the report")

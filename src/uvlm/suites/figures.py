@@ -4,7 +4,6 @@ and chance drawn across (a random answer dashed, the best constant answer dotted
 
 from __future__ import annotations
 
-import re
 from io import BytesIO
 from pathlib import Path
 
@@ -161,6 +160,16 @@ def _scaling_figure(res: Results, path: Path, paper: dict) -> bool:
     return True
 
 
+def _dose_of(label: str) -> float | None:
+    """The dose of a row labelled as the sweep labels its points (`VQ-VQ p=0.1`), else None."""
+    name, _, p = label.partition(" p=")
+    try:
+        dose = float(p)
+    except ValueError:
+        return None
+    return dose if any(name in pair for pair in DOSE_PAIRS) and dose_label(name, dose) == label else None
+
+
 def _dose_figure(res: Results, bias: str, path: Path) -> bool:
     """Accuracy on the biased attribute against the share of VQA that asks it."""
     import matplotlib.pyplot as plt
@@ -170,10 +179,7 @@ def _dose_figure(res: Results, bias: str, path: Path) -> bool:
         return False
     fig, ax = plt.subplots(figsize=(6, 3.6))
     # the sweep's doses, and any a variant added under the sweep's own labels ("VQ-VQ p=0.1")
-    names = {name for pair in DOSE_PAIRS for name in pair}
-    added = {float(m[2]) for label in res.labels(table) if (m := re.fullmatch(r"(\S+) p=([0-9.]+)", label))
-             and m[1] in names}
-    doses = sorted(set(DOSES) | added)
+    doses = sorted(set(DOSES) | {p for label in res.labels(table) if (p := _dose_of(label)) is not None})
     xs = list(range(len(doses)))
     for i, pair in enumerate(DOSE_PAIRS):
         for name, ls in zip(pair, ("-", "--"), strict=True):

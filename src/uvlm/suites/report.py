@@ -168,7 +168,8 @@ def suite_costs(res: Results, wall: dict[str, float], variants=None) -> tuple[li
     folder's suites were run with (all of them unless `--rows` chose some), with the folder's
     `variants`; a suite with no finished run yet is priced at the median rate of every run. The
     full grid is the paper's alone."""
-    from uvlm.suites.spec import SUITES, expand, with_folders
+    from uvlm.suites.runner import with_folders
+    from uvlm.suites.spec import SUITES, expand
 
     rates = record_rates(res.root, wall)  # each run's files read once, for every suite's estimate
     every: dict[str, int] = {}
@@ -177,7 +178,7 @@ def suite_costs(res: Results, wall: dict[str, float], variants=None) -> tuple[li
     for name, suite, celeba in [(s, s, None) for s in SUITES] + ([("affine (CelebA)", "affine", copy)] if copy else []):
         try:
             jobs = expand(suite, preset, 3, overrides, celeba=celeba, variants=variants)
-            jobs = with_folders(jobs, res.root / "runs")
+            jobs = with_folders(jobs, res.root)
             records = {j.key: j.records for j in jobs}  # each job's config is read here
         except UvlmError:  # overrides only CelebA's datasets take (a CelebA-only folder): no SmartWatch grid
             continue
@@ -273,15 +274,15 @@ def write_report(results: Path, out: Path, samples: Path | None = None, variants
     """Write out/README.md and the figures; return the README's path. A folder of Table 2's runs
     alone (RESULTS/llava/, no suite) gets a report of Table 2 alone. `samples`: a sheet of generated
     images (uvlm.eval.sheet.draw_sheet) shown under its own heading. `variants`: a variants file
-    whose comparisons to test (default: the folder's record of its suites' variants)."""
-    from uvlm.suites.variants import folder_variants, read_variants
+    whose rows and comparisons join the folder's record of its suites' variants."""
+    from uvlm.suites.variants import merged_variants
 
     only_table2 = not (Path(results) / "jobs.json").exists() and (Path(results) / "llava").is_dir()
     res = None if only_table2 else Results(results)
     own = None
     if res is not None:
         preset = preset_of(results)
-        own = read_variants(variants, preset) if variants is not None else folder_variants(results, preset)
+        own = merged_variants(results, variants, preset)
     out = Path(out)
     make_folder(out, "report")
     with exclusive(out, "`uvlm report`"):

@@ -24,7 +24,7 @@ from uvlm.eval.evaluate import GEN_PROTOCOL
 from uvlm.io import atomic_write_json, read_json, read_jsonl
 from uvlm.model.names import parse_name
 from uvlm.suites.runner import job_index, probe_folder, wall_seconds
-from uvlm.suites.spec import scaling_label, scaling_rows
+from uvlm.suites.spec import identity_of, scaling_label, scaling_rows
 
 COLUMNS = {"time_acc": ("time",), "weather_acc": ("weather",), "position_acc": ("weather_pos", "battery_pos"),
            "battery_acc": ("battery",), "total_acc": ("time", "weather", "weather_pos", "battery", "battery_pos")}
@@ -102,9 +102,13 @@ class Results:
         self.groups: dict[tuple[str, str], list[str]] = defaultdict(list)
         index = job_index(self.root)
         self.planned = {(e["table"], e["label"]) for e in index}  # the rows a suite was asked for (`--rows`)
+        runs = self.root / "runs"
+        # a run another suite's job made under its own name: found by identity (uvlm.suites.runner.with_folders)
+        folders = {identity_of(p.name): p.name for p in runs.iterdir()} if runs.is_dir() else {}
         for e in index:
-            if (self.root / "runs" / e["key"] / "eval" / "metrics.json").exists():
-                self.groups[(e["table"], e["label"])].append(e["key"])
+            key = e["key"] if (runs / e["key"]).exists() else folders.get(identity_of(e["key"]), e["key"])
+            if (runs / key / "eval" / "metrics.json").exists():
+                self.groups[(e["table"], e["label"])].append(key)
         self._answers: dict[str, dict] = {}
         self._metrics: dict[str, dict] = {}
         self._generation: dict[str, dict[str, dict[str, float]] | None] = {}

@@ -26,13 +26,14 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
 from uvlm.errors import UvlmError
 from uvlm.io import atomic_write_json, atomic_write_text, die_with_parent, exclusive, read_json, sweep_temporaries
-from uvlm.suites.spec import Job
+from uvlm.suites.spec import Job, identity_of
 
 # What uvlm.progress prints: "label: done/total (..% ...)".
 PROGRESS_LINE = re.compile(r": \d+/\d+ \(\d+%")
@@ -97,6 +98,23 @@ def _interrupt_children(sig: int) -> None:
         _STOP.set()
         for proc in _RUNNING:
             proc.send_signal(sig)
+
+
+def with_folders(jobs: list[Job], results: Path) -> list[Job]:
+    """The jobs named as `results` already names their runs (by identity: another table's job
+    made the run, an older uvlm named it, or a suite recorded or submitted it and has not begun
+    it yet), so that no run is trained twice and every table reads the one folder."""
+    results = Path(results)
+    known: dict[str, str] = {}
+    for path in (results / "cluster.json", results / "jobs.json"):  # recorded, perhaps not yet begun
+        if path.exists():
+            held = read_json(path, "the suite index", "run the `uvlm suite run` command again to rewrite it")
+            names = held if isinstance(held, dict) else [e.get("key") for e in held if isinstance(e, dict)]
+            known |= {identity_of(name): name for name in names if isinstance(name, str)}
+    runs = results / "runs"
+    if runs.is_dir():  # a folder that exists wins
+        known |= {identity_of(p.name): p.name for p in runs.iterdir() if p.is_dir()}
+    return [replace(j, folder=known[j.identity]) if j.identity in known else j for j in jobs]
 
 
 def wait_for_folder(run: Path, echo: Callable[[str], None]) -> None:

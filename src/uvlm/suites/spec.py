@@ -15,7 +15,6 @@ import math
 import re
 from dataclasses import dataclass, replace
 from functools import cached_property
-from pathlib import Path
 
 from uvlm.errors import UvlmError
 from uvlm.model.names import parse_name
@@ -55,7 +54,7 @@ class Job:
     config: dict
     probe: bool = False  # after its evaluation, probe the run's understanding adapter (Fig 7)
     variant: str = ""  # the researcher's variant it belongs to (uvlm.suites.variants); "" for the paper's rows
-    folder: str = ""  # its run folder's name where one exists already (`with_folders`); "" for a new one
+    folder: str = ""  # the name its run already has in a results folder (runner.with_folders); "" for a new one
 
     @property
     def row(self) -> str:
@@ -92,13 +91,6 @@ def slug(label: str) -> str:
 def identity_of(folder: str) -> str:
     """The identity (`s0-583d8c93`) a run folder's name ends with, old names and new alike."""
     return "-".join(folder.rsplit("-", 2)[-2:])
-
-
-def with_folders(jobs: list[Job], runs: Path) -> list[Job]:
-    """The jobs with the names of the run folders under `runs` that already hold their runs
-    (made by another table's job, or named by an older uvlm), so that no run is trained twice."""
-    found = {identity_of(p.name): p.name for p in Path(runs).iterdir() if p.is_dir()} if Path(runs).is_dir() else {}
-    return [replace(j, folder=found[j.identity]) if j.identity in found else j for j in jobs]
 
 
 def planned_records(cfg: RunConfig, tasks: str | None = None) -> int:
@@ -307,5 +299,5 @@ def _dedupe(jobs: list[Job]) -> list[Job]:
     seen: dict[str, Job] = {}
     for j in jobs:
         j = replace(j, folder=names.setdefault(j.identity, j.key), probe=j.probe or j.identity in probed)
-        seen.setdefault(j.key + j.table, j)
+        seen.setdefault(f"{j.key} {j.table} {j.label}", j)  # two rows of one run keep both labels
     return list(seen.values())

@@ -30,7 +30,7 @@ from uvlm.errors import UvlmError
 from uvlm.io import atomic_write_text, read_text_file
 from uvlm.model.names import parse_name
 from uvlm.suites.findings import Finding, _mean
-from uvlm.suites.results import KEY_COLUMN, columns
+from uvlm.suites.results import KEY_COLUMN, columns, output_space
 from uvlm.suites.spec import Job, expand, matched, seed_config, step_matched
 
 # The tables a variant can join: (the data mix its runs train on, the suites that run it)
@@ -44,6 +44,11 @@ DEFAULT_COLUMN = {**KEY_COLUMN, "dose-weather": "weather_acc", "dose-battery": "
 FILE_NAME = "variants.yaml"  # a results folder's record of its variants
 _VARIANT_KEYS = {"label", "base", "table", "set", "control"}
 _COMPARISON_KEYS = {"better", "than", "column", "table", "text"}
+
+
+# Model fields an understanding-only model never reads: a unified variant's step-matched control
+# takes its `_u` row's values, so that it is the very run the paper's control is where it can be
+GENERATION_FIELDS = ("image_loss_weight", "generation_adapter")
 
 
 @dataclass(frozen=True)
@@ -74,19 +79,20 @@ class Variant:
             cfg = seed_config(preset, self.base, mix, seed, (*overrides, *self.set))
             out.append(Job(self.table, self.label, seed, cfg, probe=self.table == "fig7", variant=self.label))
             if self.control_label:
-                control = step_matched(_as_understanding_only(cfg))
+                understanding = self.base.split("-")[0] + "_u" if "-" in self.base else self.base
+                row = seed_config(preset, understanding, mix, seed, overrides)["model"]
+                model = {**cfg["model"], "name": understanding}
+                for key in GENERATION_FIELDS:
+                    model.pop(key, None)
+                    if key in row:
+                        model[key] = row[key]
+                control = step_matched({**cfg, "model": model})
                 out.append(Job(self.table, self.control_label, seed, control, variant=self.label))
         return out
 
-
-def _as_understanding_only(cfg: dict) -> dict:
-    """A unified config as its `_u` model (same data and settings): step_matched then trains it for
-    the unified model's steps. An understanding-only config as it is."""
-    arch = parse_name(cfg["model"]["name"])
-    if arch.tasks == "understanding":
-        return cfg
-    out = {**cfg, "model": {**cfg["model"], "name": cfg["model"]["name"].split("-")[0] + "_u"}}
-    return out
+    def identity(self, preset: str) -> str:
+        """Its table and what its run is (seed 0, without the folder's --set): two rows alike are one."""
+        return f"{self.table} {self.jobs(preset, 1, ())[0].identity}"
 
 
 @dataclass(frozen=True)
@@ -115,7 +121,8 @@ def _strings(value, source: str, where: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in items)
 
 
-def _variant(entry, source: str, i: int) -> Variant:
+def _variant(entry, source: str, i: int, preset: str) -> Variant:
+    """One entry of `variants:`, checked as far as it can be alone: its runs' configs included."""
     where = f"variant {i + 1}"
     if not isinstance(entry, dict):
         raise _fail(source, where, "write it as a mapping with label, base, table and set")
@@ -123,25 +130,41 @@ def _variant(entry, source: str, i: int) -> Variant:
         raise _fail(source, where, f"unknown key {unknown[0]!r}; use {', '.join(sorted(_VARIANT_KEYS))}")
     for key in ("label", "base", "table"):
         if not isinstance(entry.get(key), str) or not entry[key].strip():
-            raise _fail(source, where, f"give its {key}")
+            raise _fail(source, where, f"give its {key} (a string)")
     label, base, table = (entry[k].strip() for k in ("label", "base", "table"))
     where = f"variant {label!r}"
-    parse_name(base)  # an unknown model name: its own one-line error
+    try:
+        arch = parse_name(base)
+    except UvlmError as e:
+        raise _fail(source, where, str(e)) from None
     if table not in TABLES:
         raise _fail(source, where, f"table {table!r} is not one a variant can join; use one of {', '.join(TABLES)}")
     if not label.startswith(base + " ") or not label[len(base):].strip():
         raise _fail(source, where, f"its label must be its base's name, a space, then what sets it apart "
                                    f"(e.g. {base + ' lr 1e-3'!r}): the report reads its model from it")
+    if "," in label:
+        raise _fail(source, where, "a label holds no comma (--rows separates labels with commas)")
     control = entry.get("control", "none")
     if control not in CONTROLS:
         raise _fail(source, where, f"control {control!r}: use {' or '.join(CONTROLS)}")
-    if control != "none" and parse_name(base).tasks == "generation":
-        raise _fail(source, where, "a generation-only row has no step-matched understanding control")
+    if control != "none" and (arch.tasks == "generation" or table == "fig7"):
+        raise _fail(source, where, "a generation-only row has no step-matched understanding control"
+                    if arch.tasks == "generation" else "Fig 7 probes rows, not step-matched controls")
     changes = entry.get("set", [])
-    changes = [changes] if isinstance(changes, str) else changes
     if not isinstance(changes, list) or not all(isinstance(c, str) for c in changes):
         raise _fail(source, where, "write set as a list of section.key=value strings")
-    return Variant(label, base, table, tuple(changes), control)
+    for change in changes:
+        key = change.partition("=")[0].strip()
+        if key == "model.name" or key.startswith("data.test"):
+            raise _fail(source, where, f"{change!r}: a variant keeps its base's model (give another base) and "
+                                       "its table's test set (its scores are paired with the other rows')")
+    variant = Variant(label, base, table, tuple(changes), control)
+    try:
+        for job in variant.jobs(preset, 1, ()):  # every change applied and checked, as a run's would be
+            job.resolved  # noqa: B018
+    except UvlmError as e:
+        raise _fail(source, where, str(e)) from None
+    return variant
 
 
 def _comparison(entry, source: str, i: int, rows: dict[str, set[str]]) -> Finding:
@@ -153,6 +176,9 @@ def _comparison(entry, source: str, i: int, rows: dict[str, set[str]]) -> Findin
         raise _fail(source, where, f"unknown key {unknown[0]!r}; use {', '.join(sorted(_COMPARISON_KEYS))}")
     if "better" not in entry:
         raise _fail(source, where, "give better: the row (or rows) expected to score higher")
+    for key in ("table", "column", "text"):
+        if key in entry and not isinstance(entry[key], str):
+            raise _fail(source, where, f"{key} is a string")
     better = _strings(entry["better"], source, f"{where}: better")
     than = _strings(entry["than"], source, f"{where}: than") if "than" in entry else ()
     for label in better + than:
@@ -167,45 +193,58 @@ def _comparison(entry, source: str, i: int, rows: dict[str, set[str]]) -> Findin
     if table not in shared:
         raise _fail(source, where, f"table {table!r} does not hold all its rows")
     column = entry.get("column") or DEFAULT_COLUMN.get(table, "total_acc")
-    if column not in (*columns(table), "gen", "probe"):
-        raise _fail(source, where, f"column {column!r}: use one of {', '.join([*columns(table), 'gen', 'probe'])}")
+    allowed = [*columns(table), *(["gen"] if all(output_space(x) for x in better + than) else []),
+               *(["probe"] if table == "fig7" else [])]
+    if column not in allowed:
+        raise _fail(source, where, f"column {column!r}: use one of {', '.join(allowed)} (gen: rows that draw "
+                                   "images; probe: Fig 7's rows)")
+    terms = _mean(list(better), list(than))
+    if not terms:
+        raise _fail(source, where, "its rows cancel out: nothing is left to compare")
     text = entry.get("text") or f"{' + '.join(better)} vs {' + '.join(than) or '0'} ({table} {column})"
-    return Finding(str(text), table, column, _mean(list(better), list(than)))
+    return Finding(text, table, column, terms)
 
 
-def read_variants(path: Path, preset: str) -> Variants:
-    """A variants file, checked in full before anything runs: each problem is one line naming it."""
+def read_raw(path: Path) -> dict:
+    """A variants file as written (a mapping), or one line saying what is wrong with it."""
     path = Path(path)
     text = read_text_file(path, "variants file", "a YAML file as docs/variants.md shows")
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise UvlmError(f"variants file {path} is not valid YAML ({str(e).splitlines()[0]})") from None
-    return parse_variants(raw, preset, str(path))
-
-
-def parse_variants(raw, preset: str, source: str) -> Variants:
-    """`read_variants` on an already-loaded mapping."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("variants", []), list):
-        raise UvlmError(f"{source}: write a mapping with a list under variants: (see docs/variants.md)")
+    if not isinstance(raw, dict) or not isinstance(raw.get("variants") or [], list) \
+            or not isinstance(raw.get("comparisons") or [], list):
+        raise UvlmError(f"{path}: write a mapping with lists under variants: and comparisons: (see docs/variants.md)")
     if unknown := sorted(set(raw) - {"variants", "comparisons"}):
-        raise UvlmError(f"{source}: unknown key {unknown[0]!r}; use variants and comparisons (see docs/variants.md)")
-    rows = tuple(_variant(entry, source, i) for i, entry in enumerate(raw.get("variants") or []))
+        raise UvlmError(f"{path}: unknown key {unknown[0]!r}; use variants and comparisons (see docs/variants.md)")
+    return raw
+
+
+def read_variants(path: Path, preset: str) -> Variants:
+    """A variants file, checked in full before anything runs: each problem is one line naming it."""
+    return parse_variants(read_raw(path), preset, str(path))
+
+
+def parse_variants(raw: dict, preset: str, source: str) -> Variants:
+    """`read_variants` on an already-loaded mapping."""
+    rows = tuple(_variant(entry, source, i, preset) for i, entry in enumerate(raw.get("variants") or []))
     known: dict[str, set[str]] = {}
+    alike: dict[str, str] = {}
     for j in expand("all", preset, 1):
         known.setdefault(j.label, set()).add(j.table)
+        alike.setdefault(f"{j.table} {j.identity}", j.label)
     for v in rows:
-        if v.label in known:
-            raise _fail(source, f"variant {v.label!r}", "a row of that label exists already; give it another")
-        for job in v.jobs(preset, 1, ()):  # every change applied and checked, as a run's would be
-            try:
-                job.resolved  # noqa: B018
-            except UvlmError as e:
-                raise _fail(source, f"variant {v.label!r}", str(e)) from None
-            known[job.label] = {v.table}
-    if not isinstance(raw.get("comparisons", []), list):
-        raise UvlmError(f"{source}: write comparisons: as a list (see docs/variants.md)")
-    comparisons = tuple(_comparison(e, source, i, known) for i, e in enumerate(raw.get("comparisons") or []))
+        labels = [v.label, *([v.control_label] if v.control_label else [])]
+        if clash := next((x for x in labels if x in known), None):
+            raise _fail(source, f"variant {v.label!r}", f"a row labelled {clash!r} exists already; give it another")
+        if (twin := alike.setdefault(v.identity(preset), v.label)) != v.label:
+            raise _fail(source, f"variant {v.label!r}", f"its runs would be row {twin!r}'s (its changes change "
+                                                        "nothing there); compare with that row instead")
+        for label in labels:
+            known[label] = {v.table}
+    found = [_comparison(e, source, i, known) for i, e in enumerate(raw.get("comparisons") or [])]
+    comparisons = tuple({c.text: c for c in found}.values())  # one finding per text: the last written
     return Variants(rows, comparisons, source, raw)
 
 
@@ -215,25 +254,34 @@ def folder_variants(results: Path, preset: str) -> Variants | None:
     return read_variants(path, preset) if path.exists() else None
 
 
-def merged_variants(results: Path, given: Variants | None, preset: str) -> Variants | None:
-    """The folder's variants (its record) and the given file's together: what a suite run or a
-    status in `results` covers. A label defined again with other settings is refused (its runs
-    would be of two studies); a comparison of the same text is the given file's."""
-    held = folder_variants(results, preset)
-    if held is None or given is None:
-        return given or held
-    mine = {v.label: v for v in held.rows}
-    for v in given.rows:
-        if v.label in mine and mine[v.label] != v:
-            raise UvlmError(f"{Path(results) / FILE_NAME} defines variant {v.label!r} otherwise; give this one "
-                            "another label, or another --out")
-    texts = {c.text for c in given.comparisons}
-    kept = [entry for entry, c in zip(held.raw.get("comparisons") or [], held.comparisons, strict=True)
-            if c.text not in texts]
-    added = [e for e, v in zip(given.raw.get("variants") or [], given.rows, strict=True) if v.label not in mine]
-    merged = {"variants": [*(held.raw.get("variants") or []), *added],
-              "comparisons": [*kept, *(given.raw.get("comparisons") or [])]}
-    return parse_variants(merged, preset, f"{given.source} with {Path(results) / FILE_NAME}")
+def merged_variants(results: Path, given: Path | None, preset: str) -> Variants | None:
+    """The folder's variants (its record) and the given file's together, checked as one file:
+    what a suite run, a status or a report in `results` covers. A label defined again with
+    other runs is refused (its runs would be of two studies); a comparison of the same text is
+    the given file's."""
+    held_path = Path(results) / FILE_NAME
+    if given is None:
+        return folder_variants(results, preset)
+    raw = read_raw(given)
+    if not held_path.exists():
+        return parse_variants(raw, preset, str(given))
+    held = read_raw(held_path)
+    source = f"{given} with {held_path}"
+    mine = {v.label: v for v in (_variant(e, str(held_path), i, preset)
+                                 for i, e in enumerate(held.get("variants") or []))}
+    added = []
+    for i, entry in enumerate(raw.get("variants") or []):
+        v = _variant(entry, str(given), i, preset)
+        if v.label not in mine:
+            added.append(entry)
+        elif (mine[v.label].identity(preset), mine[v.label].control) != (v.identity(preset), v.control):
+            raise UvlmError(f"{held_path} defines variant {v.label!r} otherwise; give this one another label, "
+                            "or another --out")
+    texts = {e.get("text") for e in raw.get("comparisons") or [] if isinstance(e, dict) and e.get("text")}
+    kept = [e for e in held.get("comparisons") or [] if not (isinstance(e, dict) and e.get("text") in texts)]
+    merged = {"variants": [*(held.get("variants") or []), *added],
+              "comparisons": [*kept, *(raw.get("comparisons") or [])]}
+    return parse_variants(merged, preset, source)
 
 
 def record_variants(results: Path, variants: Variants) -> None:
