@@ -204,7 +204,7 @@ def test_the_affine_suite_runs_on_celeba_and_fills_table_1s_celeba_half(cli, tmp
     overrides = [f"data.vq={encoders['vq']}", f"data.siglip={encoders['siglip']}", "data.train.n_vqa=48",
                  "data.train.n_caption=48", "data.train.n_generation=48", "data.test.n_vqa=21",
                  "data.test.n_generation=6", "data.train.sampling=data", "model.hidden_size=48", "model.layers=2",
-                 "model.heads=2", "model.intermediate_size=96", "train.batch_size=16", "train.eval_points=0"]
+                 "model.heads=2", "model.intermediate_size=96", "train.batch_size=16", "train.eval_points=2"]
     # the judge, trained briefly on the suite's own training faces, under the real judge's key
     data = expand("affine", "cpu", 1, tuple(overrides), celeba=str(source.resolve()))[0].config["data"]
     train, test = resolve_dataset(data["train"], "train"), resolve_dataset(data["test"], "test")
@@ -229,9 +229,29 @@ def test_the_affine_suite_runs_on_celeba_and_fills_table_1s_celeba_half(cli, tmp
     said = [re.search(r"\b(yes|no)\b", a, re.IGNORECASE) for a in answers]  # what the scorer reads
     assert len(answers) == 8 * 21 and sum(m is not None for m in said) > len(answers) // 2
 
+    # Fig 3 and Fig 4 on CelebA: mutual's SigLIP rows (SigLIP_u is affine's run), and the two points
+    # of the paper's CelebA claim, which are mutual's runs again (nothing new to train)
+    code, _, err = cli("suite", "run", "mutual", "--dataset", "celeba", "--celeba", source, "--seeds", "1",
+                       "--workers", "2", "--rows", "SigLIP-VQ,SigLIP_u", "--out", results, *sets)
+    assert code == 0, err
+    assert len(list(results.glob("runs/*/eval/metrics.json"))) == 11  # SigLIP-VQ and SigLIP_u's control
+    code, out, err = cli("suite", "run", "scaling", "--dataset", "celeba", "--celeba", source, "--seeds", "1",
+                         "--rows", "SigLIP-VQ und 120K gen 60K,SigLIP_u und 120K gen 0K", "--out", results, *sets)
+    assert code == 0 and "2 runs: 2 done, 0 to run" in out, err  # both are mutual's runs
+
     code, _, err = cli("report", results, "--out", report)
     assert code == 0, err
     text = (report / "README.md").read_text()
+    a3 = text.split("## Table A3 on CelebA")[1].split("\n## ")[0]
+    assert "| Black_Hair | Eyeglasses |" in a3 and "| SigLIP-VQ | 1 |" in a3 and "| SigLIP_u (step-matched) | 1 |" in a3
+    assert "| 87.0 |" in a3  # the paper's CelebA SigLIP_u total (Table 1, without the affine map) beside ours
+    a4 = text.split("## Table A4 on CelebA")[1].split("\n## ")[0]
+    assert "| SigLIP-VQ und 120K gen 60K | 1 |" in a4 and "| SigLIP_u und 120K gen 0K | 1 |" in a4
+    assert "CelebA: SigLIP-VQ's VQA total falls from 0K to 60K generation records" in text
+    assert "CelebA: aligned beats misaligned" not in text  # its rows were not run
+    for figure in ("fig-3-curves-celeba.png", "fig-4-scaling-celeba.png", "fig-A3-celeba.png"):
+        assert (report / figure).exists() and f"]({figure})" in text
+    assert "| mutual (CelebA) |" in text and "| scaling (CelebA) |" in text
     half = text.split("## Table 1 (CelebA half): affine map")[1].split("\n## ")[0]
     assert "| Black_Hair | Eyeglasses | No_Beard | Male |" in half
     assert "| VQ*-VQ | 1 |" in half and "| 64.5 |" in half  # the paper's CelebA VQ*-VQ total beside ours
@@ -239,8 +259,8 @@ def test_the_affine_suite_runs_on_celeba_and_fills_table_1s_celeba_half(cli, tmp
     assert "**CelebA**" in text  # the CelebA judge's baselines
     assert "| affine (CelebA) | 9 |" in text  # the cost section prices the CelebA grid with its own runs' rate
     # the SmartWatch half is not run by the CelebA suite; its flags are checked
-    code, _, err = cli("suite", "run", "mutual", "--dataset", "celeba", "--celeba", source, "--out", results)
-    assert code == 2 and "only the affine suite has a CelebA half" in err
+    code, _, err = cli("suite", "run", "transfer-weather", "--dataset", "celeba", "--celeba", source, "--out", results)
+    assert code == 2 and "the transfer-weather suite has no CelebA half" in err
     code, _, err = cli("suite", "run", "affine", "--dataset", "celeba", "--out", results)
     assert code == 2 and "needs --celeba PATH" in err
 
@@ -267,3 +287,67 @@ def test_a_celeba_runs_tokenizer_knows_every_word_of_its_records(cli, tmp_path, 
     smartwatch = PromptEncoder(train_tokenizer(template_corpus(), SPECIAL_TOKENS), 16)
     with pytest.raises(UvlmError, match="has no token for words of record"):
         check_vocabulary([smartwatch.encode(r["conversations"]) for r in records], records, smartwatch.tokenizer)
+
+
+def test_mutual_and_scaling_have_celeba_halves_of_the_same_runs():
+    """The CelebA halves are the SmartWatch suites' rows, sweep points, controls and seeds, on
+    CelebA runs built as the affine half builds them."""
+    from uvlm.suites.spec import expand
+
+    for suite, table in (("mutual", "A3"), ("scaling", "A4")):
+        smartwatch = expand(suite, "cpu", 3)
+        faces = expand(suite, "cpu", 3, celeba="/copy")
+        assert {(j.label, j.seed) for j in faces} == {(j.label, j.seed) for j in smartwatch}
+        assert {j.table for j in faces} == {f"{table}-celeba"}
+        assert len({j.identity for j in faces}) == len({j.identity for j in smartwatch})
+        for j in faces:
+            assert j.config["data"]["train"]["domain"] == "celeba" and j.config["data"]["test"]["celeba"] == "/copy"
+    # a CelebA SigLIP_u is the affine half's run; the sweep's counts are the CelebA run's own
+    a3 = {j.label: j for j in expand("mutual", "cpu", 1, celeba="/copy")}
+    t1 = {j.label: j for j in expand("affine", "cpu", 1, celeba="/copy")}
+    assert a3["SigLIP_u"].identity == t1["SigLIP_u"].identity
+    a4 = {j.label: j for j in expand("scaling", "cpu", 1, celeba="/copy")}
+    assert a4["SigLIP-VQ und 120K gen 60K"].identity == a3["SigLIP-VQ"].identity
+    assert a4["SigLIP-VQ und 120K gen 180K"].config["data"]["train"]["n_generation"] == \
+        3 * a3["SigLIP-VQ"].config["data"]["train"]["n_generation"]
+
+
+def test_fig3_has_the_papers_panels_and_one_colour_per_row(tmp_path):
+    """Fig 3: SigLIP-input and VQ-input understanding and VQ-output generation, a band per row,
+    a control dashed in its row's colour, both chance lines inside the axis, no colour twice."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from uvlm.io import atomic_write_text
+    from uvlm.suites.curves import draw_fig3
+    from uvlm.suites.results import Results
+    from uvlm.suites.runner import record_jobs
+    from uvlm.suites.spec import expand
+
+    from .test_report import fake_run
+
+    results = tmp_path / "results"
+    jobs = expand("mutual", "cpu", 2)
+    for i, job in enumerate(jobs):
+        fake_run(results, job, 0.6, i, gen=True)
+        evals = [{"event": "eval", "step": s, "vqa_total_acc": 40 + s + i % 3, "gen_judge_total_acc": 30 + s}
+                 for s in (10, 20, 30)]
+        atomic_write_text(results / "runs" / job.key / "metrics.jsonl", "".join(json.dumps(e) + "\n" for e in evals))
+    record_jobs(results, jobs)
+    fig = draw_fig3(Results(results), "A3")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["(a) understanding, SigLIP input", "(b) understanding, VQ input",
+                      "(c) generation (judge), VQ output"]
+    for ax in fig.axes:
+        rows = [line for line in ax.get_lines() if not line.get_label().startswith(("chance", "judge"))]
+        solid = [line for line in rows if line.get_linestyle() == "-"]
+        assert len({line.get_color() for line in solid}) == len(solid)  # one colour per row
+        colour = {line.get_label(): line.get_color() for line in rows}
+        for label, c in colour.items():
+            if label.endswith(" (step-matched)"):
+                assert c == colour[label.removesuffix(" (step-matched)")]
+        assert ax.collections  # the seeds' bands
+    chance = [line.get_ydata()[0] for line in fig.axes[0].get_lines() if line.get_label().startswith("chance")]
+    low, high = fig.axes[0].get_ylim()
+    assert len(chance) == 2 and all(low < c < high for c in chance)
+    assert {line.get_label() for line in fig.axes[2].get_lines()} >= {"VQ-VQ", "VQ_g", "SigLIP-VQ"}

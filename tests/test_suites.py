@@ -202,10 +202,13 @@ def test_overrides_change_every_run_and_keep_the_controls():
     assert not {j.key for j in jobs} & {j.key for j in plain}, "other settings, other runs"
     matched = next(j for j in jobs if j.label == "VQ_u (step-matched)")
     assert matched.config["train"]["epochs"] == 1.5
-    # a suite's own sweep values win over an override of the same key
-    scaling = expand("scaling", "cpu", seeds=1, overrides=("data.train.n_generation=7",))
-    point = next(j for j in scaling if j.label == "VQ-VQ und 120K gen 180K")
-    assert point.config["data"]["train"]["n_generation"] == 36_000
+    # the scaling sweep scales the folder's default mix (the preset's counts under --set): its
+    # default point is the folder's A3 run, and 180K generation records are 3 x its 60K
+    overrides = ("data.train.n_generation=7",)
+    scaling = {j.label: j for j in expand("scaling", "cpu", seeds=1, overrides=overrides)}
+    assert scaling["VQ-VQ und 120K gen 180K"].config["data"]["train"]["n_generation"] == 21
+    a3 = next(j for j in expand("mutual", "cpu", seeds=1, overrides=overrides) if j.label == "VQ-VQ")
+    assert scaling["VQ-VQ und 120K gen 60K"].identity == a3.identity
 
 
 def test_rows_keep_their_controls_and_sweep_points():

@@ -25,7 +25,8 @@ Rows = Annotated[str | None, typer.Option(help="Only these rows, comma-separated
                                                "included), e.g. VQ-VQ,VQ_u.")]
 GpusPerRun = Annotated[int, typer.Option(help="GPUs each run trains across (one process per GPU); evaluation "
                                               "uses the first. Ignored without GPUs.")]
-Dataset = Annotated[str, typer.Option(help="smartwatch | celeba (affine only: Table 1's CelebA half; needs --celeba).")]
+Dataset = Annotated[str, typer.Option(help="smartwatch | celeba (mutual, affine and scaling: their CelebA halves; "
+                                            "needs --celeba).")]
 VariantsFile = Annotated[Path | None, typer.Option(help="Your own rows and comparisons beside the paper's (a YAML "
                                                         "file: docs/variants.md); the folder keeps them for later "
                                                         "suites, statuses and reports.")]

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from uvlm.io import atomic_write_bytes, read_jsonl
-from uvlm.suites.results import KEY_COLUMN, TITLES, Results, paper_rows
+from uvlm.io import atomic_write_bytes
+from uvlm.suites.curves import draw_fig3
+from uvlm.suites.results import KEY_COLUMN, TITLES, Results, dataset_of, paper_rows
 from uvlm.suites.spec import (
     DOSE_PAIRS,
     DOSES,
@@ -43,11 +44,11 @@ def figures(res: Results, out: Path, paper: dict) -> list[str]:
     import matplotlib.pyplot as plt
 
     made = []
-    for table in ("A3", "A5", "A6"):
+    for table in ("A3", "A3-celeba", "A5", "A6"):
         labels = res.labels(table)
         if not labels:
             continue
-        column = KEY_COLUMN[table]
+        column = KEY_COLUMN.get(table, "total_acc")
         cells = [_interval(res, table, label, column) for label in labels]
         keep = [(label, c) for label, c in zip(labels, cells, strict=True) if c is not None]
         if not keep:
@@ -70,20 +71,13 @@ def figures(res: Results, out: Path, paper: dict) -> list[str]:
         name = f"fig-{table}.png"
         save_figure(fig, out / name)
         made.append(name)
-    curves = _curves(res)
-    if curves:
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-        for label, (steps, values) in curves.items():
-            ax.plot(steps, values, marker="o", label=label)
-        ax.set_xlabel("training progress (fraction of steps)")
-        ax.set_ylabel("VQA total_acc (eval slice)")
-        ax.set_title("Fig 3 (ours): understanding during training, default mix", fontsize=9)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        save_figure(fig, out / "fig-3-curves.png")
-        made.append("fig-3-curves.png")
-    if _scaling_figure(res, out / "fig-4-scaling.png", paper):
-        made.append("fig-4-scaling.png")
+    for table, name in (("A3", "fig-3-curves.png"), ("A3-celeba", "fig-3-curves-celeba.png")):
+        if (fig := draw_fig3(res, table)) is not None:
+            save_figure(fig, out / name)
+            made.append(name)
+    for table, name in (("A4", "fig-4-scaling.png"), ("A4-celeba", "fig-4-scaling-celeba.png")):
+        if _scaling_figure(res, table, out / name, paper):
+            made.append(name)
     for bias in ("weather", "battery"):
         if _dose_figure(res, bias, out / f"fig-dose-{bias}.png"):
             made.append(f"fig-dose-{bias}.png")
@@ -121,13 +115,14 @@ def _errorbar(ax, xs: list, cells: list[Interval | None], **style) -> bool:
     return bool(pts)
 
 
-def _scaling_figure(res: Results, path: Path, paper: dict) -> bool:
-    """Fig 4: VQA and judged generation along each data sweep of table A4."""
+def _scaling_figure(res: Results, table: str, path: Path, paper: dict) -> bool:
+    """Fig 4: VQA and judged generation along each data sweep of table A4 (or its CelebA panels,
+    A4-celeba, which the paper draws without numbers)."""
     import matplotlib.pyplot as plt
 
-    if not res.labels("A4"):
+    if not res.labels(table):
         return False
-    ref = paper_rows(paper, "A4")
+    ref = paper_rows(paper, table)
     fig, axes = plt.subplots(2, 2, figsize=(9, 6))
     for row, (sweep, what) in enumerate((("und", "understanding"), ("gen", "generation"))):
         for col, (column, ylabel) in enumerate((("total_acc", "VQA total_acc"), ("gen", "judge (gen)"))):
@@ -136,25 +131,29 @@ def _scaling_figure(res: Results, path: Path, paper: dict) -> bool:
                 points = scaling_curves(name)[sweep]
                 xs = [k for k, _ in points]
                 color = f"C{i}"
-                _errorbar(ax, xs, [_interval(res, "A4", label, column) for _, label in points], color=color,
+                _errorbar(ax, xs, [_interval(res, table, label, column) for _, label in points], color=color,
                           label=f"{name} (ours)")
                 if column == "total_acc":
                     paper_pts = [(k, ref[label]["total_acc"]) for k, label in points
                                  if ref.get(label, {}).get("total_acc") is not None]
-                    ax.plot([k for k, _ in paper_pts], [v for _, v in paper_pts], ls=":", marker="x", color=color,
-                            label=f"{name} (paper)")
+                    if paper_pts:  # none on CelebA: the paper draws those panels without numbers
+                        ax.plot([k for k, _ in paper_pts], [v for _, v in paper_pts], ls=":", marker="x",
+                                color=color, label=f"{name} (paper)")
                     if sweep == "gen":
                         ks = [k for k in xs if k]  # the 0K point is the _u model itself
-                        _errorbar(ax, ks, [_interval(res, "A4", matched_label(name, PAPER_UND, k), column) for k in ks],
-                                  color=color, ls="--", mfc="white", label=f"{name}: step-matched _u")
+                        controls = [_interval(res, table, matched_label(name, PAPER_UND, k), column) for k in ks]
+                        _errorbar(ax, ks, controls, color=color, ls="--", mfc="white",
+                                  label=f"{name}: step-matched _u")
             if column == "total_acc":
-                _chance_lines(ax, res.chance("A4"), column)
+                _chance_lines(ax, res.chance(table), column)
             else:
-                _judge_lines(ax, res.judge_baselines("vq"))
+                _judge_lines(ax, res.judge_baselines("vq", dataset_of(table)))
             ax.set_xlabel(f"thousands of {what} records (paper scale)")
             ax.set_ylabel(ylabel)
             ax.legend(fontsize=6)
-    fig.suptitle("Fig 4 (ours): scaling one task's data with the other fixed (table A4)", fontsize=9)
+    dataset = "CelebA" if dataset_of(table) == "celeba" else "SmartWatch"
+    fig.suptitle(f"Fig 4 (ours, {dataset}): scaling one task's data with the other fixed (table {table})",
+                 fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
     return True
@@ -199,20 +198,3 @@ def _dose_figure(res: Results, bias: str, path: Path) -> bool:
     fig.tight_layout()
     save_figure(fig, path)
     return True
-
-
-def _curves(res: Results) -> dict:
-    curves = {}
-    for label in res.labels("A3"):
-        per_seed = []
-        for k in res.groups[("A3", label)]:
-            path = res.root / "runs" / k / "metrics.jsonl"
-            evals = read_jsonl(path, "training log", "train the run again") if path.exists() else []
-            evals = [e for e in evals if e["event"] == "eval" and "vqa_total_acc" in e]
-            if evals:
-                last = evals[-1]["step"]
-                per_seed.append([(e["step"] / last, e["vqa_total_acc"]) for e in evals])
-        if per_seed and all(len(s) == len(per_seed[0]) for s in per_seed):
-            steps = [p[0] for p in per_seed[0]]
-            curves[label] = (steps, np.mean([[p[1] for p in s] for s in per_seed], axis=0))
-    return curves

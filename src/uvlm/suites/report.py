@@ -169,13 +169,14 @@ def suite_costs(res: Results, wall: dict[str, float], variants=None) -> tuple[li
     `variants`; a suite with no finished run yet is priced at the median rate of every run. The
     full grid is the paper's alone."""
     from uvlm.suites.runner import with_folders
-    from uvlm.suites.spec import SUITES, expand
+    from uvlm.suites.spec import CELEBA_SUITES, SUITES, expand
 
     rates = record_rates(res.root, wall)  # each run's files read once, for every suite's estimate
     every: dict[str, int] = {}
     costs = []
     preset, overrides, copy = preset_of(res.root), tuple(overrides_of(res.root)), _celeba_copy(res)
-    for name, suite, celeba in [(s, s, None) for s in SUITES] + ([("affine (CelebA)", "affine", copy)] if copy else []):
+    celeba_halves = [(f"{s} (CelebA)", s, copy) for s in CELEBA_SUITES] if copy else []
+    for name, suite, celeba in [(s, s, None) for s in SUITES] + celeba_halves:
         try:
             jobs = expand(suite, preset, 3, overrides, celeba=celeba, variants=variants)
             jobs = with_folders(jobs, res.root)

@@ -32,11 +32,14 @@ FACE_COLUMNS = {**{f"{a}_acc": (a,) for a in FACE_ATTRIBUTES}, "total_acc": FACE
 CELEBA = "-celeba"  # the suffix of a table run on CelebA (Table 1's second half)
 KEY_COLUMN = {"A3": "total_acc", "A5": "weather_acc", "A6": "battery_acc"}  # what each table's figure shows
 PAPER_TABLES = {"A3": "A3_smartwatch_mutual", "A4": "A4_smartwatch_scaling", "A5": "A5_weather_biased",
-                "A6": "A6_battery_biased", "T1": "T1_affine", "T1-celeba": "T1_affine"}
+                "A6": "A6_battery_biased", "T1": "T1_affine", "T1-celeba": "T1_affine", "A3-celeba": "T1_affine"}
 TITLES = {"A3": "Table A3: mutual benefits (default mix)", "A5": "Table A5: weather-biased understanding data",
           "A6": "Table A6: battery-biased understanding data", "T1": "Table 1 (SmartWatch half): affine map",
           "T1-celeba": "Table 1 (CelebA half): affine map",
-          "A4": "Table A4: scaling", "dose-weather": "Dose-response: share of VQA asking weather (ours)",
+          "A3-celeba": "Table A3 on CelebA (ours; the paper's CelebA totals are Table 1's without-affine column)",
+          "A4": "Table A4: scaling",
+          "A4-celeba": "Table A4 on CelebA: scaling (the paper draws it in Fig 4's CelebA panels, without numbers)",
+          "dose-weather": "Dose-response: share of VQA asking weather (ours)",
           "dose-battery": "Dose-response: share of VQA asking battery (ours)", "fig7": "Fig 7 probe"}
 
 
@@ -54,7 +57,7 @@ def paper_rows(paper: dict, table: str) -> dict[str, dict]:
     rows = paper.get(PAPER_TABLES.get(table, ""), {}).get("rows", {})
     if table == "A4":  # a list of sweep points; both models' 0K-understanding cells are VQ_g's
         return {scaling_label(r["model"], r["und_k"], r["gen_k"]): r for r in rows}
-    if table in ("T1", "T1-celeba"):  # [without, with] the affine map, per dataset
+    if table in ("T1", "T1-celeba", "A3-celeba"):  # [without, with] the affine map, per dataset
         half = "ca" if table.endswith(CELEBA) else "sw"
         out = {}
         for name, r in rows.items():
@@ -119,7 +122,7 @@ class Results:
 
     def labels(self, table: str) -> list[str]:
         found = [label for t, label in self.groups if t == table]
-        if table == "A4":  # sweep order, not alphabetical ("gen 120K" before "gen 60K")
+        if table.startswith("A4"):  # sweep order, not alphabetical ("gen 120K" before "gen 60K")
             order = scaling_rows()
             found.sort(key=lambda label: order.index(label) if label in order else len(order))
         return found

@@ -19,12 +19,13 @@ from functools import cached_property
 from uvlm.errors import UvlmError
 from uvlm.model.names import parse_name
 from uvlm.resources import check_job_count
-from uvlm.suites.presets import A3_ROWS, BIASED_ROWS, PRESETS, celeba_data, known_preset, row_config
+from uvlm.suites.presets import A3_ROWS, BIASED_ROWS, celeba_data, known_preset, row_config
 from uvlm.train.config import RunConfig, apply_override, from_dict
 from uvlm.train.data import TASKS_OF, dataset_config
 from uvlm.vision.cache import config_hash
 
 SUITES = ("mutual", "affine", "scaling", "transfer-weather", "transfer-battery", "probe")
+CELEBA_SUITES = ("mutual", "affine", "scaling")  # the experiments the paper also runs on CelebA (Fig 3, Table 1, Fig 4)
 SUITE_TITLES = {"mutual": "Table A3 and Fig 3: mutual benefit, with step-matched controls",
                 "affine": "Table 1: the affine distortion of the input space",
                 "scaling": "Table A4: scaling understanding and generation data",
@@ -186,10 +187,8 @@ def scaling_rows() -> list[str]:
     return list(dict.fromkeys(rows))
 
 
-def _scaling(preset: str, seeds: int, overrides: tuple[str, ...]) -> list[Job]:
-    base = PRESETS[preset]["data"]["train"]
-    und_unit = (base["n_vqa"] + base["n_caption"]) / PAPER_UND  # records per paper thousand
-    gen_unit = base["n_generation"] / PAPER_GEN
+def _scaling(preset: str, seeds: int, overrides: tuple[str, ...], celeba: str | None = None) -> list[Job]:
+    table = "A4-celeba" if celeba else "A4"
     points = [(u, PAPER_GEN) for u in SCALING_UND] + [(PAPER_UND, g) for g in SCALING_GEN if g != PAPER_GEN]
     jobs = []
     for name in SCALING_ROWS:
@@ -197,17 +196,21 @@ def _scaling(preset: str, seeds: int, overrides: tuple[str, ...]) -> list[Job]:
             for seed in range(seeds):
                 # only the counts of the tasks a model trains on change, so the 0K points are
                 # A3's own _u and _g runs (as in the paper, whose 0K cells repeat A3's)
-                cfg = seed_config(preset, scaling_model(name, und_k, gen_k), "default", seed, overrides)
+                cfg = seed_config(preset, scaling_model(name, und_k, gen_k), "default", seed, overrides, celeba)
+                # the default mix (the preset's counts, or --set's) stands for the paper's 120K + 60K
+                base = cfg["data"]["train"]
+                und_unit = (base["n_vqa"] + base["n_caption"]) / PAPER_UND  # records per paper thousand
+                gen_unit = base["n_generation"] / PAPER_GEN
                 if und_k:
                     half = round(und_k * und_unit / 2)
                     cfg["data"]["train"].update({"n_vqa": half, "n_caption": half})
                 if gen_k:
                     cfg["data"]["train"]["n_generation"] = round(gen_k * gen_unit)
-                jobs.append(Job("A4", scaling_label(name, und_k, gen_k), seed, cfg))
+                jobs.append(Job(table, scaling_label(name, und_k, gen_k), seed, cfg))
                 if und_k == PAPER_UND and gen_k:
                     control = copy.deepcopy(cfg)
                     control["model"]["name"] = scaling_model(name, und_k, 0)
-                    jobs.append(Job("A4", matched_label(name, und_k, gen_k), seed, step_matched(control)))
+                    jobs.append(Job(table, matched_label(name, und_k, gen_k), seed, step_matched(control)))
     return jobs
 
 
@@ -236,11 +239,12 @@ def expand(suite: str, preset: str = "cpu", seeds: int = 3, overrides: tuple[str
     `overrides` (`section.key=value`) change every run's config; `rows` keeps only the runs of
     those rows (a model's step-matched controls and sweep points included; a full label such as
     `VQ-VQ p=0.2` keeps that point and its control); `celeba` (a path to a copy of CelebA) runs
-    the affine suite's CelebA half (table T1-celeba) instead of SmartWatch's; `variants`
+    a suite's CelebA half (tables A3-celeba, T1-celeba, A4-celeba) instead of SmartWatch's; `variants`
     (uvlm.suites.variants.Variants) adds the researcher's rows of this suite's tables.
     """
-    if celeba and suite != "affine":
-        raise UvlmError(f"only the affine suite has a CelebA half (Table 1); run {suite} without --dataset celeba")
+    if celeba and suite not in CELEBA_SUITES:
+        raise UvlmError(f"the {suite} suite has no CelebA half (the paper runs {', '.join(CELEBA_SUITES)} on CelebA); "
+                        f"run it without --dataset celeba")
     known_preset(preset)
     if seeds < 1:
         raise UvlmError(f"--seeds {seeds} must be >= 1")
@@ -251,12 +255,12 @@ def expand(suite: str, preset: str = "cpu", seeds: int = 3, overrides: tuple[str
     if suite == "all":
         jobs = [j for s in SUITES for j in expand(s, preset, seeds, overrides)]
     elif suite == "mutual":
-        jobs = _rows("A3", "default", A3_ROWS, preset, seeds, overrides)
+        jobs = _rows("A3-celeba" if celeba else "A3", "default", A3_ROWS, preset, seeds, overrides, celeba=celeba)
     elif suite == "affine":
         jobs = _rows("T1-celeba" if celeba else "T1", "default", AFFINE_ROWS, preset, seeds, overrides,
                      controls=False, celeba=celeba)
     elif suite == "scaling":
-        jobs = _scaling(preset, seeds, overrides)
+        jobs = _scaling(preset, seeds, overrides, celeba)
     elif suite in ("transfer-weather", "transfer-battery"):
         bias = suite.split("-")[1]
         jobs = _rows("A5" if bias == "weather" else "A6", f"{bias}-biased", BIASED_ROWS, preset, seeds, overrides)
