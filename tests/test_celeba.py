@@ -351,3 +351,54 @@ def test_fig3_has_the_papers_panels_and_one_colour_per_row(tmp_path):
     low, high = fig.axes[0].get_ylim()
     assert len(chance) == 2 and all(low < c < high for c in chance)
     assert {line.get_label() for line in fig.axes[2].get_lines()} >= {"VQ-VQ", "VQ_g", "SigLIP-VQ"}
+
+
+def test_fig3_bands_are_t_intervals_over_seeds_and_the_celeba_claim_points_down(tmp_path):
+    """A row's band is the 95% t-interval of its seeds' mean at each point; the paper's CelebA
+    claim (SigLIP-VQ degrades at 60K generation records) is a contrast that is positive when it does."""
+    from scipy import stats
+
+    from uvlm.io import atomic_write_text
+    from uvlm.suites.curves import curve
+    from uvlm.suites.findings import celeba_scaling_findings
+    from uvlm.suites.results import Results
+    from uvlm.suites.runner import record_jobs
+    from uvlm.suites.spec import expand
+
+    from .test_report import fake_run
+
+    results = tmp_path / "results"
+    jobs = [j for j in expand("mutual", "cpu", 3) if j.label == "VQ-VQ"]
+    values = [[40, 60], [50, 62], [45, 70]]
+    for job, seed_values in zip(jobs, values, strict=True):
+        fake_run(results, job, 0.6, job.seed, gen=False)
+        evals = [{"event": "eval", "step": 10 * (k + 1), "vqa_total_acc": v} for k, v in enumerate(seed_values)]
+        atomic_write_text(results / "runs" / job.key / "metrics.jsonl", "".join(json.dumps(e) + "\n" for e in evals))
+    record_jobs(results, jobs)
+    x, mean, half = curve(Results(results), "A3", "VQ-VQ", "vqa_total_acc")
+    assert list(x) == [0.5, 1.0] and list(mean) == pytest.approx([45, 64])
+    for k in range(2):
+        column = [v[k] for v in values]
+        low, _ = stats.t.interval(0.95, 2, loc=np.mean(column), scale=stats.sem(column))
+        assert mean[k] - half[k] == pytest.approx(low)
+    claim = celeba_scaling_findings()[-1]
+    assert claim.table == "A4-celeba" and "section 4.1" in claim.text
+    assert dict((label, w) for w, label in claim.terms) == {"SigLIP_u und 120K gen 0K": 1,
+                                                            "SigLIP-VQ und 120K gen 60K": -1}
+
+
+def test_the_sweep_scales_each_count_of_the_default_mix():
+    """Under --set counts the sweep scales each count by its own ratio (the default point stays the
+    folder's A3 run even when VQA and captions differ); a zero count to scale is refused."""
+    from uvlm.suites.spec import expand
+
+    overrides = ("data.train.n_vqa=6000", "data.train.n_generation=7")
+    a4 = {j.label: j for j in expand("scaling", "cpu", 1, overrides)}
+    a3 = {j.label: j for j in expand("mutual", "cpu", 1, overrides)}
+    assert a4["VQ-VQ und 120K gen 60K"].identity == a3["VQ-VQ"].identity
+    assert a4["VQ_u und 120K gen 0K"].identity == a3["VQ_u"].identity
+    train = a4["VQ-VQ und 240K gen 60K"].config["data"]["train"]
+    assert (train["n_vqa"], train["n_caption"]) == (12000, 2 * a3["VQ-VQ"].config["data"]["train"]["n_caption"])
+    assert a4["VQ-VQ und 120K gen 90K"].config["data"]["train"]["n_generation"] == 11  # 10.5, rounded half up
+    with pytest.raises(UvlmError, match=r"scales data\.train\.n_generation, which is 0"):
+        expand("scaling", "cpu", 1, ("data.train.n_generation=0",))

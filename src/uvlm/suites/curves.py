@@ -22,12 +22,13 @@ from uvlm.suites.results import Results, dataset_of
 PANELS = (("vqa_total_acc", "(a) understanding, SigLIP input", ("input", "siglip")),
           ("vqa_total_acc", "(b) understanding, VQ input", ("input", "vq")),
           ("gen_judge_total_acc", "(c) generation (judge), VQ output", ("output", "vq")))
-CONTROL = " (step-matched)"
+CONTROL = " (step-matched"  # "X (step-matched)", or a variant's "X_u (step-matched to LABEL)"
 
 
 def _base(label: str) -> str:
-    """The row a label draws in the colour of: a control's own row."""
-    return label.removesuffix(CONTROL)
+    """The row a label draws in the colour of: a control's own row (a variant's control: its variant's)."""
+    head, _, rest = label.partition(CONTROL)
+    return rest.removeprefix(" to ").removesuffix(")") or head
 
 
 def _in_panel(label: str, which: tuple[str, str | None]) -> bool:
@@ -65,7 +66,9 @@ def draw_fig3(res: Results, table: str):
     fig, axes = plt.subplots(1, 3, figsize=(14, 5.2))
     for ax, (metric, title, which) in zip(axes, PANELS, strict=True):
         rows = [label for label in labels if _in_panel(label, which)]
-        colours = {row: f"C{i}" for i, row in enumerate(dict.fromkeys(_base(x) for x in rows))}
+        bases = list(dict.fromkeys(_base(x) for x in rows))
+        palette = plt.get_cmap("tab10" if len(bases) <= 10 else "tab20")
+        colours = {row: palette(i % palette.N) for i, row in enumerate(bases)}
         low, high = [], []
         for label in rows:
             found = curve(res, table, label, metric)
@@ -73,7 +76,7 @@ def draw_fig3(res: Results, table: str):
                 continue
             x, mean, half = found
             colour = colours[_base(label)]
-            control = label.endswith(CONTROL)
+            control = CONTROL in label
             ax.plot(x, mean, color=colour, ls="--" if control else "-", marker="o", ms=3,
                     mfc="white" if control else colour, label=label)
             ax.fill_between(x, np.clip(mean - half, 0, 100), np.clip(mean + half, 0, 100), color=colour, alpha=0.15,
@@ -113,5 +116,7 @@ def _chance(res: Results, table: str, metric: str, chance: dict | None) -> list[
     base = res.judge_baselines("vq", dataset_of(table))
     if not base:
         return []
-    return [(base[name]["total_acc"], style, f"judge: {name}") for name, style in
-            (("best constant answer", ":"), ("constant", "-.")) if name in base]
+    # the bar the report's judge cells must clear (uvlm.suites.results.judge_bar) is the highest of these
+    return [(base[name]["total_acc"], style, f"judge: {label}") for name, style, label in
+            (("best constant answer", ":", "best constant answer"), ("constant", "-.", "constant image"),
+             ("shuffled", "--", "real images of other prompts")) if name in base]

@@ -207,11 +207,11 @@ def probe_findings() -> list[Finding]:
 
 def celeba_scaling_findings() -> list[Finding]:
     """Fig 4's CelebA panels: the A4 slopes on CelebA, and the one result the paper states for
-    CelebA alone (section 4.2), as a contrast that holds if SigLIP-VQ's VQA falls."""
+    CelebA alone (section 4.1), as a contrast that holds if SigLIP-VQ's VQA falls."""
     out = [Finding(f"CelebA: {f.text}", "A4-celeba", f.column, f.terms) for f in scaling_findings()]
     out.append(Finding("CelebA: SigLIP-VQ's VQA total falls from 0K to 60K generation records (understanding at "
                        f"{PAPER_UND}K): \"A notable exception is SigLIP-VQ on the CelebA dataset, where performance "
-                       "degrades with 60K generation samples\" (section 4.2)", "A4-celeba", "total_acc",
+                       "degrades with 60K generation samples\" (section 4.1)", "A4-celeba", "total_acc",
                        [(1, scaling_label("SigLIP-VQ", PAPER_UND, 0)),
                         (-1, scaling_label("SigLIP-VQ", PAPER_UND, 60))]))
     return out

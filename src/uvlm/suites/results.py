@@ -36,7 +36,7 @@ PAPER_TABLES = {"A3": "A3_smartwatch_mutual", "A4": "A4_smartwatch_scaling", "A5
 TITLES = {"A3": "Table A3: mutual benefits (default mix)", "A5": "Table A5: weather-biased understanding data",
           "A6": "Table A6: battery-biased understanding data", "T1": "Table 1 (SmartWatch half): affine map",
           "T1-celeba": "Table 1 (CelebA half): affine map",
-          "A3-celeba": "Table A3 on CelebA (ours; the paper's CelebA totals are Table 1's without-affine column)",
+          "A3-celeba": "Table A3 on CelebA (the paper's totals: Table 1's CelebA column, starred rows with the map)",
           "A4": "Table A4: scaling",
           "A4-celeba": "Table A4 on CelebA: scaling (the paper draws it in Fig 4's CelebA panels, without numbers)",
           "dose-weather": "Dose-response: share of VQA asking weather (ours)",

@@ -197,21 +197,27 @@ def _scaling(preset: str, seeds: int, overrides: tuple[str, ...], celeba: str | 
                 # only the counts of the tasks a model trains on change, so the 0K points are
                 # A3's own _u and _g runs (as in the paper, whose 0K cells repeat A3's)
                 cfg = seed_config(preset, scaling_model(name, und_k, gen_k), "default", seed, overrides, celeba)
-                # the default mix (the preset's counts, or --set's) stands for the paper's 120K + 60K
-                base = cfg["data"]["train"]
-                und_unit = (base["n_vqa"] + base["n_caption"]) / PAPER_UND  # records per paper thousand
-                gen_unit = base["n_generation"] / PAPER_GEN
+                # the default mix (the preset's counts, or --set's) stands for the paper's 120K + 60K:
+                # each count scales by its own ratio, so the default point is the folder's A3 run
+                train = cfg["data"]["train"]
                 if und_k:
-                    half = round(und_k * und_unit / 2)
-                    cfg["data"]["train"].update({"n_vqa": half, "n_caption": half})
+                    train.update({k: _scaled(train, k, und_k / PAPER_UND) for k in ("n_vqa", "n_caption")})
                 if gen_k:
-                    cfg["data"]["train"]["n_generation"] = round(gen_k * gen_unit)
+                    train["n_generation"] = _scaled(train, "n_generation", gen_k / PAPER_GEN)
                 jobs.append(Job(table, scaling_label(name, und_k, gen_k), seed, cfg))
                 if und_k == PAPER_UND and gen_k:
                     control = copy.deepcopy(cfg)
                     control["model"]["name"] = scaling_model(name, und_k, 0)
                     jobs.append(Job(table, matched_label(name, und_k, gen_k), seed, step_matched(control)))
     return jobs
+
+
+def _scaled(train: dict, key: str, ratio: float) -> int:
+    """A sweep point's count: the default mix's, times `ratio`, rounded half up."""
+    if not train.get(key):
+        raise UvlmError(f"the scaling suite scales data.train.{key}, which is {train.get(key)!r} here; give it a "
+                        "positive count")
+    return math.floor(train[key] * ratio + 0.5)
 
 
 def dose_label(name: str, p: float) -> str:
