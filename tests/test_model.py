@@ -317,3 +317,35 @@ def test_one_space_in_both_roles_is_read_from_one_cache_entry(encoders):
     data = load_record_set(resolve_dataset(cfg.data.train, "train"), arch, PromptEncoder(tok, 16), in_space,
                            out_space)
     assert data.und_features is data.gen_targets  # one memory-mapped array, not two loads
+
+
+def test_a_record_cut_at_max_tokens_keeps_the_first_slots_of_its_last_image(encoders):
+    """train.max_tokens cuts records as LLaVA-1.5 cuts at 2,048 tokens, through an image's slots
+    if need be: the batch carries that image's first slots only, and the model trains on it."""
+    cfg = from_dict(config("VQ-VQ", encoders))
+    arch = parse_name("VQ-VQ")
+    in_space, out_space = load_spaces(cfg, arch)
+    tok = build_tokenizer(cfg)
+    model = build_model(cfg, in_space, out_space, tok)
+    prompts = PromptEncoder(tok, 16)
+    root = resolve_dataset(cfg.data.train, "train")
+    whole = load_record_set(root, arch, prompts, in_space, out_space, ("vqa", "generation"))
+    generation = next(i for i, r in enumerate(whole.records) if r["task"] == "generation")
+    vqa = next(i for i, r in enumerate(whole.records) if r["task"] == "vqa")
+    slots = np.flatnonzero(whole.encoded[generation].kinds == GENERATE)
+    cut_at = int(slots[5])  # five of the image's 16 generation slots kept
+    cut = load_record_set(root, arch, prompts, in_space, out_space, ("vqa", "generation"), max_tokens=cut_at)
+    assert len(cut.encoded[generation]) == cut_at and all(len(e) <= cut_at for e in cut.encoded)
+    assert (cut.encoded[generation].input_ids == whole.encoded[generation].input_ids[:cut_at]).all()
+    batch = collate(cut, [vqa, generation], tok.pad_token_id)
+    assert batch.gen_targets.shape[0] == 5
+    assert torch.equal(batch.gen_targets, whole.gen_targets[whole.image_rows[generation]][:5])
+    out = model(batch)
+    assert torch.isfinite(out["loss"]) and out["n_slots"] == 5
+    short = load_record_set(root, arch, prompts, in_space, out_space, ("vqa",), max_tokens=10_000)
+    assert all(len(a) == len(b) for a, b in zip(short.encoded, whole.encoded, strict=False))  # nothing to cut
+    from uvlm.train.config import RunConfig
+
+    assert RunConfig().identity() == from_dict({"train": {"max_tokens": None}}).identity()  # old runs keep their names
+    with pytest.raises(UvlmError, match="max_tokens 4 must be a whole number >= 8"):
+        from_dict({"train": {"max_tokens": 4}})

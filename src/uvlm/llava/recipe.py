@@ -31,10 +31,14 @@ MODELS = ("LLaVA", "CLIP-CLIP", "CLIP-VQ")
 VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
                  "The assistant gives helpful, detailed, and polite answers to the user's questions.")
 
+# LLaVA-1.5 cuts a conversation at 2,048 tokens, image slots included (model_max_length): the
+# paper preset does too (train.max_tokens), and its memory plan is sized for that length
+MAX_TOKENS = 2048
 _PAPER_MODEL = {"llm": "lmsys/vicuna-7b-v1.5", "lora_r": 0, "understanding_adapter": "mlp2",
                 "generation_adapter": "mlp2", "standardize": False, "system_prompt": VICUNA_SYSTEM}
 _PAPER_TRAIN = {"epochs": 1, "warmup_ratio": 0.03, "micro_batch": "auto", "gradient_checkpointing": "auto",
-                "precision": "bf16", "device": "cuda", "eval_points": 0, "checkpoint_every": 200}
+                "precision": "bf16", "device": "cuda", "eval_points": 0, "checkpoint_every": 200,
+                "max_tokens": MAX_TOKENS}
 # Per preset, per stage: the settings of a run config (its data.train and model.name are added).
 PRESETS = {
     "paper": {
@@ -104,11 +108,6 @@ def stage_data(data: Path, preset: str, stage: str, overrides: list[str] = ()) -
             apply_override(probe, assignment)
     size, colour = clip_geometry(probe["data"]["clip"])
     return stage_folder(Path(data), stage, size, colour)
-
-
-# LLaVA-1.5 truncates a conversation at 2,048 tokens; uvlm plans its memory for that length
-# (it does not truncate: a longer record in the data costs more than the plan says).
-MAX_TOKENS = 2048
 
 
 def planned_layout(cfg) -> Layout:

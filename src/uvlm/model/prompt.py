@@ -40,6 +40,13 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    def cut(self, max_tokens: int | None) -> Encoded:
+        """The first `max_tokens` positions (all of them under None), as LLaVA-1.5 cuts a record
+        at 2,048 tokens, through an image's slots if need be: the cut image keeps its first slots."""
+        if max_tokens is None or len(self) <= max_tokens:
+            return self
+        return Encoded(self.input_ids[:max_tokens], self.labels[:max_tokens], self.kinds[:max_tokens])
+
 
 USER, ASSISTANT = "USER: ", "\nASSISTANT:"
 

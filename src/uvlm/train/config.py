@@ -96,6 +96,8 @@ class TrainConfig:
     compile: bool = False  # the LLM decoder through torch.compile (inductor; minutes to compile, then faster)
     freeze_llm: bool = False  # train the adapters and generation head only (LLaVA's stage 1)
     init_from: str | None = None  # a finished run folder whose weights this run starts from (LLaVA's stage 2)
+    max_tokens: int | None = None  # cut each training record at this many tokens, image slots included
+    # (LLaVA-1.5's 2,048); None: never cut
 
 
 @dataclass
@@ -146,6 +148,8 @@ class RunConfig:
             (m.image_loss_weight is None or m.image_loss_weight >= 0,
              f"image_loss_weight {m.image_loss_weight} must be >= 0"),
             (t.weight_decay >= 0, f"weight_decay {t.weight_decay} must be >= 0"),
+            (t.max_tokens is None or (isinstance(t.max_tokens, int) and t.max_tokens >= 8),
+             f"max_tokens {t.max_tokens} must be a whole number >= 8, or null (never cut)"),
             (t.grad_clip > 0, f"grad_clip {t.grad_clip} must be positive"),
             (t.keep_checkpoints >= 1, f"keep_checkpoints {t.keep_checkpoints} must be >= 1 (the last is what "
                                       "--resume continues from)"),
@@ -176,7 +180,7 @@ LATER_FIELDS = {
     "model": {"lora_dropout": 0.0, "system_prompt": "", "attention": "auto"},
     "data": {"feature_dtype": "float32", "clip": "clip:openai/clip-vit-large-patch14-336"},
     "train": {"micro_batch": None, "gradient_checkpointing": False, "sharding": "none", "device": "auto",
-              "compile": False, "freeze_llm": False, "init_from": None},
+              "compile": False, "freeze_llm": False, "init_from": None, "max_tokens": None},
 }
 
 

@@ -104,10 +104,10 @@ class RecordSet:
 
 def load_record_set(root: Path, arch: Architecture, prompts: PromptEncoder, in_space, out_space,
                     tasks: tuple[str, ...] | None = None, limit: int | None = None,
-                    feature_dtype: str = "float32") -> RecordSet:
+                    feature_dtype: str = "float32", max_tokens: int | None = None) -> RecordSet:
     """The records of `tasks` (the model's own by default; `limit`: an equal share of each),
-    tokenised, with the memory-mapped features they index (one cache entry when both roles
-    use the same space, as SigLIP-SigLIP and VQ-VQ do)."""
+    tokenised (each cut at `max_tokens`, if given), with the memory-mapped features they index
+    (one cache entry when both roles use the same space, as SigLIP-SigLIP and VQ-VQ do)."""
     tasks = tasks or TASKS_OF[arch.tasks]
     everything = read_records(root)
     per_task = None if limit is None else max(1, limit // len(tasks))  # an equal share of each task
@@ -121,6 +121,7 @@ def load_record_set(root: Path, arch: Architecture, prompts: PromptEncoder, in_s
     gen = cached[id(out_space)]["targets"] if out_space is not None else None
     encoded = [prompts.encode(r["conversations"]) for r in records]
     check_vocabulary(encoded, records, prompts.tokenizer)
+    encoded = [e.cut(max_tokens) for e in encoded]
     # a text-only record (LLaVA's instruction data has them) indexes no image: -1, never read
     return RecordSet(encoded, np.array([row[r["image"]] if r.get("image") else -1 for r in records]), records,
                      und, gen)
@@ -174,10 +175,11 @@ def collate(data: RecordSet, indices: list[int], pad_id: int) -> Batch:
         kinds[k, :n] = torch.from_numpy(e.kinds.astype(np.int64))
         mask[k, :n] = 1
         image = data.image_rows[i]
-        if (e.kinds == UNDERSTAND).any():
-            und.append(data.und_features[image])
-        if (e.kinds == GENERATE).any():
-            gen.append(data.gen_targets[image])
+        # an image's slots in order (a record cut at max_tokens keeps the first ones of its last image)
+        if n_und := int((e.kinds == UNDERSTAND).sum()):
+            und.append(data.und_features[image][:n_und])
+        if n_gen := int((e.kinds == GENERATE).sum()):
+            gen.append(data.gen_targets[image][:n_gen])
     scored, slots = predicting_positions(labels, kinds)
     return Batch(ids, mask, labels, kinds, torch.cat(und) if und else None, torch.cat(gen) if gen else None,
                  scored, slots)

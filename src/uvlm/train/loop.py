@@ -266,9 +266,10 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
     tokenizer = build_tokenizer(cfg)
     prompts = prompt_encoder(cfg, tokenizer, in_space, out_space)
     train_root, test_root = faces or (resolve_dataset(cfg.data.train, "train"), resolve_dataset(cfg.data.test, "test"))
-    train_set = load_record_set(train_root, arch, prompts, in_space, out_space, feature_dtype=cfg.data.feature_dtype)
+    train_set = load_record_set(train_root, arch, prompts, in_space, out_space, feature_dtype=cfg.data.feature_dtype,
+                                max_tokens=t.max_tokens)
     val_set = load_record_set(test_root, arch, prompts, in_space, out_space, VAL_TASKS[arch.tasks],
-                              limit=t.eval_samples) if t.eval_points and main else None
+                              limit=t.eval_samples, max_tokens=t.max_tokens) if t.eval_points and main else None
     parts = RunParts(tokenizer, prompts, in_space, out_space, test_root, place, faces)
 
     cfg = checkpointing_for(cfg, train_set, out_space, accelerator)  # `auto`: decided by the memory plan
