@@ -351,6 +351,13 @@ def test_fig3_has_the_papers_panels_and_one_colour_per_row(tmp_path):
     low, high = fig.axes[0].get_ylim()
     assert len(chance) == 2 and all(low < c < high for c in chance)
     assert {line.get_label() for line in fig.axes[2].get_lines()} >= {"VQ-VQ", "VQ_g", "SigLIP-VQ"}
+    # a row whose seeds logged different evaluation points is not drawn, and the figure says so
+    odd = next(j for j in jobs if j.label == "VQ-SigLIP" and j.seed == 1)
+    atomic_write_text(results / "runs" / odd.key / "metrics.jsonl",
+                      json.dumps({"event": "eval", "step": 30, "vqa_total_acc": 50}) + "\n")
+    fig = draw_fig3(Results(results), "A3")
+    assert "VQ-SigLIP" not in {line.get_label() for line in fig.axes[1].get_lines()}
+    assert any("VQ-SigLIP ((b)" in t.get_text() for t in fig.texts)
 
 
 def test_fig3_bands_are_t_intervals_over_seeds_and_the_celeba_claim_points_down(tmp_path):

@@ -62,7 +62,7 @@ def draw_fig3(res: Results, table: str):
 
     labels = res.labels(table)
     chance = res.chance(table)
-    drawn = False
+    drawn, left_out = False, []
     fig, axes = plt.subplots(1, 3, figsize=(14, 5.2))
     for ax, (metric, title, which) in zip(axes, PANELS, strict=True):
         rows = [label for label in labels if _in_panel(label, which)]
@@ -73,6 +73,8 @@ def draw_fig3(res: Results, table: str):
         for label in rows:
             found = curve(res, table, label, metric)
             if found is None:
+                if res.groups.get((table, label)):  # runs without these points, or with unequal ones
+                    left_out.append(f"{label} ({title[:3]})")
                 continue
             x, mean, half = found
             colour = colours[_base(label)]
@@ -99,6 +101,9 @@ def draw_fig3(res: Results, table: str):
     dataset = "CelebA" if dataset_of(table) == "celeba" else "SmartWatch"
     fig.suptitle(f"Fig 3 (ours, {dataset}): understanding and generation during training, default mix; "
                  "seeds' mean with a 95% band", fontsize=10)
+    if left_out:  # said on the figure itself, so that no row goes missing unremarked
+        fig.text(0.01, 0.005, "not drawn (no evaluation points, or seeds that logged different ones): "
+                 + ", ".join(left_out), fontsize=6, color="grey")
     fig.tight_layout()
     if not drawn:
         plt.close(fig)
