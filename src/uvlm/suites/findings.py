@@ -60,7 +60,7 @@ class Finding(NamedTuple):
     quote: str = ""  # a primary finding: the paper's words, with where they stand
 
 
-def _mean(plus: list[str], minus: list[str]) -> list[tuple[float, str]]:
+def mean_terms(plus: list[str], minus: list[str]) -> list[tuple[float, str]]:
     """Weights of mean(plus) - mean(minus), a label listed twice weighing twice."""
     weights: dict[str, float] = defaultdict(float)
     for labels, sign in ((plus, 1.0), (minus, -1.0)):
@@ -87,11 +87,11 @@ def primary_findings() -> list[Finding]:
     return [
         Finding("mutual benefit, understanding: the four unified models vs their understanding-only models "
                 "(A3 VQA total, mean over architectures)", "A3", "total_acc",
-                _mean(list(UNIFIED_A3), [_understanding_only(n) for n in UNIFIED_A3]),
+                mean_terms(list(UNIFIED_A3), [_understanding_only(n) for n in UNIFIED_A3]),
                 quote="\"unified VLMs trained with mixed data exhibit mutual benefits in understanding and "
                       "generation tasks across various architectures\" (abstract)"),
         Finding("mutual benefit, generation: the VQ-output unified models vs VQ_g (A3 judge score, mean over "
-                "SigLIP-VQ and VQ-VQ)", "A3", "gen", _mean(["SigLIP-VQ", "VQ-VQ"], ["VQ_g"]),
+                "SigLIP-VQ and VQ-VQ)", "A3", "gen", mean_terms(["SigLIP-VQ", "VQ-VQ"], ["VQ_g"]),
                 quote="\"unified VLMs trained with mixed data exhibit mutual benefits in understanding and "
                       "generation tasks\" (abstract)"),
         Finding("benefits scale with data: VQA total per 100K generation records, mean slope of VQ-VQ and "
@@ -100,20 +100,20 @@ def primary_findings() -> list[Finding]:
                 quote="\"this mutual benefits can scale up with increased data\" (abstract)"),
         Finding("alignment: aligned unified models (SigLIP-SigLIP, VQ-VQ) vs misaligned ones (SigLIP-VQ, "
                 "VQ-SigLIP) (A3 VQA total)", "A3", "total_acc",
-                _mean(["SigLIP-SigLIP", "VQ-VQ"], ["SigLIP-VQ", "VQ-SigLIP"]),
+                mean_terms(["SigLIP-SigLIP", "VQ-VQ"], ["SigLIP-VQ", "VQ-SigLIP"]),
                 quote="\"Better alignment will lead to more significant mutual benefits\" (abstract)"),
         Finding("the affine map reduces unified models' VQA more than understanding-only models' (Table 1 "
                 "SmartWatch, mean of the SigLIP and VQ differences of differences)", "T1", "total_acc", affine,
                 quote="\"such disruptions significantly reduce the mutual benefits in unified VLMs\" (section 1)"),
         Finding("knowledge transfer: the six unified models vs SigLIP_u and VQ_u on the weather (A5, weather "
                 "in 5% of VQA records)", "A5", "weather_acc",
-                _mean(list(UNIFIED_A5), [_understanding_only(n) for n in UNIFIED_A5]),
+                mean_terms(list(UNIFIED_A5), [_understanding_only(n) for n in UNIFIED_A5]),
                 quote="\"the knowledge acquired during generation tasks can transfer to understanding tasks\" "
                       "(abstract)"),
         Finding(f"beyond the adapters: the weather probe's accuracy in the understanding-only models' (SigLIP_u, "
                 f"VQ_u) adapter output, mean, minus chance ({100 / len(WEATHERS):.1f}): the adapters of the "
                 "models that fail the weather question already hold it", "fig7", "probe",
-                _mean(["SigLIP_u", "VQ_u"], []), 100 / len(WEATHERS),
+                mean_terms(["SigLIP_u", "VQ_u"], []), 100 / len(WEATHERS),
                 quote="\"this cross-task generalization occurs within the base language model, beyond modality "
                       "adapters\" (abstract)"),
     ]

@@ -1,13 +1,13 @@
 """A researcher's own rows beside the paper's: a variants file read into jobs and comparisons.
 
     variants:
-      - label: SigLIP-SigLIP gen-weight 0.2   # the row's name: its base's name, a space, anything
+      - label: SigLIP-SigLIP image-loss 0.2   # the row's name: its base's name, a space, anything
         base: SigLIP-SigLIP                   # the paper row (a model name) it starts from
         table: A3                             # the table it joins: its data mix, suite and report table
-        set: [train.gen_loss_weight=0.2]      # config changes, on top of the preset and the folder's --set
-        control: none                         # or step-matched (see `variant_jobs`)
+        set: [model.image_loss_weight=0.2]    # config changes, on top of the preset and the folder's --set
+        control: none                         # or step-matched (see Variant.jobs)
     comparisons:
-      - better: SigLIP-SigLIP gen-weight 0.2  # a row label, or a list of them (their mean)
+      - better: SigLIP-SigLIP image-loss 0.2  # a row label, or a list of them (their mean)
         than: SigLIP-SigLIP
         column: total_acc                     # default: the table's own (A5: weather_acc, ...)
         text: a lighter image loss helps understanding   # optional
@@ -29,7 +29,7 @@ import yaml
 from uvlm.errors import UvlmError
 from uvlm.io import atomic_write_text, read_text_file
 from uvlm.model.names import parse_name
-from uvlm.suites.findings import Finding, _mean
+from uvlm.suites.findings import Finding, mean_terms
 from uvlm.suites.results import KEY_COLUMN, columns, output_space
 from uvlm.suites.spec import Job, expand, matched, seed_config, step_matched
 
@@ -198,7 +198,7 @@ def _comparison(entry, source: str, i: int, rows: dict[str, set[str]]) -> Findin
     if column not in allowed:
         raise _fail(source, where, f"column {column!r}: use one of {', '.join(allowed)} (gen: rows that draw "
                                    "images; probe: Fig 7's rows)")
-    terms = _mean(list(better), list(than))
+    terms = mean_terms(list(better), list(than))
     if not terms:
         raise _fail(source, where, "its rows cancel out: nothing is left to compare")
     text = entry.get("text") or f"{' + '.join(better)} vs {' + '.join(than) or '0'} ({table} {column})"
