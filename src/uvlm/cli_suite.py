@@ -189,6 +189,8 @@ def suite_list_command(
     if rate:
         typer.echo(f"(times at the committed {preset} runs' speed: {rate * 1000:.1f} ms a training record, "
                    "evaluation included, one thread a run; suites share runs, so `all` takes less than the sum)")
+    typer.echo("mutual, affine and scaling also run on CelebA (`--dataset celeba --celeba PATH`; docs/data.md); "
+               "your own rows beside the paper's: `--variants FILE` (docs/variants.md)")
 
 
 @suite_app.command("run")
