@@ -64,8 +64,8 @@ def suite_costs(ratio: float) -> str:
             rows.append([command, str(len(jobs)), f"{records / 1e6:.2f}M", f"{hours:.1f}", f"{hours / 2:.1f}"])
     return ("The CelebA halves at 3 seeds: runs, training records, and one-core hours at each cpu preset's measured "
             "SmartWatch seconds per record (`MEASURED_SECONDS_PER_RECORD`, evaluation included) divided by the "
-            "ratio above; the stand-ins and judge pretrained once per copy on its faces come on top (about 20 "
-            "minutes each by the SmartWatch ones' times, not timed on faces). Suites share runs (mutual's rows are "
+            "ratio above; the stand-ins and judge pretrained once per copy on its faces come on top (not timed "
+            "on faces; the SmartWatch ones take 11 to 21 minutes each). Suites share runs (mutual's rows are "
             "affine's and scaling's 0K points), so together they take less than the sum.\n\n"
             + markdown_table(["command", "runs", "records", "one-core h", "h on 2 cores"], rows))
 

@@ -296,8 +296,9 @@ def _only(jobs: list[Job], suite: str, rows: tuple[str, ...]) -> list[Job]:
     unknown = [r for r in rows if not any(picked(j, r) for j in jobs)]
     if unknown:
         names = sorted({j.row for j in jobs})
-        raise UvlmError(f"--rows: {unknown[0]!r} is not a row of {suite}; its rows are {', '.join(names)} (or one "
-                        "full row label, e.g. 'VQ-VQ p=0.2')")
+        point = next((j.label for j in jobs if j.label != j.row and "(" not in j.label), None)
+        example = f" (or one full row label, e.g. {point!r})" if point else ""
+        raise UvlmError(f"--rows: {unknown[0]!r} is not a row of {suite}; its rows are {', '.join(names)}{example}")
     return [j for j in jobs if any(picked(j, r) for r in rows)]
 
 
