@@ -241,7 +241,9 @@ def test_a_stand_in_rebuilds_bit_for_bit_and_a_shipped_copy_loads_only_when_inta
 
     # the package's own copies are the cpu2 preset's, intact
     package_assets = Path(cache_mod.__file__).resolve().parents[1] / "assets"
-    configs = stand_in_configs("cpu2", ("vq", "judge"))
-    for kind, config in (("pretrained-vq", pretrain.cache_key(configs["vq"])), ("judge", asdict(configs["judge"]))):
+    configs = stand_in_configs("cpu2", ("vq", "siglip", "judge"))
+    for kind, config in (("pretrained-vq", pretrain.cache_key(configs["vq"])),
+                         ("pretrained-siglip", pretrain.cache_key(configs["siglip"])),
+                         ("judge", asdict(configs["judge"]))):
         entry = package_assets / kind / cache_mod.config_hash(config)
         assert cache_mod._verified(entry) is not None, entry

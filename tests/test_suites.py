@@ -663,21 +663,23 @@ def test_a_suite_says_what_it_pretrains_first_and_how_long(cli, tmp_path, monkey
     assert code == 0, err
     assert "vq stand-in (about 20 min), siglip stand-in (about 11 min), judge (about 11 min)" in out
     assert "`uvlm pretrain vq|siglip|judge --preset cpu` builds one ahead" in out
-    # cpu2's VQ and judge ship inside the package: only its SigLIP stand-in is left to build
-    vq_only = [j.config for j in expand("mutual", "cpu2", 1, rows=("VQ-VQ",))]
-    assert stand_ins_to_pretrain(vq_only, "cpu2") == []
-    siglip = [j.config for j in expand("mutual", "cpu2", 1, rows=("SigLIP_u",))]
-    assert stand_ins_to_pretrain(siglip, "cpu2") == [("siglip stand-in", MEASURED_PRETRAIN_SECONDS["cpu2"]["siglip"])]
+    # cpu2's stand-ins and judge ship inside the package: nothing is left to build
+    every = [j.config for j in expand("mutual", "cpu2", 1)]
+    assert stand_ins_to_pretrain(every, "cpu2") == []
+    cpu = [j.config for j in expand("mutual", "cpu", 1)]
+    seconds = MEASURED_PRETRAIN_SECONDS["cpu"]
+    assert stand_ins_to_pretrain(cpu, "cpu") == [("vq stand-in", seconds["vq"]), ("siglip stand-in", seconds["siglip"]),
+                                                 ("judge", seconds["judge"])]
     code, out, _ = cli("suite", "list", "--preset", "cpu2", "--workers", 2)
     assert "`uvlm suite run all --preset cpu2 --seeds 3`): 255 runs" in out
 
 
 def test_measured_pretraining_times_are_the_shipped_entries():
-    """The times a suite quotes for cpu2's VQ and judge are the ones their shipped builds recorded."""
+    """The times a suite quotes for cpu2's stand-ins and judge are the ones their shipped builds recorded."""
     from uvlm.suites.presets import MEASURED_PRETRAIN_SECONDS, _cache_entry, stand_in_configs
     from uvlm.vision.cache import SHIPPED, config_hash
 
-    for kind, cfg in stand_in_configs("cpu2", ("vq", "judge")).items():
+    for kind, cfg in stand_in_configs("cpu2", ("vq", "siglip", "judge")).items():
         folder, key = _cache_entry(kind, cfg)
         meta = json.loads((SHIPPED / folder / config_hash(key) / "meta.json").read_text())
         assert round(meta["info"]["train_seconds"]) == MEASURED_PRETRAIN_SECONDS["cpu2"][kind]

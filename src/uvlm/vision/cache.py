@@ -89,8 +89,9 @@ def cached_artifact(kind: str, config: dict, build: Callable[[Path], dict],
         return _build_entry(kind, config, build, entry, rebuild)
 
 
-# Artifacts shipped inside the package (the cpu2 preset's VQ stand-in and judge, which take 20 minutes
-# of a CPU to pretrain): a cache miss for exactly their config copies them in instead. Each is the
+# Artifacts shipped inside the package (the cpu2 preset's VQ and SigLIP stand-ins and judge, 11 to 21
+# minutes each to pretrain on a CPU, and rebuilt on another machine not always to the same bits): a
+# cache miss for exactly their config copies them in instead. Each is the
 # cache entry `uvlm pretrain` built, meta.json and all (`ship_artifact`); its files' digests are
 # checked on the way in, so a damaged copy is built afresh instead of used.
 SHIPPED = Path(__file__).resolve().parents[1] / "assets"
