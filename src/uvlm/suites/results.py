@@ -23,7 +23,7 @@ from uvlm.eval.chance import chance
 from uvlm.eval.evaluate import GEN_PROTOCOL
 from uvlm.io import atomic_write_json, read_json, read_jsonl
 from uvlm.model.names import parse_name
-from uvlm.suites.runner import job_index, probe_folder, wall_seconds
+from uvlm.suites.runner import job_index, probe_folder, run_folders, wall_seconds
 from uvlm.suites.spec import identity_of, scaling_label, scaling_rows
 
 COLUMNS = {"time_acc": ("time",), "weather_acc": ("weather",), "position_acc": ("weather_pos", "battery_pos"),
@@ -107,7 +107,7 @@ class Results:
         self.planned = {(e["table"], e["label"]) for e in index}  # the rows a suite was asked for (`--rows`)
         runs = self.root / "runs"
         # a run another suite's job made under its own name: found by identity (uvlm.suites.runner.with_folders)
-        folders = {identity_of(p.name): p.name for p in runs.iterdir()} if runs.is_dir() else {}
+        folders = run_folders(self.root)
         for e in index:
             key = e["key"] if (runs / e["key"]).exists() else folders.get(identity_of(e["key"]), e["key"])
             if (runs / key / "eval" / "metrics.json").exists():

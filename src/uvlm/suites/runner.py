@@ -105,16 +105,19 @@ def with_folders(jobs: list[Job], results: Path) -> list[Job]:
     made the run, an older uvlm named it, or a suite recorded or submitted it and has not begun
     it yet), so that no run is trained twice and every table reads the one folder."""
     results = Path(results)
-    known: dict[str, str] = {}
-    for path in (results / "cluster.json", results / "jobs.json"):  # recorded, perhaps not yet begun
-        if path.exists():
-            held = read_json(path, "the suite index", "run the `uvlm suite run` command again to rewrite it")
-            names = held if isinstance(held, dict) else [e.get("key") for e in held if isinstance(e, dict)]
-            known |= {identity_of(name): name for name in names if isinstance(name, str)}
-    runs = results / "runs"
-    if runs.is_dir():  # a folder that exists wins
-        known |= {identity_of(p.name): p.name for p in runs.iterdir() if p.is_dir()}
+    names: list[str] = []  # recorded or submitted, perhaps not begun yet
+    if (results / "cluster.json").exists():
+        names += list(read_json(results / "cluster.json", "the cluster ledger", "delete it to submit the runs anew"))
+    if (results / "jobs.json").exists():
+        names += [e["key"] for e in job_index(results)]
+    known = {identity_of(name): name for name in names} | run_folders(results)  # a folder that exists wins
     return [replace(j, folder=known[j.identity]) if j.identity in known else j for j in jobs]
+
+
+def run_folders(results: Path) -> dict[str, str]:
+    """The run folders under results/runs, by the identity their names end with (old names and new)."""
+    runs = Path(results) / "runs"
+    return {identity_of(p.name): p.name for p in runs.iterdir() if p.is_dir()} if runs.is_dir() else {}
 
 
 def wait_for_folder(run: Path, echo: Callable[[str], None]) -> None:
