@@ -23,7 +23,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -n 2 --durations=20 tests
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=20 tests
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

@@ -7,7 +7,7 @@ import json
 import os
 import signal
 import subprocess
-import sys
+import threading
 import time
 from pathlib import Path
 
@@ -129,15 +129,35 @@ def tiny_encoders(folder: Path) -> dict[str, str]:
     return {"vq": f"vq:{vq}", "siglip": f"siglip:{siglip}"}
 
 
+def uvlm(args: list, env: dict) -> subprocess.CompletedProcess:
+    """Run `uvlm ARGS...` in a child process to its end, as a suite runs its children (from the
+    fork server, uvlm.suites.children: a fresh interpreter's imports are seconds a command)."""
+    from uvlm.suites.children import start, uvlm_command
+
+    cmd = uvlm_command(*map(str, args))
+    child = start(cmd, env, stdout=True)
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.append(child.stdout.read()))
+    reader.start()
+    err = child.stderr.read()
+    reader.join()
+    return subprocess.CompletedProcess(cmd, child.wait(), out[0], err)
+
+
 def kill_when(args: list, env: dict, marker: Path, timeout: float = 300) -> None:
-    """Start `uvlm ARGS...`, SIGKILL it as soon as `marker` exists (e.g. a checkpoint's state.json)."""
-    proc = subprocess.Popen([sys.executable, "-m", "uvlm.cli", *map(str, args)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """Start `uvlm ARGS...` (as `uvlm` does), SIGKILL it as soon as `marker` exists (e.g. a
+    checkpoint's state.json)."""
+    from uvlm.suites.children import start, uvlm_command
+
+    child = start(uvlm_command(*map(str, args)), env)
+    drain = threading.Thread(target=child.stderr.read)  # a child blocked on a full pipe never gets there
+    drain.start()
     deadline = time.time() + timeout
-    while time.time() < deadline and not marker.exists() and proc.poll() is None:
+    while time.time() < deadline and not marker.exists() and child.poll() is None:
         time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    os.kill(child.pid, signal.SIGKILL)
+    drain.join(timeout=30)
+    child.wait()
 
 
 def toy_judge(cache: Path, style: dict | None = None) -> None:

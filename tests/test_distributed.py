@@ -22,7 +22,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from .helpers import toy_judge
+from .helpers import toy_judge, uvlm
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,11 @@ def launch(cfg: dict, out: Path, env: dict, processes: int, *extra: str) -> list
 
 
 def run(cfg: dict, out: Path, env: dict, processes: int, *extra: str) -> subprocess.CompletedProcess:
-    done = subprocess.run(launch(cfg, out, env, processes, *extra), env=env, capture_output=True, text=True)
+    command = launch(cfg, out, env, processes, *extra)
+    if processes == 1:  # as a suite starts a run: from its fork server
+        done = uvlm(command[3:], env)
+    else:
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 

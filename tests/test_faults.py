@@ -4,8 +4,9 @@ no process of it still alive and no temporary file behind.
 
 Commands: a dataset build (two rendering processes), training, evaluation, a suite (a parent
 and its train/eval children) and a report. The kill times are drawn (seeded) across the span an
-uninterrupted run of the same command takes, so they land in imports, in the work and in the
-writing of results alike.
+uninterrupted run of the same command takes, so they land in imports (of the commands a user
+types), in the work and in the writing of results alike. Train and eval start as a suite starts
+them: forked from its fork server (uvlm.suites.children), with nothing left to import.
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
 from uvlm.io import TEMPORARY_FILE, TEMPORARY_FOLDER
+from uvlm.suites.children import start, uvlm_command
 
 from .helpers import toy_judge
 
@@ -34,18 +38,43 @@ TRIALS = 2
 TIMED = {"final.json", "wall.json", "metrics.jsonl", "tb"}
 
 
-def uvlm(args: list, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "uvlm.cli", *map(str, args)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+# The commands a user types start as fresh processes (so a kill can land in their imports); a
+# run's train and eval start as a suite starts them (uvlm.suites.children: from its fork server).
+AS_A_SUITE_STARTS_THEM = {"train", "eval"}
+
+
+class _Started:
+    def __init__(self, args: list, env: dict):
+        args = [str(a) for a in args]
+        if args[0] in AS_A_SUITE_STARTS_THEM:
+            self.child = start(uvlm_command(*args), env)
+        else:
+            proc = subprocess.Popen([sys.executable, "-m", "uvlm.cli", *args], env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True, start_new_session=True)
+            self.child = SimpleNamespace(pid=proc.pid, stderr=proc.stderr, wait=proc.wait)
+        self.pid = self.child.pid
+        self.err: list[str] = []
+        self.reader = threading.Thread(target=lambda: self.err.append(self.child.stderr.read()))
+        self.reader.start()
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.reader.join(timeout)
+        if self.reader.is_alive():
+            raise subprocess.TimeoutExpired("uvlm", timeout)
+        return self.child.wait()
+
+
+def uvlm(args: list, env: dict) -> _Started:
+    return _Started(args, env)
 
 
 def finish(args: list, env: dict) -> float:
     """Run `uvlm ARGS` to its end; return how long it took."""
-    start = time.perf_counter()
+    start_time = time.perf_counter()
     proc = uvlm(args, env)
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err
-    return time.perf_counter() - start
+    code = proc.wait(timeout=600)
+    assert code == 0, proc.err
+    return time.perf_counter() - start_time
 
 
 def alive(group: int) -> list[int]:
@@ -69,7 +98,7 @@ def kill_after(args: list, env: dict, seconds: float) -> None:
         proc.wait(timeout=seconds)
     except subprocess.TimeoutExpired:
         os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+        proc.wait()
     deadline = time.time() + 10
     while alive(proc.pid) and time.time() < deadline:
         time.sleep(0.05)

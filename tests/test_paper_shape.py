@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,7 +23,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from uvlm.model.tokenizer import template_corpus, train_tokenizer
 from uvlm.suites.presets import VICUNA_SYSTEM, row_config
 
-from .helpers import kill_when, tiny_encoders, toy_judge
+from .helpers import kill_when, tiny_encoders, toy_judge, uvlm
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,10 +67,6 @@ def env(tmp_path_factory):
     cache = tmp_path_factory.getbasetemp() / "cache"
     toy_judge(cache, STYLE)
     return {**os.environ, "UVLM_CACHE": str(cache), "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-
-
-def uvlm(args: list, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "uvlm.cli", *map(str, args)], env=env, capture_output=True, text=True)
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:

@@ -20,12 +20,19 @@ from uvlm.train.packaged import llm_source
 from .helpers import toy_judge
 from .test_train import ROOT, losses, run_config, uvlm
 
+# one worker runs this module (pytest -n 2 --dist loadgroup): its model is converted once
+pytestmark = pytest.mark.xdist_group("smollm2")
+
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    """One conversion of the GGUF per test worker, in its own cache, beside an untrained judge
-    (evaluation's plumbing is under test here, not the judge)."""
-    path = tmp_path_factory.mktemp("smol-cache")
+    """One conversion of the GGUF per test session, in its own cache (the test workers share it:
+    a second waits for the first's build), beside an untrained judge (evaluation's plumbing is
+    under test here, not the judge)."""
+    # pytest-xdist gives each worker a folder of its own in the session's folder
+    session = tmp_path_factory.getbasetemp().parent if os.environ.get("PYTEST_XDIST_WORKER") else \
+        tmp_path_factory.getbasetemp()
+    path = session / "smol-cache"
     toy_judge(path)
     old = os.environ.get("UVLM_CACHE")
     os.environ["UVLM_CACHE"] = str(path)
@@ -72,8 +79,8 @@ def test_the_packaged_llm_trains_resumes_bit_exactly_and_answers(tmp_path, encod
     """LoRA steps lower its loss; a run resumed from its middle checkpoint (as after a SIGKILL
     between the last checkpoint and the end) ends on the same losses and bits; `uvlm eval`
     answers every test question with it."""
-    # 12 steps of 2 records: a step of a 135M LLM on one CPU thread costs about 2 s a record
-    cfg = run_config(encoders, epochs=3, lr=2e-3, adapter_lr=2e-3, batch_size=2, eval_points=0, checkpoint_every=6)
+    # 8 steps of 2 records: a step of a 135M LLM on one CPU thread costs about 2 s a record
+    cfg = run_config(encoders, epochs=2, lr=2e-3, adapter_lr=2e-3, batch_size=2, eval_points=0, checkpoint_every=4)
     cfg["model"].update({"llm": "smollm2-135m", "lora_r": 8, "lora_alpha": 16})
     cfg["data"]["train"].update({"n_vqa": 4, "n_caption": 2, "n_generation": 2})
     cfg["data"]["test"].update({"n_vqa": 6, "n_generation": 2})
@@ -84,18 +91,18 @@ def test_the_packaged_llm_trains_resumes_bit_exactly_and_answers(tmp_path, encod
     done = uvlm(["train", "--config", path, "--out", out], env)
     assert done.returncode == 0, done.stderr
     train = [x for x in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if x["event"] == "train"]
-    assert len(train) == 12
+    assert len(train) == 8
     assert sum(x["text_loss"] for x in train[-3:]) < sum(x["text_loss"] for x in train[:3])
     saved = json.loads((out / "weights" / "llm" / "adapter_config.json").read_text())
     assert saved["r"] == 8  # LoRA on the pretrained weights, which stay in the cache
 
     cut = tmp_path / "cut"
     shutil.copytree(out, cut)
-    for later in ("final.json", "weights", "checkpoints/step-0000012"):
+    for later in ("final.json", "weights", "checkpoints/step-0000008"):
         shutil.rmtree(cut / later) if (cut / later).is_dir() else (cut / later).unlink()
     resumed = uvlm(["train", "--config", path, "--out", cut, "--resume"], env)
     assert resumed.returncode == 0, resumed.stderr
-    assert json.loads((cut / "final.json").read_text())["resumed_from_step"] == 6
+    assert json.loads((cut / "final.json").read_text())["resumed_from_step"] == 4
     assert losses(cut) == losses(out)
     for name in ("adapters.safetensors", "llm/adapter_model.safetensors"):
         a, b = load_file(str(out / "weights" / name)), load_file(str(cut / "weights" / name))

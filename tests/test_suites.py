@@ -454,6 +454,56 @@ def test_children_progress_is_passed_on_and_a_busy_run_is_waited_for(tmp_path):
     os.close(fd)
 
 
+def test_a_uvlm_child_from_the_fork_server_is_what_a_fresh_process_would_be(tmp_path, encoders):
+    """The same run trained from the fork server and by a fresh `python -m uvlm.cli`: the same
+    weights to the bit (the job's one thread and its environment hold in the forked child), the
+    same refusal and exit code on a bad command, and a child killed by a signal says so."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import yaml
+
+    from uvlm.suites import children
+
+    from .test_train import run_config
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "UVLM_CACHE": str(tmp_path / "cache")}
+    cfg = run_config(encoders, epochs=1, eval_points=0)
+    cfg["data"]["train"].update({"n_vqa": 16, "n_caption": 16, "n_generation": 16})
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    forked, fresh = (children.uvlm_command("train", "--config", str(tmp_path / "run.yaml"), "--out",
+                                           str(tmp_path / name)) for name in ("forked", "fresh"))
+    assert children.can_fork_from_server(forked, env)
+    assert not children.can_fork_from_server(forked, {**env, "CUDA_VISIBLE_DEVICES": "0"})  # a GPU job's
+    assert children.run(forked, env, lambda line: None)[0] == 0
+    assert subprocess.run(fresh, env=env, capture_output=True).returncode == 0
+    weights = [sorted(p.relative_to(tmp_path / name) for p in (tmp_path / name / "weights").rglob("*.safetensors"))
+               for name in ("forked", "fresh")]
+    assert weights[0] == weights[1] and weights[0]
+    for path in weights[0]:
+        assert (tmp_path / "forked" / path).read_bytes() == (tmp_path / "fresh" / path).read_bytes(), path
+
+    bad = children.uvlm_command("train", "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "x"))
+    code, last = children.run(bad, env, lambda line: None)
+    refused = subprocess.run(bad, env=env, capture_output=True, text=True)
+    assert (code, last) == (refused.returncode, refused.stderr.strip().splitlines()[-1]) and code == 2
+
+    # killed: the exit code is minus the signal, as subprocess gives it
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(code=children.run([*forked[:-1], str(tmp_path / "k")],
+                                                                               env, lambda line: None)[0]))
+    thread.start()
+    deadline = time.time() + 30
+    while not children._RUNNING and time.time() < deadline:
+        time.sleep(0.01)
+    children.interrupt(signal.SIGKILL)
+    thread.join(30)
+    children.STOP.clear()
+    assert outcome["code"] == -signal.SIGKILL
+
+
 @pytest.mark.parametrize("state", ["new", "evaluated", "probe fails", "not probed"])
 def test_a_probed_run_is_probed_after_its_evaluation_while_its_weights_are_here(tmp_path, monkeypatch, state):
     from uvlm.suites import runner

@@ -19,7 +19,7 @@ from uvlm.train.config import from_dict
 from uvlm.train.loop import stream_indices
 from uvlm.vision.load import load_space
 
-from .helpers import kill_when
+from .helpers import kill_when, uvlm
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,11 +37,6 @@ def run_config(encoders: dict, **train) -> dict:
                               "share_images": False}, **encoders},
             "train": {"batch_size": 4, "epochs": 3, "checkpoint_every": 10, "eval_points": 3, "eval_metrics": False,
                       "eval_samples": 8, **train}}
-
-
-def uvlm(args: list, env: dict, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "uvlm.cli", *map(str, args)], env=env, capture_output=True,
-                          text=True, **kw)
 
 
 def test_stream_is_a_seeded_permutation_per_epoch():
@@ -252,8 +247,6 @@ def test_the_schedule_is_transformers_cosine_to_the_bit_without_importing_peft()
     """`cosine_with_warmup` gives get_cosine_schedule_with_warmup's learning rates exactly (runs made
     with it keep their results; its checkpoints load), and the training loop no longer imports
     transformers' trainer utilities, which import peft (seconds in every train and eval process)."""
-    import subprocess
-    import sys
 
     from transformers import get_cosine_schedule_with_warmup
 

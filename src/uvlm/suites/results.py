@@ -20,7 +20,6 @@ import numpy as np
 from uvlm.data.celeba import ATTRIBUTES as FACE_ATTRIBUTES
 from uvlm.errors import UvlmError
 from uvlm.eval.chance import chance
-from uvlm.eval.evaluate import GEN_PROTOCOL
 from uvlm.io import atomic_write_json, read_json, read_jsonl
 from uvlm.model.names import parse_name
 from uvlm.suites.runner import job_index, probe_folder, run_folders, wall_seconds
@@ -95,6 +94,15 @@ def judge_bar(baselines: dict | None, column: str = "total_acc") -> float | None
 
 def paper_tables() -> dict:
     return json.loads(resources.files("uvlm.suites").joinpath("paper_tables.json").read_text())
+
+
+def gen_protocol() -> int:
+    """The judged-generation protocol `uvlm eval` records now (uvlm.eval.evaluate.GEN_PROTOCOL),
+    imported when asked: the evaluator pulls transformers in, seconds that `suite status` and
+    `suite run` need not pay."""
+    from uvlm.eval.evaluate import GEN_PROTOCOL
+
+    return GEN_PROTOCOL
 
 
 class Results:
@@ -262,7 +270,7 @@ class Results:
         protocol that rescales generated vectors and reads them by direction cannot."""
         if output_space(label) != "siglip":
             return True
-        return all((self.metrics(k).get("gen") or {}).get("protocol", 1) >= GEN_PROTOCOL
+        return all((self.metrics(k).get("gen") or {}).get("protocol", 1) >= gen_protocol()
                    for k in self.groups.get((table, label), []))
 
     def judge_baselines(self, space: str, dataset: str = "smartwatch") -> dict | None:
@@ -274,7 +282,7 @@ class Results:
             if output_space(label) == space and dataset_of(table) == dataset:
                 for k in keys:
                     found = (self.metrics(k).get("gen") or {}).get("baselines")
-                    if found and (space != "siglip" or self.metrics(k)["gen"].get("protocol", 1) >= GEN_PROTOCOL):
+                    if found and (space != "siglip" or self.metrics(k)["gen"].get("protocol", 1) >= gen_protocol()):
                         return found
         path = self.root / "baselines.json"  # SmartWatch runs evaluated before CelebA existed
         return read_json(path, "judge baselines", "delete it; `uvlm report` computes it again").get(space) \

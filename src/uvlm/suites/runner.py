@@ -20,9 +20,7 @@ import queue
 import re
 import signal
 import statistics
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -32,7 +30,9 @@ from pathlib import Path
 import yaml
 
 from uvlm.errors import UvlmError
-from uvlm.io import atomic_write_json, atomic_write_text, die_with_parent, exclusive, read_json, sweep_temporaries
+from uvlm.io import atomic_write_json, atomic_write_text, exclusive, read_json, sweep_temporaries
+from uvlm.suites import children
+from uvlm.suites.children import uvlm_command
 from uvlm.suites.spec import Job, identity_of
 
 # What uvlm.progress prints: "label: done/total (..% ...)".
@@ -59,45 +59,10 @@ def is_done(results: Path, job: Job) -> bool:
     return _evaluated(run) and (not job.probe or _probed(run))
 
 
-def _uvlm(*args: str) -> list[str]:
-    return [sys.executable, "-m", "uvlm.cli", *args]
-
-
 def _child(cmd: list[str], env: dict, show: Callable[[str], None]) -> tuple[int, str]:
-    """Run a `uvlm` child to its end, passing its progress lines to `show`; returns its exit
-    code and its last line on stderr (the error, when it failed). It dies with this process."""
-    with _RUNNING_LOCK:
-        if _STOP.is_set():  # the suite was interrupted: start nothing new
-            raise UvlmError("interrupted")
-        # a session of its own: the suite alone passes an interrupt on, once
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                preexec_fn=die_with_parent, start_new_session=True)
-        _RUNNING.add(proc)
-    try:
-        last = ""
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if line.strip():
-                last = line.strip()
-                if PROGRESS_LINE.search(last):
-                    show(last)
-        return proc.wait(), last
-    finally:
-        _RUNNING.discard(proc)
-
-
-# The children in flight, in sessions of their own, so that an interrupted suite passes the
-# interrupt on to each exactly once; once _STOP is set no child starts.
-_RUNNING: set[subprocess.Popen] = set()
-_RUNNING_LOCK = threading.Lock()
-_STOP = threading.Event()
-
-
-def _interrupt_children(sig: int) -> None:
-    with _RUNNING_LOCK:
-        _STOP.set()
-        for proc in _RUNNING:
-            proc.send_signal(sig)
+    """Run a child command to its end (uvlm.suites.children), passing its progress lines to
+    `show`; returns its exit code and its last line on stderr (the error, when it failed)."""
+    return children.run(cmd, env, lambda line: show(line) if PROGRESS_LINE.search(line) else None)
 
 
 def with_folders(jobs: list[Job], results: Path) -> list[Job]:
@@ -146,7 +111,7 @@ def run_job(job: Job, results: Path, devices: str | None = None, processes: int 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     if devices is not None:
         env["CUDA_VISIBLE_DEVICES"] = devices
-    train = _uvlm("train", "--config", str(config), "--out", str(run), "--resume")
+    train = uvlm_command("train", "--config", str(config), "--out", str(run), "--resume")
     if processes > 1:
         train = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                  str(processes), *train[1:]]
@@ -172,9 +137,9 @@ def _steps_left(job: Job, run: Path, train: list[str]) -> list[tuple[str, list[s
     then the probe if the job probes it (a rerun after a kill between the two does only the probe)."""
     steps = []
     if not _evaluated(run):
-        steps += [("train", train), ("eval", _uvlm("eval", str(run)))]
+        steps += [("train", train), ("eval", uvlm_command("eval", str(run)))]
     if job.probe and not _probed(run):
-        steps.append(("probe", _uvlm("probe", str(run))))
+        steps.append(("probe", uvlm_command("probe", str(run))))
     return steps
 
 
@@ -352,6 +317,8 @@ def run_suite(jobs: list[Job], results: Path, workers: int, echo: Callable[[str]
                 if devices is not None:
                     free.put(devices)
 
+        if pending and not per_job and execute is run_job:
+            children.start_fork_server()  # from this thread, which outlives every child
         pool = ThreadPoolExecutor(max_workers=workers)
         try:
             # Reported as they finish, so the log shows what is done, not what was started first.
@@ -366,7 +333,7 @@ def run_suite(jobs: list[Job], results: Path, workers: int, echo: Callable[[str]
             # Ctrl-C: no queued run starts (leaving a `with` block would wait for all of them), and
             # the runs in flight stop at their last checkpoint, from which the same command resumes.
             pool.shutdown(wait=False, cancel_futures=True)
-            _interrupt_children(signal.SIGINT)
+            children.interrupt(signal.SIGINT)
             echo(f"interrupted: {len(outcome)} of {len(pending)} runs finished; the runs in flight stop at their "
                  "last checkpoint; run the same command again to resume")
             raise
@@ -376,9 +343,9 @@ def run_suite(jobs: list[Job], results: Path, workers: int, echo: Callable[[str]
                     pool.shutdown(wait=True)
                     break
                 except KeyboardInterrupt:
-                    _interrupt_children(signal.SIGKILL)
+                    children.interrupt(signal.SIGKILL)
                     echo("interrupted again: the runs in flight are killed; they resume from their last checkpoint")
-            _STOP.clear()
+            children.STOP.clear()
         failed = [k for k, r in outcome.items() if "error" in r]
         if failed:
             raise UvlmError(f"{len(failed)} runs failed (first: {outcome[failed[0]]['error']}); "

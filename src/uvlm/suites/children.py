@@ -1,0 +1,170 @@
+"""A suite's child commands (`uvlm train`, `eval`, `probe`): each in a process of its own, so a
+failed or killed run never takes the suite down, and each interrupted exactly once.
+
+On a CPU-only job the children start from a fork server that imported uvlm, torch and
+transformers once: a fresh Python pays about 4.5 s of CPU for those imports before its first
+step, twice a run (train, then eval), which is most of a tiny run's time. The children still run
+the same `uvlm` command line in the same environment (`python -m uvlm.cli ARGS` is what they
+run otherwise). GPU jobs and torchrun start fresh processes: a fork server must not have touched
+CUDA, and their imports are small beside their training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TextIO
+
+from uvlm.errors import UvlmError
+from uvlm.io import die_with_parent
+
+UVLM = [sys.executable, "-m", "uvlm.cli"]
+# What the fork server imports, in order: first what ties its life to the suite's, then what
+# every child imports before its first step (the modules of train, eval and probe).
+PRELOAD = ["uvlm.suites.fork_server", "uvlm.cli", "uvlm.train.loop", "uvlm.eval.evaluate", "uvlm.suites.probe"]
+
+
+def uvlm_command(*args: str) -> list[str]:
+    """The command line of a `uvlm` child."""
+    return [*UVLM, *args]
+
+
+@dataclass
+class Started:
+    """A child command in flight: its pid, its stderr (and stdout, when asked for) as lines of
+    text, `poll()` (None while it runs) and `wait()`: its exit code, minus the signal that killed it."""
+
+    pid: int
+    stderr: TextIO
+    stdout: TextIO | None
+    poll: Callable[[], int | None]
+    wait: Callable[[], int]
+
+
+def _popen(cmd: list[str], env: dict, stdout: bool) -> Started:
+    # a session of its own: the suite alone passes an interrupt on, once
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, errors="replace", preexec_fn=die_with_parent,
+                            start_new_session=True)
+    assert proc.stderr is not None
+    return Started(proc.pid, proc.stderr, proc.stdout, proc.poll, proc.wait)
+
+
+def _forked_main(args: list[str], env: dict, stderr, stdout) -> None:
+    """The fork server's child: become what `python -m uvlm.cli ARGS` with `env` would be."""
+    os.setsid()  # as _popen's children: out of the terminal's reach, in a session of its own
+    die_with_parent()  # with the fork server, which dies with the suite
+    if not multiprocessing.parent_process().is_alive():  # the suite died before that line
+        os._exit(1)
+    os.environ.clear()
+    os.environ.update(env)
+    for fd, pipe in ((2, stderr), (1, stdout)):
+        if pipe is None:
+            pipe_fd = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(pipe_fd, fd)
+            os.close(pipe_fd)
+        else:
+            os.dup2(pipe.fileno(), fd)
+            pipe.close()
+    import torch
+
+    # OpenMP read its thread count when the server loaded it; the job's count is set here instead
+    threads = env.get("OMP_NUM_THREADS")
+    if threads and threads.isdigit():
+        torch.set_num_threads(int(threads))
+    from uvlm.cli import main
+
+    main(args)  # ends in SystemExit: its code is the child's exit code, as in a fresh process
+
+
+def start_fork_server() -> None:
+    """Start the fork server now, if this system has one, so that it imports while the caller
+    goes on and lives as long as the calling thread (a suite's own, not a worker's)."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        from multiprocessing import forkserver
+
+        multiprocessing.get_context("forkserver").set_forkserver_preload(PRELOAD)  # read when it starts
+        forkserver.ensure_running()
+
+
+def _forked(args: list[str], env: dict, stdout: bool) -> Started:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)  # read once, when the server starts
+    pipes = [context.Pipe(duplex=False) for _ in range(1 + stdout)]
+    child = context.Process(target=_forked_main, name="uvlm " + " ".join(args[:1]),
+                            args=(args, env, pipes[0][1], pipes[1][1] if stdout else None))
+    child.start()
+    streams = []
+    for reader, writer in pipes:
+        writer.close()
+        streams.append(os.fdopen(os.dup(reader.fileno()), encoding="utf-8", errors="replace"))
+        reader.close()
+
+    def wait() -> int:
+        child.join()
+        for stream in streams:
+            stream.close()
+        return child.exitcode if child.exitcode is not None else 1
+
+    assert child.pid is not None
+    return Started(child.pid, streams[0], streams[1] if stdout else None,
+                   lambda: None if child.is_alive() else child.exitcode, wait)
+
+
+def start(cmd: list[str], env: dict, stdout: bool = False) -> Started:
+    """Start a child command: from the fork server where it can (`can_fork_from_server`), else
+    as a fresh process. Its stdout is thrown away unless `stdout`; the caller reads its stderr."""
+    if can_fork_from_server(cmd, env):
+        return _forked(cmd[len(UVLM):], env, stdout)
+    return _popen(cmd, env, stdout)
+
+
+def can_fork_from_server(cmd: list[str], env: dict) -> bool:
+    """Whether `cmd` starts from the fork server: a `uvlm` command of a CPU-only job on a system
+    that has one (Linux, macOS)."""
+    return (cmd[:len(UVLM)] == UVLM and env.get("CUDA_VISIBLE_DEVICES") is None
+            and "forkserver" in multiprocessing.get_all_start_methods()
+            and env.get("UVLM_FORK_SERVER", "1") != "0")
+
+
+# The children in flight, so that an interrupted suite passes the interrupt on to each exactly
+# once; once STOP is set no child starts.
+_RUNNING: set[int] = set()
+_LOCK = threading.Lock()
+STOP = threading.Event()
+
+
+def run(cmd: list[str], env: dict, each_line: Callable[[str], None]) -> tuple[int, str]:
+    """Run a child command to its end, passing each non-blank line it writes to stderr to
+    `each_line`; returns its exit code and its last such line (the error, when it failed). It
+    dies with this process."""
+    with _LOCK:
+        if STOP.is_set():  # the suite was interrupted: start nothing new
+            raise UvlmError("interrupted")
+        child = start(cmd, env)
+        _RUNNING.add(child.pid)
+    try:
+        last = ""
+        for line in child.stderr:
+            if line.strip():
+                last = line.strip()
+                each_line(last)
+        return child.wait(), last
+    finally:
+        with _LOCK:
+            _RUNNING.discard(child.pid)
+
+
+def interrupt(sig: int) -> None:
+    """Start no more children, and send `sig` to each one in flight."""
+    with _LOCK:
+        STOP.set()
+        for pid in _RUNNING:
+            with contextlib.suppress(ProcessLookupError):  # it ended as the signal was sent
+                os.kill(pid, sig)
