@@ -11,6 +11,7 @@ them: forked from its fork server (uvlm.suites.children), with nothing left to i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -51,7 +52,8 @@ class _Started:
         else:
             proc = subprocess.Popen([sys.executable, "-m", "uvlm.cli", *args], env=env, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
-            self.child = SimpleNamespace(pid=proc.pid, stderr=proc.stderr, wait=proc.wait)
+            self.child = SimpleNamespace(pid=proc.pid, stderr=proc.stderr, wait=proc.wait,
+                                         send_signal=proc.send_signal)
         self.pid = self.child.pid
         self.err: list[str] = []
         self.reader = threading.Thread(target=lambda: self.err.append(self.child.stderr.read()))
@@ -97,7 +99,8 @@ def kill_after(args: list, env: dict, seconds: float) -> None:
     try:
         proc.wait(timeout=seconds)
     except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it ended as its time came
+            proc.child.send_signal(signal.SIGKILL)
         proc.wait()
     deadline = time.time() + 10
     while alive(proc.pid) and time.time() < deadline:

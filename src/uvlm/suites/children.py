@@ -11,9 +11,11 @@ CUDA, and their imports are small beside their training.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -38,13 +40,15 @@ def uvlm_command(*args: str) -> list[str]:
 @dataclass
 class Started:
     """A child command in flight: its pid, its stderr (and stdout, when asked for) as lines of
-    text, `poll()` (None while it runs) and `wait()`: its exit code, minus the signal that killed it."""
+    text, `poll()` (None while it runs), `wait()`: its exit code, minus the signal that killed
+    it, and `send_signal(sig)`, which never reaches another process that took its pid."""
 
     pid: int
     stderr: TextIO
     stdout: TextIO | None
     poll: Callable[[], int | None]
     wait: Callable[[], int]
+    send_signal: Callable[[int], None]
 
 
 def _popen(cmd: list[str], env: dict, stdout: bool) -> Started:
@@ -53,7 +57,7 @@ def _popen(cmd: list[str], env: dict, stdout: bool) -> Started:
                             stderr=subprocess.PIPE, text=True, errors="replace", preexec_fn=die_with_parent,
                             start_new_session=True)
     assert proc.stderr is not None
-    return Started(proc.pid, proc.stderr, proc.stdout, proc.poll, proc.wait)
+    return Started(proc.pid, proc.stderr, proc.stdout, proc.poll, proc.wait, proc.send_signal)
 
 
 def _forked_main(args: list[str], env: dict, stderr, stdout) -> None:
@@ -72,11 +76,14 @@ def _forked_main(args: list[str], env: dict, stderr, stdout) -> None:
         else:
             os.dup2(pipe.fileno(), fd)
             pipe.close()
-    import torch
-
-    # OpenMP read its thread count when the server loaded it; the job's count is set here instead
+    multiprocessing.set_start_method(None, force=True)  # its own pools start as a fresh process's do
     threads = env.get("OMP_NUM_THREADS")
     if threads and threads.isdigit():
+        # OpenMP and the BLAS libraries read their thread counts when the server loaded them
+        import torch
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(int(threads))
         torch.set_num_threads(int(threads))
     from uvlm.cli import main
 
@@ -106,15 +113,36 @@ def _forked(args: list[str], env: dict, stdout: bool) -> Started:
         streams.append(os.fdopen(os.dup(reader.fileno()), encoding="utf-8", errors="replace"))
         reader.close()
 
+    assert child.pid is not None
+    # The server reaps the child, not this process: a pid alone could name another process by
+    # the time a signal is sent; a pidfd names this one (Linux; elsewhere the pid it is).
+    held = threading.Lock()
+    try:
+        pidfd = [os.pidfd_open(child.pid) if hasattr(os, "pidfd_open") else None]
+    except ProcessLookupError:  # it has ended already (a refused command ends in milliseconds)
+        pidfd = [-1]
+
+    def send_signal(sig: int) -> None:
+        with held:
+            if pidfd[0] == -1:
+                raise ProcessLookupError(child.pid)
+            if pidfd[0] is None:
+                os.kill(child.pid, sig)
+            else:
+                signal.pidfd_send_signal(pidfd[0], sig)
+
     def wait() -> int:
         child.join()
         for stream in streams:
             stream.close()
+        with held:
+            if pidfd[0] not in (None, -1):
+                os.close(pidfd[0])
+            pidfd[0] = -1
         return child.exitcode if child.exitcode is not None else 1
 
-    assert child.pid is not None
     return Started(child.pid, streams[0], streams[1] if stdout else None,
-                   lambda: None if child.is_alive() else child.exitcode, wait)
+                   lambda: None if child.is_alive() else child.exitcode, wait, send_signal)
 
 
 def start(cmd: list[str], env: dict, stdout: bool = False) -> Started:
@@ -135,7 +163,7 @@ def can_fork_from_server(cmd: list[str], env: dict) -> bool:
 
 # The children in flight, so that an interrupted suite passes the interrupt on to each exactly
 # once; once STOP is set no child starts.
-_RUNNING: set[int] = set()
+_RUNNING: list[Started] = []
 _LOCK = threading.Lock()
 STOP = threading.Event()
 
@@ -148,7 +176,7 @@ def run(cmd: list[str], env: dict, each_line: Callable[[str], None]) -> tuple[in
         if STOP.is_set():  # the suite was interrupted: start nothing new
             raise UvlmError("interrupted")
         child = start(cmd, env)
-        _RUNNING.add(child.pid)
+        _RUNNING.append(child)
     try:
         last = ""
         for line in child.stderr:
@@ -158,13 +186,23 @@ def run(cmd: list[str], env: dict, each_line: Callable[[str], None]) -> tuple[in
         return child.wait(), last
     finally:
         with _LOCK:
-            _RUNNING.discard(child.pid)
+            _RUNNING.remove(child)
 
 
 def interrupt(sig: int) -> None:
     """Start no more children, and send `sig` to each one in flight."""
     with _LOCK:
         STOP.set()
-        for pid in _RUNNING:
+        for child in _RUNNING:
             with contextlib.suppress(ProcessLookupError):  # it ended as the signal was sent
-                os.kill(pid, sig)
+                child.send_signal(sig)
+
+
+@atexit.register
+def _kill_the_rest() -> None:
+    # Run before multiprocessing's own exit hook, which would wait for the forked children: a
+    # suite that dies of an error takes its runs with it, as it did when they were its own.
+    with _LOCK:
+        for child in _RUNNING:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGKILL)

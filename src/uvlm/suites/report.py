@@ -238,8 +238,6 @@ def _celeba_copy(res: Results) -> str | None:
 def _record_baselines(res: Results) -> None:
     """Judge baselines for output spaces whose runs were all evaluated before metrics.json held
     them: computed once from a run's config (cached encoders and judge) into baselines.json."""
-    from uvlm.eval.evaluate import run_judge_baselines
-
     for space in ("vq", "siglip"):
         keys = [k for (table, label), ks in res.groups.items()
                 if output_space(label) == space and dataset_of(table) == "smartwatch" for k in ks]
@@ -247,6 +245,8 @@ def _record_baselines(res: Results) -> None:
             continue
         run = res.root / "runs" / keys[0]
         if (run / "config.yaml").exists():
+            from uvlm.eval.evaluate import run_judge_baselines  # transformers: only when there is work
+
             res.store_baselines(space, run_judge_baselines(run))
 
 
