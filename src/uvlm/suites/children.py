@@ -5,14 +5,15 @@ On a CPU-only job the children start from a fork server that imported uvlm, torc
 transformers once: a fresh Python pays about 4.5 s of CPU for those imports before its first
 step, twice a run (train, then eval), which is most of a tiny run's time. The children still run
 the same `uvlm` command line in the same environment (`python -m uvlm.cli ARGS` is what they
-run otherwise). GPU jobs and torchrun start fresh processes: a fork server must not have touched
-CUDA, and their imports are small beside their training.
+run otherwise). On a machine with a GPU, and under torchrun, children start as fresh processes:
+no process may fork after CUDA has started, and their imports are small beside their training.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import multiprocessing
 import os
 import signal
@@ -154,11 +155,20 @@ def start(cmd: list[str], env: dict, stdout: bool = False) -> Started:
 
 
 def can_fork_from_server(cmd: list[str], env: dict) -> bool:
-    """Whether `cmd` starts from the fork server: a `uvlm` command of a CPU-only job on a system
-    that has one (Linux, macOS)."""
+    """Whether `cmd` starts from the fork server: a `uvlm` command of a CPU-only job (no GPU
+    given to it, none on this machine) on a system that has one (Linux, macOS)."""
     return (cmd[:len(UVLM)] == UVLM and env.get("CUDA_VISIBLE_DEVICES") is None
-            and "forkserver" in multiprocessing.get_all_start_methods()
-            and env.get("UVLM_FORK_SERVER", "1") != "0")
+            and env.get("UVLM_FORK_SERVER", "1") != "0"
+            and "forkserver" in multiprocessing.get_all_start_methods() and not _gpu_here())
+
+
+@functools.cache
+def _gpu_here() -> bool:
+    # A child may take a GPU the job was not given one of (placement picks CUDA where there is
+    # one): on such a machine every child starts fresh, so no process forks after CUDA's start.
+    import torch
+
+    return torch.cuda.is_available()
 
 
 # The children in flight, so that an interrupted suite passes the interrupt on to each exactly
