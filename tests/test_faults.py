@@ -23,7 +23,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -47,13 +46,8 @@ AS_A_SUITE_STARTS_THEM = {"train", "eval"}
 class _Started:
     def __init__(self, args: list, env: dict):
         args = [str(a) for a in args]
-        if args[0] in AS_A_SUITE_STARTS_THEM:
-            self.child = start(uvlm_command(*args), env)
-        else:
-            proc = subprocess.Popen([sys.executable, "-m", "uvlm.cli", *args], env=env, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, text=True, start_new_session=True)
-            self.child = SimpleNamespace(pid=proc.pid, stderr=proc.stderr, wait=proc.wait,
-                                         send_signal=proc.send_signal)
+        fresh = args[0] not in AS_A_SUITE_STARTS_THEM
+        self.child = start(uvlm_command(*args), {**env, "UVLM_FORK_SERVER": "0"} if fresh else env)
         self.pid = self.child.pid
         self.err: list[str] = []
         self.reader = threading.Thread(target=lambda: self.err.append(self.child.stderr.read()))

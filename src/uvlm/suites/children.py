@@ -91,19 +91,51 @@ def _forked_main(args: list[str], env: dict, stderr, stdout) -> None:
     main(args)  # ends in SystemExit: its code is the child's exit code, as in a fresh process
 
 
+def _server() -> multiprocessing.context.ForkServerContext:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)  # read once, when the server starts
+    return context
+
+
 def start_fork_server() -> None:
     """Start the fork server now, if this system has one, so that it imports while the caller
     goes on and lives as long as the calling thread (a suite's own, not a worker's)."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         from multiprocessing import forkserver
 
-        multiprocessing.get_context("forkserver").set_forkserver_preload(PRELOAD)  # read when it starts
+        _server()
         forkserver.ensure_running()
 
 
+class _Pidfd:
+    """A handle on a process the fork server reaps, not this one: by the time a signal is sent a
+    bare pid could name another process; a pidfd names this one (Linux; elsewhere the pid)."""
+
+    def __init__(self, pid: int):
+        self.pid, self.lock, self.fd, self.ended = pid, threading.Lock(), None, False
+        try:
+            self.fd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
+        except ProcessLookupError:  # it has ended already (a refused command ends in milliseconds)
+            self.ended = True
+
+    def send_signal(self, sig: int) -> None:
+        with self.lock:
+            if self.ended:
+                raise ProcessLookupError(self.pid)
+            if self.fd is None:
+                os.kill(self.pid, sig)
+            else:
+                signal.pidfd_send_signal(self.fd, sig)
+
+    def close(self) -> None:
+        with self.lock:
+            if self.fd is not None:
+                os.close(self.fd)
+            self.fd, self.ended = None, True
+
+
 def _forked(args: list[str], env: dict, stdout: bool) -> Started:
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOAD)  # read once, when the server starts
+    context = _server()
     pipes = [context.Pipe(duplex=False) for _ in range(1 + stdout)]
     child = context.Process(target=_forked_main, name="uvlm " + " ".join(args[:1]),
                             args=(args, env, pipes[0][1], pipes[1][1] if stdout else None))
@@ -113,37 +145,18 @@ def _forked(args: list[str], env: dict, stdout: bool) -> Started:
         writer.close()
         streams.append(os.fdopen(os.dup(reader.fileno()), encoding="utf-8", errors="replace"))
         reader.close()
-
     assert child.pid is not None
-    # The server reaps the child, not this process: a pid alone could name another process by
-    # the time a signal is sent; a pidfd names this one (Linux; elsewhere the pid it is).
-    held = threading.Lock()
-    try:
-        pidfd = [os.pidfd_open(child.pid) if hasattr(os, "pidfd_open") else None]
-    except ProcessLookupError:  # it has ended already (a refused command ends in milliseconds)
-        pidfd = [-1]
-
-    def send_signal(sig: int) -> None:
-        with held:
-            if pidfd[0] == -1:
-                raise ProcessLookupError(child.pid)
-            if pidfd[0] is None:
-                os.kill(child.pid, sig)
-            else:
-                signal.pidfd_send_signal(pidfd[0], sig)
+    handle = _Pidfd(child.pid)
 
     def wait() -> int:
         child.join()
         for stream in streams:
             stream.close()
-        with held:
-            if pidfd[0] not in (None, -1):
-                os.close(pidfd[0])
-            pidfd[0] = -1
+        handle.close()
         return child.exitcode if child.exitcode is not None else 1
 
     return Started(child.pid, streams[0], streams[1] if stdout else None,
-                   lambda: None if child.is_alive() else child.exitcode, wait, send_signal)
+                   lambda: None if child.is_alive() else child.exitcode, wait, handle.send_signal)
 
 
 def start(cmd: list[str], env: dict, stdout: bool = False) -> Started:
