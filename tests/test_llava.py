@@ -388,3 +388,120 @@ def test_a_two_stage_run_is_resumed_only_with_its_own_settings(llava_data, tmp_p
     assert json.loads((out / "llava.json").read_text())["overrides"] == ["train.epochs=0.2"]
     code, _, err = cli(*args, "--set", "train.epochs=0.2")  # the same command: nothing left to do
     assert code == 0, err
+
+
+def test_the_paper_recipe_trains_clip_in_stage_2_from_pixels_and_its_run_encodes_with_the_trained_tower(
+        llava_data, tmp_path, cli, monkeypatch):
+    """`--recipe paper`: stage 1 in the plain template with CLIP frozen; stage 2 trains CLIP (all but
+    its unread last layer) with the LLM, from the images' pixels, and saves it as a CLIP folder; the
+    loaded run encodes test images with that tower, while CLIP-CLIP's targets stay the frozen one's."""
+    import torch
+    from transformers import CLIPVisionModel
+
+    from uvlm.train.load import load_trained
+    from uvlm.train.loop import load_run_config
+    from uvlm.vision.clip import tiny_clip
+    from uvlm.vision.load import load_space
+
+    monkeypatch.setenv("UVLM_CACHE", str(llava_data["cache"]))
+    out = tmp_path / "paper"
+    code, _, err = cli("llava", "train", "--data", llava_data["data"], "--model", "CLIP-CLIP", "--out", out,
+                       "--recipe", "paper")
+    assert code == 0, err
+    first, second = (load_run_config(out / stage) for stage in ("stage1", "stage2"))
+    assert (first.model.template, first.train.train_encoder) == ("plain", False)
+    assert (second.model.template, second.train.train_encoder, second.train.record_order) == ("chat", True, "modality")
+    stage1 = _safetensors(out / "stage1" / "checkpoints" / "step-0000004" / "trainable.safetensors")
+    stage2 = _safetensors(out / "stage2" / "checkpoints" / "step-0000004" / "trainable.safetensors")
+    assert not any(k.startswith("encoder.") for k in stage1)
+    trained = {k.removeprefix("encoder.tower.") for k in stage2 if k.startswith("encoder.")}
+    assert "encoder.layers.0.mlp.fc1.weight" in trained and not any(k.startswith("encoder.layers.1.") for k in trained)
+
+    before = CLIPVisionModel.from_pretrained(tiny_clip()).state_dict()
+    after = CLIPVisionModel.from_pretrained(out / "stage2" / "weights" / "encoder").state_dict()
+    assert not torch.equal(before["encoder.layers.0.mlp.fc1.weight"], after["encoder.layers.0.mlp.fc1.weight"])
+    assert torch.equal(before["encoder.layers.1.mlp.fc1.weight"], after["encoder.layers.1.mlp.fc1.weight"])
+
+    model, parts = load_trained(out / "stage2")
+    assert model.encoder.tower is parts.in_space.model  # the run's test images go through what it trained
+    assert torch.equal(dict(parts.in_space.model.named_parameters())["encoder.layers.0.mlp.fc1.weight"],
+                       after["encoder.layers.0.mlp.fc1.weight"])
+    images = torch.randint(0, 256, (2, 3, 56, 56), dtype=torch.uint8)
+    frozen = load_space("tiny-clip")
+    assert not torch.allclose(parts.in_space.encode(images), frozen.encode(images))
+    assert torch.equal(parts.out_space.encode(images), frozen.encode(images))  # targets: the frozen tower
+    assert parts.in_space.fingerprint != frozen.fingerprint  # its test features are cached apart
+
+    # stage 2 resumes from its last checkpoint but one to the same bytes, the trained tower's included
+    ended = {name: _safetensors(out / "stage2" / "weights" / name) for name in
+             ("adapters.safetensors", "encoder/model.safetensors", "llm/model.safetensors")}
+    kept = sorted((out / "stage2" / "checkpoints").glob("step-*"))
+    assert len(kept) == 2
+    import shutil
+
+    shutil.rmtree(kept[-1])
+    shutil.rmtree(out / "stage2" / "weights")
+    (out / "stage2" / "final.json").unlink()
+    code, _, err = cli("llava", "train", "--data", llava_data["data"], "--model", "CLIP-CLIP", "--out", out,
+                       "--recipe", "paper")
+    assert code == 0, err
+    for name, a in ended.items():
+        b = _safetensors(out / "stage2" / "weights" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_the_plain_template_is_the_image_then_the_answer_and_a_request_then_its_image():
+    from uvlm.model.prompt import GENERATE, IGNORE, SPECIAL_TOKENS, TEXT, UNDERSTAND, PromptEncoder
+    from uvlm.model.tokenizer import train_tokenizer
+
+    tok = train_tokenizer(["a red bus", "Draw a red bus.", "What is it?", "USER: ASSISTANT: sys"], SPECIAL_TOKENS)
+    plain = PromptEncoder(tok, 3, 2, system="sys", template="plain")
+    seen = plain.encode([{"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "a red bus"}])
+    answer = tok("a red bus", add_special_tokens=False)["input_ids"]
+    assert seen.input_ids.tolist() == [tok.bos_token_id, *[plain.image_id] * 3, *answer, tok.eos_token_id]
+    assert seen.kinds.tolist() == [TEXT, *[UNDERSTAND] * 3, *[TEXT] * (len(answer) + 1)]
+    assert seen.labels.tolist() == [IGNORE] * 4 + [*answer, tok.eos_token_id]  # the caption is learned, not the image
+    drawn = plain.encode([{"from": "human", "value": "Draw a red bus."}, {"from": "gpt", "value": "<image>"}])
+    request = tok("Draw a red bus.", add_special_tokens=False)["input_ids"]
+    assert drawn.input_ids.tolist() == [tok.bos_token_id, *request, plain.boi_id, *[plain.image_id] * 2,
+                                        plain.eoi_id, tok.eos_token_id]
+    assert (drawn.kinds == GENERATE).sum() == 2
+    chat = PromptEncoder(tok, 3, 2, system="sys")
+    assert len(chat.encode([{"from": "human", "value": "Draw a red bus."}, {"from": "gpt", "value": "<image>"}])) \
+        > len(drawn)  # the chat template adds the system prompt and the role words
+
+
+def test_modality_order_makes_each_step_all_with_images_or_all_without():
+    import numpy as np
+    import torch
+
+    from uvlm.train.loop import modality_order, stream_indices
+
+    with_image = np.array([i % 3 != 0 for i in range(23)])  # 15 with an image, 8 without
+    order = modality_order(with_image, 4)
+    epoch = order(torch.Generator().manual_seed(5))
+    assert sorted(epoch) == list(range(23))
+    whole = (15 // 4 + 8 // 4) * 4  # 5 whole steps, then the two kinds' leftovers (3 + 0)
+    assert all(len({bool(with_image[i]) for i in epoch[k:k + 4]}) == 1 for k in range(0, whole, 4))
+    assert epoch == order(torch.Generator().manual_seed(5)) and epoch != order(torch.Generator().manual_seed(6))
+    stream = stream_indices(23, 1, 0, 46, order)
+    assert sorted(stream[:23]) == sorted(stream[23:]) == list(range(23)) and stream[:23] != stream[23:]
+    assert stream_indices(23, 1, 8, 30, order) == stream[8:30]  # any step is known without replaying the data
+
+
+def test_llava_plan_of_the_paper_recipe_counts_the_trained_clip_tower(cli):
+    import re
+
+    def trained(out: str) -> float:
+        return float(re.search(r"([\d,.]+)M trained", out.split("stage2:")[1]).group(1).replace(",", ""))
+
+    code, release, err = cli("llava", "plan", "--model", "CLIP-VQ", "--gpus", "8", "--gpu-mem", "80")
+    assert code == 0, err
+    code, paper, err = cli("llava", "plan", "--model", "CLIP-VQ", "--gpus", "8", "--gpu-mem", "80", "--recipe", "paper")
+    assert code == 0, err
+    assert release.split("stage2:")[0] == paper.split("stage2:")[0]  # stage 1 is the same
+    # CLIP ViT-L/14-336's vision tower: 303.5M parameters, of which all but its last layer (12.6M) train
+    assert "+ 303.5M encoder" in paper and round(trained(paper) - trained(release), 1) == 290.9
+    assert ": fits" in paper.split("stage2:")[1]
+    code, _, err = cli("llava", "plan", "--model", "CLIP-VQ", "--recipe", "papers")
+    assert code == 2 and "unknown recipe 'papers'" in err and err.count("\n") == 1

@@ -129,6 +129,9 @@ def test_run_folder_and_loss_falls(tmp_path, encoders, env):
     ({"train": {"sharding": "zero3"}}, "sharding 'zero3': use none, fsdp"),
     ({"train": {"sharding": "fsdp", "precision": "fp16"}}, "not fp16"),
     ({"train": {"device": "tpu"}}, "train.device 'tpu': use auto, cuda"),
+    ({"model": {"name": "VQ-VQ"}, "train": {"train_encoder": True}}, "VQ ids are not differentiable"),
+    ({"train": {"record_order": "sorted"}}, "record_order 'sorted': use random, modality"),
+    ({"model": {"template": "alpaca"}}, "model.template 'alpaca': use chat, plain"),
     pytest.param({"train": {"device": "cuda"}}, "sees no GPU",  # no silent fall back to the CPU
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
 ])

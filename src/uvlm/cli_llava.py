@@ -69,24 +69,29 @@ def llava_fake(
     typer.echo(" ".join(f"--{key.replace('_', '-')} {path}" for key, path in paths.items()))
 
 
+RECIPE_HELP = ("release (CLIP frozen, one template: Table 2's models) | paper (CLIP trained in stage 2, the plain "
+               "stage-1 template, steps all with images or all without).")
+
+
 @llava_app.command("train")
 def llava_train(
     data: Annotated[Path, typer.Option(help="Folder `uvlm llava data` wrote.")],
     model: Annotated[str, typer.Option(help="LLaVA | CLIP-CLIP | CLIP-VQ.")],
     out: Annotated[Path, typer.Option(help="Run folder: stage1/ and stage2/ inside (resumed if cut).")],
     preset: Annotated[str, typer.Option(help="tiny (a CPU, minutes) | paper (Vicuna-7B, CLIP-L/336, GPUs).")] = "tiny",
+    recipe: Annotated[str, typer.Option(help=RECIPE_HELP)] = "release",
     set_: Annotated[list[str] | None, typer.Option("--set", help="section.key=value for both stages.")] = None,
 ) -> None:
     """Train one of Table 2's models through both stages (stage 2 starts from stage 1's weights).
 
-    Example: uvlm llava train --data llava-data --model CLIP-VQ --out runs/CLIP-VQ --preset tiny
+    Example: uvlm llava train --data llava-data --model CLIP-VQ --out runs/CLIP-VQ --preset tiny --recipe paper
     """
     from uvlm.llava.recipe import train_two_stages
     from uvlm.progress import shown
 
     with shown("training") as update:
         summary = train_two_stages(data, model, out, preset, set_ or [],
-                                   lambda stage, done, total, note="": update(done, total, f"{stage} {note}"))
+                                   lambda stage, done, total, note="": update(done, total, f"{stage} {note}"), recipe)
     typer.echo(f"{out}: {summary['model']} trained, stage 2 final loss {summary['final'].get('loss')}")
 
 
@@ -124,6 +129,7 @@ def llava_plan(
     gpus: Annotated[int, typer.Option(help="GPUs each stage's global batch is spread over.")] = 8,
     gpu_mem: Annotated[float | None, typer.Option(help="GPU memory in GB (default: this machine's GPU).")] = None,
     preset: Annotated[str, typer.Option(help="paper | tiny.")] = "paper",
+    recipe: Annotated[str, typer.Option(help=RECIPE_HELP)] = "release",
     set_: Annotated[list[str] | None, typer.Option("--set", help="section.key=value for both stages.")] = None,
 ) -> None:
     """Print both stages' memory plans: what trains, memory per GPU, micro-batch and accumulation.
@@ -132,7 +138,7 @@ def llava_plan(
     """
     from uvlm.llava.recipe import plans
 
-    for stage, rows in plans(model, preset, gpus, gpu_mem, set_ or []).items():
+    for stage, rows in plans(model, preset, gpus, gpu_mem, set_ or [], recipe).items():
         typer.echo(f"{stage}:")
         width = max(len(k) for k, _ in rows)
         for key, value in rows:

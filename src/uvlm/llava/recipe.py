@@ -1,20 +1,25 @@
 """Table 2's two-stage recipe: LLaVA-1.5's training, with or without image-generation records.
 
     stage 1   the adapters and the generation head alone (LLM and CLIP frozen): lr 1e-3, 256 a step
-    stage 2   the whole LLM with them (CLIP frozen, see below): lr 2e-5, 128 a step, sharded
+    stage 2   the whole LLM with them (CLIP frozen or trained, see below): lr 2e-5, 128 a step, sharded
 Both: one epoch, cosine schedule, 3% warmup, bf16, checkpointing where the memory plan needs it.
 
 A model's two stages are two runs, `OUT/stage1` and `OUT/stage2`, each an ordinary `uvlm train`
 run (resumable to the bit); stage 2 starts from stage 1's final weights (`train.init_from`),
 so a two-stage run cut anywhere resumes with the same command.
 
-Where the paper and the authors' release differ (see ../shared/paper/notes.md), uvlm follows the
-release, whose models gave Table 2's numbers, and says so:
-- CLIP stays frozen in stage 2 (the paper says it is trained; uvlm's features are cached, so a
-  trained tower is not supported yet);
-- our one chat template serves both stages (the release: Vicuna's `v1` for both; upstream
-  LLaVA's stage 1 uses `plain`);
-- records are drawn in a seeded random order each epoch, not grouped by modality (as the release).
+Where the paper and the authors' release differ (see ../shared/paper/notes.md), one flag,
+`--recipe`, chooses. `release` (the default: its models gave Table 2's numbers) and `paper` (the
+paper's text, and upstream LLaVA-1.5's recipe where the paper follows it without saying more):
+
+                          release                          paper
+    CLIP in stage 2       frozen (cached features)         trained with the LLM, at its lr, from pixels
+    stage-1 template      the chat template, as stage 2    `plain`: the image, then the caption
+    record order          a seeded random order            stage 2's steps all with images or all without
+                                                           (LLaVA's group_by_modality_length)
+
+The fourth difference, which 350K generation records (the release's first in file order, the
+paper's "sample"), is fixed when the data is built: `uvlm llava data --select first|random`.
 """
 
 from __future__ import annotations
@@ -65,6 +70,15 @@ PRESETS = {
 }
 
 
+# Per recipe, per stage: the settings that differ from the preset's (as --set assignments, so a
+# run's config says plainly what its recipe changed).
+RECIPES = {
+    "release": {"stage1": [], "stage2": []},
+    "paper": {"stage1": ["model.template=plain"],
+              "stage2": ["train.train_encoder=true", "train.record_order=modality"]},
+}
+
+
 def known_model(name: str) -> str:
     """One of Table 2's models, refused in one line otherwise."""
     if name not in MODELS:
@@ -79,10 +93,17 @@ def known_preset(preset: str) -> str:
     return preset
 
 
+def known_recipe(recipe: str) -> str:
+    """One of RECIPES, refused in one line otherwise."""
+    if recipe not in RECIPES:
+        raise UvlmError(f"unknown recipe {recipe!r}; use one of {', '.join(RECIPES)}")
+    return recipe
+
+
 def stage_config(preset: str, stage: str, model: str, train_folder: Path, overrides: list[str] = (),
-                 init_from: Path | None = None) -> dict:
-    """The run config (as a dict) of one stage of one model under one preset. `overrides`:
-    `--set` assignments applied to both stages (section.key=value)."""
+                 init_from: Path | None = None, recipe: str = "release") -> dict:
+    """The run config (as a dict) of one stage of one model under one preset and recipe.
+    `overrides`: `--set` assignments applied to both stages (section.key=value), after the recipe's."""
     settings = copy.deepcopy(PRESETS[known_preset(preset)][stage])
     # resolved paths: a run's identity must not depend on the folder the command was typed in
     folder = str(Path(train_folder).resolve())
@@ -91,7 +112,7 @@ def stage_config(preset: str, stage: str, model: str, train_folder: Path, overri
            "train": settings["train"]}
     if init_from is not None:
         cfg["train"]["init_from"] = str(Path(init_from).resolve())
-    for assignment in overrides:
+    for assignment in [*RECIPES[known_recipe(recipe)][stage], *overrides]:
         apply_override(cfg, assignment)
     from_dict(cfg)  # every mistake in one line, before anything is built
     return cfg
@@ -122,39 +143,43 @@ def planned_layout(cfg) -> Layout:
     return Layout(MAX_TOKENS, MAX_TOKENS - n_in, n_out, vocab or width)
 
 
-def plans(model: str, preset: str, gpus: int, gpu_mem: float | None, overrides: list[str] = ()) -> dict:
+def plans(model: str, preset: str, gpus: int, gpu_mem: float | None, overrides: list[str] = (),
+          recipe: str = "release") -> dict:
     """Both stages' memory plans (uvlm.train.memory.describe_plan rows) for `gpus` devices."""
     from uvlm.train.memory import describe_plan
 
     out = {}
     for stage in ("stage1", "stage2"):
         cfg = from_dict(stage_config(preset, stage, model, Path("DATA") / "folders" / stage, overrides,
-                                     Path("OUT") / "stage1" if stage == "stage2" else None))
+                                     Path("OUT") / "stage1" if stage == "stage2" else None, recipe))
         out[stage] = describe_plan(cfg, planned_layout(cfg), f"LLaVA's {MAX_TOKENS}-token limit", gpus, gpu_mem)
     return out
 
 
 def train_two_stages(data: Path, model: str, out: Path, preset: str = "tiny", overrides: list[str] = (),
-                     progress=None) -> dict:
+                     progress=None, recipe: str = "release") -> dict:
     """Both stages of `model` into OUT/stage1 and OUT/stage2 (each resumed where it stopped); return
     stage 2's final summary."""
     from uvlm.io import atomic_write_json, make_folder, read_json
     from uvlm.train.loop import train
 
     out = Path(out)
-    known_model(model), known_preset(preset)
+    known_model(model), known_preset(preset), known_recipe(recipe)
     make_folder(out, "two-stage run")
-    about = {"model": model, "preset": preset, "overrides": list(overrides)}
-    if (out / "llava.json").exists() and (held := read_json(out / "llava.json", "the run's record",
-                                                              "delete the folder and train again")) != about:
-        raise UvlmError(f"{out} holds a {held.get('model')} run of preset {held.get('preset')} with "
-                        f"{held.get('overrides') or 'no --set'}; resume it with those, or give another --out")
+    about = {"model": model, "preset": preset, "recipe": recipe, "overrides": list(overrides)}
+    if (out / "llava.json").exists():
+        held = read_json(out / "llava.json", "the run's record", "delete the folder and train again")
+        held.setdefault("recipe", "release")  # folders from before --recipe trained the release's
+        if held != about:
+            raise UvlmError(f"{out} holds a {held.get('model')} run of preset {held.get('preset')}, recipe "
+                            f"{held['recipe']}, with {held.get('overrides') or 'no --set'}; resume it with those, "
+                            "or give another --out")
     atomic_write_json(out / "llava.json", about)
     summary: dict = {}
     for stage in ("stage1", "stage2"):
         folder = stage_data(data, preset, stage, overrides)
         init = out / "stage1" if stage == "stage2" else None
-        cfg = from_dict(stage_config(preset, stage, model, folder, overrides, init))
+        cfg = from_dict(stage_config(preset, stage, model, folder, overrides, init, recipe))
         summary = train(cfg, out / stage, resume=(out / stage / "config.yaml").exists(),
                         progress=(lambda done, total, note="", s=stage: progress(s, done, total, note)) if progress
                         else None)

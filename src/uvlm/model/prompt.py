@@ -10,6 +10,11 @@
 - Text loss only on answer tokens (answers, `<boi>`, `<eoi>`, `</s>`), never on the prompt.
 - An optional system prompt opens every sequence (the paper preset: Vicuna v1's, as the
   authors' release trains with it); the cpu preset has none.
+- The `plain` template (upstream LLaVA-1.5's stage 1) has no system prompt and no role words:
+  a human turn that shows an image is the image alone (its instruction is dropped, as LLaVA
+  does), a human turn without one (a generation request) is its text, and the answer follows:
+
+    <s><image slots>a photo of a red bus</s>        <s>Draw a red bus.<boi>...<eoi></s>
 
 The text is split at `<image>` by us and each piece tokenised on its own: special tokens are
 real added tokens, and no position is found by searching for magic ids.
@@ -49,16 +54,22 @@ class Encoded:
 
 
 USER, ASSISTANT = "USER: ", "\nASSISTANT:"
+TEMPLATES = ("chat", "plain")
 
 
 class PromptEncoder:
     """Turns LLaVA-style conversations into token ids, labels and slot kinds."""
 
-    def __init__(self, tokenizer, n_understand: int, n_generate: int | None = None, system: str = ""):
+    def __init__(self, tokenizer, n_understand: int, n_generate: int | None = None, system: str = "",
+                 template: str = "chat"):
         """n_understand / n_generate: vision tokens of the input and output spaces (the paper's
-        SigLIP-VQ reads 196 and writes 256); system: text before the first turn."""
+        SigLIP-VQ reads 196 and writes 256); system: text before the first turn (chat only);
+        template: chat or plain."""
+        if template not in TEMPLATES:
+            raise ValueError(f"template {template!r}: use one of {TEMPLATES}")
         self.tokenizer = tokenizer
-        self.system = f"{system.strip()} " if system.strip() else ""
+        self.template = template
+        self.system = f"{system.strip()} " if system.strip() and template == "chat" else ""
         self.n_understand = n_understand
         self.n_generate = n_understand if n_generate is None else n_generate
         ids = tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS))
@@ -83,7 +94,7 @@ class PromptEncoder:
         add(self._text(self.system), learn=False)
         for turn in conversations:
             human = turn["from"] == "human"
-            text = f"{USER}{turn['value']}{ASSISTANT}" if human else f" {turn['value']}"
+            text = self._turn_text(turn["value"], human)
             pieces = text.split(IMAGE)
             for k, piece in enumerate(pieces):
                 add(self._text(piece), learn=not human)
@@ -102,6 +113,11 @@ class PromptEncoder:
             if not human:
                 add([self.eos_id], learn=True)
         return Encoded(np.array(ids), np.array(labels), np.array(kinds, dtype=np.int8))
+
+    def _turn_text(self, value: str, human: bool) -> str:
+        if self.template == "plain":
+            return IMAGE if human and IMAGE in value else value
+        return f"{USER}{value}{ASSISTANT}" if human else f" {value}"
 
     def prompt(self, question: str, with_image: bool = True) -> Encoded:
         """The prompt of one question, ending where the model's answer begins."""

@@ -50,6 +50,10 @@ class Batch:
     gen_targets: torch.Tensor | None  # (n_gen_slots,) ids or (n_gen_slots, D_out)
     scored: torch.Tensor | None = None  # flat positions (b * L + p) whose hidden state predicts an answer token
     slots: torch.Tensor | None = None  # flat positions whose hidden state predicts a generation slot
+    # a model that trains its encoder reads pixels instead of und_features: uint8 (n_images, 3, S, S),
+    # and which of each image's N features fill slots (n_images, N) (a cut record keeps the first ones)
+    und_images: torch.Tensor | None = None
+    und_keep: torch.Tensor | None = None
 
     def positions(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(scored, slots) flat positions, as `collate` precomputes them on the host (no device sync)."""
@@ -77,10 +81,13 @@ class UnifiedVLM(nn.Module):
                  output_space: SpaceInfo | None, *, understanding_adapter: str = "auto",
                  generation_adapter: str = "auto", affine_strength: float = 0.3, affine_seed: int = 0,
                  affine_place: str = "before", image_loss_weight: float | None = None,
-                 codebook: torch.Tensor | None = None, standardize: bool = True):
+                 codebook: torch.Tensor | None = None, standardize: bool = True, encoder: nn.Module | None = None):
+        """`encoder`: the input space's tower when it trains (uvlm.model.encoder); None: the model
+        reads features the frozen encoder computed."""
         super().__init__()
         self.arch = arch
         self.llm = llm
+        self.encoder = encoder
         hidden = llm.config.hidden_size
         self.understanding_adapter = self.generation_adapter = self.generation_head = None
         self.affine = self.input_norm = self.output_norm = None
@@ -170,9 +177,12 @@ class UnifiedVLM(nn.Module):
         has slots of that kind, so nothing here waits on the device)."""
         embeds = self.llm.get_input_embeddings()(batch.input_ids)
         dtype = embeds.dtype
-        if batch.und_features is not None:
+        features = batch.und_features
+        if batch.und_images is not None:
+            features = self.encoder(batch.und_images)[batch.und_keep]
+        if features is not None:
             und = (batch.kinds == UNDERSTAND).unsqueeze(-1)
-            embeds = embeds.masked_scatter(und, self.understand(batch.und_features).to(dtype))
+            embeds = embeds.masked_scatter(und, self.understand(features).to(dtype))
         if batch.gen_targets is not None:
             gen = (batch.kinds == GENERATE).unsqueeze(-1)
             embeds = embeds.masked_scatter(gen, self.generate_input(batch.gen_targets).to(dtype))
@@ -208,8 +218,8 @@ class UnifiedVLM(nn.Module):
     def _unused(self, batch: Batch, like: torch.Tensor) -> torch.Tensor:
         """Zero, joined to the parameters of the modules this batch does not use."""
         idle = []
-        if self.understanding_adapter is not None and batch.und_features is None:
-            idle.append(self.understanding_adapter)
+        if self.understanding_adapter is not None and batch.und_features is None and batch.und_images is None:
+            idle += [m for m in (self.understanding_adapter, self.encoder) if m is not None]
         if self.generation_head is not None and batch.gen_targets is None:
             idle += [self.generation_head, self.generation_adapter]
         params = [p for m in {id(m): m for m in idle}.values() for p in m.parameters() if p.requires_grad]

@@ -55,14 +55,18 @@ def space_info(space: VisionSpace | None) -> SpaceInfo | None:
 
 def load_spaces(cfg: RunConfig, arch: Architecture, place: Placement | None = None,
                 faces: tuple[Path, Path] | None = None) -> tuple[VisionSpace | None, VisionSpace | None]:
-    """The frozen encoders of the input and output spaces (each loaded once), on the run's device.
+    """The encoders of the input and output spaces (each loaded once), on the run's device.
     `faces`: a CelebA run's (train, test) folders (uvlm.train.data.face_folders), whose faces its
-    stand-ins (cpu-*) are pretrained on."""
+    stand-ins (cpu-*) are pretrained on. A run that trains its encoder gets its own copy of the
+    input space's, so that a SigLIP-SigLIP or CLIP-CLIP output space stays frozen."""
     specs = cfg.data.encoders()
     used = {arch.input_space, arch.output_space} - {None}
     device = (place or placement(cfg.train.precision)).device
     loaded = {space: load_space(specs[space], faces).to(device) for space in used}
-    return loaded.get(arch.input_space), loaded.get(arch.output_space)
+    in_space, out_space = loaded.get(arch.input_space), loaded.get(arch.output_space)
+    if cfg.train.train_encoder and in_space is out_space:
+        in_space = load_space(specs[arch.input_space], faces).to(device)
+    return in_space, out_space
 
 
 # Llama shapes uvlm can build with random weights (`llm: random:NAME`), for speed and memory
@@ -211,7 +215,7 @@ def prompt_encoder(cfg: RunConfig, tokenizer, in_space: VisionSpace | None,
                    out_space: VisionSpace | None) -> PromptEncoder:
     """The prompt layout of a run: its spaces' token counts and the config's system prompt."""
     return PromptEncoder(tokenizer, (in_space or out_space).n_tokens, (out_space or in_space).n_tokens,
-                         system=cfg.model.system_prompt)
+                         system=cfg.model.system_prompt, template=cfg.model.template)
 
 
 def build_model(cfg: RunConfig, in_space: VisionSpace | None, out_space: VisionSpace | None,
@@ -226,8 +230,13 @@ def build_model(cfg: RunConfig, in_space: VisionSpace | None, out_space: VisionS
     if out_space is not None and out_space.discrete:
         codebook = out_space.codebook.clone()
     m = cfg.model
+    encoder = None
+    if cfg.train.train_encoder:
+        from uvlm.model.encoder import TrainedEncoder
+
+        encoder = TrainedEncoder(in_space, checkpointing=cfg.train.gradient_checkpointing is True)
     return UnifiedVLM(arch, llm, space_info(in_space), space_info(out_space),
                       understanding_adapter=m.understanding_adapter, generation_adapter=m.generation_adapter,
                       affine_strength=m.affine_strength, affine_seed=m.affine_seed,
                       affine_place=m.affine_place, image_loss_weight=m.image_loss_weight, codebook=codebook,
-                      standardize=m.standardize)
+                      standardize=m.standardize, encoder=encoder)

@@ -6,7 +6,8 @@ the ranks write into a staging folder, and the main rank renames it into place a
 state.json, written last. A sharded model's state is gathered onto the main rank first (its
 optimizer state is then keyed by parameter name), so its files are whole too. The final
 weights (weights/) hold the adapters, head and fixed maps in one file, the LLM (whole, or its
-LoRA weights) and the tokenizer, also renamed into place.
+LoRA weights), the tokenizer and, where the run trained it, the encoder (a transformers folder
+that `clip:` or `siglip:` loads), also renamed into place.
 """
 
 from __future__ import annotations
@@ -160,12 +161,17 @@ def save_final_weights(out: Path, model: UnifiedVLM, tokenizer, state: dict | No
     state = model.state_dict() if state is None else state
     # named_* keep the first name of a tensor registered twice: a shared adapter is stored once
     names = [n for n, _ in (*model.named_parameters(), *model.named_buffers())
-             if not n.startswith("llm.") and n in state]  # in state: persistent buffers only
+             if not n.startswith(("llm.", "encoder.")) and n in state]  # in state: persistent buffers only
     vision = {n: state[n].detach().cpu().contiguous() for n in names}
     save_file(vision, str(tmp / "adapters.safetensors"))
     llm_state = {n.removeprefix("llm."): t for n, t in state.items() if n.startswith("llm.")}
     # LoRA: the adapter weights only; tiny: the whole model
     model.llm.save_pretrained(tmp / "llm", state_dict=llm_state)
+    if model.encoder is not None:
+        prefix = "encoder.tower."
+        model.encoder.tower.save_pretrained(tmp / "encoder", state_dict={n.removeprefix(prefix): t for n, t in
+                                                                         state.items() if n.startswith(prefix)})
+        model.encoder.processor.save_pretrained(tmp / "encoder")
     tokenizer.save_pretrained(tmp / "tokenizer")
     (tmp / DIGESTS).write_text(json.dumps(file_digests(tmp)))
     if weights.exists():
@@ -176,8 +182,9 @@ def save_final_weights(out: Path, model: UnifiedVLM, tokenizer, state: dict | No
 def load_final_weights(model: UnifiedVLM, weights: Path, lora: bool, fix: str) -> None:
     """A run's final weights (its weights/ folder, as save_final_weights writes it) into `model`,
     built to the run's config: the LLM's (whole, or LoRA over the base the model was built from),
-    then adapters and head. The weights are copied into the model as built, so its dtype,
-    attention and checkpointing stay the run's."""
+    then adapters and head, then a trained encoder's (when the folder holds one: a stage that
+    starts from a run with a frozen encoder keeps the pretrained tower). The weights are copied
+    into the model as built, so its dtype, attention and checkpointing stay the run's."""
     part = weights / "llm"
     try:
         if lora:
@@ -195,5 +202,9 @@ def load_final_weights(model: UnifiedVLM, weights: Path, lora: bool, fix: str) -
                 raise ValueError(f"{len(unexpected)} unexpected, {len(missing)} missing tensors")
         part = weights / "adapters.safetensors"
         model.load_state_dict(load_file(str(part)), strict=False)
+        part = weights / "encoder"
+        if model.encoder is not None and part.exists():
+            model.encoder.tower.load_state_dict({k: v for f in sorted(part.glob("*.safetensors"))
+                                                 for k, v in load_file(str(f)).items()})
     except Exception as e:  # safetensors, torch and transformers each raise their own type for a bad file
         raise UvlmError(f"the weights {part} are missing or corrupt ({type(e).__name__}); {fix}") from None

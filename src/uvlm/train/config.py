@@ -30,6 +30,8 @@ DEVICES = ("auto", "cuda")
 SHARDINGS = ("none", "fsdp")
 ATTENTIONS = ("auto", "sdpa", "eager", "flash_attention_2")
 FEATURE_DTYPES = ("float32", "float16")
+TEMPLATES = ("chat", "plain")
+RECORD_ORDERS = ("random", "modality")
 
 
 @dataclass
@@ -52,6 +54,7 @@ class ModelConfig:
     lora_dropout: float = 0.0  # the authors' release: 0.05 (peft's default, never overridden)
     system_prompt: str = ""  # text before the first turn; the paper preset uses vicuna_v1's
     attention: str = "auto"  # auto (flash-attention 2 on a GPU where installed, else sdpa) | sdpa | eager
+    template: str = "chat"  # chat (USER:/ASSISTANT: turns) | plain (LLaVA's stage-1 form: image, then answer)
 
 
 @dataclass
@@ -98,6 +101,9 @@ class TrainConfig:
     init_from: str | None = None  # a finished run folder whose weights this run starts from (LLaVA's stage 2)
     max_tokens: int | None = None  # cut each training record at this many tokens, image slots included
     # (LLaVA-1.5's 2,048); None: never cut
+    train_encoder: bool = False  # train the input space's encoder (SigLIP or CLIP) with the LLM, from pixels
+    record_order: str = "random"  # random (a seeded permutation an epoch) | modality (each optimizer step all
+    # records with an image or all without, as LLaVA's group_by_modality_length)
 
 
 @dataclass
@@ -128,6 +134,11 @@ class RunConfig:
             (not (t.compile and t.sharding == "fsdp"), "train.compile with train.sharding fsdp is not supported yet; "
                                                        "turn one of them off"),
             (m.attention in ATTENTIONS, f"attention {m.attention!r}: use {', '.join(ATTENTIONS)}"),
+            (m.template in TEMPLATES, f"model.template {m.template!r}: use {', '.join(TEMPLATES)}"),
+            (t.record_order in RECORD_ORDERS, f"train.record_order {t.record_order!r}: use {', '.join(RECORD_ORDERS)}"),
+            (not t.train_encoder or arch.input_space in ("siglip", "clip"),
+             f"train.train_encoder trains a SigLIP or CLIP input encoder; {arch.name} reads "
+             f"{arch.input_space or 'no image'} (VQ ids are not differentiable): set it false"),
             (not (t.freeze_llm and m.lora_r > 0), f"train.freeze_llm with model.lora_r {m.lora_r}: LoRA would not "
                                                   "train; set lora_r: 0 to train the adapters alone"),
             (0 <= m.lora_dropout < 1, f"lora_dropout {m.lora_dropout} must be in [0, 1)"),
@@ -177,10 +188,11 @@ class RunConfig:
 # Per section, the fields added after the committed results, with the value under which a run
 # behaves exactly as before them (uvlm.identity; a changed default must not be listed).
 LATER_FIELDS = {
-    "model": {"lora_dropout": 0.0, "system_prompt": "", "attention": "auto"},
+    "model": {"lora_dropout": 0.0, "system_prompt": "", "attention": "auto", "template": "chat"},
     "data": {"feature_dtype": "float32", "clip": "clip:openai/clip-vit-large-patch14-336"},
     "train": {"micro_batch": None, "gradient_checkpointing": False, "sharding": "none", "device": "auto",
-              "compile": False, "freeze_llm": False, "init_from": None, "max_tokens": None},
+              "compile": False, "freeze_llm": False, "init_from": None, "max_tokens": None,
+              "train_encoder": False, "record_order": "random"},
 }
 
 

@@ -1,7 +1,8 @@
 """Training data: datasets located or built, records tokenised once, features from the cache.
 
-A run never touches pixels: understanding inputs and generation targets are the frozen
-encoders' cached outputs, indexed by the image each record shows.
+Understanding inputs and generation targets are the frozen encoders' cached outputs, indexed
+by the image each record shows. Only a run that trains its encoder (`train.train_encoder`)
+reads pixels: each batch loads its records' images from the dataset folder.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from uvlm.model.names import Architecture
 from uvlm.model.prompt import GENERATE, IGNORE, UNDERSTAND, Encoded, PromptEncoder
 from uvlm.model.unified import Batch, predicting_positions
 from uvlm.vision.cache import cache_root, cached_features, config_hash, dataset_images
+from uvlm.vision.space import load_images
 
 TASKS_OF = {"understanding": ("vqa", "caption"), "generation": ("generation",),
             "both": ("vqa", "caption", "generation")}
@@ -97,6 +99,7 @@ class RecordSet:
     records: list[dict]
     und_features: torch.Tensor | None  # (n_images, N, D_in)
     gen_targets: torch.Tensor | None  # (n_images, N) ids or (n_images, N, D_out)
+    image_files: list[Path] | None = None  # per image row, its file: batches carry pixels (a trained encoder)
 
     def __len__(self) -> int:
         return len(self.encoded)
@@ -104,17 +107,20 @@ class RecordSet:
 
 def load_record_set(root: Path, arch: Architecture, prompts: PromptEncoder, in_space, out_space,
                     tasks: tuple[str, ...] | None = None, limit: int | None = None,
-                    feature_dtype: str = "float32", max_tokens: int | None = None) -> RecordSet:
+                    feature_dtype: str = "float32", max_tokens: int | None = None,
+                    pixels: bool = False) -> RecordSet:
     """The records of `tasks` (the model's own by default; `limit`: an equal share of each),
     tokenised (each cut at `max_tokens`, if given), with the memory-mapped features they index
-    (one cache entry when both roles use the same space, as SigLIP-SigLIP and VQ-VQ do)."""
+    (one cache entry when both roles use the same space, as SigLIP-SigLIP and VQ-VQ do).
+    `pixels`: batches carry the images too, for a model that trains its encoder."""
     tasks = tasks or TASKS_OF[arch.tasks]
     everything = read_records(root)
     per_task = None if limit is None else max(1, limit // len(tasks))  # an equal share of each task
     records = [r for t in tasks for r in [r for r in everything if r["task"] == t][:per_task]]
     if not records:
         raise UvlmError(f"{root} holds no {'/'.join(tasks)} records for {arch.name}")
-    row = {name: i for i, name in enumerate(dataset_images(root))}
+    names = dataset_images(root)
+    row = {name: i for i, name in enumerate(names)}
     cached = {id(space): cached_features(space, root, dtype=feature_dtype)
               for space in (in_space, out_space) if space is not None}
     und = cached[id(in_space)]["features"] if in_space is not None else None
@@ -124,7 +130,7 @@ def load_record_set(root: Path, arch: Architecture, prompts: PromptEncoder, in_s
     encoded = [e.cut(max_tokens) for e in encoded]
     # a text-only record (LLaVA's instruction data has them) indexes no image: -1, never read
     return RecordSet(encoded, np.array([row[r["image"]] if r.get("image") else -1 for r in records]), records,
-                     und, gen)
+                     und, gen, [root / name for name in names] if pixels else None)
 
 
 def check_vocabulary(encoded: list[Encoded], records: list[dict], tokenizer) -> None:
@@ -167,7 +173,7 @@ def collate(data: RecordSet, indices: list[int], pad_id: int) -> Batch:
     labels = torch.full((b, length), IGNORE, dtype=torch.long)
     kinds = torch.zeros((b, length), dtype=torch.long)
     mask = torch.zeros((b, length), dtype=torch.long)
-    und, gen = [], []
+    und, gen, shown = [], [], []
     for k, (i, e) in enumerate(zip(indices, items, strict=True)):
         n = len(e)
         ids[k, :n] = torch.from_numpy(e.input_ids)
@@ -177,9 +183,17 @@ def collate(data: RecordSet, indices: list[int], pad_id: int) -> Batch:
         image = data.image_rows[i]
         # an image's slots in order (a record cut at max_tokens keeps the first ones of its last image)
         if n_und := int((e.kinds == UNDERSTAND).sum()):
-            und.append(data.und_features[image][:n_und])
+            if data.image_files is not None:
+                shown.append((data.image_files[image], n_und))
+            else:
+                und.append(data.und_features[image][:n_und])
         if n_gen := int((e.kinds == GENERATE).sum()):
             gen.append(data.gen_targets[image][:n_gen])
     scored, slots = predicting_positions(labels, kinds)
+    images = keep = None
+    if shown:
+        images = load_images([path for path, _ in shown])
+        n = data.und_features.shape[1]
+        keep = torch.arange(n)[None, :] < torch.tensor([count for _, count in shown])[:, None]
     return Batch(ids, mask, labels, kinds, torch.cat(und) if und else None, torch.cat(gen) if gen else None,
-                 scored, slots)
+                 scored, slots, images, keep)

@@ -54,6 +54,8 @@ def load_trained(run: Path, checkpoint: int | None = None) -> tuple[UnifiedVLM, 
             model.load_state_dict(load_file(str(folder / "trainable.safetensors")), strict=False)
         except Exception as e:
             raise UvlmError(f"checkpoint {folder} is corrupt ({type(e).__name__}); use another --checkpoint") from None
+    if model.encoder is not None:  # it encodes with the weights the run trained: features cached under their own key
+        in_space.weights_changed()
     model.eval().to(place.device)
     prompts = prompt_encoder(cfg, tokenizer, in_space, out_space)
     test_root = faces[1] if faces else resolve_dataset(cfg.data.test, "test")

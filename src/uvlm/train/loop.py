@@ -1,8 +1,10 @@
 """The training loop: plain, on accelerate, on one process or many, resumable to the bit.
 
 One optimizer step sees `global_batch` records. The record order is a seeded permutation per
-epoch, so step k's records are known without replaying the data: resuming needs only the step,
-the weights, the optimizer, the scheduler and the RNG states, which every checkpoint holds.
+epoch (or, with `train.record_order: modality`, a seeded order of steps each all with images
+or all without), so step k's records are known without replaying the data: resuming needs only
+the step, the weights, the optimizer, the scheduler and the RNG states, which every checkpoint
+holds.
 
 Under `accelerate launch` or `torchrun`, process r takes records r, r + N, ... of each step and
 runs them in micro-batches of `micro_batch` (gradients accumulated, synchronised once per step).
@@ -90,17 +92,38 @@ def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup: int, total: int
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def stream_indices(n: int, seed: int, start: int, stop: int) -> list[int]:
-    """Records at positions [start, stop) of the endless stream of seeded epoch permutations."""
+def stream_indices(n: int, seed: int, start: int, stop: int,
+                   epoch_order: Callable[[torch.Generator], list[int]] | None = None) -> list[int]:
+    """Records at positions [start, stop) of the endless stream of seeded epoch orders: each epoch
+    a permutation of the n records, `epoch_order(generator)`'s (default: a random one)."""
     out = []
     pos = start
     while pos < stop:
         epoch, offset = divmod(pos, n)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        order = epoch_order(generator) if epoch_order else torch.randperm(n, generator=generator).tolist()
         take = min(stop - pos, n - offset)
-        out += perm[offset:offset + take].tolist()
+        out += order[offset:offset + take]
         pos += take
     return out
+
+
+def modality_order(with_image: np.ndarray, step: int) -> Callable[[torch.Generator], list[int]]:
+    """An epoch order whose every step of `step` records is all records with an image or all
+    without (LLaVA's group_by_modality_length, by global batch): each kind shuffled and cut into
+    steps, the steps shuffled, and the two kinds' leftovers together in the last step."""
+    kinds = [np.flatnonzero(with_image), np.flatnonzero(~with_image)]
+
+    def order(generator: torch.Generator) -> list[int]:
+        steps, rest = [], []
+        for members in kinds:
+            shuffled = members[torch.randperm(len(members), generator=generator).numpy()].tolist()
+            whole = len(shuffled) // step * step
+            steps += [shuffled[i:i + step] for i in range(0, whole, step)]
+            rest += shuffled[whole:]
+        return [i for k in torch.randperm(len(steps), generator=generator).tolist() for i in steps[k]] + rest
+
+    return order
 
 
 def _prepare_folder(out: Path, cfg: RunConfig, resume: bool) -> None:
@@ -267,9 +290,10 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
     prompts = prompt_encoder(cfg, tokenizer, in_space, out_space)
     train_root, test_root = faces or (resolve_dataset(cfg.data.train, "train"), resolve_dataset(cfg.data.test, "test"))
     train_set = load_record_set(train_root, arch, prompts, in_space, out_space, feature_dtype=cfg.data.feature_dtype,
-                                max_tokens=t.max_tokens)
+                                max_tokens=t.max_tokens, pixels=t.train_encoder)
     val_set = load_record_set(test_root, arch, prompts, in_space, out_space, VAL_TASKS[arch.tasks],
-                              limit=t.eval_samples, max_tokens=t.max_tokens) if t.eval_points and main else None
+                              limit=t.eval_samples, max_tokens=t.max_tokens,
+                              pixels=t.train_encoder) if t.eval_points and main else None
     parts = RunParts(tokenizer, prompts, in_space, out_space, test_root, place, faces)
 
     cfg = checkpointing_for(cfg, train_set, out_space, accelerator)  # `auto`: decided by the memory plan
@@ -291,6 +315,9 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
                                    {"params": model.adapter_parameters(), "lr": t.adapter_lr}],
                                   weight_decay=t.weight_decay)
     global_batch = t.global_batch or t.batch_size
+    epoch_order = None
+    if t.record_order == "modality":
+        epoch_order = modality_order(train_set.image_rows >= 0, global_batch)
     total_records = math.ceil(t.epochs * len(train_set))
     total_steps = math.ceil(total_records / global_batch)
     # floor: a run shorter than its warmup still learns (smoke tests). Not handed to accelerate,
@@ -324,7 +351,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
     tick = time.perf_counter()
     for step in range(start_step, total_steps):
         records = stream_indices(len(train_set), t.seed, step * global_batch,
-                                 min((step + 1) * global_batch, total_records))
+                                 min((step + 1) * global_batch, total_records), epoch_order)
         n_text, n_slots = step_counts(train_set, records)
         mine = records[rank::world]
         # Every process runs as many micro-batches as the one with the most records (a sharded

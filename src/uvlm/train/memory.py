@@ -24,6 +24,11 @@ saved-tensor hooks, and the whole step's peak against torch's MemTracker, at Vic
 the training loop (`auto`: the plan's choice, then one confirming forward/backward on the
 longest records, halving on out-of-memory).
 
+A trained encoder (`train.train_encoder`) adds its fp32 weights, what training them holds (16
+bytes a trained parameter) and its activations for one image a record (LLaVA's records show at
+most one), estimated with the same per-layer coefficients as the LLM's (fit on Llama layers, not
+measured on a ViT's, whose MLP has one matrix fewer).
+
 Sharded (`train.sharding: fsdp`, uvlm.train.sharding), a device holds 1/N of the weights
 (trained ones in fp32), gradients and AdamW moments, plus what is gathered whole at a time: the
 root unit (embeddings, LM head) for the whole step, and two decoder layers (the one computing
@@ -132,6 +137,7 @@ class Plan:
     per_device: int  # records per optimizer step on a device
     device_bytes: float | None  # what was planned against; None: no limit known
     checkpointing: bool = False  # gradient checkpointing, as given or as `auto` decided
+    encoder_params: int = 0  # a trained encoder's (frozen encoders are not held by the model)
 
     def total(self, micro: int) -> float:
         return (self.weights_bytes + self.optimizer_bytes + self.fixed_bytes + micro * self.per_record_bytes
@@ -235,26 +241,100 @@ def plan(cfg, layout: Layout, device_bytes: float | None, world: int = 1, shape:
     params = shape.params
     vision = vision_params(cfg, shape.hidden, layout.head_width)  # adapters and generation head, fp32
     llm_trained = shape.lora_params(lora_r) + 2 * 3 * shape.hidden if lora_r else 0 if cfg.train.freeze_llm else params
-    trainable = llm_trained + vision
-    weights = params * (2 if held16 else 4) + (llm_trained * 4 if lora_r else 0) + vision * 4
+    tower = trained_tower(cfg)
+    encoder, encoder_trained, encoder_layer = 0, 0, 0
+    if tower is not None:
+        tower_shape, tokens = tower
+        encoder, encoder_layer = tower_shape.params, tower_shape.layer_params
+        encoder_trained = encoder - encoder_layer  # its last layer is never read (features are layer -2's)
+        image = Layout(tokens, 0, 0, 0)
+        kept, copies = activation_bytes(tower_shape, image, weights16=False, autocast16=mixed, lora_r=0,
+                                        lora_dropout=0.0, checkpointing=cfg.train.gradient_checkpointing)
+        per_record += kept - BACKWARD_SCRATCH * tower_shape.hidden * tokens  # scratch: the larger of the two, once
+        fixed += copies  # its weights' 16-bit copies under autocast
+    trainable = llm_trained + vision + encoder_trained
+    weights = params * (2 if held16 else 4) + (llm_trained * 4 if lora_r else 0) + (vision + encoder) * 4
     optimizer = trainable * 12  # gradient, two AdamW moments (fp32); the fp32 values are in `weights`
     if sharded:
         root = params - shape.layers * shape.layer_params
         gathered = root + 2 * shape.layer_params
         width = 2 if held16 else 4
-        weights = (params * width + (llm_trained * 4 if lora_r else 0) + vision * 4) / world \
-            + gathered * width + vision * 4
+        weights = (params * width + (llm_trained * 4 if lora_r else 0) + vision * 4 + encoder * 4) / world \
+            + gathered * width + vision * 4 + 2 * encoder_layer * 4
         optimizer = optimizer / world + (0 if lora_r else gathered * 4)  # a unit's whole gradients, unscattered
     global_batch = cfg.train.global_batch or cfg.train.batch_size
     per_device = math.ceil(global_batch / world)
     partial = Plan(shape, params, trainable, weights, optimizer, per_record, fixed, 1, per_device, device_bytes,
-                   bool(cfg.train.gradient_checkpointing))
+                   bool(cfg.train.gradient_checkpointing), encoder)
     micro = per_device
     if device_bytes is not None:
         room = device_bytes / FRAGMENTATION - weights - optimizer - fixed - OVERHEAD_BYTES
         largest = max(1, min(per_device, int(room // per_record)))
         micro = math.ceil(per_device / math.ceil(per_device / largest))  # as many steps, equal micro-batches
     return Plan(**{**partial.__dict__, "micro_batch": micro})
+
+
+def trained_tower(cfg) -> tuple[Shape, int] | None:
+    """A trained encoder's shape (as a Shape whose `params` count a ViT's: two matrices in its MLP,
+    biases, patch and position embeddings) and its tokens per image; None where the encoder is
+    frozen."""
+    if not cfg.train.train_encoder:
+        return None
+    from uvlm.model.names import parse_name
+
+    hidden, intermediate, heads, layers, patch, size = vision_tower_config(cfg.data.encoders()[
+        parse_name(cfg.model.name).input_space])
+    tokens = (size // patch) ** 2 + 1  # CLIP's class token (SigLIP has none: one token's error)
+    return ViTShape(hidden, intermediate, heads, layers, vocab=0, tied=True, patch=patch, tokens=tokens), tokens
+
+
+@dataclass(frozen=True)
+class ViTShape(Shape):
+    """A vision transformer's widths: attention and a two-matrix MLP, with biases, per layer."""
+
+    patch: int = 14
+    tokens: int = 577
+
+    @property
+    def layer_params(self) -> int:
+        h, m = self.hidden, self.intermediate
+        return 4 * h * h + 4 * h + 2 * h * m + h + m + 4 * h
+
+    @property
+    def params(self) -> int:
+        return self.layers * self.layer_params + 3 * self.patch**2 * self.hidden + self.tokens * self.hidden \
+            + 5 * self.hidden
+
+
+# CLIP ViT-L/14-336's tower (LLaVA-1.5's), for planning where its config is not on this machine:
+# hidden, intermediate, heads, layers, patch, image size
+KNOWN_TOWERS = {"clip:openai/clip-vit-large-patch14-336": (1024, 4096, 16, 24, 14, 336)}
+
+
+def vision_tower_config(spec: str) -> tuple[int, int, int, int, int, int]:
+    """(hidden, intermediate, heads, layers, patch, image size) of a SigLIP or CLIP encoder spec,
+    from its config where this machine has it (no weights read)."""
+    kind, _, source = spec.partition(":")
+    if kind == "tiny-clip":
+        from uvlm.vision.clip import TINY_CLIP as c
+
+        return (c["hidden_size"], c["intermediate_size"], c["num_attention_heads"], c["num_hidden_layers"],
+                c["patch_size"], c["image_size"])
+    if kind == "cpu-siglip":
+        from uvlm.vision.pretrain import stand_in_config
+
+        c = stand_in_config(spec)
+        return c.hidden_size, 4 * c.hidden_size, c.heads, c.layers, c.patch_size, c.style["size"]
+    try:
+        from transformers import CLIPVisionConfig, SiglipVisionConfig
+
+        c = (CLIPVisionConfig if kind == "clip" else SiglipVisionConfig).from_pretrained(source, local_files_only=True)
+        return c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_hidden_layers, c.patch_size, \
+            c.image_size
+    except (OSError, ValueError):
+        if spec in KNOWN_TOWERS:
+            return KNOWN_TOWERS[spec]
+        raise UvlmError(f"cannot read the shape of encoder {spec!r} on this machine to plan training it") from None
 
 
 def vision_params(cfg, hidden: int, head_width: int) -> int:
@@ -462,7 +542,7 @@ def sample_encoded(cfg, sample: int = 300) -> tuple[list, str, int]:
 
         corpus = template_corpus("celeba" if spec.get("domain") == "celeba" else "smartwatch")
         tokenizer, source = train_tokenizer(corpus, SPECIAL_TOKENS), "the template tokenizer"
-    prompts = PromptEncoder(tokenizer, n_in, n_out, system=cfg.model.system_prompt)
+    prompts = PromptEncoder(tokenizer, n_in, n_out, system=cfg.model.system_prompt, template=cfg.model.template)
     mixture = dataset_config(spec)
     encoded = []
     for task in TASKS_OF[arch.tasks]:
@@ -507,8 +587,9 @@ def describe_plan(cfg, layout: Layout, layout_source: str, gpus: int = 1,
     fits = limit is None or p.total(micro) <= limit
     trained = (f" (LoRA r {cfg.model.lora_r})" if cfg.model.lora_r
                else " (the LLM frozen: adapters and head)" if cfg.train.freeze_llm else "")
+    encoder = f" + {p.encoder_params / 1e6:,.1f}M encoder" if p.encoder_params else ""
     return [("LLM", f"{cfg.model.llm} ({shape.layers} layers, hidden {shape.hidden}; shape from {shape_source})"),
-            ("parameters", f"{p.params / 1e6:,.1f}M, {p.trainable / 1e6:,.1f}M trained{trained}"),
+            ("parameters", f"{p.params / 1e6:,.1f}M{encoder}, {p.trainable / 1e6:,.1f}M trained{trained}"),
             ("longest record", f"{layout.tokens} tokens, {layout.scored} scored, {layout.slots} generation slots "
                                f"({layout_source})"),
             ("weights", f"{p.weights_bytes / GIB:.1f} GiB"

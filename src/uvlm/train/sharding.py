@@ -2,8 +2,9 @@
 optimizer state, which full fine-tuning of a 7B LLM needs (its fp32 AdamW state alone is 84 GB).
 
 `train.sharding: fsdp` turns it on. Each decoder layer of the LLM is one shard unit, gathered
-just before its forward and backward and freed after; the rest of the model (embeddings, LM
-head, adapters, generation head) is the root unit. Trained weights are held in fp32 (a
+just before its forward and backward and freed after (and so is each layer of a trained
+encoder); the rest of the model (embeddings, LM head, adapters, generation head) is the root
+unit. Trained weights are held in fp32 (a
 pretrained LLM's trained weights too: AdamW on 16-bit weights loses small updates, and FSDP
 wants one dtype per unit); computation stays under the run's autocast. The training loop stays
 the one of data parallelism: the same records per process, the same loss scaling. Gradients are
@@ -43,14 +44,15 @@ _GATHER_TRAINED = StateDictOptions(full_state_dict=True, cpu_offload=True, ignor
 _SCATTER = StateDictOptions(full_state_dict=True, strict=False, broadcast_from_rank0=True)
 
 
-def decoder_layers(llm: nn.Module) -> list[nn.Module]:
-    """The LLM's decoder layers, the units Hugging Face itself never splits (`_no_split_modules`);
-    a LoRA-wrapped LLM is looked into through its base model."""
-    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+def layer_units(model: nn.Module) -> list[nn.Module]:
+    """A transformers model's layers (an LLM's decoder layers, a vision tower's encoder layers and
+    embeddings), the units Hugging Face itself never splits (`_no_split_modules`); a LoRA-wrapped
+    LLM is looked into through its base model."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     kinds = set(getattr(base, "_no_split_modules", None) or ())
-    layers = [m for m in llm.modules() if type(m).__name__ in kinds]
+    layers = [m for m in model.modules() if type(m).__name__ in kinds]
     if not layers:
-        raise ValueError(f"{type(base).__name__} names no decoder layer class (_no_split_modules) to shard by")
+        raise ValueError(f"{type(base).__name__} names no layer class (_no_split_modules) to shard by")
     return layers
 
 
@@ -65,7 +67,8 @@ def shard(model: nn.Module) -> None:
     root, each moved to this process's device as it is sharded (a layer at a time: the whole
     model never sits on one GPU in fp32). Parameters become new (sharded) objects: build the
     optimizer after this."""
-    for layer in decoder_layers(model.llm):
+    towers = [model.encoder.tower] if getattr(model, "encoder", None) is not None else []
+    for layer in [unit for part in (model.llm, *towers) for unit in layer_units(part)]:
         _trained_in_fp32(layer)
         fully_shard(layer)
     _trained_in_fp32(model)

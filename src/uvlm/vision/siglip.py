@@ -61,16 +61,26 @@ class SiglipSpace(VisionSpace):
         p = self.processor
         return resize_normalise(images, self.image_size, p.image_mean, p.image_std)
 
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """`encode`'s features, on the space's device and with gradients where the tower's weights
+        take them (uvlm.model.encoder trains it)."""
+        out = self.model(pixel_values=self._pixels(images.to(self.device)), output_hidden_states=True)
+        return out.hidden_states[-2][:, self.leading_tokens:]
+
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        out = self.model(pixel_values=self._pixels(images.to(self.device)), output_hidden_states=True)
-        return out.hidden_states[-2][:, self.leading_tokens:].float().cpu()
+        return self.features(images).float().cpu()
 
     def targets(self, images: torch.Tensor) -> torch.Tensor:
         return self.encode(images)
 
     def embed_targets(self, targets: torch.Tensor) -> torch.Tensor:
         return targets
+
+    def weights_changed(self) -> None:
+        """Its tower's weights were replaced (a run trained them): the fingerprint, and so the
+        key of every feature cached from now on, is computed anew."""
+        self._fingerprint = None
 
     @property
     def fingerprint(self) -> str:
