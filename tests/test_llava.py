@@ -390,8 +390,26 @@ def test_a_two_stage_run_is_resumed_only_with_its_own_settings(llava_data, tmp_p
     assert code == 0, err
 
 
+@pytest.fixture(scope="module")
+def paper_run(llava_data, tmp_path_factory) -> Path:
+    """A tiny CLIP-CLIP trained through both stages under `--recipe paper`."""
+    from tests.test_train import ROOT, uvlm
+
+    out = tmp_path_factory.mktemp("paper") / "CLIP-CLIP"
+    env = {**os.environ, "UVLM_CACHE": str(llava_data["cache"]), "PYTHONPATH": str(ROOT / "src")}
+    done = uvlm(["llava", "train", "--data", llava_data["data"], "--model", "CLIP-CLIP", "--out", out,
+                 "--recipe", "paper"], env)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def _stage2_weights(run: Path) -> dict:
+    return {name: _safetensors(run / "weights" / name) for name in
+            ("adapters.safetensors", "encoder/model.safetensors", "llm/model.safetensors")}
+
+
 def test_the_paper_recipe_trains_clip_in_stage_2_from_pixels_and_its_run_encodes_with_the_trained_tower(
-        llava_data, tmp_path, cli, monkeypatch):
+        paper_run, llava_data, monkeypatch):
     """`--recipe paper`: stage 1 in the plain template with CLIP frozen; stage 2 trains CLIP (all but
     its unread last layer) with the LLM, from the images' pixels, and saves it as a CLIP folder; the
     loaded run encodes test images with that tower, while CLIP-CLIP's targets stay the frozen one's."""
@@ -404,10 +422,7 @@ def test_the_paper_recipe_trains_clip_in_stage_2_from_pixels_and_its_run_encodes
     from uvlm.vision.load import load_space
 
     monkeypatch.setenv("UVLM_CACHE", str(llava_data["cache"]))
-    out = tmp_path / "paper"
-    code, _, err = cli("llava", "train", "--data", llava_data["data"], "--model", "CLIP-CLIP", "--out", out,
-                       "--recipe", "paper")
-    assert code == 0, err
+    out = paper_run
     first, second = (load_run_config(out / stage) for stage in ("stage1", "stage2"))
     assert (first.model.template, first.train.train_encoder) == ("plain", False)
     assert (second.model.template, second.train.train_encoder, second.train.record_order) == ("chat", True, "modality")
@@ -432,22 +447,58 @@ def test_the_paper_recipe_trains_clip_in_stage_2_from_pixels_and_its_run_encodes
     assert torch.equal(parts.out_space.encode(images), frozen.encode(images))  # targets: the frozen tower
     assert parts.in_space.fingerprint != frozen.fingerprint  # its test features are cached apart
 
-    # stage 2 resumes from its last checkpoint but one to the same bytes, the trained tower's included
-    ended = {name: _safetensors(out / "stage2" / "weights" / name) for name in
-             ("adapters.safetensors", "encoder/model.safetensors", "llm/model.safetensors")}
-    kept = sorted((out / "stage2" / "checkpoints").glob("step-*"))
-    assert len(kept) == 2
+
+def test_stage_2_with_a_trained_clip_resumes_to_the_same_bytes(paper_run, llava_data, tmp_path, cli, monkeypatch):
+    """Cut after its first checkpoint, stage 2 resumes to the bytes of the uninterrupted run, the
+    trained tower's and its optimizer state's included."""
     import shutil
 
+    import torch
+
+    monkeypatch.setenv("UVLM_CACHE", str(llava_data["cache"]))
+    out = tmp_path / "CLIP-CLIP"
+    shutil.copytree(paper_run, out)
+    for path in (out / "stage1" / "config.yaml", out / "stage2" / "config.yaml"):  # the copy's own stage 1
+        path.write_text(path.read_text().replace(str(paper_run.resolve()), str(out.resolve())))
+    kept = sorted((out / "stage2" / "checkpoints").glob("step-*"))
+    assert len(kept) == 2
     shutil.rmtree(kept[-1])
     shutil.rmtree(out / "stage2" / "weights")
     (out / "stage2" / "final.json").unlink()
     code, _, err = cli("llava", "train", "--data", llava_data["data"], "--model", "CLIP-CLIP", "--out", out,
                        "--recipe", "paper")
     assert code == 0, err
-    for name, a in ended.items():
-        b = _safetensors(out / "stage2" / "weights" / name)
+    for name, a in _stage2_weights(paper_run / "stage2").items():
+        b = _stage2_weights(out / "stage2")[name]
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_stage_2_with_a_trained_clip_sharded_over_two_processes_equals_one(paper_run, llava_data, tmp_path):
+    """FSDP over 2 processes (gloo) trains the CLIP tower's layers as shard units: the same weights,
+    to float rounding, as the 1-process run, although one process's micro-batch may hold no image
+    while the other's does (it encodes a blank one at weight 0, so both gather every unit)."""
+    import subprocess
+    import sys
+
+    import torch
+    import yaml
+
+    from tests.test_train import ROOT
+
+    cfg = yaml.safe_load((paper_run / "stage2" / "config.yaml").read_text())
+    cfg["train"].update({"global_batch": cfg["train"]["batch_size"], "sharding": "fsdp"})
+    (tmp_path / "stage2.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "UVLM_CACHE": str(llava_data["cache"]), "PYTHONPATH": str(ROOT / "src"),
+           "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "uvlm.cli", "train", "--config", str(tmp_path / "stage2.yaml"), "--out",
+                           str(tmp_path / "sharded")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "sharded" / "final.json").read_text())["processes"] == 2
+    one, two = _stage2_weights(paper_run / "stage2"), _stage2_weights(tmp_path / "sharded")
+    for name, a in one.items():
+        assert a.keys() == two[name].keys(), name
+        assert all(torch.allclose(a[k], two[name][k], atol=1e-5) for k in a), name
 
 
 def test_the_plain_template_is_the_image_then_the_answer_and_a_request_then_its_image():

@@ -34,6 +34,7 @@ class TrainedEncoder(nn.Module):
         if checkpointing:
             self.tower.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self._features = space.features
+        self.image_size = space.image_size
         self.processor = space.processor  # saved beside the weights: the folder loads as the space does
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

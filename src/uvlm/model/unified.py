@@ -183,6 +183,13 @@ class UnifiedVLM(nn.Module):
         if features is not None:
             und = (batch.kinds == UNDERSTAND).unsqueeze(-1)
             embeds = embeds.masked_scatter(und, self.understand(features).to(dtype))
+        elif self.encoder is not None and torch.is_grad_enabled():
+            # A trained encoder idle in a batch without images encodes a blank image, at weight 0,
+            # where a real one would be: its layers may be shard units, which every process must
+            # gather (and reduce) in every forward and backward, in the same order
+            size = self.encoder.image_size
+            blank = self.understand(self.encoder(torch.zeros(1, 3, size, size, dtype=torch.uint8)))
+            embeds = embeds + blank.sum().to(dtype) * 0.0
         if batch.gen_targets is not None:
             gen = (batch.kinds == GENERATE).unsqueeze(-1)
             embeds = embeds.masked_scatter(gen, self.generate_input(batch.gen_targets).to(dtype))
@@ -216,10 +223,12 @@ class UnifiedVLM(nn.Module):
                 "n_text": n_text, "n_slots": n_slots}
 
     def _unused(self, batch: Batch, like: torch.Tensor) -> torch.Tensor:
-        """Zero, joined to the parameters of the modules this batch does not use."""
+        """Zero, joined to the parameters of the modules this batch does not use (a trained encoder
+        and its adapter are joined in `embed`, by a blank image)."""
         idle = []
-        if self.understanding_adapter is not None and batch.und_features is None and batch.und_images is None:
-            idle += [m for m in (self.understanding_adapter, self.encoder) if m is not None]
+        if self.understanding_adapter is not None and batch.und_features is None and batch.und_images is None \
+                and self.encoder is None:
+            idle.append(self.understanding_adapter)
         if self.generation_head is not None and batch.gen_targets is None:
             idle += [self.generation_head, self.generation_adapter]
         params = [p for m in {id(m): m for m in idle}.values() for p in m.parameters() if p.requires_grad]
