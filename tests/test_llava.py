@@ -252,15 +252,25 @@ def test_llava_eval_scores_a_run_through_lmms_evals_own_cli_and_tasks(trained, l
     from tests.test_train import ROOT, uvlm
     from uvlm.data.fake_llava import fake_benchmarks
 
-    env = {**os.environ, "UVLM_CACHE": str(llava_data["cache"]), "PYTHONPATH": str(ROOT / "src")}
+    # offline: GQA's images come from the local copy, not the hub lmms-eval's own task fetches them from
+    env = {**os.environ, "UVLM_CACHE": str(llava_data["cache"]), "PYTHONPATH": str(ROOT / "src"),
+           "HF_HUB_OFFLINE": "1"}
     data_root = fake_benchmarks(tmp_path / "benchmarks")
-    done = uvlm(["llava", "eval", trained / "stage2", "--data-root", data_root, "--tasks", "mme,pope,mmvet",
+    done = uvlm(["llava", "eval", trained / "stage2", "--data-root", data_root, "--tasks", "mme,pope,gqa,mmvet",
                  "--out", tmp_path / "scores"], env)
     assert done.returncode == 0, done.stderr
     record = json.loads((tmp_path / "scores" / "benchmarks.json").read_text())
-    assert record["lmms_eval_version"] == "0.7.3" and set(record["scores"]) == {"MME", "POPE"}
+    assert record["lmms_eval_version"] == "0.7.3" and set(record["scores"]) == {"MME", "POPE", "GQA"}
     assert record["skipped"] == {"mmvet": record["skipped"]["mmvet"]} and "GPT judge" in done.stdout
     assert record["scores"]["MME"]["n"] == 8 and record["scores"]["POPE"]["n"] == 4
+    assert record["scores"]["GQA"]["n"] == 4 and 0 <= record["scores"]["GQA"]["value"] <= 100
+    import shutil
+
+    shutil.rmtree(data_root / "gqa_images")
+    done = uvlm(["llava", "eval", trained / "stage2", "--data-root", data_root, "--tasks", "gqa",
+                 "--out", tmp_path / "scores"], env)
+    assert done.returncode == 2 and "no local copy of gqa's images" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
     assert 0 <= record["scores"]["MME"]["value"] <= 400 and 0 <= record["scores"]["POPE"]["value"] <= 100
     # every answer lmms-eval scored came from uvlm's model class, with the task's prompt after the image
     samples = [json.loads(line) for f in (tmp_path / "scores").rglob("*samples_mme_local.jsonl")

@@ -106,13 +106,14 @@ def fake_llava_sources(root: Path, n_sharegpt4v: int = 60, n_pretrain: int = 40,
 
 
 def fake_benchmarks(root: Path) -> Path:
-    """Small MME and POPE copies in their real schemas (lmms-eval's task code reads them), saved with
-    datasets' save_to_disk as `uvlm llava eval --data-root` expects: ROOT/mme, ROOT/pope."""
+    """Small MME, POPE and GQA copies in their real schemas (lmms-eval's task code reads them), saved
+    with datasets' save_to_disk as `uvlm llava eval --data-root` expects: ROOT/mme, ROOT/pope,
+    ROOT/gqa and its images ROOT/gqa_images."""
     import datasets
     from PIL import Image
 
     datasets.disable_progress_bars()
-    mme, pope = [], []
+    mme, pope, gqa, gqa_images = [], [], [], []
     for i in range(4):
         red = i % 2 == 0
         image = Image.new("RGB", (40, 30) if red else (30, 40), (220, 40, 40) if red else (40, 70, 220))
@@ -123,6 +124,10 @@ def fake_benchmarks(root: Path) -> Path:
         pope.append({"id": str(i), "question_id": str(i), "question": "Is there a red shape in the image?",
                      "answer": "yes" if red else "no", "image_source": f"{i:012d}", "image": image,
                      "category": "adversarial"})
-    for name, rows in (("mme", mme), ("pope", pope)):
-        datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)}).save_to_disk(str(root / name))
+        gqa_images.append({"id": f"n{i:06d}", "image": image})
+        gqa.append({"id": f"{i:08d}", "imageId": f"n{i:06d}", "question": "What colour is the shape?",
+                    "answer": "red" if red else "blue", "fullAnswer": f"The shape is {'red' if red else 'blue'}."})
+    for name, split, rows in (("mme", "test", mme), ("pope", "test", pope), ("gqa", "testdev", gqa),
+                              ("gqa_images", "testdev", gqa_images)):
+        datasets.DatasetDict({split: datasets.Dataset.from_list(rows)}).save_to_disk(str(root / name))
     return root

@@ -5,7 +5,9 @@ unchanged) and points it at the user's copy (`datasets.load_dataset(...).save_to
 then runs lmms-eval's command line with uvlm's model class (the `uvlm` plugin, uvlm.llava.lmms).
 What is recorded beside the scores: lmms-eval's version, each task's version and sample count,
 and whether a GPT judge scored it. MMBench and MM-Vet are scored by a GPT judge over the network:
-they are skipped unless asked for (`--judge`), with the judge named in the record.
+they are skipped unless asked for (`--judge`), with the judge named in the record. lmms-eval's
+GQA task joins its questions to a second dataset of images that it fetches from the hub as it
+starts; uvlm's GQA task file joins them to a local copy instead (ROOT/gqa_images).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ COLUMNS = {
 TASKS = tuple(task for task, _, _ in COLUMNS.values())
 JUDGED = {"mmbench_en_dev", "mmvet"}  # scored by a GPT model over the network
 LOCAL = "_local"  # suffix of the task files uvlm writes
+# tasks whose images are a second dataset: ROOT/<this> holds the `testdev_balanced_images` of GQA's dataset
+IMAGE_COPIES = {"gqa": "gqa_images"}
 
 
 def lmms_eval_version() -> str:
@@ -62,10 +66,10 @@ def parse_tasks(text: str, judge: bool) -> tuple[list[str], dict[str, str]]:
 def write_task_files(tasks: list[str], data_root: Path, folder: Path) -> None:
     """One task file per task in `folder`: lmms-eval's own, reading ROOT/TASK from disk."""
     for task in tasks:
-        copy = Path(data_root) / task
-        if not (copy / "dataset_dict.json").exists() and not (copy / "dataset_info.json").exists():
-            raise UvlmError(f"no local copy of {task} at {copy}; save it there with datasets' save_to_disk "
-                            "(see docs/table2-llava.md)")
+        for copy in (Path(data_root) / task, *([Path(data_root) / IMAGE_COPIES[task]] if task in IMAGE_COPIES else [])):
+            if not (copy / "dataset_dict.json").exists() and not (copy / "dataset_info.json").exists():
+                raise UvlmError(f"no local copy of {task}'s {'images' if copy.name != task else 'questions'} at "
+                                f"{copy}; save it there with datasets' save_to_disk (see docs/table2-llava.md)")
     from lmms_eval.tasks import TaskManager
     from loguru import logger
 
@@ -73,9 +77,32 @@ def write_task_files(tasks: list[str], data_root: Path, folder: Path) -> None:
     index = TaskManager().task_index
     for task in tasks:
         copy = Path(data_root) / task
-        (folder / f"{task}{LOCAL}.yaml").write_text(
-            f"include: {index[task]['yaml_path']}\ntask: {task}{LOCAL}\ndataset_path: {copy.resolve()}\n"
-            "dataset_kwargs:\n  load_from_disk: true\n")
+        text = (f"include: {index[task]['yaml_path']}\ntask: {task}{LOCAL}\ndataset_path: {copy.resolve()}\n"
+                "dataset_kwargs:\n  load_from_disk: true\n")
+        if task in IMAGE_COPIES:  # lmms-eval resolves `!function module.name` beside the task file
+            images = (Path(data_root) / IMAGE_COPIES[task]).resolve()
+            (folder / f"uvlm_{task}.py").write_text(
+                "from uvlm.llava.benchmarks import with_local_images\n\n\n"
+                f"def process_docs(dataset):\n    return with_local_images(dataset, {str(images)!r})\n")
+            text += f"process_docs: !function uvlm_{task}.process_docs\n"
+        (folder / f"{task}{LOCAL}.yaml").write_text(text)
+
+
+def with_local_images(dataset, images: str):
+    """GQA's questions, each with its image from a local copy of the images dataset (save_to_disk
+    of the `testdev_balanced_images` configuration), joined by image id as lmms-eval's own
+    process_docs joins them to the hub's."""
+    import datasets
+
+    table = datasets.load_from_disk(images)
+    if isinstance(table, datasets.DatasetDict):
+        table = table["testdev"] if "testdev" in table else table[next(iter(table))]
+    by_id = {row["id"]: row["image"] for row in table}
+    missing = sorted(set(dataset["imageId"]) - set(by_id))
+    if missing:
+        raise ValueError(f"{images} lacks {len(missing)} of GQA's images (e.g. {missing[0]}); save the whole "
+                         "testdev_balanced_images split")
+    return dataset.map(lambda doc: {"image": by_id[doc["imageId"]].convert("RGB")})
 
 
 def run_benchmarks(run: Path, tasks: list[str], data_root: Path, out: Path, batch_size: int = 8,
