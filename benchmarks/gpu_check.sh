@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Every GPU check of the paper-scale path in one run (about 8-10 minutes on one H100-class GPU):
+# Every GPU check of the paper-scale path in one run (about 8-10 minutes on one H100-class GPU, a few
+# more on an H200, where llava-stage2 runs; ONLY="train generate ..." runs those steps alone):
 #   versions   torch, its CUDA build, the driver, transformers / accelerate / peft
 #   plan       the memory plan of configs/paper/VQ-VQ.yaml for this GPU
-#   llava-plan Table 2's two stages (CLIP-VQ) planned for 8 GPUs of this one's memory
+#   llava-plan Table 2's two stages (CLIP-VQ) planned for 8 GPUs of this one's memory (llava-plan-paper:
+#              the same with --recipe paper, CLIP trained in stage 2)
+#   llava-stage2  Table 2's stage 2 at 7B shape (random weights, CLIP frozen and trained) on this GPU
+#              where the plan says one holds it (an H200 does, an H100 does not): samples/s and peak
+#              memory against the plan (bench_llava.py)
 #   train      the paper preset's training loop on a Vicuna-7B-shaped Llama with random weights and
 #              synthetic SigLIP-base / VQ-16 outputs: samples/s, peak memory, MFU (bench_train.py)
 #   generate   16 KV-cached image generations of 256 VQ tokens against the authors' uncached loop
@@ -43,6 +48,7 @@ skip() {  # skip NAME WHY: a row for a step this machine cannot run
 step() {  # step NAME COMMAND...: run it, log it, add its row to the table
     local name=$1 start code
     shift
+    if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then skip "$name" "not in ONLY"; return; fi
     start=$(date +%s)
     echo "== $name: $*"
     "$@" > "$LOG/$name.log" 2>&1
@@ -60,6 +66,8 @@ if torch.cuda.is_available():
                          capture_output=True, text=True).stdout.strip())"
 step plan $PY -m uvlm.cli plan configs/paper/VQ-VQ.yaml --gpu-mem "$GPU_GB"
 step llava-plan $PY -m uvlm.cli llava plan --model CLIP-VQ --gpus 8 --gpu-mem "$GPU_GB"
+step llava-plan-paper $PY -m uvlm.cli llava plan --model CLIP-VQ --gpus 8 --gpu-mem "$GPU_GB" --recipe paper
+step llava-stage2 $PY benchmarks/bench_llava.py --scale "$SCALE"
 step train $PY benchmarks/bench_train.py --preset paper --random-weights --scale "$SCALE" --steps "${STEPS:-4}"
 step generate $PY benchmarks/bench_generate.py --random-weights --scale "$SCALE" --images "$IMAGES" \
     --reference-images "$REFERENCE"
@@ -90,7 +98,7 @@ printf '%s\n' "${ROWS[@]}"
 import re, sys
 text = open(sys.argv[1]).read()
 for name in ("bench_train (paper, ", "bench_generate (paper", "bench_train (smol-standin", "bench_train (cpu)",
-             "bench_padding"):
+             "bench_padding", "bench_llava"):
     for section in re.findall(rf"^## {re.escape(name)}.*?(?=^## |\Z)", text, re.S | re.M):
         print(section.strip(), "\n")
 PY

@@ -458,6 +458,33 @@ def test_the_paper_recipe_trains_clip_in_stage_2_from_pixels_and_its_run_encodes
     assert parts.in_space.fingerprint != frozen.fingerprint  # its test features are cached apart
 
 
+def test_evaluation_points_that_score_smartwatch_are_refused_for_llava_data_in_one_line(paper_run, llava_data,
+                                                                                       tmp_path, cli, monkeypatch):
+    import yaml
+
+    monkeypatch.setenv("UVLM_CACHE", str(llava_data["cache"]))
+    cfg = yaml.safe_load((paper_run / "stage2" / "config.yaml").read_text())
+    cfg["train"].update({"eval_points": 1, "eval_metrics": True})
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    code, _, err = cli("train", "--config", tmp_path / "run.yaml", "--out", tmp_path / "run")
+    assert code == 2 and "score the run with `uvlm llava eval`" in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_gqa_image_copy_that_lacks_an_image_is_refused_in_one_line(tmp_path):
+    import datasets
+
+    from uvlm.errors import UvlmError
+    from uvlm.llava.benchmarks import check_image_copy
+
+    datasets.disable_progress_bars()
+    questions = datasets.Dataset.from_list([{"imageId": "n1", "question": "?"}, {"imageId": "n2", "question": "?"}])
+    datasets.DatasetDict({"testdev": questions}).save_to_disk(str(tmp_path / "gqa"))
+    datasets.DatasetDict({"testdev": datasets.Dataset.from_list([{"id": "n1"}])}).save_to_disk(str(tmp_path / "img"))
+    with pytest.raises(UvlmError, match=r"lacks 1 of the images GQA's questions ask about \(e\.g\. n2\)"):
+        check_image_copy(tmp_path / "gqa", tmp_path / "img")
+
+
 def test_stage_2_with_a_trained_clip_resumes_to_the_same_bytes(paper_run, llava_data, tmp_path, cli, monkeypatch):
     """Cut after its first checkpoint, stage 2 resumes to the bytes of the uninterrupted run, the
     trained tower's and its optimizer state's included."""
@@ -483,10 +510,12 @@ def test_stage_2_with_a_trained_clip_resumes_to_the_same_bytes(paper_run, llava_
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 
-def test_stage_2_with_a_trained_clip_sharded_over_two_processes_equals_one(paper_run, llava_data, tmp_path):
+def test_stage_2_with_a_trained_clip_sharded_over_two_processes_equals_one(paper_run, llava_data, tmp_path,
+                                                                            monkeypatch):
     """FSDP over 2 processes (gloo) trains the CLIP tower's layers as shard units: the same weights,
-    to float rounding, as the 1-process run, although one process's micro-batch may hold no image
-    while the other's does (it encodes a blank one at weight 0, so both gather every unit)."""
+    to float rounding, as the same run on 1 process, with steps where one process's record shows an
+    image and the other's does not (that one encodes a blank image at weight 0, so both gather
+    every unit in the same order)."""
     import subprocess
     import sys
 
@@ -494,9 +523,26 @@ def test_stage_2_with_a_trained_clip_sharded_over_two_processes_equals_one(paper
     import yaml
 
     from tests.test_train import ROOT
+    from uvlm.model.prompt import UNDERSTAND
+    from uvlm.train.build import build_tokenizer, load_spaces, prompt_encoder
+    from uvlm.train.config import from_dict
+    from uvlm.train.data import load_record_set
+    from uvlm.train.loop import stream_indices, train
 
+    monkeypatch.setenv("UVLM_CACHE", str(llava_data["cache"]))
     cfg = yaml.safe_load((paper_run / "stage2" / "config.yaml").read_text())
-    cfg["train"].update({"global_batch": cfg["train"]["batch_size"], "sharding": "fsdp"})
+    # one record per process a step, in a random order: many steps give one process an image and not the other
+    cfg["train"].update({"batch_size": 2, "global_batch": 2, "record_order": "random", "sharding": "fsdp"})
+    run_cfg = from_dict(cfg)
+    arch = parse_name(run_cfg.model.name)
+    in_space, out_space = load_spaces(run_cfg, arch)
+    prompts = prompt_encoder(run_cfg, build_tokenizer(run_cfg), in_space, out_space)
+    data = load_record_set(Path(run_cfg.data.train), arch, prompts, in_space, out_space, pixels=True)
+    shows = [bool((e.kinds == UNDERSTAND).any()) for e in data.encoded]
+    steps = [stream_indices(len(data), run_cfg.train.seed, k, k + 2) for k in range(0, len(data), 2)]
+    assert sum(shows[a] != shows[b] for a, b in steps) >= 3
+
+    train(run_cfg, tmp_path / "one")  # on one process there is nothing to shard: trained unsharded
     (tmp_path / "stage2.yaml").write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "UVLM_CACHE": str(llava_data["cache"]), "PYTHONPATH": str(ROOT / "src"),
            "OMP_NUM_THREADS": "1"}
@@ -505,10 +551,12 @@ def test_stage_2_with_a_trained_clip_sharded_over_two_processes_equals_one(paper
                            str(tmp_path / "sharded")], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((tmp_path / "sharded" / "final.json").read_text())["processes"] == 2
-    one, two = _stage2_weights(paper_run / "stage2"), _stage2_weights(tmp_path / "sharded")
+    one, two = _stage2_weights(tmp_path / "one"), _stage2_weights(tmp_path / "sharded")
     for name, a in one.items():
         assert a.keys() == two[name].keys(), name
         assert all(torch.allclose(a[k], two[name][k], atol=1e-5) for k in a), name
+    moved = _stage2_weights(paper_run / "stage2")["encoder/model.safetensors"]  # another run: other weights
+    assert not all(torch.equal(moved[k], two["encoder/model.safetensors"][k]) for k in moved)
 
 
 def test_the_plain_template_is_the_image_then_the_answer_and_a_request_then_its_image():

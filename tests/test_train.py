@@ -132,6 +132,9 @@ def test_run_folder_and_loss_falls(tmp_path, encoders, env):
     ({"model": {"name": "VQ-VQ"}, "train": {"train_encoder": True}}, "VQ ids are not differentiable"),
     ({"train": {"record_order": "sorted"}}, "record_order 'sorted': use random, modality"),
     ({"model": {"template": "alpaca"}}, "model.template 'alpaca': use chat, plain"),
+    ({"model": {"name": "SigLIP-SigLIP"}, "train": {"train_encoder": True}}, "set model.standardize=false"),
+    ({"model": {"name": "SigLIP_u", "standardize": False}, "data": {"siglip": "synthetic:siglip-tiny"},
+      "train": {"train_encoder": True}}, "train.train_encoder needs an encoder with weights"),
     pytest.param({"train": {"device": "cuda"}}, "sees no GPU",  # no silent fall back to the CPU
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
 ])
@@ -144,6 +147,26 @@ def test_bad_configs(tmp_path, encoders, env, change, message):
     result = uvlm(["train", "--config", path, "--out", tmp_path / "run"], env)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_evaluation_points_of_a_run_training_its_encoder_read_the_tower_as_trained(tmp_path, encoders, monkeypatch):
+    """SigLIP_u training its SigLIP (train.train_encoder): its weights move, an evaluation point
+    encodes test images with the tower of that moment (under its own cache key), and final.json
+    names the encoder the run started from."""
+    from uvlm.train.config import from_dict
+    from uvlm.train.loop import train
+    from uvlm.vision.load import load_space
+
+    monkeypatch.setenv("UVLM_CACHE", str(tmp_path / "cache"))
+    cfg = run_config(encoders, epochs=1, eval_points=2, eval_metrics=True, train_encoder=True)
+    cfg["model"].update({"name": "SigLIP_u", "standardize": False})
+    seen = []
+    summary = train(from_dict(cfg), tmp_path / "run",
+                    eval_point=lambda model, parts, n: (seen.append(parts.in_space.fingerprint), {})[1])
+    started = load_space(encoders["siglip"]).fingerprint
+    assert len(seen) == 2 and len(set(seen)) == 2 and started not in seen
+    assert summary["encoders"]["input"] == started and summary["encoder_trained"]
+    assert (tmp_path / "run" / "weights" / "encoder" / "config.json").exists()
 
 
 def test_bad_config_files(tmp_path, env):

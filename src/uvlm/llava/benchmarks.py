@@ -81,6 +81,7 @@ def write_task_files(tasks: list[str], data_root: Path, folder: Path) -> None:
                 "dataset_kwargs:\n  load_from_disk: true\n")
         if task in IMAGE_COPIES:  # lmms-eval resolves `!function module.name` beside the task file
             images = (Path(data_root) / IMAGE_COPIES[task]).resolve()
+            check_image_copy(copy, images)
             (folder / f"uvlm_{task}.py").write_text(
                 "from uvlm.llava.benchmarks import with_local_images\n\n\n"
                 f"def process_docs(dataset):\n    return with_local_images(dataset, {str(images)!r})\n")
@@ -88,21 +89,34 @@ def write_task_files(tasks: list[str], data_root: Path, folder: Path) -> None:
         (folder / f"{task}{LOCAL}.yaml").write_text(text)
 
 
+def _split(path: Path):
+    """A dataset saved with save_to_disk: its testdev split (GQA's), or its only one."""
+    import datasets
+
+    table = datasets.load_from_disk(str(path))
+    if isinstance(table, datasets.DatasetDict):
+        table = table["testdev"] if "testdev" in table else table[next(iter(table))]
+    return table
+
+
+def check_image_copy(questions: Path, images: Path) -> None:
+    """Refuse (one line) a copy of GQA's images that lacks an image its questions ask about."""
+    try:
+        missing = sorted(set(_split(questions)["imageId"]) - set(_split(images)["id"]))
+    except (KeyError, ValueError, OSError) as e:
+        raise UvlmError(f"cannot read GQA's local copies {questions} and {images} ({type(e).__name__}: {e}); save "
+                        "testdev_balanced_instructions and testdev_balanced_images there with save_to_disk") from None
+    if missing:
+        raise UvlmError(f"{images} lacks {len(missing)} of the images GQA's questions ask about (e.g. "
+                        f"{missing[0]}); save the whole testdev_balanced_images split there")
+
+
 def with_local_images(dataset, images: str):
     """GQA's questions, each with its image from a local copy of the images dataset (save_to_disk
     of the `testdev_balanced_images` configuration), joined by image id as lmms-eval's own
-    process_docs joins them to the hub's."""
-    import datasets
-
-    table = datasets.load_from_disk(images)
-    if isinstance(table, datasets.DatasetDict):
-        table = table["testdev"] if "testdev" in table else table[next(iter(table))]
-    by_id = {row["id"]: row["image"] for row in table}
-    missing = sorted(set(dataset["imageId"]) - set(by_id))
-    if missing:
-        raise ValueError(f"{images} lacks {len(missing)} of GQA's images (e.g. {missing[0]}); save the whole "
-                         "testdev_balanced_images split")
-    return dataset.map(lambda doc: {"image": by_id[doc["imageId"]].convert("RGB")})
+    process_docs joins them to the hub's; in memory, so the copies may be read-only."""
+    by_id = {row["id"]: row["image"] for row in _split(Path(images))}
+    return dataset.map(lambda doc: {"image": by_id[doc["imageId"]].convert("RGB")}, keep_in_memory=True)
 
 
 def run_benchmarks(run: Path, tasks: list[str], data_root: Path, out: Path, batch_size: int = 8,

@@ -24,13 +24,13 @@ from uvlm.identity import without_neutral
 from uvlm.io import read_text_file
 from uvlm.model.adapters import ADAPTER_KINDS
 from uvlm.model.names import parse_name
+from uvlm.model.prompt import TEMPLATES
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DEVICES = ("auto", "cuda")
 SHARDINGS = ("none", "fsdp")
 ATTENTIONS = ("auto", "sdpa", "eager", "flash_attention_2")
 FEATURE_DTYPES = ("float32", "float16")
-TEMPLATES = ("chat", "plain")
 RECORD_ORDERS = ("random", "modality")
 
 
@@ -102,8 +102,8 @@ class TrainConfig:
     max_tokens: int | None = None  # cut each training record at this many tokens, image slots included
     # (LLaVA-1.5's 2,048); None: never cut
     train_encoder: bool = False  # train the input space's encoder (SigLIP or CLIP) with the LLM, from pixels
-    record_order: str = "random"  # random (a seeded permutation an epoch) | modality (each optimizer step all
-    # records with an image or all without, as LLaVA's group_by_modality_length)
+    record_order: str = "random"  # random (a seeded permutation an epoch) | modality (optimizer steps all
+    # records with an image or all without, the leftovers last, as LLaVA's group_by_modality_length)
 
 
 @dataclass
@@ -139,6 +139,13 @@ class RunConfig:
             (not t.train_encoder or arch.input_space in ("siglip", "clip"),
              f"train.train_encoder trains a SigLIP or CLIP input encoder; {arch.name} reads "
              f"{arch.input_space or 'no image'} (VQ ids are not differentiable): set it false"),
+            (not t.train_encoder or arch.input_space not in ("siglip", "clip")
+             or self.data.encoders()[arch.input_space].partition(":")[0] in TRAINABLE_ENCODERS,
+             f"train.train_encoder needs an encoder with weights (one of {', '.join(TRAINABLE_ENCODERS)}); "
+             f"data.{arch.input_space} is {self.data.encoders().get(arch.input_space or '', '')!r}"),
+            (not (t.train_encoder and m.standardize), "train.train_encoder with model.standardize: the "
+             "standardisation is fitted on the frozen encoder's features, which a trained one leaves; set "
+             "model.standardize=false"),
             (not (t.freeze_llm and m.lora_r > 0), f"train.freeze_llm with model.lora_r {m.lora_r}: LoRA would not "
                                                   "train; set lora_r: 0 to train the adapters alone"),
             (0 <= m.lora_dropout < 1, f"lora_dropout {m.lora_dropout} must be in [0, 1)"),
@@ -183,6 +190,10 @@ class RunConfig:
         before a field existed keep their folders (uvlm.suites.spec.Job.key) and can be resumed."""
         return {section: without_neutral(settings, LATER_FIELDS.get(section, {}))
                 for section, settings in self.to_dict().items()}
+
+
+# encoder specs whose weights a run can train (train.train_encoder): a transformers tower
+TRAINABLE_ENCODERS = ("siglip", "clip", "cpu-siglip", "tiny-clip")
 
 
 # Per section, the fields added after the committed results, with the value under which a run

@@ -100,6 +100,7 @@ class RecordSet:
     und_features: torch.Tensor | None  # (n_images, N, D_in)
     gen_targets: torch.Tensor | None  # (n_images, N) ids or (n_images, N, D_out)
     image_files: list[Path] | None = None  # per image row, its file: batches carry pixels (a trained encoder)
+    und_tokens: int = 0  # the input encoder's tokens per image (what a trained encoder gives)
 
     def __len__(self) -> int:
         return len(self.encoded)
@@ -112,7 +113,8 @@ def load_record_set(root: Path, arch: Architecture, prompts: PromptEncoder, in_s
     """The records of `tasks` (the model's own by default; `limit`: an equal share of each),
     tokenised (each cut at `max_tokens`, if given), with the memory-mapped features they index
     (one cache entry when both roles use the same space, as SigLIP-SigLIP and VQ-VQ do).
-    `pixels`: batches carry the images too, for a model that trains its encoder."""
+    `pixels`: batches carry the images instead of the input encoder's features, for a model
+    that trains its encoder."""
     tasks = tasks or TASKS_OF[arch.tasks]
     everything = read_records(root)
     per_task = None if limit is None else max(1, limit // len(tasks))  # an equal share of each task
@@ -122,15 +124,16 @@ def load_record_set(root: Path, arch: Architecture, prompts: PromptEncoder, in_s
     names = dataset_images(root)
     row = {name: i for i, name in enumerate(names)}
     cached = {id(space): cached_features(space, root, dtype=feature_dtype)
-              for space in (in_space, out_space) if space is not None}
-    und = cached[id(in_space)]["features"] if in_space is not None else None
+              for space in (None if pixels else in_space, out_space) if space is not None}
+    und = cached[id(in_space)]["features"] if in_space is not None and not pixels else None
     gen = cached[id(out_space)]["targets"] if out_space is not None else None
     encoded = [prompts.encode(r["conversations"]) for r in records]
     check_vocabulary(encoded, records, prompts.tokenizer)
     encoded = [e.cut(max_tokens) for e in encoded]
     # a text-only record (LLaVA's instruction data has them) indexes no image: -1, never read
     return RecordSet(encoded, np.array([row[r["image"]] if r.get("image") else -1 for r in records]), records,
-                     und, gen, [root / name for name in names] if pixels else None)
+                     und, gen, [root / name for name in names] if pixels else None,
+                     in_space.n_tokens if in_space is not None else 0)
 
 
 def check_vocabulary(encoded: list[Encoded], records: list[dict], tokenizer) -> None:
@@ -193,7 +196,6 @@ def collate(data: RecordSet, indices: list[int], pad_id: int) -> Batch:
     images = keep = None
     if shown:
         images = load_images([path for path, _ in shown])
-        n = data.und_features.shape[1]
-        keep = torch.arange(n)[None, :] < torch.tensor([count for _, count in shown])[:, None]
+        keep = torch.arange(data.und_tokens)[None, :] < torch.tensor([count for _, count in shown])[:, None]
     return Batch(ids, mask, labels, kinds, torch.cat(und) if und else None, torch.cat(gen) if gen else None,
                  scored, slots, images, keep)

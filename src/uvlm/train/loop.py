@@ -109,9 +109,11 @@ def stream_indices(n: int, seed: int, start: int, stop: int,
 
 
 def modality_order(with_image: np.ndarray, step: int) -> Callable[[torch.Generator], list[int]]:
-    """An epoch order whose every step of `step` records is all records with an image or all
-    without (LLaVA's group_by_modality_length, by global batch): each kind shuffled and cut into
-    steps, the steps shuffled, and the two kinds' leftovers together in the last step."""
+    """An epoch order whose steps of `step` records are each all records with an image (shown or
+    generated) or all without (LLaVA's group_by_modality_length, by global batch): each kind
+    shuffled and cut into steps, the steps shuffled, and the two kinds' leftovers together at the
+    epoch's end, as LLaVA's last megabatch. Steps line up with the grouping only where an epoch
+    is a whole number of steps (the stream runs on across epochs; LLaVA trains one)."""
     kinds = [np.flatnonzero(with_image), np.flatnonzero(~with_image)]
 
     def order(generator: torch.Generator) -> list[int]:
@@ -215,7 +217,9 @@ def prepare_inputs(cfg: RunConfig, judge: bool = False) -> None:
 
     roots = faces or (resolve_dataset(cfg.data.train, "train"), resolve_dataset(cfg.data.test, "test"))
     for role, root in zip(("train", "test"), roots, strict=True):
-        for space in {id(s): s for s in (in_space, out_space) if s is not None}.values():
+        # a trained encoder reads pixels: no cache of its starting features is needed
+        spaces = (out_space,) if cfg.train.train_encoder else (in_space, out_space)
+        for space in {id(s): s for s in spaces if s is not None}.values():
             dtype = cfg.data.feature_dtype if role == "train" else "float32"
             cached_features(space, root, dtype=dtype)
     if judge and out_space is not None:
@@ -233,6 +237,13 @@ def train(cfg: RunConfig, out: Path, resume: bool = False, progress=None, eval_p
     require_device(cfg.train.device)  # before any process group or file
     state = process_state(cfg.train.precision)
     main = state.is_main_process
+    if eval_point is not None and cfg.train.eval_metrics and cfg.train.eval_points:
+        from uvlm.train.data import dataset_domain
+
+        if dataset_domain(cfg.data.train) == "llava":
+            raise UvlmError("evaluation points score SmartWatch and CelebA test sets, not LLaVA's: set "
+                            "train.eval_metrics=false (validation losses still log), and score the run with "
+                            "`uvlm llava eval`")
     if main:
         check_host_memory(cfg)
         make_folder(out, "run")
@@ -295,6 +306,9 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
                               limit=t.eval_samples, max_tokens=t.max_tokens,
                               pixels=t.train_encoder) if t.eval_points and main else None
     parts = RunParts(tokenizer, prompts, in_space, out_space, test_root, place, faces)
+    # which encoder bytes the run read (stand-ins are rebuilt per machine), before any trains
+    encoders = {role: space.fingerprint for role, space in (("input", in_space), ("output", out_space))
+                if space is not None}
 
     cfg = checkpointing_for(cfg, train_set, out_space, accelerator)  # `auto`: decided by the memory plan
     model = build_model(cfg, in_space, out_space, tokenizer, place)
@@ -399,6 +413,8 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
                                           accelerator.autocast)
                     val = {k: round(v, 6) for k, v in val.items()}
                     if t.eval_metrics and eval_point is not None:
+                        if t.train_encoder:  # its test features are the tower's as trained so far
+                            in_space.weights_changed()
                         val.update(eval_point(unwrapped, parts, t.eval_samples))
                     _log(out, {"event": "eval", "step": done, **val})
                     for key, v in val.items():
@@ -417,10 +433,8 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
                "final": last, "model": arch.name, "processes": world, "micro_batch": micro_size,
                "gradient_checkpointing": cfg.train.gradient_checkpointing,
                "resumed_from_step": start_step,
-               # which encoder bytes the run saw: stand-ins are rebuilt per machine, so runs
-               # that are compared should name the same ones
-               "encoders": {role: space.fingerprint for role, space in (("input", in_space), ("output", out_space))
-                            if space is not None},
+               # which encoder bytes the run started from: runs that are compared should name the same ones
+               "encoders": encoders, **({"encoder_trained": True} if t.train_encoder else {}),
                "train_seconds": round(time.perf_counter() - began + seconds_before, 1)}
     atomic_write_json(out / "final.json", summary)
 

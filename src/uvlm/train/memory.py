@@ -225,6 +225,7 @@ def plan(cfg, layout: Layout, device_bytes: float | None, world: int = 1, shape:
     this machine's device. `train.gradient_checkpointing: auto` is decided first
     (`resolve_checkpointing`); the plan says which it took."""
     from uvlm.device import placement
+    from uvlm.model.names import parse_name
 
     shape = shape or llm_shape(cfg.model)[0]
     cfg = resolve_checkpointing(cfg, layout, device_bytes, world, shape, gpu)
@@ -253,15 +254,20 @@ def plan(cfg, layout: Layout, device_bytes: float | None, world: int = 1, shape:
         per_record += kept - BACKWARD_SCRATCH * tower_shape.hidden * tokens  # scratch: the larger of the two, once
         fixed += copies  # its weights' 16-bit copies under autocast
     trainable = llm_trained + vision + encoder_trained
-    weights = params * (2 if held16 else 4) + (llm_trained * 4 if lora_r else 0) + (vision + encoder) * 4
+    # a trained tower that is also the output space (CLIP-CLIP) leaves a frozen copy beside it for targets
+    arch = parse_name(cfg.model.name)
+    frozen_copy = encoder * 4 if arch.input_space == arch.output_space else 0
+    weights = params * (2 if held16 else 4) + (llm_trained * 4 if lora_r else 0) + (vision + encoder) * 4 \
+        + frozen_copy
     optimizer = trainable * 12  # gradient, two AdamW moments (fp32); the fp32 values are in `weights`
     if sharded:
         root = params - shape.layers * shape.layer_params
         gathered = root + 2 * shape.layer_params
         width = 2 if held16 else 4
         weights = (params * width + (llm_trained * 4 if lora_r else 0) + vision * 4 + encoder * 4) / world \
-            + gathered * width + vision * 4 + 2 * encoder_layer * 4
-        optimizer = optimizer / world + (0 if lora_r else gathered * 4)  # a unit's whole gradients, unscattered
+            + gathered * width + vision * 4 + 2 * encoder_layer * 4 + frozen_copy
+        # a unit's whole gradients, unscattered (the LLM's, or a trained tower's layers)
+        optimizer = optimizer / world + (0 if lora_r else gathered * 4) + 2 * encoder_layer * 4
     global_batch = cfg.train.global_batch or cfg.train.batch_size
     per_device = math.ceil(global_batch / world)
     partial = Plan(shape, params, trainable, weights, optimizer, per_record, fixed, 1, per_device, device_bytes,
@@ -328,7 +334,10 @@ def vision_tower_config(spec: str) -> tuple[int, int, int, int, int, int]:
     try:
         from transformers import CLIPVisionConfig, SiglipVisionConfig
 
-        c = (CLIPVisionConfig if kind == "clip" else SiglipVisionConfig).from_pretrained(source, local_files_only=True)
+        from uvlm.vision.load import weights_path
+
+        c = (CLIPVisionConfig if kind == "clip" else SiglipVisionConfig).from_pretrained(weights_path(source),
+                                                                                         local_files_only=True)
         return c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_hidden_layers, c.patch_size, \
             c.image_size
     except (OSError, ValueError):
