@@ -612,5 +612,12 @@ def test_llava_plan_of_the_paper_recipe_counts_the_trained_clip_tower(cli):
     # CLIP ViT-L/14-336's vision tower: 303.5M parameters, of which all but its last layer (12.6M) train
     assert "+ 303.5M encoder" in paper and round(trained(paper) - trained(release), 1) == 290.9
     assert ": fits" in paper.split("stage2:")[1]
+    # the README and the manual quote these plans: they must be the plans as they are
+    memory = [re.search(r"memory per device\s+([\d.]+) GiB", part).group(1)
+              for part in (*release.split("stage2:"), paper.split("stage2:")[1])]
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text().replace("\n", " ")
+    assert f"gives {memory[0]} GiB a GPU in stage 1 and {memory[1]} ({memory[2]} with `--recipe paper`)" in readme
+    manual = (Path(__file__).resolve().parents[1] / "docs" / "table2-llava.md").read_text()
+    assert all(f"| {m} GiB |" in manual for m in memory)
     code, _, err = cli("llava", "plan", "--model", "CLIP-VQ", "--recipe", "papers")
     assert code == 2 and "unknown recipe 'papers'" in err and err.count("\n") == 1
