@@ -324,11 +324,11 @@ def test_llava_plan_sizes_both_stages_of_the_7b_recipe(cli):
 
 
 def _fake_run(results: Path, name: str, model: str, seed: int, preset: str, scores: dict, limit=None,
-              overrides=()) -> None:
+              overrides=(), recipe: str | None = None) -> None:
     run = results / "llava" / name
     (run / "stage2" / "benchmarks").mkdir(parents=True)
-    (run / "llava.json").write_text(json.dumps({"model": model, "preset": preset,
-                                                "overrides": [f"train.seed={seed}", *overrides]}))
+    about = {"model": model, "preset": preset, "overrides": [f"train.seed={seed}", *overrides]}
+    (run / "llava.json").write_text(json.dumps({**about, **({"recipe": recipe} if recipe else {})}))
     (run / "stage2" / "config.yaml").write_text(f"model: {{name: {model}}}\ntrain: {{seed: {seed}}}\n")
     (run / "stage2" / "benchmarks" / "benchmarks.json").write_text(json.dumps(
         {"limit": limit, "scores": {c: {"value": v} for c, v in scores.items()}}))
@@ -350,6 +350,8 @@ def test_table_2_shows_the_paper_rows_and_ours_with_verdicts_only_where_seeds_al
     _fake_run(tmp_path, "CLIP-VQ-smoke", "CLIP-VQ", 5, "paper", {"POPE": 10}, limit=8)
     _fake_run(tmp_path, "CLIP-VQ-s0-again", "CLIP-VQ", 0, "paper", {"POPE": 90})
     _fake_run(tmp_path, "CLIP-VQ-lr", "CLIP-VQ", 0, "paper", {"POPE": 70}, overrides=("train.lr=1e-5",))
+    _fake_run(tmp_path, "CLIP-VQ-paper-s0", "CLIP-VQ", 0, "paper", {"POPE": 60}, recipe="paper")
+    _fake_run(tmp_path, "CLIP-VQ-release-s0", "CLIP-VQ", 0, "paper", {"POPE": 90}, recipe="release")
     for seed in range(3):
         for model, pope in (("LLaVA", 10 + seed), ("CLIP-VQ", 30 + seed)):
             _fake_run(tmp_path, f"{model}-tiny-s{seed}", model, seed, "tiny", {"POPE": pope})
@@ -358,6 +360,8 @@ def test_table_2_shows_the_paper_rows_and_ours_with_verdicts_only_where_seeds_al
     assert "| CLIP-VQ | ours, `paper` preset, 3 seeds | 1489.0 ± 1.0 | - | 90.5 ± 0.5 |" in text
     assert "| CLIP-CLIP | ours, `paper` preset, 1 seed | - | - | 99.0 |" in text
     assert "| CLIP-VQ | ours, `paper` preset, `train.lr=1e-5`, 1 seed | - | - | 70.0 |" in text
+    # a paper-recipe run is a row of its own (a release run naming its recipe joins the release row)
+    assert "| CLIP-VQ | ours, `paper` preset, `--recipe paper`, 1 seed | - | - | 60.0 |" in text
     assert "| CLIP-VQ | ours, `tiny` preset, 3 seeds (plumbing only) |" in text
     verdicts = [line for line in lines if line.startswith("| paper | ")]
     assert len(verdicts) == 2  # POPE and MME of CLIP-VQ; the one-seed CLIP-CLIP row gets none
@@ -622,3 +626,51 @@ def test_llava_plan_of_the_paper_recipe_counts_the_trained_clip_tower(cli):
     assert all(f"| {m} GiB |" in manual for m in memory)
     code, _, err = cli("llava", "plan", "--model", "CLIP-VQ", "--recipe", "papers")
     assert code == 2 and "unknown recipe 'papers'" in err and err.count("\n") == 1
+
+
+def test_a_later_benchmark_call_adds_its_tasks_to_the_record_and_never_drops_earlier_ones():
+    from uvlm.llava.benchmarks import merged
+
+    def record(scores: dict, skipped=(), limit=None, run="/r/stage2") -> dict:
+        return {"run": run, "lmms_eval_version": "0.7.3", "limit": limit, "skipped": {t: "judge" for t in skipped},
+                "scores": {c: {"task": t, "value": v} for c, (t, v) in scores.items()}}
+
+    first = record({"MME": ("mme", 1200.0), "POPE": ("pope", 80.0)}, skipped=("mmvet",))
+    later = merged(first, record({"POPE": ("pope", 81.0), "MMVet": ("mmvet", 30.0)}))
+    assert later["scores"] == {"MME": {"task": "mme", "value": 1200.0}, "POPE": {"task": "pope", "value": 81.0},
+                               "MMVet": {"task": "mmvet", "value": 30.0}} and later["skipped"] == {}
+    smoke = record({"POPE": ("pope", 10.0)}, limit=8)  # another --limit (or run, or lmms-eval): not merged
+    assert merged(first, smoke) == smoke and merged(None, smoke) == smoke
+
+
+def test_a_bad_setting_is_refused_before_a_two_stage_run_writes_anything(llava_data, tmp_path, cli, monkeypatch):
+    monkeypatch.setenv("UVLM_CACHE", str(llava_data["cache"]))
+    for setting, message in (("model.standardize=true", "set model.standardize=false"),
+                             ("train.record_order=bogus", "record_order 'bogus'")):
+        out = tmp_path / "run"
+        code, _, err = cli("llava", "train", "--data", llava_data["data"], "--model", "CLIP-VQ", "--out", out,
+                           "--recipe", "paper", "--set", setting)
+        assert code == 2 and message in err and err.count("\n") == 1
+        assert not out.exists()  # the corrected command starts clean
+
+
+def test_a_finished_stage_whose_weights_are_damaged_says_how_to_retrain_it(paper_run, llava_data, tmp_path, cli,
+                                                                             monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("UVLM_CACHE", str(llava_data["cache"]))
+    out = tmp_path / "CLIP-CLIP"
+    shutil.copytree(paper_run, out)
+    for path in (out / "stage1" / "config.yaml", out / "stage2" / "config.yaml"):
+        path.write_text(path.read_text().replace(str(paper_run.resolve()), str(out.resolve())))
+    (out / "stage2" / "weights" / "encoder" / "model.safetensors").write_bytes(b"not weights")
+    args = ("llava", "train", "--data", llava_data["data"], "--model", "CLIP-CLIP", "--out", out, "--recipe", "paper")
+    code, _, err = cli(*args)
+    assert code == 2 and f"delete {out / 'stage2'} and run the same command again" in err and err.count("\n") == 1
+    shutil.rmtree(out / "stage2")
+    code, _, err = cli(*args)  # as it says: stage 2 trains anew from the kept stage 1, to the same bytes
+    assert code == 0, err
+    import torch
+
+    a, b = (_safetensors(run / "stage2" / "weights" / "encoder" / "model.safetensors") for run in (paper_run, out))
+    assert all(torch.equal(a[k], b[k]) for k in a)

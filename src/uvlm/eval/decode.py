@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import StaticCache
 
+from uvlm.errors import UvlmError
 from uvlm.model.prompt import TEXT, Encoded
 from uvlm.model.unified import Batch, UnifiedVLM
 
@@ -33,6 +34,12 @@ class Sampling:
     top_k: int = 0
     cfg_scale: float = 1.0  # > 1: classifier-free guidance against the unconditional prompt
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.temperature >= 0 or self.temperature == float("inf"):
+            raise UvlmError(f"--temperature {self.temperature} must be a number >= 0 (0: greedy)")
+        if self.top_k < 0:
+            raise UvlmError(f"--top-k {self.top_k} must be >= 0 (0: all ids)")
 
 
 @dataclass

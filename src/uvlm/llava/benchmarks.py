@@ -22,7 +22,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from uvlm.errors import UvlmError
-from uvlm.io import atomic_write_json
+from uvlm.io import atomic_write_json, die_with_parent
 
 # Table 2's columns: the lmms-eval task, the metric reported, and its scale to the paper's units
 COLUMNS = {
@@ -123,20 +123,24 @@ def run_benchmarks(run: Path, tasks: list[str], data_root: Path, out: Path, batc
                    limit: int | None = None, skipped: dict[str, str] | None = None) -> dict:
     """Score the run folder `run` (a stage-2 run) on `tasks` with lmms-eval's CLI; write and return
     the record (out/benchmarks.json; lmms-eval's own files beside it)."""
+    from uvlm.train.checkpoint import verify_digests
+
     if not (Path(run) / "final.json").exists():
         raise UvlmError(f"{run} is not a finished run (no final.json); give a trained stage, e.g. RUN/stage2")
+    verify_digests(Path(run) / "weights", "weights file", f"delete {run} and run its `uvlm llava train` command "
+                   "again to retrain it")  # before lmms-eval starts
     lmms_version = lmms_eval_version()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="uvlm-tasks-") as folder:
         write_task_files(tasks, data_root, Path(folder))
+        out.mkdir(parents=True, exist_ok=True)  # after every check: a refused call leaves no folder
         command = [sys.executable, "-m", "lmms_eval", "--model", "uvlm", "--model_args",
                    f"pretrained={Path(run).resolve()}", "--tasks", ",".join(t + LOCAL for t in tasks),
                    "--include_path", folder, "--batch_size", str(batch_size), "--output_path", str(out / "lmms-eval"),
                    "--log_samples", *(["--limit", str(limit)] if limit else [])]
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        done = subprocess.run(command, capture_output=True, text=True, env=env, preexec_fn=die_with_parent)
     # this call's results only: lmms-eval can print an error and still exit 0, leaving an earlier call's file newest
     results = sorted((p for p in (out / "lmms-eval").rglob("*_results.json") if p.stat().st_mtime >= started),
                      key=lambda p: p.stat().st_mtime)
@@ -156,8 +160,27 @@ def run_benchmarks(run: Path, tasks: list[str], data_root: Path, out: Path, batc
                               "judge": "GPT (lmms-eval's default)" if task in JUDGED else None}
     record = {"run": str(Path(run).resolve()), "lmms_eval_version": lmms_version, "limit": limit,
               "scores": scores, "skipped": skipped or {}, "lmms_eval_results": str(results[-1])}
+    record = merged(_earlier_record(out / "benchmarks.json"), record)
     atomic_write_json(out / "benchmarks.json", record)
     return record
+
+
+def _earlier_record(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def merged(earlier: dict | None, record: dict) -> dict:
+    """`record` with the scores of an earlier call on the same run, lmms-eval version and --limit
+    kept where this call did not score their task: a later call adds tasks, it never drops them."""
+    if not earlier or any(earlier.get(k) != record[k] for k in ("run", "lmms_eval_version", "limit")):
+        return record
+    scores = {**earlier.get("scores", {}), **record["scores"]}
+    scored = {score["task"] for score in scores.values()}
+    skipped = {t: why for t, why in {**earlier.get("skipped", {}), **record["skipped"]}.items() if t not in scored}
+    return {**record, "scores": scores, "skipped": skipped}
 
 
 def _task_version(raw: dict, task: str):

@@ -165,6 +165,12 @@ def train_two_stages(data: Path, model: str, out: Path, preset: str = "tiny", ov
 
     out = Path(out)
     known_model(model), known_preset(preset), known_recipe(recipe)
+    stages = ("stage1", "stage2")
+    # both stages' data and settings checked (their folders built) before the run's folder is written
+    folders = {stage: stage_data(data, preset, stage, overrides) for stage in stages}
+    configs = {stage: from_dict(stage_config(preset, stage, model, folders[stage], overrides,
+                                             out / "stage1" if stage == "stage2" else None, recipe))
+               for stage in stages}
     make_folder(out, "two-stage run")
     about = {"model": model, "preset": preset, "recipe": recipe, "overrides": list(overrides)}
     if (out / "llava.json").exists():
@@ -176,11 +182,8 @@ def train_two_stages(data: Path, model: str, out: Path, preset: str = "tiny", ov
                             "or give another --out")
     atomic_write_json(out / "llava.json", about)
     summary: dict = {}
-    for stage in ("stage1", "stage2"):
-        folder = stage_data(data, preset, stage, overrides)
-        init = out / "stage1" if stage == "stage2" else None
-        cfg = from_dict(stage_config(preset, stage, model, folder, overrides, init, recipe))
-        summary = train(cfg, out / stage, resume=(out / stage / "config.yaml").exists(),
+    for stage in stages:
+        summary = train(configs[stage], out / stage, resume=(out / stage / "config.yaml").exists(),
                         progress=(lambda done, total, note="", s=stage: progress(s, done, total, note)) if progress
                         else None)
     return summary

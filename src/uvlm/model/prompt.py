@@ -16,8 +16,8 @@
 
     <s><image slots>a photo of a red bus</s>        <s>Draw a red bus.<boi>...<eoi></s>
 
-  A plain-template model is a stage 1, never evaluated: `prompt` keeps the rule, so a question
-  asked of an image is dropped as its training dropped them.
+  A plain-template model is LLaVA's stage 1: `prompt` keeps the rule, so a question asked of an
+  image is dropped, as its training dropped them (benchmarks are for a chat-template stage 2).
 
 The text is split at `<image>` by us and each piece tokenised on its own: special tokens are
 real added tokens, and no position is found by searching for magic ids.

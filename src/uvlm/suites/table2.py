@@ -26,7 +26,7 @@ MIN_SEEDS = 3
 # (F1 of a coin; always "yes" gets 66.7), MMStar's and MMBench's four options. The open-answer
 # benchmarks (VizWiz, MM-Vet, GQA, TextVQA) have no such chance.
 CHANCE = {"MME": 750.0, "MMBench_EN": 25.0, "POPE": 50.0, "MMStar": 25.0}
-RECORD = "llava.json"  # written by `uvlm llava train` into its run folder: model, preset, overrides
+RECORD = "llava.json"  # written by `uvlm llava train` into its run folder: model, preset, recipe, overrides
 
 
 def collect(results: Path) -> dict[tuple, dict[str, list[float]]]:
@@ -43,6 +43,8 @@ def collect(results: Path) -> dict[tuple, dict[str, list[float]]]:
         about = json.loads((run / RECORD).read_text()) if (run / RECORD).exists() else {}
         config = yaml.safe_load((run / "stage2" / "config.yaml").read_text())
         settings = tuple(sorted(o for o in about.get("overrides", []) if not o.strip().startswith("train.seed=")))
+        if about.get("recipe", "release") != "release":  # the release's recipe is the default, named by none
+            settings = (f"--recipe {about['recipe']}", *settings)
         key = (about.get("preset", "?"), config["model"]["name"], settings)
         seed = int(config.get("train", {}).get("seed", 0))
         scores = {c: float(v["value"]) for c, v in record["scores"].items() if v.get("value") is not None}
@@ -94,7 +96,8 @@ def table2_section(results: Path, paper: dict) -> list[str]:
              "The paper's rows, then ours (`uvlm llava`). MME is a score (perception), the rest percent; a cell "
              "is the mean over seeds ± their standard deviation. The paper's LLaVA row was not retrained: the "
              "paper quotes it from lmms-eval's report. Rows of the `tiny` preset test the plumbing (a 2-layer LLM, "
-             "random CLIP, fake data): they are not a reproduction. `chance`: a random answer's score where the "
+             "random CLIP, fake data): they are not a reproduction. A row trained with `--recipe paper` says so; the "
+             "others follow the authors' release (the default). `chance`: a random answer's score where the "
              "answers are a fixed set (MME's yes/no pairs, POPE's yes/no, four options); the open-answer "
              "benchmarks have none.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -32,7 +32,7 @@ def load_trained(run: Path, checkpoint: int | None = None) -> tuple[UnifiedVLM, 
                             "suite) again, which redoes its evaluation too")
         raise UvlmError(f"{run} has no final weights (weights/adapters.safetensors); finish it with "
                         "`uvlm train --resume` or pass --checkpoint STEP")
-    fix = "retrain the run, or restore the folder"
+    fix = f"delete {run} and train it again (its training command retrains it), or restore the folder"
     verify_digests(weights, "weights file", fix)
     arch = parse_name(cfg.model.name)
     faces = face_folders(cfg.data.train, cfg.data.test)

@@ -254,7 +254,10 @@ def train(cfg: RunConfig, out: Path, resume: bool = False, progress=None, eval_p
         try:
             if main:
                 _prepare_folder(out, cfg, resume)
-                if not (out / "final.json").exists():
+                if (out / "final.json").exists():  # finished: nothing to train, but say if its weights are lost
+                    verify_digests(out / "weights", "final weights file", f"delete {out} and run the same "
+                                   "command again to train it anew")
+                else:
                     t = cfg.train
                     prepare_inputs(cfg, judge=eval_point is not None and t.eval_metrics and t.eval_points > 0)
             state.wait_for_everyone()

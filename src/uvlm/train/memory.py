@@ -138,6 +138,7 @@ class Plan:
     device_bytes: float | None  # what was planned against; None: no limit known
     checkpointing: bool = False  # gradient checkpointing, as given or as `auto` decided
     encoder_params: int = 0  # a trained encoder's (frozen encoders are not held by the model)
+    vision_params: int = 0  # adapters and generation head
 
     def total(self, micro: int) -> float:
         return (self.weights_bytes + self.optimizer_bytes + self.fixed_bytes + micro * self.per_record_bytes
@@ -271,7 +272,7 @@ def plan(cfg, layout: Layout, device_bytes: float | None, world: int = 1, shape:
     global_batch = cfg.train.global_batch or cfg.train.batch_size
     per_device = math.ceil(global_batch / world)
     partial = Plan(shape, params, trainable, weights, optimizer, per_record, fixed, 1, per_device, device_bytes,
-                   bool(cfg.train.gradient_checkpointing), encoder)
+                   bool(cfg.train.gradient_checkpointing), encoder, vision)
     micro = per_device
     if device_bytes is not None:
         room = device_bytes / FRAGMENTATION - weights - optimizer - fixed - OVERHEAD_BYTES
@@ -592,13 +593,19 @@ def describe_plan(cfg, layout: Layout, layout_source: str, gpus: int = 1,
     micro = p.micro_batch if cfg.train.micro_batch in (None, "auto") else int(cfg.train.micro_batch)
     if cfg.train.micro_batch is None:
         micro = cfg.train.batch_size
+    micro = min(micro, p.per_device)  # as the loop takes it (uvlm.train.memory.micro_batch_size)
     steps = -(-p.per_device // micro)
     fits = limit is None or p.total(micro) <= limit
     trained = (f" (LoRA r {cfg.model.lora_r})" if cfg.model.lora_r
-               else " (the LLM frozen: adapters and head)" if cfg.train.freeze_llm else "")
-    encoder = f" + {p.encoder_params / 1e6:,.1f}M encoder" if p.encoder_params else ""
+               else (" (the LLM frozen: adapters, head and encoder)" if p.encoder_params
+                     else " (the LLM frozen: adapters and head)")
+               if cfg.train.freeze_llm else "")
+    parts = f"{p.params / 1e6:,.1f}M LLM + {p.vision_params / 1e6:,.1f}M adapters and head" \
+        + (f" + {p.encoder_params / 1e6:,.1f}M encoder" if p.encoder_params else "")
+    global_batch = cfg.train.global_batch or cfg.train.batch_size
+    uneven = global_batch % gpus != 0  # the busiest device's share
     return [("LLM", f"{cfg.model.llm} ({shape.layers} layers, hidden {shape.hidden}; shape from {shape_source})"),
-            ("parameters", f"{p.params / 1e6:,.1f}M{encoder}, {p.trainable / 1e6:,.1f}M trained{trained}"),
+            ("parameters", f"{parts}, {p.trainable / 1e6:,.1f}M trained{trained}"),
             ("longest record", f"{layout.tokens} tokens, {layout.scored} scored, {layout.slots} generation slots "
                                f"({layout_source})"),
             ("weights", f"{p.weights_bytes / GIB:.1f} GiB"
@@ -608,7 +615,8 @@ def describe_plan(cfg, layout: Layout, layout_source: str, gpus: int = 1,
                             + (f" (gradient checkpointing {'on' if p.checkpointing else 'off'}, chosen by the plan)"
                                if cfg.train.gradient_checkpointing == "auto"
                                else " (gradient checkpointing)" if p.checkpointing else "")),
-            ("micro-batch", f"{micro} of {p.per_device} records per device per step ({steps} accumulation steps)"
+            ("micro-batch", f"{micro} of {'up to ' if uneven else ''}{p.per_device} records per device per step "
+                            f"({steps} accumulation steps" + (f"; {global_batch} over {gpus} GPUs)" if uneven else ")")
                             + (", chosen to fit (train.micro_batch: auto)" if cfg.train.micro_batch == "auto" else "")),
             ("memory per device", f"{p.total(micro) / GIB:.1f} GiB"
                                   + (f" of {limit / GIB:.1f} GiB: {'fits' if fits else 'DOES NOT FIT'}"
