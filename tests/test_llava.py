@@ -672,3 +672,14 @@ def test_a_finished_stage_whose_weights_are_damaged_says_how_to_retrain_it(paper
 
     a, b = (_safetensors(run / "stage2" / "weights" / "encoder" / "model.safetensors") for run in (paper_run, out))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_table_2s_task_files_are_found_as_lmms_evals_own_index_finds_them():
+    from lmms_eval.tasks import TaskManager
+    from loguru import logger
+
+    from uvlm.llava.benchmarks import TASKS, lmms_task_file
+
+    logger.disable("lmms_eval")
+    index = TaskManager().task_index
+    assert all(lmms_task_file(task) == Path(index[task]["yaml_path"]) for task in TASKS)
