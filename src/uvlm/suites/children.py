@@ -206,10 +206,35 @@ def run(cmd: list[str], env: dict, each_line: Callable[[str], None]) -> tuple[in
             if line.strip():
                 last = line.strip()
                 each_line(last)
-        return child.wait(), last
+        code = child.wait()
+        if code == LOST and not last:  # say why, where it is known (it is rare, and has not been explained)
+            last = _server_end()
+        return code, last
     finally:
         with _LOCK:
             _RUNNING.remove(child)
+
+
+# What multiprocessing reports for a forked child whose status it could not read from the fork
+# server: the server itself has usually ended.
+LOST = 255
+
+
+def _server_end() -> str:
+    """How the fork server ended, if it has (looked at without reaping it: multiprocessing reaps
+    it, and starts another, at the next child)."""
+    try:
+        from multiprocessing import forkserver
+
+        pid = forkserver._forkserver._forkserver_pid
+        ended = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) if pid else None
+    except (AttributeError, OSError):
+        return ""
+    if ended is None:
+        return ""
+    how = f"signal {ended.si_status}" if ended.si_code in (os.CLD_KILLED, os.CLD_DUMPED) else f"exit {ended.si_status}"
+    return (f"its status is lost: the fork server it was forked from (pid {pid}) ended ({how}); run the same "
+            "command again")
 
 
 def interrupt(sig: int) -> None:
