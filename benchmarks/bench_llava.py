@@ -39,19 +39,11 @@ SCALES = {"paper": {"llm": "random:lmsys/vicuna-7b-v1.5", "vq": "synthetic:vq16"
 
 
 def random_tower(folder: Path, settings: dict) -> str:
-    """A CLIP vision tower of `settings`' shape with random weights and CLIP's processor, saved in
-    `folder`: a `clip:` spec."""
-    from transformers import CLIPVisionConfig, CLIPVisionModel
-
-    from uvlm.vision.clip import CLIPImageProcessor
+    """A CLIP vision tower of `settings`' shape with random weights, saved in `folder`: a `clip:` spec."""
+    from uvlm.vision.clip import save_random_tower
 
     if not (folder / "config.json").exists():
-        torch.manual_seed(0)
-        CLIPVisionModel(CLIPVisionConfig(**settings)).save_pretrained(folder)
-        size = settings["image_size"]
-        clip_mean, clip_std = [0.4815, 0.4578, 0.4082], [0.2686, 0.2613, 0.2758]
-        CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
-                           image_mean=clip_mean, image_std=clip_std).save_pretrained(folder)
+        save_random_tower(folder, settings, seed=0)
     return f"clip:{folder}"
 
 

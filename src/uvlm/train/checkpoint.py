@@ -193,7 +193,7 @@ def load_final_weights(model: UnifiedVLM, weights: Path, lora: bool, fix: str) -
             part = weights / "llm" / "adapter_model.safetensors"
             set_peft_model_state_dict(model.llm, load_file(str(part)))
         else:
-            state = {k: v for f in sorted(part.glob("*.safetensors")) for k, v in load_file(str(f)).items()}
+            state = _folder_state(part)
             missing, unexpected = model.llm.load_state_dict(state, strict=False)
             params = dict(model.llm.named_parameters(remove_duplicate=False))
             loaded = {params[k].data_ptr() for k in state if k in params}
@@ -204,7 +204,11 @@ def load_final_weights(model: UnifiedVLM, weights: Path, lora: bool, fix: str) -
         model.load_state_dict(load_file(str(part)), strict=False)
         part = weights / "encoder"
         if model.encoder is not None and part.exists():
-            model.encoder.tower.load_state_dict({k: v for f in sorted(part.glob("*.safetensors"))
-                                                 for k, v in load_file(str(f)).items()})
+            model.encoder.tower.load_state_dict(_folder_state(part))
     except Exception as e:  # safetensors, torch and transformers each raise their own type for a bad file
         raise UvlmError(f"the weights {part} are missing or corrupt ({type(e).__name__}); {fix}") from None
+
+
+def _folder_state(folder: Path) -> dict:
+    """Every tensor of a transformers folder's safetensors files (one file or shards), by name."""
+    return {k: v for f in sorted(folder.glob("*.safetensors")) for k, v in load_file(str(f)).items()}

@@ -246,13 +246,12 @@ def plan(cfg, layout: Layout, device_bytes: float | None, world: int = 1, shape:
     tower = trained_tower(cfg)
     encoder, encoder_trained, encoder_layer = 0, 0, 0
     if tower is not None:
-        tower_shape, tokens = tower
-        encoder, encoder_layer = tower_shape.params, tower_shape.layer_params
+        encoder, encoder_layer = tower.params, tower.layer_params
         encoder_trained = encoder - encoder_layer  # its last layer is never read (features are layer -2's)
-        image = Layout(tokens, 0, 0, 0)
-        kept, copies = activation_bytes(tower_shape, image, weights16=False, autocast16=mixed, lora_r=0,
+        image = Layout(tower.tokens, 0, 0, 0)
+        kept, copies = activation_bytes(tower, image, weights16=False, autocast16=mixed, lora_r=0,
                                         lora_dropout=0.0, checkpointing=cfg.train.gradient_checkpointing)
-        per_record += kept - BACKWARD_SCRATCH * tower_shape.hidden * tokens  # scratch: the larger of the two, once
+        per_record += kept - BACKWARD_SCRATCH * tower.hidden * tower.tokens  # scratch: the larger of the two, once
         fixed += copies  # its weights' 16-bit copies under autocast
     trainable = llm_trained + vision + encoder_trained
     # a trained tower that is also the output space (CLIP-CLIP) leaves a frozen copy beside it for targets
@@ -281,10 +280,8 @@ def plan(cfg, layout: Layout, device_bytes: float | None, world: int = 1, shape:
     return Plan(**{**partial.__dict__, "micro_batch": micro})
 
 
-def trained_tower(cfg) -> tuple[Shape, int] | None:
-    """A trained encoder's shape (as a Shape whose `params` count a ViT's: two matrices in its MLP,
-    biases, patch and position embeddings) and its tokens per image; None where the encoder is
-    frozen."""
+def trained_tower(cfg) -> ViTShape | None:
+    """A trained encoder's shape, its tokens per image among it; None where the encoder is frozen."""
     if not cfg.train.train_encoder:
         return None
     from uvlm.model.names import parse_name
@@ -292,12 +289,13 @@ def trained_tower(cfg) -> tuple[Shape, int] | None:
     hidden, intermediate, heads, layers, patch, size = vision_tower_config(cfg.data.encoders()[
         parse_name(cfg.model.name).input_space])
     tokens = (size // patch) ** 2 + 1  # CLIP's class token (SigLIP has none: one token's error)
-    return ViTShape(hidden, intermediate, heads, layers, vocab=0, tied=True, patch=patch, tokens=tokens), tokens
+    return ViTShape(hidden, intermediate, heads, layers, vocab=0, tied=True, patch=patch, tokens=tokens)
 
 
 @dataclass(frozen=True)
 class ViTShape(Shape):
-    """A vision transformer's widths: attention and a two-matrix MLP, with biases, per layer."""
+    """A vision transformer's widths (`params` count a ViT's: a two-matrix MLP, biases, patch and
+    position embeddings) and its tokens per image."""
 
     patch: int = 14
     tokens: int = 577
@@ -313,9 +311,10 @@ class ViTShape(Shape):
             + 5 * self.hidden
 
 
-# CLIP ViT-L/14-336's tower (LLaVA-1.5's), for planning where its config is not on this machine:
-# hidden, intermediate, heads, layers, patch, image size
-KNOWN_TOWERS = {"clip:openai/clip-vit-large-patch14-336": (1024, 4096, 16, 24, 14, 336)}
+# The paper's towers (SigLIP-base, LLaVA-1.5's CLIP ViT-L/14-336), for planning where their configs
+# are not on this machine: hidden, intermediate, heads, layers, patch, image size
+KNOWN_TOWERS = {"siglip:google/siglip-base-patch16-224": (768, 3072, 12, 12, 16, 224),
+                "clip:openai/clip-vit-large-patch14-336": (1024, 4096, 16, 24, 14, 336)}
 
 
 def vision_tower_config(spec: str) -> tuple[int, int, int, int, int, int]:
@@ -344,7 +343,7 @@ def vision_tower_config(spec: str) -> tuple[int, int, int, int, int, int]:
     except (OSError, ValueError):
         if spec in KNOWN_TOWERS:
             return KNOWN_TOWERS[spec]
-        raise UvlmError(f"cannot read the shape of encoder {spec!r} on this machine to plan training it") from None
+        raise UvlmError(f"cannot read the shape of encoder {spec!r} on this machine") from None
 
 
 def vision_params(cfg, hidden: int, head_width: int) -> int:
@@ -469,11 +468,6 @@ def _confirm(model, data, pad_id: int, accelerator, micro: int) -> int:
             micro //= 2
 
 
-# Vision tokens and head widths of the encoders uvlm knows, for planning without loading them.
-KNOWN_SPACES = {"siglip:google/siglip-base-patch16-224": (196, 768, None),
-                "clip:openai/clip-vit-large-patch14-336": (576, 1024, None)}
-
-
 def space_tokens(spec: str) -> tuple[int, int, int | None]:
     """(tokens per image, feature width, codebook size or None) of an encoder spec, read from its
     config files where they are on this machine, without loading weights."""
@@ -481,9 +475,9 @@ def space_tokens(spec: str) -> tuple[int, int, int | None]:
     from uvlm.vision.vq import VQConfig
 
     kind, _, source = spec.partition(":")
-    if kind == "cpu-siglip":
-        c = stand_in_config(spec)
-        return (c.style["size"] // c.patch_size) ** 2, c.hidden_size, None
+    if kind in ("cpu-siglip", "tiny-clip") or (kind in ("siglip", "clip") and source):
+        hidden, _, _, _, patch, size = vision_tower_config(spec)
+        return (size // patch) ** 2, hidden, None
     if kind == "cpu-vq":
         c = stand_in_config(spec)
         grid = c.style["size"] // 2 ** (len(c.channel_multiplier) - 1)
@@ -493,26 +487,11 @@ def space_tokens(spec: str) -> tuple[int, int, int | None]:
 
         if source in SHAPES:
             return SHAPES[source]
-    if kind == "tiny-clip":
-        from uvlm.vision.clip import TINY_CLIP
-
-        return (TINY_CLIP["image_size"] // TINY_CLIP["patch_size"]) ** 2, TINY_CLIP["hidden_size"], None
     if kind == "tiny-vq":
         from uvlm.vision.vq import TINY_VQ
 
         c = VQConfig.from_dict({k: v for k, v in TINY_VQ.items() if k != "seed"})
         return c.grid**2, c.embed_dim, c.num_embeddings
-    if kind in ("siglip", "clip") and source:
-        try:
-            from transformers import CLIPVisionConfig, SiglipVisionConfig
-
-            config_class = SiglipVisionConfig if kind == "siglip" else CLIPVisionConfig
-            c = config_class.from_pretrained(source, local_files_only=True)
-            return (c.image_size // c.patch_size) ** 2, c.hidden_size, None
-        except (OSError, ValueError):
-            if spec in KNOWN_SPACES:
-                return KNOWN_SPACES[spec]
-            raise UvlmError(f"cannot read the shape of encoder {spec!r} on this machine") from None
     if kind == "vq" and source:
         import json
         from pathlib import Path

@@ -49,23 +49,26 @@ TINY_CLIP = {"image_size": 56, "patch_size": 14, "hidden_size": 64, "num_hidden_
 
 def tiny_clip() -> Path:
     """The `tiny-clip` tower's folder in the cache (built on first use, the same bytes every time)."""
-    from transformers import CLIPVisionConfig
-
     from uvlm.vision.cache import cached_artifact
 
     def build(folder: Path) -> dict:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        settings = {k: v for k, v in TINY_CLIP.items() if k != "seed"}
-        torch.manual_seed(TINY_CLIP["seed"])
-        CLIPVisionModel(CLIPVisionConfig(**settings)).save_pretrained(folder)
-        size = TINY_CLIP["image_size"]
-        processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
-        processor.save_pretrained(folder)
+        save_random_tower(folder, {k: v for k, v in TINY_CLIP.items() if k != "seed"}, TINY_CLIP["seed"])
         return {"random": True}
 
     return cached_artifact("tiny-clip", TINY_CLIP, build)[0]
+
+
+def save_random_tower(folder: Path, settings: dict, seed: int) -> None:
+    """A CLIP vision tower of `settings` (CLIPVisionConfig fields) with seeded random weights and
+    CLIP's processor at its image size, saved in `folder` as `clip:` loads it."""
+    from transformers import CLIPVisionConfig
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    torch.manual_seed(seed)
+    CLIPVisionModel(CLIPVisionConfig(**settings)).save_pretrained(folder)
+    size = settings["image_size"]
+    CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(folder)
 
 
 def clip_geometry(spec: str) -> tuple[int, tuple[int, int, int]]:
