@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from uvlm.io import TEMPORARY_FILE, TEMPORARY_FOLDER
+from uvlm.io import TEMPORARY_FILE, TEMPORARY_FOLDER, die_with_parent
 from uvlm.suites.children import start, uvlm_command
 
 from .helpers import toy_judge
@@ -38,16 +38,21 @@ TRIALS = 2
 TIMED = {"final.json", "wall.json", "metrics.jsonl", "tb"}
 
 
-# The commands a user types start as fresh processes (so a kill can land in their imports); a
-# run's train and eval start as a suite starts them (uvlm.suites.children: from its fork server).
+# The commands a user types start as fresh processes (so a kill can land in their imports),
+# with the user's environment (a suite's own children start from its fork server); a run's
+# train and eval start as a suite starts them (uvlm.suites.children: from its fork server).
 AS_A_SUITE_STARTS_THEM = {"train", "eval"}
 
 
 class _Started:
     def __init__(self, args: list, env: dict):
         args = [str(a) for a in args]
-        fresh = args[0] not in AS_A_SUITE_STARTS_THEM
-        self.child = start(uvlm_command(*args), {**env, "UVLM_FORK_SERVER": "0"} if fresh else env)
+        if args[0] in AS_A_SUITE_STARTS_THEM:
+            self.child = start(uvlm_command(*args), env)
+        else:  # in a session of its own, as a user's command: its pid names its process group
+            self.child = subprocess.Popen(uvlm_command(*args), env=env, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.PIPE, text=True, errors="replace",
+                                          start_new_session=True, preexec_fn=die_with_parent)
         self.pid = self.child.pid
         self.err: list[str] = []
         self.reader = threading.Thread(target=lambda: self.err.append(self.child.stderr.read()))
@@ -73,33 +78,54 @@ def finish(args: list, env: dict) -> float:
     return time.perf_counter() - start_time
 
 
-def alive(group: int) -> list[int]:
-    """Processes of a process group that are still running (zombies excepted)."""
-    pids = []
+def _processes() -> dict[int, tuple[str, int, int]]:
+    """Every running process (zombies excepted): pid -> (state, parent pid, process group)."""
+    found = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == group and fields[0] != "Z":
-            pids.append(int(stat.parent.name))
-    return pids
+        if fields[0] != "Z":
+            found[int(stat.parent.name)] = (fields[0], int(fields[1]), int(fields[2]))
+    return found
+
+
+def alive(group: int, pids: set[int] = frozenset()) -> list[int]:
+    """Processes of a process group, or among `pids`, that are still running."""
+    return [pid for pid, (_, _, pgid) in _processes().items() if pgid == group or pid in pids]
+
+
+def descendants(pid: int) -> set[int]:
+    """The processes started by `pid` and by them, however far down (a suite's fork server and
+    the runs forked from it, which live in sessions of their own)."""
+    parents = {p: ppid for p, (_, ppid, _) in _processes().items()}
+    found, grown = set(), True
+    while grown:
+        grown = False
+        for p, ppid in parents.items():
+            if p not in found and (ppid == pid or ppid in found):
+                found.add(p)
+                grown = True
+    return found
 
 
 def kill_after(args: list, env: dict, seconds: float) -> None:
     """Start `uvlm ARGS`, SIGKILL it (the command, not its children) after `seconds`, and check
-    that its children end with it."""
+    that its children, and theirs, end with it."""
     proc = uvlm(args, env)
+    started = set()
     try:
         proc.wait(timeout=seconds)
     except subprocess.TimeoutExpired:
+        started = descendants(proc.pid)
         with contextlib.suppress(ProcessLookupError):  # it ended as its time came
             proc.child.send_signal(signal.SIGKILL)
         proc.wait()
     deadline = time.time() + 10
-    while alive(proc.pid) and time.time() < deadline:
+    while alive(proc.pid, started) and time.time() < deadline:
         time.sleep(0.05)
-    assert not alive(proc.pid), f"{args[0]}: processes outlived the killed command"
+    assert not alive(proc.pid, started), f"{args[0]}: processes outlived the killed command"
 
 
 def contents(folder: Path) -> dict[str, str]:

@@ -248,7 +248,11 @@ def suite_run(
             raise UvlmError("--executor slurm needs SLURM (sbatch is not on this machine's PATH): run it on the "
                             "cluster's login node, or try the path here with --executor submitit-local")
     if settings is None:  # this machine trains them: has it their encoders, and room for `workers` of them?
+        from uvlm.suites import children
         from uvlm.suites.runner import check_encoder_weights
+
+        if gpu_count() == 0:
+            children.start_fork_server()  # its imports overlap this process's checks: seconds sooner a suite
         from uvlm.train.config import from_dict
         from uvlm.train.memory import check_host_memory
 

@@ -69,7 +69,7 @@ from uvlm.train.build import (
     prompt_encoder,
 )
 from uvlm.train.checkpoint import Checkpointer, load_final_weights, save_final_weights, verify_digests
-from uvlm.train.config import RunConfig, from_dict
+from uvlm.train.config import FSDP_NOT_FP16, RunConfig, from_dict
 from uvlm.train.data import RecordSet, collate, face_folders, load_record_set, micro_batches, resolve_dataset
 from uvlm.train.memory import check_host_memory, checkpointing_for, micro_batch_size, out_of_memory_named
 from uvlm.train.sharding import gather_weights, gathered, shard
@@ -469,8 +469,7 @@ def _sharded(cfg: RunConfig, accelerator: Accelerator, precision: str) -> bool:
                             "--set train.sharding=fsdp (or launch with configs/accelerate/ddp.yaml)")
         return False
     if precision == "fp16":
-        raise UvlmError("train.sharding: fsdp trains in bf16 or fp32, not fp16 (there is no gradient scaler "
-                        "for sharded gradients here); set train.precision: bf16")
+        raise UvlmError(FSDP_NOT_FP16)  # train.precision: auto on a GPU without bf16
     return accelerator.num_processes > 1
 
 
