@@ -1,7 +1,9 @@
 """Image generation speed: our batched KV-cache decoding vs the authors' reference loop.
 
 The reference re-runs the whole sequence for every new token at batch size 1; ours decodes
-a batch with a KV cache. Same model (random weights: speed does not depend on training), same
+a batch with a KV cache, and the same with its one-position step compiled (torch.compile;
+CUDA graphs on a GPU, where a step of a 7B model at batch 16 is bound by kernel launches more
+than by arithmetic). Same model (random weights: speed does not depend on training), same
 prompts, greedy. Default: the cpu preset's LLM on one thread, at 64 (the cpu preset), 196
 (SigLIP) and 256 (VQ-16) tokens; target >= 20x. `--random-weights --scale paper` (a GPU):
 a Vicuna-7B-shaped Llama in bf16 with LoRA, 16 images of 256 VQ-16 tokens in one batch
@@ -75,21 +77,31 @@ def main_paper(images: int, reference_images: int, scale: str) -> None:
             torch.cuda.synchronize()
         return out, time.perf_counter() - start
 
+    def batched(compile_step: bool):
+        return decode_batch(model, encoded, None, pad_id=tok.pad_token_id, compile_step=compile_step, **kw)
+
     with place.autocast():
         decode_batch(model, encoded[:2], None, pad_id=tok.pad_token_id, **kw)  # warm-up
-        batched, fast_s = timed(lambda: decode_batch(model, encoded, None, pad_id=tok.pad_token_id, **kw))
+        eager, fast_s = timed(lambda: batched(False))
+        _, compile_s = timed(lambda: batched(True))  # the first call compiles the step for this batch's shape
+        compiled, compiled_s = timed(lambda: batched(True))
         reference, slow_s = timed(lambda: [decode_reference(model, p, None, **kw)
                                            for p in encoded[:reference_images]])
-    fast, slow = images / fast_s, reference_images / slow_s
-    same = sum(torch.equal(r.vision, b.vision) for r, b in zip(reference, batched, strict=False))
-    row = [256, images, f"{slow:.3f}", f"{fast:.2f}", f"{fast / slow:.0f}x", f"{same}/{reference_images}"]
+    fast, slow, fastest = images / fast_s, reference_images / slow_s, images / compiled_s
+    same = sum(torch.equal(r.vision, b.vision) for r, b in zip(reference, eager, strict=False))
+    same_compiled = sum(torch.equal(a.vision, b.vision) for a, b in zip(eager, compiled, strict=True))
+    row = [256, images, f"{slow:.3f}", f"{fast:.2f}", f"{fast / slow:.0f}x", f"{same}/{reference_images}",
+           f"{fastest:.2f}", f"{fastest / slow:.0f}x", f"{compile_s - compiled_s:.0f}", f"{same_compiled}/{images}"]
     body = (f"{llm} (random weights, LoRA r 128) in {place.precision} on "
             f"{torch.cuda.get_device_name() if place.device.type == 'cuda' else 'the CPU'}, greedy, every answer "
-            f"opened at <boi>; batched: {images} prompts in one batch with a KV cache; reference: {reference_images} "
-            "prompts one at a time, whole sequence re-run per token. `same ids`: reference images whose 256 ids "
-            "equal the batched ones (16-bit arithmetic can break exact ties).\n\n"
+            f"opened at <boi>; batched: {images} prompts in one batch with a KV cache; compiled: the same with its "
+            "one-position step through torch.compile (CUDA graphs on a GPU), after a first call that compiles "
+            f"it (`compile s`, about); reference: {reference_images} prompts one at a time, whole sequence re-run "
+            "per token. `same ids`: reference images whose 256 ids equal the batched ones, and compiled images "
+            "equal to the batched ones (16-bit arithmetic can break exact ties).\n\n"
             + markdown_table(["vision tokens", "images", "reference (img/s)", "batched + KV cache (img/s)",
-                              "speed-up", "same ids"], [row]))
+                              "speed-up", "same ids", "compiled (img/s)", "speed-up, compiled", "compile s",
+                              "compiled same ids"], [row]))
     record(f"bench_generate ({scale})", f"python benchmarks/bench_generate.py --random-weights --scale {scale}", body)
 
 
@@ -118,18 +130,27 @@ def main() -> None:
         prompts = PromptEncoder(tok, n)
         encoded = [prompts.encode(r["conversations"], answer_image=False) for r in records]
         kw = dict(eos_id=tok.eos_token_id, boi_id=prompts.boi_id, n_vision=n)
-        start = time.perf_counter()
-        batched = decode_batch(model, encoded, None, pad_id=tok.pad_token_id, **kw)
-        fast = BATCH / (time.perf_counter() - start)
+        def timed(model, encoded, kw, compile_step: bool):
+            start = time.perf_counter()
+            out = decode_batch(model, encoded, None, pad_id=tok.pad_token_id, compile_step=compile_step, **kw)
+            return out, BATCH / (time.perf_counter() - start)
+
+        batched, fast = timed(model, encoded, kw, False)
+        timed(model, encoded, kw, True)  # compiles the step for this shape
+        compiled, fastest = timed(model, encoded, kw, True)
         start = time.perf_counter()
         reference = [decode_reference(model, p, None, **kw) for p in encoded[:REFERENCE_IMAGES]]
         slow = REFERENCE_IMAGES / (time.perf_counter() - start)
-        same = all(torch.equal(r.vision, b.vision) for r, b in zip(reference, batched, strict=False))
-        rows.append([n, f"{slow:.3f}", f"{fast:.2f}", f"{fast / slow:.0f}x", "yes" if same else "NO"])
+        same = all(torch.equal(r.vision, b.vision) for r, b in zip(reference, batched, strict=False)) and \
+            all(torch.equal(a.vision, b.vision) for a, b in zip(batched, compiled, strict=True))
+        rows.append([n, f"{slow:.3f}", f"{fast:.2f}", f"{fast / slow:.0f}x", f"{fastest:.2f}",
+                     f"{fastest / slow:.0f}x", "yes" if same else "NO"])
     body = (f"cpu-preset LLM (hidden 192, 3 layers), one thread, greedy; batched: {BATCH} prompts in one batch; "
-            f"reference: {REFERENCE_IMAGES} prompts one at a time, whole sequence re-run per token.\n\n"
+            "compiled: the same with its one-position step through torch.compile (inductor), timed after a call "
+            f"that compiles it; reference: {REFERENCE_IMAGES} prompts one at a time, whole sequence re-run per "
+            "token. `same ids`: the reference's, the batched and the compiled images all equal.\n\n"
             + markdown_table(["vision tokens", "reference (img/s)", "batched + KV cache (img/s)", "speed-up",
-                              "same ids"], rows))
+                              "compiled (img/s)", "speed-up, compiled", "same ids"], rows))
     record("bench_generate", "python benchmarks/bench_generate.py", body)
 
 

@@ -25,6 +25,10 @@ from uvlm.errors import UvlmError
 from uvlm.model.prompt import TEXT, Encoded
 from uvlm.model.unified import Batch, UnifiedVLM
 
+# A compiled step is specialised to its cache length: rounded up to a multiple of this, batches
+# whose prompts differ by a few tokens reuse one compilation (later positions are masked anyway).
+COMPILED_LENGTH_STEP = 64
+
 
 @dataclass
 class Sampling:
@@ -59,15 +63,27 @@ def _choose(logits: torch.Tensor, s: Sampling, g: torch.Generator | None) -> tor
 
 
 class _Stepper:
-    """Runs the LLM over left-padded inputs, one chunk at a time, keeping a KV cache."""
+    """Runs the LLM over left-padded inputs, the prompts first, then one position at a time,
+    keeping a KV cache.
 
-    def __init__(self, model: UnifiedVLM, embeds: torch.Tensor, mask: torch.Tensor, max_len: int):
+    Every step has the same shapes: the cache is preallocated (a growing one would copy every
+    layer's keys and values at each step), and so is the attention mask, over all `max_len`
+    positions (the prompts' padding masked; later positions attend as the causal mask lets
+    them, so a step sees only what it would see with a mask of its own length). A step can
+    therefore be compiled once (`compile_step`: torch.compile, with CUDA graphs on a GPU),
+    which matters where a step's time is its kernel launches, not its arithmetic."""
+
+    def __init__(self, model: UnifiedVLM, embeds: torch.Tensor, mask: torch.Tensor, max_len: int,
+                 compile_step: bool = False):
         self.model = model
-        self.mask = mask
-        self.positions = (mask.cumsum(-1) - 1).clamp_min(0)
-        # Preallocated: a growing cache would copy every layer's keys and values at each step.
+        self.mask = torch.cat([mask, mask.new_ones(mask.shape[0], max_len - mask.shape[1])], dim=1)
+        self.position = (mask.cumsum(-1) - 1).clamp_min(0)[:, -1:]
         self.cache = StaticCache(config=model.llm.config, max_cache_len=max_len)
-        self.hidden, self.logits = self._run(embeds, self.positions)
+        self._step = self._run
+        if compile_step:
+            mode = "reduce-overhead" if embeds.device.type == "cuda" else None  # CUDA graphs on a GPU
+            self._step = torch.compile(self._run, mode=mode, dynamic=False)
+        self.hidden, self.logits = self._run(embeds, (mask.cumsum(-1) - 1).clamp_min(0))
 
     def _run(self, embeds, positions):
         # The decoder alone: the last position's normed hidden state, and logits for it only.
@@ -79,10 +95,8 @@ class _Stepper:
 
     def step(self, embeds: torch.Tensor) -> None:
         """Append one position (B, 1, H) to every row."""
-        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
-        next_pos = self.positions[:, -1:] + 1
-        self.positions = torch.cat([self.positions, next_pos], dim=1)
-        self.hidden, self.logits = self._run(embeds, next_pos)
+        self.position = self.position + 1
+        self.hidden, self.logits = self._step(embeds, self.position)
 
 
 def _left_pad(prompts: list[Encoded], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -101,10 +115,13 @@ def _left_pad(prompts: list[Encoded], pad_id: int) -> tuple[torch.Tensor, torch.
 @torch.no_grad()
 def decode_batch(model: UnifiedVLM, prompts: list[Encoded], und_features: torch.Tensor | None, *,
                  pad_id: int, eos_id: int, boi_id: int, max_new_tokens: int = 24, n_vision: int = 0,
-                 sampling: Sampling | None = None, uncond: list[Encoded] | None = None) -> list[Output]:
+                 sampling: Sampling | None = None, uncond: list[Encoded] | None = None,
+                 compile_step: bool = False) -> list[Output]:
     """Decode a batch with a KV cache. und_features: (n_und_slots, D) packed in slot order.
 
     `uncond`: the unconditional prompts for classifier-free guidance (one per prompt).
+    `compile_step`: run each one-position step through torch.compile (compiled once per batch
+    shape: worth it for long generations, such as hundreds of image tokens on a GPU).
     """
     sampling = sampling or Sampling()
     device = next(model.parameters()).device
@@ -116,7 +133,10 @@ def decode_batch(model: UnifiedVLM, prompts: list[Encoded], und_features: torch.
     if guided and und_features is not None:
         raise ValueError("classifier-free guidance applies to text-to-image prompts")
     batch = Batch(ids, mask, ids, kinds, und_features, None).to(device)
-    stepper = _Stepper(model, model.embed(batch), batch.attention_mask, ids.shape[1] + max_new_tokens + n_vision)
+    max_len = ids.shape[1] + max_new_tokens + n_vision
+    if compile_step:  # batches of prompts a little longer or shorter share a compiled step
+        max_len = -(-max_len // COMPILED_LENGTH_STEP) * COMPILED_LENGTH_STEP
+    stepper = _Stepper(model, model.embed(batch), batch.attention_mask, max_len, compile_step)
     embed_tokens = model.llm.get_input_embeddings()
     done = torch.zeros(b, dtype=torch.bool, device=device)
     # A prompt that already ends in <boi> (the caller opened the image) starts in image mode.

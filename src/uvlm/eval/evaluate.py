@@ -49,6 +49,7 @@ class EvalContext(RunParts):
     """What evaluation needs besides the model: the run's parts and the judge of its output space."""
 
     judge: object | None = None  # uvlm.vision.judge.output_judge's, loaded by `loaded_judge` on first use
+    compile_decoding: bool = False  # image generation's decode step through torch.compile (train.compile)
 
     @classmethod
     def of(cls, parts: RunParts) -> EvalContext:
@@ -113,7 +114,7 @@ def generate_images(model: UnifiedVLM, ctx: EvalContext, records: list[dict], ba
         prompts = [ctx.prompts.encode([r["conversations"][0], *opened], answer_image=False) for r in chunk]
         outs = decode_batch(model, prompts, None, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id,
                             boi_id=ctx.prompts.boi_id, max_new_tokens=24, n_vision=n, sampling=sampling,
-                            uncond=[uncond] * len(chunk) if guided else None)
+                            uncond=[uncond] * len(chunk) if guided else None, compile_step=ctx.compile_decoding)
         results += [o.vision if o.vision is not None and len(o.vision) == n else None for o in outs]
     update(len(results))
     return results
@@ -294,6 +295,7 @@ def _evaluate_run(run: Path, checkpoint: int | None, show: int, inception_weight
                   sampling: Sampling | None, open_image: bool) -> dict:
     model, parts = load_trained(run, checkpoint)
     ctx = EvalContext.of(parts)
+    ctx.compile_decoding = load_run_config(run).train.compile
     metrics, rows, gen = evaluate_model(model, ctx, sampling=sampling, open_image=open_image)
     if gen is not None:
         prompts = [r for r in read_records(ctx.test_root) if r["task"] == "generation"]
