@@ -114,6 +114,16 @@ PRESETS["smol-standin"]["data"] = {
     **{role: {**{k: v for k, v in PRESETS["smol"]["data"][role].items() if k not in PAPER_STYLE}, **CPU2_STYLE}
        for role in ("train", "test")},
     "siglip": PRESETS["cpu2"]["data"]["siglip"], "vq": PRESETS["cpu2"]["data"]["vq"], "feature_dtype": "float16"}
+# cpu2 with SmolLM2-135M + LoRA (r 64, as smol) in place of its tiny LLM trained from scratch: the
+# pilot of whether a pretrained LLM changes what cpu2 shows (docs/cpu-preset.md). Everything else
+# is cpu2's (renders, stand-ins, prompt layout without a system prompt, test set, batch 16, one
+# thread a run) but the record counts: an eighth of cpu2's, so that VQ-VQ, VQ_u and its
+# step-matched control at 3 seeds, and the learning-rate choice on VQ_u, take about 12 h of a
+# 2-core machine (0.69 records/s a thread, benchmarks/bench_train.py).
+PRESETS["cpu2-smol"] = copy.deepcopy(PRESETS["cpu2"])
+PRESETS["cpu2-smol"]["model"] = {"llm": "smollm2-135m", "lora_r": 64, "lora_alpha": 128, "lora_dropout": 0.05}
+PRESETS["cpu2-smol"]["data"]["train"].update({"n_vqa": 1500, "n_caption": 1500, "n_generation": 2250})
+PRESETS["cpu2-smol"]["train"]["checkpoint_every"] = 25  # about 10 minutes of a run
 # where a preset's real encoders are missing, the preset that runs the same study on stand-ins
 STAND_IN_PRESET = {"smol": "smol-standin"}
 
