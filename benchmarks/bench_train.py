@@ -161,7 +161,8 @@ def measure_paper(name: str, scale: str, steps: int, checkpointing: bool | str =
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--preset", nargs="+", default=["cpu"], choices=["cpu", "cpu2", "smol-standin", "cpu2-smol", "paper"],
+    parser.add_argument("--preset", nargs="+", default=["cpu"],
+                        choices=["cpu", "cpu2", "smol-standin", "cpu2-smol", "paper"],
                         help="cpu-scale presets: one row each, measured in the same run")
     parser.add_argument("--random-weights", action="store_true", help="paper preset: random LLM, synthetic encoders")
     parser.add_argument("--scale", default="paper", choices=list(SCALES))
