@@ -7,6 +7,7 @@ from contextlib import nullcontext
 import pytest
 import torch
 
+from uvlm.errors import UvlmError
 from uvlm.eval.decode import Sampling, decode_batch, decode_reference
 from uvlm.model.names import parse_name
 from uvlm.model.prompt import PromptEncoder
@@ -96,17 +97,26 @@ def test_decoding_in_every_precision_with_and_without_autocast(encoders, dtype, 
             assert torch.isfinite(torch.stack([i.vision for i in images]).float()).all()
 
 
-def test_a_compiled_decode_step_gives_the_same_output_and_compiles_once_per_shape(encoders, monkeypatch):
-    """compile_step: every step has one shape (mask and cache preallocated, the cache length
-    rounded up), so a batch of other prompts whose lengths round to the same length reuses the
-    compiled step; its images and text equal the eager step's. (dynamo's graphs run eagerly, without
-    inductor: what is under test is uvlm's step, not the compiler.)"""
+@pytest.fixture
+def fresh_dynamo():
+    """dynamo's caches and counters empty before, and emptied after (for the tests that follow)."""
     import torch._dynamo
 
-    real = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real(fn, **{**kw, "backend": "eager", "mode": None}))
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
+    yield torch._dynamo.utils.counters
+    torch._dynamo.reset()
+
+
+def test_a_compiled_decode_step_gives_the_same_output_and_compiles_once_per_shape(encoders, monkeypatch,
+                                                                                  fresh_dynamo):
+    """compile_step: every step has one shape (mask and cache preallocated, the cache length
+    rounded up), so a batch of other prompts whose lengths round to the same length reuses the
+    compiled step; its images and text equal the eager step's, also on a second batch that reuses
+    the first's cache. (dynamo's graphs run eagerly, without inductor: what is under test is
+    uvlm's step, not the compiler.)"""
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real(fn, **{**kw, "backend": "eager", "mode": None}))
     torch.manual_seed(0)
     model, tok, prompts, in_space, out_space = model_for("VQ-VQ", encoders)
     kw = dict(pad_id=tok.pad_token_id, eos_id=tok.eos_token_id, boi_id=prompts.boi_id, n_vision=out_space.n_tokens,
@@ -117,15 +127,21 @@ def test_a_compiled_decode_step_gives_the_same_output_and_compiles_once_per_shap
     feats = torch.cat([torch.randn(in_space.n_tokens, in_space.feature_dim) for _ in QUESTIONS])
     for batch, features in ((draw[:2], None), (und, feats)):
         eager = decode_batch(model, batch, features, **kw)
-        compiled = decode_batch(model, batch, features, compile_step=True, **kw)
-        assert [o.text_ids for o in eager] == [o.text_ids for o in compiled]
-        assert all((a.vision is None and b.vision is None) or torch.equal(a.vision, b.vision)
-                   for a, b in zip(eager, compiled, strict=True))
+        for _ in range(2):  # the second reuses the first's cache
+            compiled = decode_batch(model, batch, features, compile_step=True, **kw)
+            assert [o.text_ids for o in eager] == [o.text_ids for o in compiled]
+            assert all((a.vision is None and b.vision is None) or torch.equal(a.vision, b.vision)
+                       for a, b in zip(eager, compiled, strict=True))
     assert any(o.vision is not None for o in eager) or any(o.text_ids for o in eager)
-    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    graphs = fresh_dynamo["stats"]["unique_graphs"]
     assert graphs > 0
 
     other = draw[2:]  # 7 tokens shorter: 49 positions to fill, not 56
     assert max(len(p) for p in draw[:2]) - max(len(p) for p in other) == 7
     decode_batch(model, other, None, compile_step=True, **kw)
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+    assert fresh_dynamo["stats"]["unique_graphs"] == graphs
+    # flash-attention takes the mask's length as the keys': a mask over the whole cache would let
+    # a step attend to empty slots
+    model.llm.config._attn_implementation = "flash_attention_2"
+    with pytest.raises(UvlmError, match="needs sdpa or eager attention"):
+        decode_batch(model, other, None, compile_step=True, **kw)

@@ -15,7 +15,7 @@ suite_app = typer.Typer(help="Run the paper's experiments as suites of runs.", n
 # The suite commands' shared arguments.
 SuiteName = Annotated[str, typer.Argument(help="mutual | affine | scaling | transfer-weather | transfer-battery | "
                                                "probe | all")]
-Preset = Annotated[str | None, typer.Option(help="cpu | cpu2 | paper | smol | smol-standin (see "
+Preset = Annotated[str | None, typer.Option(help="cpu | cpu2 | cpu2-smol | paper | smol | smol-standin (see "
                                                  "docs/models-and-training.md); default: the --out folder's, else cpu")]
 Seeds = Annotated[int, typer.Option(help="Seeds per cell.")]
 Results = Annotated[Path, typer.Option(help="Results folder (shared by suites).")]
@@ -162,7 +162,7 @@ def suite_status_command(
 
 @suite_app.command("list")
 def suite_list_command(
-    preset: Annotated[str, typer.Option(help="cpu | cpu2 | paper | smol | smol-standin.")] = "cpu2",
+    preset: Annotated[str, typer.Option(help="cpu | cpu2 | cpu2-smol | paper | smol | smol-standin.")] = "cpu2",
     seeds: Seeds = 3,
     workers: Workers = None,
 ) -> None:
@@ -249,9 +249,9 @@ def suite_run(
                             "cluster's login node, or try the path here with --executor submitit-local")
     if settings is None:  # this machine trains them: has it their encoders, and room for `workers` of them?
         from uvlm.suites import children
-        from uvlm.suites.runner import check_encoder_weights
+        from uvlm.suites.runner import check_encoder_weights, is_done
 
-        if gpu_count() == 0:
+        if any(not is_done(out, j) for j in jobs):
             children.start_fork_server()  # its imports overlap this process's checks: seconds sooner a suite
         from uvlm.train.config import from_dict
         from uvlm.train.memory import check_host_memory

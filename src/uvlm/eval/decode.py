@@ -64,26 +64,35 @@ def _choose(logits: torch.Tensor, s: Sampling, g: torch.Generator | None) -> tor
 
 class _Stepper:
     """Runs the LLM over left-padded inputs, the prompts first, then one position at a time,
-    keeping a KV cache.
+    keeping a KV cache, preallocated (a growing one would copy every layer's keys and values at
+    each step).
 
-    Every step has the same shapes: the cache is preallocated (a growing one would copy every
-    layer's keys and values at each step), and so is the attention mask, over all `max_len`
-    positions (the prompts' padding masked; later positions attend as the causal mask lets
-    them, so a step sees only what it would see with a mask of its own length). A step can
-    therefore be compiled once (`compile_step`: torch.compile, with CUDA graphs on a GPU),
-    which matters where a step's time is its kernel launches, not its arithmetic."""
+    `compile_step`: each one-position step through torch.compile (CUDA graphs on a GPU), which
+    matters where a step's time is its kernel launches, not its arithmetic. A compiled step has
+    one shape throughout: its attention mask covers all `max_len` positions from the start
+    (the prompts' padding masked; later positions are hidden by the causal mask until they are
+    written), and its cache is the one the previous batch of that shape used, reset, so that
+    CUDA graphs replay on the same buffers. The eager step's mask grows with the sequence, as
+    flash-attention reads the mask's length as the number of keys to attend to."""
 
     def __init__(self, model: UnifiedVLM, embeds: torch.Tensor, mask: torch.Tensor, max_len: int,
                  compile_step: bool = False):
         self.model = model
-        self.mask = torch.cat([mask, mask.new_ones(mask.shape[0], max_len - mask.shape[1])], dim=1)
-        self.position = (mask.cumsum(-1) - 1).clamp_min(0)[:, -1:]
-        self.cache = StaticCache(config=model.llm.config, max_cache_len=max_len)
+        self.compiled = compile_step
+        positions = (mask.cumsum(-1) - 1).clamp_min(0)
+        self.position = positions[:, -1:]
         self._step = self._run
         if compile_step:
+            attention = model.llm.config._attn_implementation
+            if attention not in ("sdpa", "eager"):
+                raise UvlmError(f"a compiled decode step needs sdpa or eager attention, not {attention}; set "
+                                "model.attention: sdpa, or train.compile: false")
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], max_len - mask.shape[1])], dim=1)
             mode = "reduce-overhead" if embeds.device.type == "cuda" else None  # CUDA graphs on a GPU
             self._step = torch.compile(self._run, mode=mode, dynamic=False)
-        self.hidden, self.logits = self._run(embeds, (mask.cumsum(-1) - 1).clamp_min(0))
+        self.mask = mask
+        self.cache = _static_cache(model, embeds, max_len, reuse=compile_step)
+        self.hidden, self.logits = self._run(embeds, positions)
 
     def _run(self, embeds, positions):
         # The decoder alone: the last position's normed hidden state, and logits for it only.
@@ -95,8 +104,29 @@ class _Stepper:
 
     def step(self, embeds: torch.Tensor) -> None:
         """Append one position (B, 1, H) to every row."""
+        if not self.compiled:
+            self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
         self.position = self.position + 1
         self.hidden, self.logits = self._step(embeds, self.position)
+
+
+# The cache of the last compiled decode: one at a time (a 7B model's is gigabytes).
+_REUSED: dict[tuple, StaticCache] = {}
+
+
+def _static_cache(model: UnifiedVLM, embeds: torch.Tensor, max_len: int, reuse: bool) -> StaticCache:
+    """A preallocated KV cache for `max_len` positions of this batch; with `reuse`, the previous
+    one of the same model, shape, dtype and device, emptied."""
+    if not reuse:
+        return StaticCache(config=model.llm.config, max_cache_len=max_len)
+    key = (id(model.llm), embeds.shape[0], max_len, embeds.dtype, embeds.device)
+    cache = _REUSED.get(key)
+    if cache is None:
+        _REUSED.clear()
+        cache = _REUSED[key] = StaticCache(config=model.llm.config, max_cache_len=max_len)
+    else:
+        cache.reset()
+    return cache
 
 
 def _left_pad(prompts: list[Encoded], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

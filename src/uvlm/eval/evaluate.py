@@ -52,9 +52,9 @@ class EvalContext(RunParts):
     compile_decoding: bool = False  # image generation's decode step through torch.compile (train.compile)
 
     @classmethod
-    def of(cls, parts: RunParts) -> EvalContext:
+    def of(cls, parts: RunParts, compile_decoding: bool = False) -> EvalContext:
         return cls(parts.tokenizer, parts.prompts, parts.in_space, parts.out_space, parts.test_root, parts.place,
-                   parts.faces)
+                   parts.faces, compile_decoding=compile_decoding)
 
     def loaded_judge(self):
         """The judge for the output space, loaded (or trained and cached) on first use: for a
@@ -95,12 +95,14 @@ def vqa_answers(model: UnifiedVLM, ctx: EvalContext, records: list[dict], batch_
     return rows
 
 
-def generate_images(model: UnifiedVLM, ctx: EvalContext, records: list[dict], batch_size: int = 32,
-                    sampling: Sampling | None = None, open_image: bool = False) -> list[torch.Tensor | None]:
+def generate_images(model: UnifiedVLM, ctx: RunParts, records: list[dict], batch_size: int = 32,
+                    sampling: Sampling | None = None, open_image: bool = False,
+                    compile_step: bool = False) -> list[torch.Tensor | None]:
     """The vision tokens each generation prompt yields (None when no image was opened).
 
     open_image: every answer starts at `<boi>`, so an image is decoded whether or not the model
-    would open one (an untrained model, a check of the image path)."""
+    would open one (an untrained model, a check of the image path). compile_step: decode through
+    a compiled step (uvlm.eval.decode)."""
     tok = ctx.tokenizer
     n = ctx.out_space.n_tokens
     guided = sampling is not None and sampling.cfg_scale != 1.0
@@ -114,7 +116,7 @@ def generate_images(model: UnifiedVLM, ctx: EvalContext, records: list[dict], ba
         prompts = [ctx.prompts.encode([r["conversations"][0], *opened], answer_image=False) for r in chunk]
         outs = decode_batch(model, prompts, None, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id,
                             boi_id=ctx.prompts.boi_id, max_new_tokens=24, n_vision=n, sampling=sampling,
-                            uncond=[uncond] * len(chunk) if guided else None, compile_step=ctx.compile_decoding)
+                            uncond=[uncond] * len(chunk) if guided else None, compile_step=compile_step)
         results += [o.vision if o.vision is not None and len(o.vision) == n else None for o in outs]
     update(len(results))
     return results
@@ -239,7 +241,8 @@ def evaluate_model(model: UnifiedVLM, ctx: EvalContext, vqa_limit: int | None = 
     if arch.output_space:
         prompts = [r for r in records if r["task"] == "generation"][:gen_limit]
         with ctx.place.autocast():
-            vision = generate_images(model, ctx, prompts, sampling=sampling, open_image=open_image)
+            vision = generate_images(model, ctx, prompts, sampling=sampling, open_image=open_image,
+                                     compile_step=ctx.compile_decoding)
         gen = judge_generations(vision, prompts, ctx)
         metrics["gen"] = {k: v for k, v in gen.items() if k not in ("pixels", "rows")}
     if was_training:
@@ -294,8 +297,7 @@ def evaluate_run(run: Path, checkpoint: int | None = None, show: int = 0,
 def _evaluate_run(run: Path, checkpoint: int | None, show: int, inception_weights: Path | None,
                   sampling: Sampling | None, open_image: bool) -> dict:
     model, parts = load_trained(run, checkpoint)
-    ctx = EvalContext.of(parts)
-    ctx.compile_decoding = load_run_config(run).train.compile
+    ctx = EvalContext.of(parts, compile_decoding=load_run_config(run).train.compile)
     metrics, rows, gen = evaluate_model(model, ctx, sampling=sampling, open_image=open_image)
     if gen is not None:
         prompts = [r for r in read_records(ctx.test_root) if r["task"] == "generation"]

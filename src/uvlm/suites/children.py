@@ -98,9 +98,10 @@ def _server() -> multiprocessing.context.ForkServerContext:
 
 
 def start_fork_server() -> None:
-    """Start the fork server now, if this system has one, so that it imports while the caller
-    goes on and lives as long as the calling thread (a suite's own, not a worker's)."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
+    """Start the fork server now, where children would start from it (`can_fork_from_server`),
+    so that it imports while the caller goes on and lives as long as the calling thread (a
+    suite's own, not a worker's)."""
+    if can_fork_from_server(UVLM, dict(os.environ)):
         from multiprocessing import forkserver
 
         _server()

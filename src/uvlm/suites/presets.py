@@ -13,6 +13,8 @@
   place of Vicuna, LoRA r 64 / alpha 128 on its 576-wide layers: the whole study on one GPU.
 - smol-standin: smol with cpu2's stand-in encoders at their own 64 px, for a GPU that has not
   the paper's encoder weights (`uvlm suite run --preset smol` names it when they are missing).
+- cpu2-smol: cpu2 with smol's LLM (SmolLM2-135M + LoRA) and an eighth of its records: a CPU
+  pilot of whether a pretrained LLM changes what cpu2 shows (docs/cpu-preset.md).
 
 `write_configs(root)` writes configs/PRESET/[bias/]NAME.yaml for every preset; the committed files are
 checked against it by the tests, so they never drift from this module.
@@ -192,6 +194,7 @@ def pretrained_stand_in(kind: str, cfg, progress=None, rebuild: bool = False) ->
 # cpu2's steps, pool and image size, so it is given cpu2's time.
 MEASURED_PRETRAIN_SECONDS = {"cpu": {"vq": 1195, "siglip": 687, "judge": 678},
                              "cpu2": {"vq": 1265, "siglip": 1028, "judge": 678}}
+MEASURED_PRETRAIN_SECONDS["cpu2-smol"] = MEASURED_PRETRAIN_SECONDS["cpu2"]  # the same stand-ins and judge
 
 
 def _cache_entry(kind: str, cfg) -> tuple[str, dict]:

@@ -197,12 +197,12 @@ class RunConfig:
 TRAINABLE_ENCODERS = ("siglip", "clip", "cpu-siglip", "tiny-clip")
 
 
-# Per section, the fields added after the committed results, with the value under which a run
-# behaves exactly as before them (uvlm.identity; a changed default must not be listed).
 # Checked here when the config says fp16, and by the loop when `auto` resolves to it (a GPU without bf16).
 FSDP_NOT_FP16 = ("train.sharding: fsdp trains in bf16 or fp32, not fp16 (there is no gradient scaler for sharded "
                  "gradients here); set train.precision: bf16")
 
+# Per section, the fields added after the committed results, with the value under which a run
+# behaves exactly as before them (uvlm.identity; a changed default must not be listed).
 LATER_FIELDS = {
     "model": {"lora_dropout": 0.0, "system_prompt": "", "attention": "auto", "template": "chat"},
     "data": {"feature_dtype": "float32", "clip": "clip:openai/clip-vit-large-patch14-336"},

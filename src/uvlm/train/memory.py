@@ -177,16 +177,15 @@ def activation_bytes(shape: Shape, layout: Layout, *, weights16: bool, autocast1
     # what autocast's matmuls write is 16-bit
     stream = 2 if weights16 else 4
     act = 2 if (weights16 or autocast16) else 4
+    if checkpointing:  # each layer keeps its input; one layer is recomputed at a time
+        layers = shape.layers * stream * shape.hidden * layout.tokens + per_token * layout.tokens
+    else:
+        layers = shape.layers * per_token * layout.tokens
     non_layer = NON_LAYER_PER_TOKEN * shape.hidden * layout.tokens * stream / 2
     # scored logits: the head's output, its fp32 copy and the log-softmax kept for the loss
     logits = layout.scored * shape.vocab * (act + 8) + layout.slots * layout.head_width * (act + 8)
     scratch = BACKWARD_SCRATCH * shape.hidden * layout.tokens
-    if checkpointing:
-        # each layer keeps its input; one layer at a time is recomputed, in backward, once the
-        # heads' backward has freed the logits: the larger of the two is what the peak holds
-        kept = shape.layers * stream * shape.hidden * layout.tokens
-        return kept + max(per_token * layout.tokens, logits) + non_layer + scratch, shape.layers * fixed
-    return shape.layers * per_token * layout.tokens + non_layer + logits + scratch, shape.layers * fixed
+    return layers + non_layer + logits + scratch, shape.layers * fixed
 
 
 def llm_shape(model_cfg) -> tuple[Shape, str]:
