@@ -36,5 +36,20 @@ def test_reporter_learns_its_total_from_the_caller(monkeypatch):
         now[0] += 0.1
         update(step, 800, "loss 0.2")
     lines = out.getvalue().splitlines()
-    assert len(lines) == 3 and lines[0] == "pretraining vq: 300/800 (38%, 0:29 so far, 0:49 left)  loss 0.2"
+    assert len(lines) == 3 and lines[0] == "pretraining vq: 300/800 (38%, 0:29 so far, 0:50 left)  loss 0.2"
     assert lines[-1] == "pretraining vq: 800/800 (100%, 1:19 so far, done)  loss 0.2"
+
+
+def test_a_resumed_loop_times_what_is_left_by_its_own_steps(monkeypatch):
+    """A run resumed at step 50 of 188: the steps before it took no time in this process, so the
+    time left comes from the steps done since (20 s each), not from all 50."""
+    now = [0.0]
+    monkeypatch.setattr(progress_mod.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(progress_mod, "_last_line", [0.0])
+    out = io.StringIO()
+    update = progress_mod.reporter("train VQ_u", every=30, stream=out)
+    for step in range(51, 56):
+        update(step, 188)
+        now[0] += 20
+    lines = out.getvalue().splitlines()
+    assert lines[-1] == "train VQ_u: 55/188 (29%, 1:20 so far, 44:20 left)", lines

@@ -34,16 +34,19 @@ def progress(label: str, total: int, every: float = 30.0, stream=None) -> Update
     """An `update(done, note="")` for a step of `total` units (see the module docstring)."""
     stream = stream or sys.stderr
     start = time.perf_counter()
-    state = {"printed": False}
+    # what was done before the first update (a resumed run's steps) took no time here
+    state = {"printed": False, "base": None}
 
     def update(done: int, note: str = "") -> None:
         now = time.perf_counter()
+        if state["base"] is None:
+            state["base"] = done
         finished = done >= total
         if now - _last_line[0] < every and not (finished and state["printed"]):
             return
         _last_line[0], state["printed"] = now, True
         elapsed = now - start
-        rate = done / elapsed if elapsed > 0 else 0.0
+        rate = (done - state["base"]) / elapsed if elapsed > 0 else 0.0
         left = (total - done) / rate if rate > 0 else float("inf")
         eta = "done" if finished else (f"{_fmt(left)} left" if left != float("inf") else "")
         extra = f"  {note}" if note else ""
