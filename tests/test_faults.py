@@ -91,22 +91,21 @@ def _processes() -> dict[int, tuple[str, int, int]]:
     return found
 
 
-def alive(group: int, pids: set[int] = frozenset()) -> list[int]:
-    """Processes of a process group, or among `pids`, that are still running."""
-    return [pid for pid, (_, _, pgid) in _processes().items() if pgid == group or pid in pids]
+def alive(group: int) -> list[int]:
+    """Processes of a process group that are still running."""
+    return [pid for pid, (_, _, pgid) in _processes().items() if pgid == group]
 
 
-def descendants(pid: int) -> set[int]:
-    """The processes started by `pid` and by them, however far down (a suite's fork server and
-    the runs forked from it, which live in sessions of their own)."""
-    parents = {p: ppid for p, (_, ppid, _) in _processes().items()}
-    found, grown = set(), True
-    while grown:
-        grown = False
-        for p, ppid in parents.items():
-            if p not in found and (ppid == pid or ppid in found):
-                found.add(p)
-                grown = True
+def started_with(env: dict) -> list[int]:
+    """Running processes that were started with `env` (their /proc environ names its cache): a
+    command started by a test, its children and theirs, a fork server's runs included (they keep
+    the server's environ), wherever they were reparented to, and none of the test's own."""
+    marker = f"UVLM_CACHE={env['UVLM_CACHE']}\0".encode()
+    found = []
+    for pid in _processes():
+        with contextlib.suppress(OSError):
+            if marker in Path(f"/proc/{pid}/environ").read_bytes():
+                found.append(pid)
     return found
 
 
@@ -114,18 +113,16 @@ def kill_after(args: list, env: dict, seconds: float) -> None:
     """Start `uvlm ARGS`, SIGKILL it (the command, not its children) after `seconds`, and check
     that its children, and theirs, end with it."""
     proc = uvlm(args, env)
-    started = set()
     try:
         proc.wait(timeout=seconds)
     except subprocess.TimeoutExpired:
-        started = descendants(proc.pid)
         with contextlib.suppress(ProcessLookupError):  # it ended as its time came
             proc.child.send_signal(signal.SIGKILL)
         proc.wait()
     deadline = time.time() + 10
-    while alive(proc.pid, started) and time.time() < deadline:
+    while (alive(proc.pid) or started_with(env)) and time.time() < deadline:
         time.sleep(0.05)
-    assert not alive(proc.pid, started), f"{args[0]}: processes outlived the killed command"
+    assert not alive(proc.pid) and not started_with(env), f"{args[0]}: processes outlived the killed command"
 
 
 def contents(folder: Path) -> dict[str, str]:
