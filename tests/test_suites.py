@@ -504,6 +504,36 @@ def test_a_uvlm_child_from_the_fork_server_is_what_a_fresh_process_would_be(tmp_
     assert outcome["code"] == -signal.SIGKILL
 
 
+def test_a_forked_childs_status_is_read_by_the_thread_that_waits_for_it(tmp_path, monkeypatch):
+    """A suite's worker threads start children while others wait: multiprocessing's poll of every
+    child it knows, at each start (process._cleanup), read a waited child's status from the fork
+    server's pipe too, and one of the two readers got end-of-file: a finished run reported as
+    lost (255). The reads are slowed here so that the two overlap."""
+    import os
+    import time
+    from multiprocessing import forkserver, process
+
+    from uvlm.suites import children
+
+    child = children.start(children.uvlm_command("train", "--config", str(tmp_path / "missing.yaml")),
+                           dict(os.environ))
+    child.stderr.read()
+    time.sleep(0.5)  # it has ended; its status waits in the pipe
+    real, calls = forkserver.read_signed, []
+
+    def slow(fd):
+        calls.append(fd)
+        time.sleep(0.1 if len(calls) == 1 else 0.4)
+        return real(fd)
+
+    monkeypatch.setattr(forkserver, "read_signed", slow)
+    other = threading.Thread(target=process._cleanup)  # what another thread's start does
+    other.start()
+    time.sleep(0.02)
+    assert child.wait() == 2
+    other.join()
+
+
 @pytest.mark.parametrize("state", ["new", "evaluated", "probe fails", "not probed"])
 def test_a_probed_run_is_probed_after_its_evaluation_while_its_weights_are_here(tmp_path, monkeypatch, state):
     from uvlm.suites import runner

@@ -135,12 +135,21 @@ class _Pidfd:
             self.fd, self.ended = None, True
 
 
+_STARTING = threading.Lock()
+
+
 def _forked(args: list[str], env: dict, stdout: bool) -> Started:
     context = _server()
     pipes = [context.Pipe(duplex=False) for _ in range(1 + stdout)]
     child = context.Process(target=_forked_main, name="uvlm " + " ".join(args[:1]),
                             args=(args, env, pipes[0][1], pipes[1][1] if stdout else None))
-    child.start()
+    with _STARTING:
+        child.start()
+        # multiprocessing polls every child it knows whenever any thread starts a process
+        # (process._cleanup): two threads reading one child's status from the fork server, one
+        # gets it and the other end-of-file, recorded as the lost status (LOST) of a run that
+        # finished. The thread that started a child is the only one to wait for it.
+        multiprocessing.process._children.discard(child)
     streams = []
     for reader, writer in pipes:
         writer.close()
@@ -208,7 +217,7 @@ def run(cmd: list[str], env: dict, each_line: Callable[[str], None]) -> tuple[in
                 last = line.strip()
                 each_line(last)
         code = child.wait()
-        if code == LOST and not last:  # say why, where it is known (it is rare, and has not been explained)
+        if code == LOST and not last:  # say why, where it is known
             last = _server_end()
         return code, last
     finally:
@@ -217,7 +226,8 @@ def run(cmd: list[str], env: dict, each_line: Callable[[str], None]) -> tuple[in
 
 
 # What multiprocessing reports for a forked child whose status it could not read from the fork
-# server: the server itself has usually ended.
+# server: the server had ended, or (before `_forked` took its children out of multiprocessing's
+# own polling) another thread had read the status first.
 LOST = 255
 
 
