@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 from uvlm import progress as progress_mod
 
 
@@ -26,11 +28,17 @@ def test_lines_come_when_the_process_was_quiet_whichever_step_runs(monkeypatch):
                      "generating 50 images: 50/50 (100%, 0:10 so far, done)  batch"]
 
 
-def test_reporter_learns_its_total_from_the_caller(monkeypatch):
+@pytest.fixture
+def clock(monkeypatch) -> list[float]:
+    """The time progress lines read, at 0 and quiet since; the test moves it on."""
     now = [0.0]
     monkeypatch.setattr(progress_mod.time, "perf_counter", lambda: now[0])
     monkeypatch.setattr(progress_mod, "_last_line", [0.0])
-    out = io.StringIO()
+    return now
+
+
+def test_reporter_learns_its_total_from_the_caller(clock):
+    now, out = clock, io.StringIO()
     update = progress_mod.reporter("pretraining vq", every=30, stream=out)
     for step in range(1, 801):
         now[0] += 0.1
@@ -40,13 +48,10 @@ def test_reporter_learns_its_total_from_the_caller(monkeypatch):
     assert lines[-1] == "pretraining vq: 800/800 (100%, 1:19 so far, done)  loss 0.2"
 
 
-def test_a_resumed_loop_times_what_is_left_by_its_own_steps(monkeypatch):
+def test_a_resumed_loop_times_what_is_left_by_its_own_steps(clock):
     """A run resumed at step 50 of 188: the steps before it took no time in this process, so the
     time left comes from the steps done since (20 s each), not from all 50."""
-    now = [0.0]
-    monkeypatch.setattr(progress_mod.time, "perf_counter", lambda: now[0])
-    monkeypatch.setattr(progress_mod, "_last_line", [0.0])
-    out = io.StringIO()
+    now, out = clock, io.StringIO()
     update = progress_mod.reporter("train VQ_u", every=30, stream=out)
     for step in range(51, 56):
         update(step, 188)
