@@ -129,18 +129,21 @@ class _Peak(MemTracker):
         return super()._track_module_params_and_buffers(module, install_grad_hooks=False)
 
 
+@pytest.mark.parametrize("copies", [2, 16])
 @pytest.mark.parametrize("checkpointing", [False, True])
-def test_the_plan_bounds_a_training_steps_peak_at_vicuna_widths(checkpointing):
-    """The plan's activations, backward scratch and gradients against MemTracker's peak of one
-    forward and backward as training computes (frozen and trained weights excluded on both
-    sides), 2 layers, 32 records: at or above it (the micro-batch it picks must fit) and at most
-    25% above (measured: +9% without checkpointing; +21% with it, where the plan adds the logits
-    to the recomputed layer, which backward has freed by then)."""
+def test_the_plan_bounds_a_training_steps_peak_at_vicuna_widths(checkpointing, copies):
+    """The plan's activations, backward scratch, autocast's copies and gradients against
+    MemTracker's peak of one forward and backward as training computes (frozen and trained
+    weights excluded on both sides), 2 layers, 4 and 32 records: at or above it (the micro-batch
+    it picks must fit) and at most 25% above. Measured: +8% and +9% without checkpointing, +16%
+    and +22% with it (where the plan adds the logits to the recomputed layer, which backward has
+    freed by then). Without autocast's 16-bit copies of the fp32 head and adapters (128 MiB for
+    VQ's head at Vicuna's width) the plan fell 3% under the peak at 4 records."""
     fake = FakeTensorMode(allow_non_fake_inputs=True)
     model, prompts, tok = paper_model(VICUNA, 2, fake)
     if checkpointing:
         model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    batch = records(prompts, tok.pad_token_id, 16)
+    batch = records(prompts, tok.pad_token_id, copies)
     with fake, torch.autocast("cpu", dtype=torch.bfloat16), lora_in_run_dtype(model):
         tracker = _Peak()
         tracker.track_external(*model.parameters(), *model.buffers())
@@ -151,7 +154,9 @@ def test_the_plan_bounds_a_training_steps_peak_at_vicuna_widths(checkpointing):
     per, fixed = activation_bytes(Shape(**{**VICUNA.__dict__, "layers": 2}), whole_layout(batch), weights16=True,
                                   autocast16=True, lora_r=128, lora_dropout=0.05, checkpointing=checkpointing)
     gradients = 4 * sum(p.numel() for p in model.parameters() if p.requires_grad)
-    predicted = per + fixed + gradients
+    # autocast's 16-bit copies of the fp32 adapters and head (plan() adds them beside `fixed`)
+    copies16 = 2 * sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n)
+    predicted = per + fixed + copies16 + gradients
     assert measured <= predicted <= 1.25 * measured, (predicted / 2**20, measured / 2**20)
 
 

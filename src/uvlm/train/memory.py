@@ -242,6 +242,8 @@ def plan(cfg, layout: Layout, device_bytes: float | None, world: int = 1, shape:
                                          checkpointing=cfg.train.gradient_checkpointing)
     params = shape.params
     vision = vision_params(cfg, shape.hidden, layout.head_width)  # adapters and generation head, fp32
+    if mixed:  # autocast's 16-bit copies of them, kept for backward (VQ's head at Vicuna's width: 128 MiB)
+        fixed += 2 * vision
     llm_trained = shape.lora_params(lora_r) + 2 * 3 * shape.hidden if lora_r else 0 if cfg.train.freeze_llm else params
     tower = trained_tower(cfg)
     encoder, encoder_trained, encoder_layer = 0, 0, 0
