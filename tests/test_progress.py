@@ -58,3 +58,6 @@ def test_a_resumed_loop_times_what_is_left_by_its_own_steps(clock):
         now[0] += 20
     lines = out.getvalue().splitlines()
     assert lines[-1] == "train VQ_u: 55/188 (29%, 1:20 so far, 44:20 left)", lines
+    first = io.StringIO()  # a line before any step of its own: no rate, so no time left
+    progress_mod.progress("train VQ_u", 188, every=0, stream=first)(51)
+    assert first.getvalue() == "train VQ_u: 51/188 (27%, 0:00 so far)\n"

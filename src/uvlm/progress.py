@@ -50,8 +50,8 @@ def progress(label: str, total: int, every: float = 30.0, stream=None) -> Update
         left = (total - done) / rate if rate > 0 else float("inf")
         eta = "done" if finished else (f"{_fmt(left)} left" if left != float("inf") else "")
         extra = f"  {note}" if note else ""
-        print(f"{label}: {done}/{total} ({100 * done / max(total, 1):.0f}%, {_fmt(elapsed)} so far, {eta}){extra}",
-              file=stream, flush=True)
+        times = f"{_fmt(elapsed)} so far" + (f", {eta}" if eta else "")  # no rate yet: no time left either
+        print(f"{label}: {done}/{total} ({100 * done / max(total, 1):.0f}%, {times}){extra}", file=stream, flush=True)
 
     return update
 
