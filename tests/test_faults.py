@@ -78,8 +78,8 @@ def finish(args: list, env: dict) -> float:
     return time.perf_counter() - start_time
 
 
-def _processes() -> dict[int, tuple[str, int, int]]:
-    """Every running process (zombies excepted): pid -> (state, parent pid, process group)."""
+def _processes() -> dict[int, int]:
+    """Every running process (zombies excepted): pid -> its process group."""
     found = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -87,13 +87,13 @@ def _processes() -> dict[int, tuple[str, int, int]]:
         except OSError:
             continue
         if fields[0] != "Z":
-            found[int(stat.parent.name)] = (fields[0], int(fields[1]), int(fields[2]))
+            found[int(stat.parent.name)] = int(fields[2])
     return found
 
 
 def alive(group: int) -> list[int]:
     """Processes of a process group that are still running."""
-    return [pid for pid, (_, _, pgid) in _processes().items() if pgid == group]
+    return [pid for pid, pgid in _processes().items() if pgid == group]
 
 
 def started_with(env: dict) -> list[int]:

@@ -251,7 +251,8 @@ def suite_run(
         from uvlm.suites import children
         from uvlm.suites.runner import check_encoder_weights, is_done
 
-        if any(not is_done(out, j) for j in jobs):
+        pending = [j.config for j in jobs if not is_done(out, j)]
+        if pending:
             children.start_fork_server()  # its imports overlap this process's checks: seconds sooner a suite
         from uvlm.train.config import from_dict
         from uvlm.train.memory import check_host_memory
@@ -276,9 +277,8 @@ def suite_run(
             return
     else:
         from uvlm.suites.presets import pretraining_line
-        from uvlm.suites.runner import is_done
 
-        if first := pretraining_line([j.config for j in jobs if not is_done(out, j)], preset):
+        if first := pretraining_line(pending, preset):
             typer.echo(first)
         run_suite(jobs, out, local_workers, echo=typer.echo, gpus=gpu_count(),
                   gpus_per_run=gpus_per_run)

@@ -83,6 +83,8 @@ class _Stepper:
         self.position = positions[:, -1:]
         self._step = self._run
         if compile_step:
+            # batches of prompts a little longer or shorter share a compiled step
+            max_len = -(-max_len // COMPILED_LENGTH_STEP) * COMPILED_LENGTH_STEP
             attention = model.llm.config._attn_implementation
             if attention not in ("sdpa", "eager"):
                 raise UvlmError(f"a compiled decode step needs sdpa or eager attention, not {attention}; set "
@@ -163,10 +165,8 @@ def decode_batch(model: UnifiedVLM, prompts: list[Encoded], und_features: torch.
     if guided and und_features is not None:
         raise ValueError("classifier-free guidance applies to text-to-image prompts")
     batch = Batch(ids, mask, ids, kinds, und_features, None).to(device)
-    max_len = ids.shape[1] + max_new_tokens + n_vision
-    if compile_step:  # batches of prompts a little longer or shorter share a compiled step
-        max_len = -(-max_len // COMPILED_LENGTH_STEP) * COMPILED_LENGTH_STEP
-    stepper = _Stepper(model, model.embed(batch), batch.attention_mask, max_len, compile_step)
+    stepper = _Stepper(model, model.embed(batch), batch.attention_mask, ids.shape[1] + max_new_tokens + n_vision,
+                       compile_step)
     embed_tokens = model.llm.get_input_embeddings()
     done = torch.zeros(b, dtype=torch.bool, device=device)
     # A prompt that already ends in <boi> (the caller opened the image) starts in image mode.
