@@ -61,3 +61,7 @@ def test_a_resumed_loop_times_what_is_left_by_its_own_steps(clock):
     first = io.StringIO()  # a line before any step of its own: no rate, so no time left
     progress_mod.progress("train VQ_u", 188, every=0, stream=first)(51)
     assert first.getvalue() == "train VQ_u: 51/188 (27%, 0:00 so far)\n"
+
+
+def test_a_rate_under_one_per_second_is_not_shown_as_zero():
+    assert [progress_mod.rate(r) for r in (0.43, 1.94, 9.5, 55.3, 0.0)] == ["0.43", "1.9", "9.5", "55", "0"]

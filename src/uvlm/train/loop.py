@@ -59,6 +59,7 @@ from uvlm.io import (
 from uvlm.model.names import parse_name
 from uvlm.model.prompt import GENERATE, IGNORE
 from uvlm.model.unified import UnifiedVLM
+from uvlm.progress import rate
 from uvlm.train.build import (
     RunParts,
     build_model,
@@ -426,7 +427,7 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress, eval_point: EvalPo
         if done % t.checkpoint_every == 0 or done == total_steps:
             checkpoints.save(done, unwrapped, optimizer, scheduler, {"total_steps": total_steps, "processes": world})
         if progress and main:
-            progress(done, total_steps, f"loss {losses['loss']:.3f}  {last['samples_per_s']:.0f} samples/s")
+            progress(done, total_steps, f"loss {losses['loss']:.3f}  {rate(last['samples_per_s'])} samples/s")
     state = gather_weights(model) if sharded else None  # every rank takes part
     if not main:
         return
