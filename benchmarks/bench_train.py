@@ -1,10 +1,12 @@
 """Training throughput, as a share of what the machine's matmuls can do.
 
 `--preset cpu` (the default, in `make bench`; `--preset cpu cpu2 smol-standin` for one row per
-preset): the preset's VQ-VQ for a few dozen steps on one thread (smol-standin: SmolLM2-135M with
+preset; `--precision fp32 bf16` for one row per precision, in a section of its own): the
+preset's VQ-VQ for a few dozen steps on one thread (smol-standin: SmolLM2-135M with
 LoRA r 64, fp32, batch 8, on as many records as the steps take); samples/s from its metrics.jsonl (median
 after the first steps). Achieved GFLOP/s counts 6 x LLM parameters x tokens (dense layers, a
-floor); the reference is a float32 matmul measured in the same run on one thread.
+floor); the reference is a matmul in the row's precision (fp32, or bf16 where the row autocasts
+to it), measured in the same run on one thread.
 
 `--preset paper --random-weights`: the paper preset's training path (uvlm.train.loop: LoRA r 128,
 gradient checkpointing, micro-batches of what fits, accumulation to 393, bf16) on a
@@ -28,11 +30,13 @@ from pathlib import Path
 import torch
 from common import markdown_table, record
 
+from uvlm.progress import rate
 from uvlm.suites.presets import row_config
 from uvlm.train.config import from_dict
 from uvlm.train.loop import train
 
 STEPS = 40
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 SMOL_CPU_BATCH = 8
 # bf16 dense peaks (TFLOP/s) of the GPUs the paper-scale runs target
 PEAKS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.1, "A6000": 154.8}
@@ -78,12 +82,16 @@ def tokens_per_sample(cfg: dict) -> float:
     return statistics.mean(len(e) for e in data.encoded)
 
 
-def measure_cpu(preset: str = "cpu", batch: int | None = None, peak: float | None = None, steps: int = STEPS,
-                synthetic: str | None = None) -> list:
-    """One row: a preset's VQ-VQ at its batch (or `batch`, same lr), measured on one thread (smol on
-    a GPU: at its own batch, micro-batches chosen to fit). `synthetic`: a SCALES key whose synthetic
-    encoder outputs replace the preset's encoders (nothing to pretrain in a fresh cache)."""
+def measure_cpu(preset: str = "cpu", batch: int | None = None, peaks: dict[str, float] | None = None,
+                steps: int = STEPS, synthetic: str | None = None, precision: str | None = None) -> list:
+    """One row: a preset's VQ-VQ at its batch (or `batch`, same lr) and precision (or `precision`),
+    measured on one thread (smol on a GPU: at its own batch, micro-batches chosen to fit). `peaks`:
+    matmul GFLOP/s by dtype. `synthetic`: a SCALES key whose synthetic encoder outputs replace the
+    preset's encoders (nothing to pretrain in a fresh cache)."""
     cfg = row_config(preset, "VQ-VQ")
+    if precision:
+        cfg["train"]["precision"] = precision
+    dtype = "bf16" if cfg["train"].get("precision") == "bf16" else "fp32"
     if synthetic:
         cfg["data"].update({"siglip": SCALES[synthetic]["siglip"], "vq": SCALES[synthetic]["vq"]})
     if preset.startswith("smol"):  # the one-GPU preset: on a CPU a CPU-sized batch; 180K records unmade
@@ -103,8 +111,8 @@ def measure_cpu(preset: str = "cpu", batch: int | None = None, peak: float | Non
     params = sum(p.numel() for p in build_llm(run_cfg, build_tokenizer(run_cfg)).parameters())
     tokens = tokens_per_sample(cfg)
     achieved = 6 * params * tokens * samples_per_s / 1e9
-    peak = peak or matmul_gflops()
-    return [preset, batch, f"{params / 1e6:.2f}M", f"{tokens:.0f}", f"{samples_per_s:.1f}", f"{achieved:.2f}",
+    peak = (peaks or {}).get(dtype) or matmul_gflops(dtype=DTYPES[dtype])
+    return [preset, dtype, batch, f"{params / 1e6:.2f}M", f"{tokens:.0f}", rate(samples_per_s), f"{achieved:.2f}",
             f"{peak:.1f}", f"{achieved / peak:.2f}", summary["steps"]]
 
 
@@ -169,25 +177,31 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None,
                         help=f"optimizer steps per model (default: 4 for the paper preset, {STEPS} for the others)")
     parser.add_argument("--batch", type=int, nargs="*", default=[], help="cpu preset: batch sizes to compare")
+    parser.add_argument("--precision", nargs="*", choices=list(DTYPES), default=[],
+                        help="cpu-scale presets: precisions to compare (default: each preset's own)")
     parser.add_argument("--synthetic-encoders", choices=list(SCALES), default=None,
                         help="other presets: synthetic encoder outputs of this scale in place of the preset's")
     args = parser.parse_args()
     if "paper" not in args.preset:
         torch.set_num_threads(1)
-        peak = matmul_gflops()
-        rows = [measure_cpu(p, b, peak, args.steps or STEPS, args.synthetic_encoders)
-                for p in args.preset for b in args.batch or [None]]
-        table = markdown_table(["preset", "batch", "LLM params", "tokens/sample", "samples/s", "achieved GFLOP/s",
-                                "matmul GFLOP/s (same run)", "ratio", "steps"], rows)
+        peaks = {name: matmul_gflops(dtype=dtype) for name, dtype in DTYPES.items()}
+        rows = [measure_cpu(p, b, peaks, args.steps or STEPS, args.synthetic_encoders, precision)
+                for p in args.preset for b in args.batch or [None] for precision in args.precision or [None]]
+        table = markdown_table(["preset", "precision", "batch", "LLM params", "tokens/sample", "samples/s",
+                                "achieved GFLOP/s",
+                                "matmul GFLOP/s (row's precision, same run)", "ratio", "steps"], rows)
         body = ("VQ-VQ on the default mix, one thread. Achieved = 6 x LLM params x tokens x samples/s "
-                "(dense layers only, a floor); matmul = 1024x1024 float32 on the same thread, measured once "
-                "for every row.\n\n" + table)
+                "(dense layers only, a floor); matmul = 1024x1024 in the row's precision (bf16 where it "
+                "autocasts to it, else float32) on the same thread, measured once for every row.\n\n" + table)
         if torch.cuda.is_available():  # the smol preset's step on a GPU (gpu_check.sh): a section of its own
             record(f"bench_train ({' '.join(args.preset)}, {torch.cuda.get_device_name()})",
                    "python benchmarks/bench_train.py --preset smol-standin --synthetic-encoders paper --steps 10",
                    body.replace("one thread", "one GPU").replace(" on the same thread", " on one CPU thread"))
             return
-        record("bench_train (cpu)", "python benchmarks/bench_train.py --preset cpu [cpu2 smol-standin] [--batch N ...]",
+        # a precision comparison is a section of its own, beside the presets' rows
+        record("bench_train (cpu, precision)" if args.precision else "bench_train (cpu)",
+               "python benchmarks/bench_train.py --preset cpu [cpu2 smol-standin cpu2-smol] [--batch N ...] "
+               "[--precision fp32 bf16]",
                body)
         return
     if args.preset != ["paper"]:
