@@ -23,6 +23,7 @@ import json
 import resource
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -198,11 +199,12 @@ def main() -> None:
                    "python benchmarks/bench_train.py --preset smol-standin --synthetic-encoders paper --steps 10",
                    body.replace("one thread", "one GPU").replace(" on the same thread", " on one CPU thread"))
             return
-        # a precision comparison is a section of its own, beside the presets' rows
-        record("bench_train (cpu, precision)" if args.precision else "bench_train (cpu)",
-               "python benchmarks/bench_train.py --preset cpu [cpu2 smol-standin cpu2-smol] [--batch N ...] "
-               "[--precision fp32 bf16]",
-               body)
+        if args.precision:
+            record("bench_train (cpu, precision)", " ".join(["python", "benchmarks/bench_train.py", *sys.argv[1:]]),
+                   body)
+            return
+        record("bench_train (cpu)", "python benchmarks/bench_train.py --preset cpu [cpu2 smol-standin cpu2-smol] "
+               "[--batch N ...]", body)
         return
     if args.preset != ["paper"]:
         raise SystemExit("--preset paper runs alone (its rows measure a GPU)")
