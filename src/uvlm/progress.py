@@ -52,8 +52,8 @@ def progress(label: str, total: int, every: float = 30.0, stream=None) -> Update
             return
         _last_line[0], state["printed"] = now, True
         elapsed = now - start
-        rate = (done - state["base"]) / elapsed if elapsed > 0 else 0.0
-        left = (total - done) / rate if rate > 0 else float("inf")
+        speed = (done - state["base"]) / elapsed if elapsed > 0 else 0.0
+        left = (total - done) / speed if speed > 0 else float("inf")
         eta = "done" if finished else (f"{_fmt(left)} left" if left != float("inf") else "")
         extra = f"  {note}" if note else ""
         times = f"{_fmt(elapsed)} so far" + (f", {eta}" if eta else "")  # no rate yet: no time left either
