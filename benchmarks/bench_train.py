@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from common import markdown_table, record
 
-from uvlm.progress import rate
+from uvlm.device import placement
 from uvlm.suites.presets import row_config
 from uvlm.train.config import from_dict
 from uvlm.train.loop import train
@@ -86,13 +86,14 @@ def tokens_per_sample(cfg: dict) -> float:
 def measure_cpu(preset: str = "cpu", batch: int | None = None, peaks: dict[str, float] | None = None,
                 steps: int = STEPS, synthetic: str | None = None, precision: str | None = None) -> list:
     """One row: a preset's VQ-VQ at its batch (or `batch`, same lr) and precision (or `precision`),
-    measured on one thread (smol on a GPU: at its own batch, micro-batches chosen to fit). `peaks`:
-    matmul GFLOP/s by dtype. `synthetic`: a SCALES key whose synthetic encoder outputs replace the
-    preset's encoders (nothing to pretrain in a fresh cache)."""
+    measured on one thread (smol on a GPU: at its own batch, micro-batches chosen to fit).
+    `peaks`: matmul GFLOP/s by precision, shared by a run's rows (a missing one is measured here).
+    `synthetic`: a SCALES key whose synthetic encoder outputs replace the preset's encoders
+    (nothing to pretrain in a fresh cache)."""
     cfg = row_config(preset, "VQ-VQ")
     if precision:
         cfg["train"]["precision"] = precision
-    dtype = "bf16" if cfg["train"].get("precision") == "bf16" else "fp32"
+    dtype = "bf16" if placement(cfg["train"].get("precision", "auto")).precision == "bf16" else "fp32"
     if synthetic:
         cfg["data"].update({"siglip": SCALES[synthetic]["siglip"], "vq": SCALES[synthetic]["vq"]})
     if preset.startswith("smol"):  # the one-GPU preset: on a CPU a CPU-sized batch; 180K records unmade
@@ -112,8 +113,11 @@ def measure_cpu(preset: str = "cpu", batch: int | None = None, peaks: dict[str, 
     params = sum(p.numel() for p in build_llm(run_cfg, build_tokenizer(run_cfg)).parameters())
     tokens = tokens_per_sample(cfg)
     achieved = 6 * params * tokens * samples_per_s / 1e9
-    peak = (peaks or {}).get(dtype) or matmul_gflops(dtype=DTYPES[dtype])
-    return [preset, dtype, batch, f"{params / 1e6:.2f}M", f"{tokens:.0f}", rate(samples_per_s), f"{achieved:.2f}",
+    peaks = {} if peaks is None else peaks
+    if dtype not in peaks:  # measured once a run, for the first row in that precision
+        peaks[dtype] = matmul_gflops(dtype=DTYPES[dtype])
+    peak = peaks[dtype]
+    return [preset, dtype, batch, f"{params / 1e6:.2f}M", f"{tokens:.0f}", f"{samples_per_s:.3g}", f"{achieved:.2f}",
             f"{peak:.1f}", f"{achieved / peak:.2f}", summary["steps"]]
 
 
@@ -183,9 +187,10 @@ def main() -> None:
     parser.add_argument("--synthetic-encoders", choices=list(SCALES), default=None,
                         help="other presets: synthetic encoder outputs of this scale in place of the preset's")
     args = parser.parse_args()
+    command = " ".join(["python", "benchmarks/bench_train.py", *sys.argv[1:]])
     if "paper" not in args.preset:
         torch.set_num_threads(1)
-        peaks = {name: matmul_gflops(dtype=dtype) for name, dtype in DTYPES.items()}
+        peaks: dict[str, float] = {}
         rows = [measure_cpu(p, b, peaks, args.steps or STEPS, args.synthetic_encoders, precision)
                 for p in args.preset for b in args.batch or [None] for precision in args.precision or [None]]
         table = markdown_table(["preset", "precision", "batch", "LLM params", "tokens/sample", "samples/s",
@@ -195,13 +200,11 @@ def main() -> None:
                 "(dense layers only, a floor); matmul = 1024x1024 in the row's precision (bf16 where it "
                 "autocasts to it, else float32) on the same thread, measured once for every row.\n\n" + table)
         if torch.cuda.is_available():  # the smol preset's step on a GPU (gpu_check.sh): a section of its own
-            record(f"bench_train ({' '.join(args.preset)}, {torch.cuda.get_device_name()})",
-                   "python benchmarks/bench_train.py --preset smol-standin --synthetic-encoders paper --steps 10",
+            record(f"bench_train ({' '.join(args.preset)}, {torch.cuda.get_device_name()})", command,
                    body.replace("one thread", "one GPU").replace(" on the same thread", " on one CPU thread"))
             return
         if args.precision:
-            record("bench_train (cpu, precision)", " ".join(["python", "benchmarks/bench_train.py", *sys.argv[1:]]),
-                   body)
+            record("bench_train (cpu, precision)", command, body)
             return
         record("bench_train (cpu)", "python benchmarks/bench_train.py --preset cpu [cpu2 smol-standin cpu2-smol] "
                "[--batch N ...]", body)

@@ -189,6 +189,19 @@ def test_feature_cache_keys_and_invalidation(cache_dir, tmp_path, vq):
     assert len(list((cache_dir / "features").glob("[!.]*"))) == 4
 
 
+def test_a_feature_cache_entry_is_encoded_in_fp32_whatever_autocast_the_caller_is_in(cache_dir, tmp_path):
+    """The first reader of an entry may be a bf16 run's evaluation; every precision reads its bytes."""
+    space = SiglipSpace.load(str(tiny_siglip_folder(tmp_path / "siglip")))
+    ds = tmp_path / "ds"
+    build_dataset(MixtureConfig(seed=0, n_vqa=4, n_caption=0, n_generation=0, size=64), ds)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cached = cache.cached_features(space, ds)["features"]
+        under_autocast = space.encode(load_images([ds / n for n in cache.dataset_images(ds)]))
+    direct = space.encode(load_images([ds / n for n in cache.dataset_images(ds)]))
+    assert cached.dtype == torch.float32 and torch.equal(cached, direct)
+    assert not torch.equal(under_autocast.float(), direct)  # autocast would have changed them
+
+
 def test_judge_plumbing_at_toy_size(tmp_path):
     judge = PixelJudge(JudgeCNN(32))
     judge.save(tmp_path)

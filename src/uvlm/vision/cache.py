@@ -213,7 +213,10 @@ def cached_features(space: VisionSpace, root: Path, batch_size: int = 64,
                                         shape=(len(names), space.n_tokens)) if space.discrete else None
         for start in range(0, len(names), batch_size):
             stop = min(start + batch_size, len(names))
-            f, t = space.encode_with_targets(load_images([root / n for n in names[start:stop]]))
+            # the entry is shared by runs of every precision: a caller's autocast (`uvlm eval` of a
+            # bf16 run on a cold cache) must not decide its bytes
+            with torch.autocast(space.device.type, enabled=False):
+                f, t = space.encode_with_targets(load_images([root / n for n in names[start:stop]]))
             feats[start:stop] = f.numpy()
             if ids is not None:
                 ids[start:stop] = t.numpy()
