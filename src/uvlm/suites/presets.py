@@ -117,13 +117,13 @@ PRESETS["smol-standin"]["data"] = {
        for role in ("train", "test")},
     "siglip": PRESETS["cpu2"]["data"]["siglip"], "vq": PRESETS["cpu2"]["data"]["vq"], "feature_dtype": "float16"}
 # cpu2 with SmolLM2-135M + LoRA (r 64, as smol) in place of its tiny LLM trained from scratch: the
-# pilot of whether a pretrained LLM changes what cpu2 shows (docs/cpu-preset.md). Everything else
-# is cpu2's (renders, stand-ins, prompt layout without a system prompt, test set, batch 16, one
-# thread a run) but the record counts: an eighth of cpu2's, so that VQ-VQ, VQ_u and its
-# step-matched control at 3 seeds, and the learning-rate choice on VQ_u, fit about 12 h of a
-# 2-core machine in fp32. It trains under bf16 autocast, as smol and the paper do: on a CPU with
-# AVX512-BF16 (this one) that cuts the pilot to about 8 h (docs/cpu-preset.md); on a CPU without
-# bf16 matmuls set train.precision: fp32.
+# pilot of whether a pretrained LLM changes what cpu2 shows (docs/cpu-preset.md). Renders,
+# stand-ins, prompt layout without a system prompt, test set, batch 16 and one thread a run are
+# cpu2's. Its record counts are an eighth of cpu2's, so that VQ-VQ, VQ_u and its step-matched
+# control at 3 seeds, and the learning-rate choice on VQ_u, fit about 12 h of a 2-core machine in
+# fp32. It trains under bf16 autocast, as smol and the paper do: on a CPU with AVX512-BF16 (this
+# one) that cuts the pilot to about 8 h; on a CPU without bf16 instructions set
+# train.precision: fp32.
 PRESETS["cpu2-smol"] = copy.deepcopy(PRESETS["cpu2"])
 PRESETS["cpu2-smol"]["model"] = {"llm": "smollm2-135m", "lora_r": 64, "lora_alpha": 128, "lora_dropout": 0.05}
 PRESETS["cpu2-smol"]["data"]["train"].update({"n_vqa": 1500, "n_caption": 1500, "n_generation": 2250})
