@@ -194,10 +194,11 @@ def test_a_feature_cache_entry_is_encoded_in_fp32_whatever_autocast_the_caller_i
     space = SiglipSpace.load(str(tiny_siglip_folder(tmp_path / "siglip")))
     ds = tmp_path / "ds"
     build_dataset(MixtureConfig(seed=0, n_vqa=4, n_caption=0, n_generation=0, size=64), ds)
+    pixels = load_images([ds / n for n in cache.dataset_images(ds)])
     with torch.autocast("cpu", dtype=torch.bfloat16):
         cached = cache.cached_features(space, ds)["features"]
-        under_autocast = space.encode(load_images([ds / n for n in cache.dataset_images(ds)]))
-    direct = space.encode(load_images([ds / n for n in cache.dataset_images(ds)]))
+        under_autocast = space.encode(pixels)
+    direct = space.encode(pixels)
     assert cached.dtype == torch.float32 and torch.equal(cached, direct)
     assert not torch.equal(under_autocast.float(), direct)  # autocast would have changed them
 
