@@ -7,8 +7,11 @@
 #    at a quarter of cpu2's records (3,000 VQA, 3,000 caption; 4,500 generation records made);
 # 4. only if that VQ_u's A3 total beats the best constant answer's by 5 points or more (sampling
 #    error on 1,000 questions is about 3): VQ-VQ, VQ_u and VQ_u step-matched to VQ-VQ at 3 seeds
-#    at that size and rate, two runs at a time (about 11 hours). Otherwise the pilot stops here:
-#    about 12 hours of 2 cores do not train this LLM to read the watch, and nothing is compared.
+#    at that size and rate (about 11 hours). Otherwise the pilot stops here: about 12 hours of
+#    2 cores do not train this LLM to read the watch, and nothing is compared.
+# The suite runs one run at a time on both threads (the same speed as two one-thread runs side by
+# side): each run then finishes within a 3-hour session, since a session's machine keeps the runs'
+# small files but not their checkpoints.
 cd "$(dirname "$0")/.." || exit 1
 runs-cpu2-smol-lr/sweep.sh || exit 1
 lr=$(.venv/bin/python - <<'PY'
@@ -41,5 +44,5 @@ print(f"VQ_u at a quarter of cpu2's records: A3 total {total:.1f}, best constant
       f"{'beats' if beats else 'does not beat'} it by 5 points")
 sys.exit(0 if beats else 1)
 PY
-exec .venv/bin/uvlm suite run mutual --preset cpu2-smol --rows VQ-VQ,VQ_u --seeds 3 --workers 2 "${quarter[@]}" \
-    --set train.lr="$lr" --set train.adapter_lr="$lr" --out results-cpu2-smol
+exec .venv/bin/uvlm suite run mutual --preset cpu2-smol --rows VQ-VQ,VQ_u --seeds 3 --workers 1 "${quarter[@]}" \
+    --set train.lr="$lr" --set train.adapter_lr="$lr" --set train.threads=2 --out results-cpu2-smol
