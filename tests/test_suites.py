@@ -383,6 +383,31 @@ def test_status_command_prints_seeds_and_estimate(cli, tmp_path, monkeypatch):
                                 "median run 10.0 min; time scaled by each run's records)"]
 
 
+def test_a_run_on_two_threads_is_priced_at_twice_its_wall_time(cli, tmp_path, monkeypatch):
+    """One-core hours are wall time x threads (cpu2-smol's suite runs one two-thread run at a
+    time), and the wall-clock estimate divides them by the threads a run is given as well."""
+    import yaml
+
+    from uvlm.suites.runner import record_rates
+
+    monkeypatch.setenv("UVLM_CACHE", str(tmp_path / "cache"))
+    jobs = expand("probe", "cpu", seeds=1, overrides=("train.threads=2",))
+    assert {j.config["train"]["threads"] for j in jobs} == {2}
+    job = jobs[0]
+    finish(tmp_path, job)
+    run = tmp_path / "runs" / job.key
+    (run / "config.yaml").write_text(yaml.safe_dump(job.config))
+    atomic_write_json(run / "wall.json", {"train_seconds": 590, "eval_seconds": 10})
+    atomic_write_json(run / "final.json", {"records": 24_000})
+    assert record_rates(tmp_path, [job.key]) == {job.key: 600 * 2 / 24_000}
+    code, out, err = cli("suite", "status", "probe", "--seeds", 1, "--out", tmp_path, "--workers", 1,
+                         "--set", "train.threads=2")
+    assert code == 0, err
+    # 50 ms of one core a record; left: 96K records = 1.3 h of one core, 0.7 h on one two-thread run
+    assert out.splitlines()[-1] == ("probe: 3 runs left, at most about 1.3 h of one core (0.7 h with 1 at a time "
+                                    "on 2 threads each; median run 10.0 min; time scaled by each run's records)")
+
+
 def test_runs_side_by_side_never_share_a_gpu(tmp_path):
     """On a machine with GPUs each running job holds its own (here 4 GPUs, 2 at a time, 2 each,
     each run training across its two)."""

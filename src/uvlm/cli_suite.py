@@ -146,8 +146,10 @@ def suite_status_command(
     else:
         hours = status["records_left"] * rate / 3600
         median = status["median_wall_seconds"]
+        threads = max(j.config.get("train", {}).get("threads", 1) for j in jobs if not is_done(out, j))
         typer.echo(f"{name}: {left} runs left, at most about {hours:.1f} h of one core "
-                   f"({hours / min(workers, left):.1f} h with {workers} at a time; "
+                   f"({hours / min(workers, left) / threads:.1f} h with {workers} at a time"
+                   + (f" on {threads} threads each" if threads > 1 else "") + "; "
                    + (f"median run {median / 60:.1f} min; " if median else "") + f"{source})")
     if (out / "cluster.json").exists():
         from collections import Counter

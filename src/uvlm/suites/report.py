@@ -29,7 +29,7 @@ from uvlm.suites.results import (
     paper_rows,
     paper_tables,
 )
-from uvlm.suites.runner import overrides_of, preset_of, probe_folder, record_rates, run_summary
+from uvlm.suites.runner import overrides_of, preset_of, probe_folder, record_rates, run_summary, run_threads
 from uvlm.suites.stats import cell_interval
 from uvlm.suites.table2 import table2_section
 from uvlm.suites.words import NOT_SHOWN, phrase
@@ -162,16 +162,16 @@ class SuiteCost:
     estimate_hours: float  # one-core hours of the whole grid at 3 seeds
 
 
-def suite_costs(res: Results, wall: dict[str, float], variants=None) -> tuple[list[SuiteCost], int, float | None]:
+def suite_costs(res: Results, core: dict[str, float], variants=None) -> tuple[list[SuiteCost], int, float | None]:
     """Each suite's cost in `res` (the folder's preset), and the full SmartWatch grid's run count and
     estimated one-core hours (None before any run has finished). A suite's grid is the rows this
     folder's suites were run with (all of them unless `--rows` chose some), with the folder's
     `variants`; a suite with no finished run yet is priced at the median rate of every run. The
-    full grid is the paper's alone."""
+    full grid is the paper's alone. `core`: each finished run's one-core seconds (core_seconds)."""
     from uvlm.suites.runner import with_folders
     from uvlm.suites.spec import CELEBA_SUITES, SUITES, expand
 
-    rates = record_rates(res.root, wall)  # each run's files read once, for every suite's estimate
+    rates = record_rates(res.root, core)  # each run's files read once, for every suite's estimate
     every: dict[str, int] = {}
     costs = []
     preset, overrides, copy = preset_of(res.root), tuple(overrides_of(res.root)), _celeba_copy(res)
@@ -187,27 +187,32 @@ def suite_costs(res: Results, wall: dict[str, float], variants=None) -> tuple[li
             every |= {j.identity: records[j.key] for j in jobs if not j.variant}  # a run suites share: once
         grid = {j.key: records[j.key] for j in jobs if (j.table, j.label) in res.planned}
         tables = {j.table for j in jobs}
-        done = [k for k in {k for (t, _), keys in res.groups.items() if t in tables for k in keys} if k in wall]
+        done = [k for k in {k for (t, _), keys in res.groups.items() if t in tables for k in keys} if k in core]
         if not grid and not done:
             continue
         if done_rates := [rates[k] for k in done if k in rates] or list(rates.values()):
-            costs.append(SuiteCost(name, len(done), sum(wall[k] for k in done) / 3600, len(grid),
+            costs.append(SuiteCost(name, len(done), sum(core[k] for k in done) / 3600, len(grid),
                                    sum(grid.values()) * float(np.median(done_rates)) / 3600))
     full = sum(every.values()) * float(np.median(list(rates.values()))) / 3600 if rates else None
     return costs, len(every), full
 
 
 def _cost_section(res: Results, wall: dict[str, float], variants=None) -> list[str]:
-    """Wall time spent per suite, and what each suite's grid at 3 seeds would cost (suite_costs)."""
-    costs, n_every, full = suite_costs(res, wall, variants)
+    """Wall time spent per suite, and what each suite's grid at 3 seeds would cost (suite_costs), in
+    one-core hours: a run's wall time times the threads it trained on."""
+    threads = {k: run_threads(res.root, k) for k in wall}
+    core = {k: wall[k] * threads[k] for k in wall}
+    costs, n_every, full = suite_costs(res, core, variants)
     rows = ["| suite | runs done | one-core hours spent | runs at 3 seeds | estimated one-core hours at 3 seeds "
             "(2 cores) |", "|---|---|---|---|---|"]
     rows += [f"| {c.name} | {c.done} | {c.spent_hours:.1f} | {c.planned} | {c.estimate_hours:.1f} "
              f"({c.estimate_hours / 2:.1f}) |" for c in costs]
     median = float(np.median(list(wall.values())))
-    lines = ["## Cost", "", f"Wall time per run (train + eval, one thread): median {median / 60:.1f} min; "
-             f"{sum(wall.values()) / 3600:.2f} h of one core for these {len(wall)} runs. A suite's runs go "
-             "two at a time on 2 cores, so its wall-clock time is about half its one-core hours. Estimates "
+    on = " or ".join("one thread" if n == 1 else f"{n} threads" for n in sorted(set(threads.values())))
+    lines = ["## Cost", "", f"Wall time per run (train + eval, {on}): median {median / 60:.1f} min; "
+             f"{sum(core.values()) / 3600:.2f} h of one core for these {len(wall)} runs. A suite's runs fill "
+             "2 cores (two one-thread runs at a time, or one on two threads), so its wall-clock time is about "
+             "half its one-core hours. Estimates "
              "scale each run by its training records (epochs included) at the median seconds per record. "
              "A run two suites share (SigLIP_u is in A3 and Table 1; Fig 7's runs are A5's) counts in "
              "both, so the rows do not add up.", "",

@@ -1,4 +1,5 @@
-"""Run a suite's jobs: in parallel, one thread each, skipping what is done, resuming the rest.
+"""Run a suite's jobs: in parallel, one thread each (or their train.threads), skipping what is
+done, resuming the rest.
 
     results/
       jobs.json                 the suite's jobs (table, label, seed, run key), merged across suites
@@ -158,23 +159,37 @@ def run_summary(results: Path, key: str) -> dict | None:
     return read_json(final, "run summary", "delete the run folder and train it again") if final.exists() else None
 
 
+def run_threads(results: Path, key: str) -> int:
+    """The CPU threads a run trained on (its config's train.threads; 1 where its config has none)."""
+    path = Path(results) / "runs" / key / "config.yaml"
+    config = yaml.safe_load(path.read_text()) if path.exists() else None
+    return int(((config or {}).get("train") or {}).get("threads", 1))
+
+
+def core_seconds(results: Path, key: str) -> float | None:
+    """A finished run's one-core seconds: its wall time times the threads it trained on, so that
+    runs on one thread and runs on several are priced alike. None before its wall.json exists."""
+    wall = wall_seconds(results, key)
+    return None if wall is None else wall * run_threads(results, key)
+
+
 def record_rates(results: Path, keys) -> dict[str, float]:
-    """Wall seconds per training record (final.json's count) of the finished runs among `keys`:
+    """One-core seconds per training record (final.json's count) of the finished runs among `keys`:
     runs differ in size, so an estimate scales by records, not by runs."""
     rates = {}
     for key in keys:
-        wall, summary = wall_seconds(results, key), run_summary(results, key)
-        if wall is not None and summary and (records := summary.get("records")):
-            rates[key] = wall / records
+        seconds, summary = core_seconds(results, key), run_summary(results, key)
+        if seconds is not None and summary and (records := summary.get("records")):
+            rates[key] = seconds / records
     return rates
 
 
 def suite_status(jobs: list[Job], results: Path) -> dict:
     """Per seed, how many of the suite's runs are done, started (a run folder without a final
     evaluation, or a Fig 7 run without its probe: finished by the next `suite run`) or not begun;
-    the median wall time of the done ones; and the records left to train with the seconds a record
-    took (in the done runs, or in every finished run in `results` while the suite has none), for
-    an estimate of what is left."""
+    the median wall time of the done ones; and the records left to train with the one-core seconds
+    a record took (in the done runs, or in every finished run in `results` while the suite has
+    none), for an estimate of what is left."""
     results = Path(results)
     per_seed: dict[int, dict[str, int]] = {}
     done, records_left = [], 0
