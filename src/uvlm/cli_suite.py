@@ -122,7 +122,7 @@ def suite_status_command(
     Example: uvlm suite status mutual --out results-cpu2
     """
     from uvlm.suites.presets import MEASURED_SECONDS_PER_RECORD, pretraining_line
-    from uvlm.suites.runner import is_done, overrides_of, suite_status
+    from uvlm.suites.runner import config_threads, is_done, overrides_of, suite_status
 
     workers = _workers(workers, gpus_per_run)
     preset = _preset(preset, out)
@@ -130,6 +130,7 @@ def suite_status_command(
         set_ = overrides_of(out)
     jobs = _jobs(name, preset, seeds, set_, rows, dataset, celeba, _variants(variants, out, preset, dataset), out)
     status = suite_status(jobs, out)
+    pending = [j.config for j in jobs if not is_done(out, j)]
     left = 0
     for seed, counts in status["seeds"].items():
         typer.echo(f"seed {seed}: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n))
@@ -137,7 +138,7 @@ def suite_status_command(
     rate, source = status["seconds_per_record"], "time scaled by each run's records"
     if rate is None and preset in MEASURED_SECONDS_PER_RECORD:
         rate, source = MEASURED_SECONDS_PER_RECORD[preset], f"at the committed {preset} runs' speed"
-    if left and (first := pretraining_line([j.config for j in jobs if not is_done(out, j)], preset)):
+    if left and (first := pretraining_line(pending, preset)):
         typer.echo(first)
     if not left:
         typer.echo(f"{name}: every run is done")
@@ -146,7 +147,7 @@ def suite_status_command(
     else:
         hours = status["records_left"] * rate / 3600
         median = status["median_wall_seconds"]
-        threads = max(j.config.get("train", {}).get("threads", 1) for j in jobs if not is_done(out, j))
+        threads = max(config_threads(c) for c in pending)
         typer.echo(f"{name}: {left} runs left, at most about {hours:.1f} h of one core "
                    f"({hours / min(workers, left) / threads:.1f} h with {workers} at a time"
                    + (f" on {threads} threads each" if threads > 1 else "") + "; "

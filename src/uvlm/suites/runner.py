@@ -159,11 +159,15 @@ def run_summary(results: Path, key: str) -> dict | None:
     return read_json(final, "run summary", "delete the run folder and train it again") if final.exists() else None
 
 
-def run_threads(results: Path, key: str) -> int:
-    """The CPU threads a run trained on (its config's train.threads; 1 where its config has none)."""
-    path = Path(results) / "runs" / key / "config.yaml"
-    config = yaml.safe_load(path.read_text()) if path.exists() else None
+def config_threads(config: dict | None) -> int:
+    """The CPU threads a run config trains on (train.threads; 1 where it has none)."""
     return int(((config or {}).get("train") or {}).get("threads", 1))
+
+
+def run_threads(results: Path, key: str) -> int:
+    """The CPU threads a run trained on, from its config.yaml (1 where it has none)."""
+    path = Path(results) / "runs" / key / "config.yaml"
+    return config_threads(yaml.safe_load(path.read_text()) if path.exists() else None)
 
 
 def core_seconds(results: Path, key: str) -> float | None:
