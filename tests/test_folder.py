@@ -112,6 +112,36 @@ def test_folder_with_another_dataset_is_refused(built, tmp_path):
         build_dataset(CFG, foreign)
 
 
+def test_a_builder_waits_for_one_that_is_ending_and_finds_its_dataset(built, tmp_path):
+    """A builder ending writes its manifest, then removes its marker: a second one that looked
+    without the lock between those two could see neither and refuse the folder (CI, 2026-12-05).
+    Here the first holds the lock while the folder shows neither; the second must wait for it."""
+    import threading
+
+    from uvlm.io import exclusive
+
+    out = copy_of(built, tmp_path / "ending")
+    manifest = (out / "manifest.json").read_bytes()
+    (out / "manifest.json").unlink()
+    found: list = []
+    with exclusive(out, "dataset build"):
+        second = threading.Thread(target=lambda: found.append(_outcome(lambda: build_dataset(CFG, out))))
+        second.start()
+        second.join(timeout=1.0)
+        assert second.is_alive() and not found, found  # it waits for the lock, it does not judge
+        (out / "manifest.json").write_bytes(manifest)
+    second.join(timeout=30)
+    assert found == [json.loads(manifest)]
+    assert tree(out) == tree(built)
+
+
+def _outcome(call):
+    try:
+        return call()
+    except UvlmError as e:
+        return str(e)
+
+
 def test_rebuilding_a_complete_folder_is_a_no_op(built):
     before = tree(built)
     build_dataset(CFG, built)

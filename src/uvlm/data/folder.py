@@ -122,11 +122,8 @@ def _image_chunk(args: tuple[Path, list[int], bool]) -> list[str]:
 
 
 def _check_folder(out: Path, cfg) -> bool:
-    """True when `out` already holds this exact dataset, complete. Raise if it holds another."""
-    if not out.exists():
-        return False
-    if not out.is_dir():
-        raise UvlmError(f"{out} is a file, not a folder; choose another --out")
+    """True when the folder `out` already holds this exact dataset, complete. Raise if it holds
+    another (or anything else)."""
     for marker in (MANIFEST, BUILD_MARKER):
         path = out / marker
         if path.exists():
@@ -142,6 +139,12 @@ def _check_folder(out: Path, cfg) -> bool:
     if holds_files(out):
         raise UvlmError(f"{out} is not empty and holds no uvlm dataset; choose another --out")
     return False
+
+
+def _records_digest(out: Path) -> str | None:
+    """The manifest's records_sha256 recomputed from the file, or None if it is missing."""
+    path = out / RECORDS
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
 
 
 def _images_digest(out: Path, n: int) -> str | None:
@@ -171,18 +174,17 @@ def build_folder(domain: Domain, out: Path, workers: int = 1,
         raise UvlmError(f"--workers {workers} must be >= 1")
     out, cfg = Path(out), domain.cfg
     check_dataset(cfg.n_images, sum(cfg.counts.values()), cfg.size, workers, out)
-    if _check_folder(out, cfg) and not verify:
-        return read_manifest(out)
-    fresh = not out.exists() or not holds_files(out)
     make_folder(out, "dataset")
     # One builder at a time; another (a suite's job side by side) waits, then finds it built.
+    # The folder is judged only under the lock: a builder that ends writes its manifest, then
+    # removes its marker, and a look without the lock could miss both and refuse the folder.
     with exclusive(out, "dataset build", wait=True):
+        fresh = not holds_files(out)
         sweep_temporaries(out)
         if _check_folder(out, cfg):
             manifest = read_manifest(out)
-            records_ok = (out / RECORDS).exists() and \
-                hashlib.sha256((out / RECORDS).read_bytes()).hexdigest() == manifest["records_sha256"]
-            if not verify or (records_ok and _images_digest(out, cfg.n_images) == manifest["images_sha256"]):
+            if not verify or (_records_digest(out) == manifest["records_sha256"]
+                              and _images_digest(out, cfg.n_images) == manifest["images_sha256"]):
                 return manifest
             # A repair: every image made again and compared, the manifest written again. The marker
             # goes first and says so, so that a repair killed mid-way resumes as one.
