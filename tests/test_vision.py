@@ -286,6 +286,43 @@ def test_concurrent_builders_of_one_entry_agree(cache_dir):
     assert left == sorted([results[0][0].name, f".{results[0][0].name}.lock"])  # no half-built folders
 
 
+def test_a_shipped_entry_is_copied_in_only_under_the_entrys_lock(cache_dir, tmp_path, monkeypatch):
+    """Copying a shipped entry in replaces what is at the entry: done without the lock, a second
+    job could remove the copy a first had just placed and was reading. While a builder holds
+    the lock, a job waits; it then finds the entry and copies nothing."""
+    import json
+    import threading
+
+    from uvlm.io import exclusive
+    from uvlm.vision.space import file_digest
+
+    monkeypatch.setattr(cache, "SHIPPED", tmp_path / "assets")
+    config = {"a": 2}
+    name = cache.config_hash(config)
+    shipped = tmp_path / "assets" / "race" / name
+    shipped.mkdir(parents=True)
+    (shipped / "weights.bin").write_bytes(b"shipped")
+    files = {"weights.bin": file_digest(shipped / "weights.bin")}
+    meta = {"kind": "race", "config": config, "info": {}, "files": files}
+    (shipped / "meta.json").write_text(json.dumps(meta))
+
+    def never(_: Path) -> dict:
+        raise AssertionError("built although a copy is shipped")
+
+    lock = cache_dir / "race" / f".{name}.lock"
+    lock.parent.mkdir(parents=True)
+    lock.touch()
+    found: list = []
+    with exclusive(lock, "test"):
+        job = threading.Thread(target=lambda: found.append(cache.cached_artifact("race", config, never)))
+        job.start()
+        job.join(timeout=1.0)
+        assert job.is_alive() and not (cache_dir / "race" / name).exists()  # it waits; it copied nothing
+    job.join(timeout=30)
+    entry, got = found[0]
+    assert (entry / "weights.bin").read_bytes() == b"shipped" and got["files"] == meta["files"]
+
+
 def test_embedding_judge_reads_content_not_length():
     """Probes on unit-length tokens: the same answers for real features at any scale, content
     still read when features are pulled most of the way to their mean, and one answer set for

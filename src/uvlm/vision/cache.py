@@ -74,17 +74,15 @@ def cached_artifact(kind: str, config: dict, build: Callable[[Path], dict],
     Returns (folder, meta) where meta holds the config, build info and file digests.
     """
     entry = cache_root() / kind / config_hash(config)
-    if not rebuild:
-        meta = _verified(entry) or _from_shipped(kind, config, entry)
-        if meta is not None:
-            return entry, meta
+    if not rebuild and (meta := _verified(entry)) is not None:  # an entry lands whole: no lock to read it
+        return entry, meta
     entry.parent.mkdir(parents=True, exist_ok=True)
-    # One builder per entry: a second (a suite's job side by side) waits, then finds it built,
-    # instead of computing the same entry again.
+    # One builder (or copier of a shipped entry) per entry: a second (a suite's job side by side)
+    # waits, then finds it in place, instead of making it again or replacing it under a reader.
     lock = entry.parent / f".{entry.name}.lock"
     lock.touch(exist_ok=True)
     with exclusive(lock, f"build of the {kind} cache entry", wait=True):
-        if not rebuild and (meta := _verified(entry)) is not None:
+        if not rebuild and (meta := _verified(entry) or _from_shipped(kind, config, entry)) is not None:
             return entry, meta
         return _build_entry(kind, config, build, entry, rebuild)
 
@@ -103,14 +101,10 @@ def _from_shipped(kind: str, config: dict, entry: Path) -> dict | None:
     # meta.json holds the config as JSON: compare it with this one written the same way
     if meta is None or meta.get("config") != json.loads(json.dumps(config, default=str)):
         return None
-    entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}.{_builder()}."))
     for file in shipped.iterdir():
         shutil.copyfile(file, tmp / file.name)
-    if (done := _verified(entry)) is not None:  # another process copied it meanwhile
-        shutil.rmtree(tmp)
-        return done
-    shutil.rmtree(entry, ignore_errors=True)
+    shutil.rmtree(entry, ignore_errors=True)  # a damaged entry (an intact one was returned before)
     os.replace(tmp, entry)
     return _verified(entry)
 
