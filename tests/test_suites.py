@@ -385,7 +385,8 @@ def test_status_command_prints_seeds_and_estimate(cli, tmp_path, monkeypatch):
 
 def test_a_run_on_two_threads_is_priced_at_twice_its_wall_time(cli, tmp_path, monkeypatch):
     """One-core hours are wall time x threads (cpu2-smol's suite runs one two-thread run at a
-    time), and the wall-clock estimate divides them by the threads a run is given as well."""
+    time), and the wall-clock estimate divides them by the threads a run is given as well; a
+    suite runs as many at a time as the cores hold at that many threads each."""
     import yaml
 
     from uvlm.suites.runner import record_rates
@@ -406,6 +407,14 @@ def test_a_run_on_two_threads_is_priced_at_twice_its_wall_time(cli, tmp_path, mo
     # 50 ms of one core a record; left: 96K records = 1.3 h of one core, 0.7 h on one two-thread run
     assert out.splitlines()[-1] == ("probe: 3 runs left, at most about 1.3 h of one core (0.7 h with 1 at a time "
                                     "on 2 threads each; median run 10.0 min; time scaled by each run's records)")
+    # without --workers, as many runs as the cores hold at 2 threads each: 2 on 4 cores, not 4
+    import uvlm.data.folder
+    import uvlm.device
+
+    monkeypatch.setattr(uvlm.data.folder, "cpu_count", lambda: 4)
+    monkeypatch.setattr(uvlm.device, "gpu_count", lambda: 0)
+    code, out, err = cli("suite", "status", "probe", "--seeds", 1, "--out", tmp_path, "--set", "train.threads=2")
+    assert code == 0 and "(0.3 h with 2 at a time on 2 threads each;" in out.splitlines()[-1], (out, err)
 
 
 def test_runs_side_by_side_never_share_a_gpu(tmp_path):

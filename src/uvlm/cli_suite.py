@@ -19,7 +19,8 @@ Preset = Annotated[str | None, typer.Option(help="cpu | cpu2 | cpu2-smol | paper
                                                  "docs/models-and-training.md); default: the --out folder's, else cpu")]
 Seeds = Annotated[int, typer.Option(help="Seeds per cell.")]
 Results = Annotated[Path, typer.Option(help="Results folder (shared by suites).")]
-Workers = Annotated[int | None, typer.Option(help="Runs at a time (default: one per GPU, or per core without).")]
+Workers = Annotated[int | None, typer.Option(help="Runs at a time (default: one per GPU; without, the cores "
+                                                  "over train.threads).")]
 Overrides = Annotated[list[str] | None, typer.Option("--set", help="Change every run's config: section.key=value.")]
 Rows = Annotated[str | None, typer.Option(help="Only these rows, comma-separated (controls and sweep points "
                                                "included), e.g. VQ-VQ,VQ_u.")]
@@ -78,9 +79,9 @@ def _preset(preset: str | None, out: Path) -> str:
     return preset
 
 
-def _workers(workers: int | None, gpus_per_run: int = 1) -> int:
-    """A suite's runs at a time: on a GPU machine one per `gpus_per_run` GPUs, else one per core,
-    unless given."""
+def _workers(workers: int | None, gpus_per_run: int = 1, threads: int = 1) -> int:
+    """A suite's runs at a time: on a GPU machine one per `gpus_per_run` GPUs, else as many as the
+    cores hold at `threads` (train.threads) each, unless given."""
     from uvlm.data.folder import cpu_count
     from uvlm.device import gpu_count
 
@@ -92,7 +93,7 @@ def _workers(workers: int | None, gpus_per_run: int = 1) -> int:
     if gpus and gpus_per_run > gpus:
         raise UvlmError(f"--gpus-per-run {gpus_per_run} is more than this machine's {gpus} GPUs")
     if workers is None:
-        return gpus // gpus_per_run if gpus else cpu_count()
+        return gpus // gpus_per_run if gpus else max(1, cpu_count() // threads)
     if gpus and workers * gpus_per_run > gpus:
         raise UvlmError(f"--workers {workers} x --gpus-per-run {gpus_per_run} is more than this machine's "
                         f"{gpus} GPUs; runs never share one")
@@ -124,11 +125,11 @@ def suite_status_command(
     from uvlm.suites.presets import MEASURED_SECONDS_PER_RECORD, pretraining_line
     from uvlm.suites.runner import config_threads, is_done, overrides_of, suite_status
 
-    workers = _workers(workers, gpus_per_run)
     preset = _preset(preset, out)
     if not set_ and out.is_dir():  # the folder's own study: the --set its runs were made with
         set_ = overrides_of(out)
     jobs = _jobs(name, preset, seeds, set_, rows, dataset, celeba, _variants(variants, out, preset, dataset), out)
+    workers = _workers(workers, gpus_per_run, max(config_threads(j.config) for j in jobs))
     status = suite_status(jobs, out)
     pending = [j.config for j in jobs if not is_done(out, j)]
     left = 0
@@ -231,12 +232,13 @@ def suite_run(
     """
     from uvlm.device import gpu_count
     from uvlm.io import exclusive, make_folder, sweep_temporaries
-    from uvlm.suites.runner import claim_results, record_jobs, run_suite
+    from uvlm.suites.runner import claim_results, config_threads, record_jobs, run_suite
 
     preset = _preset(preset, out)
     own = _variants(variants, out, preset, dataset)
     jobs = _jobs(name, preset, seeds, set_, rows, dataset, celeba, own, out)
-    local_workers = _workers(workers, gpus_per_run) if executor == "local" else 0
+    local_workers = _workers(workers, gpus_per_run, max(config_threads(j.config) for j in jobs)) \
+        if executor == "local" else 0
     settings = None
     if executor != "local":  # checked before anything is written
         import shutil
