@@ -106,10 +106,13 @@ def test_folder_with_another_dataset_is_refused(built, tmp_path):
         build_dataset(MixtureConfig(**{**CFG.to_dict(), "seed": 99}), built)
     assert tree(built) == before
     foreign = tmp_path / "foreign"
-    foreign.mkdir()
+    (foreign / "sub").mkdir(parents=True)
     (foreign / "notes.txt").write_text("mine")
+    (foreign / "sub" / ".draft.tmp").write_text("mine too")  # named like a killed write's file
+    before = tree(foreign)
     with pytest.raises(UvlmError, match="not empty"):
         build_dataset(CFG, foreign)
+    assert tree(foreign) == before  # refused as it stands: nothing in it swept
 
 
 def test_a_builder_waits_for_one_that_is_ending_and_finds_its_dataset(built, tmp_path):

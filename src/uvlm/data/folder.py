@@ -180,12 +180,13 @@ def build_folder(domain: Domain, out: Path, workers: int = 1,
     # removes its marker, and a look without the lock could miss both and refuse the folder.
     with exclusive(out, "dataset build", wait=True):
         fresh = not holds_files(out)
+        # judged before anything in it is touched: a folder not ours is refused as it stands
+        manifest = read_manifest(out) if _check_folder(out, cfg) else None
+        if manifest and (not verify or (_records_digest(out) == manifest["records_sha256"]
+                                        and _images_digest(out, cfg.n_images) == manifest["images_sha256"])):
+            return manifest
         sweep_temporaries(out)
-        if _check_folder(out, cfg):
-            manifest = read_manifest(out)
-            if not verify or (_records_digest(out) == manifest["records_sha256"]
-                              and _images_digest(out, cfg.n_images) == manifest["images_sha256"]):
-                return manifest
+        if manifest:
             # A repair: every image made again and compared, the manifest written again. The marker
             # goes first and says so, so that a repair killed mid-way resumes as one.
             _write_marker(out, cfg, repair=True)
