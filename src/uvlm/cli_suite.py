@@ -129,7 +129,8 @@ def suite_status_command(
     if not set_ and out.is_dir():  # the folder's own study: the --set its runs were made with
         set_ = overrides_of(out)
     jobs = _jobs(name, preset, seeds, set_, rows, dataset, celeba, _variants(variants, out, preset, dataset), out)
-    workers = _workers(workers, gpus_per_run, max(config_threads(j.config) for j in jobs))
+    threads = max(config_threads(j.config) for j in jobs)
+    workers = _workers(workers, gpus_per_run, threads)
     status = suite_status(jobs, out)
     pending = [j.config for j in jobs if not is_done(out, j)]
     left = 0
@@ -148,7 +149,6 @@ def suite_status_command(
     else:
         hours = status["records_left"] * rate / 3600
         median = status["median_wall_seconds"]
-        threads = max(config_threads(c) for c in pending)
         typer.echo(f"{name}: {left} runs left, at most about {hours:.1f} h of one core "
                    f"({hours / min(workers, left) / threads:.1f} h with {workers} at a time"
                    + (f" on {threads} threads each" if threads > 1 else "") + "; "
