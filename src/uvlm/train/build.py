@@ -181,7 +181,12 @@ def add_lora(llm, cfg: RunConfig, tokenizer):
         tokens["lm_head"] = new_ids
     lora = LoraConfig(r=cfg.model.lora_r, lora_alpha=cfg.model.lora_alpha, lora_dropout=cfg.model.lora_dropout,
                       target_modules="all-linear", task_type="CAUSAL_LM", trainable_token_indices=tokens)
-    return get_peft_model(llm, lora)
+    model = get_peft_model(llm, lora)
+    # peft resolves "all-linear" to a set and saves it in the set's order, which each process's
+    # string hashes decide: sorted, the saved adapter_config.json has the same bytes in every run
+    config = model.peft_config["default"]
+    config.target_modules = sorted(config.target_modules)
+    return model
 
 
 @contextmanager
