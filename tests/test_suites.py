@@ -538,6 +538,35 @@ def test_a_uvlm_child_from_the_fork_server_is_what_a_fresh_process_would_be(tmp_
     assert outcome["code"] == -signal.SIGKILL
 
 
+def test_children_preload_jemalloc_where_the_machine_has_it(monkeypatch):
+    """A suite's children run under jemalloc where it is installed (glibc's heap fragments over a
+    long CPU run), unless the user preloads a library of their own or turns it off; the fork
+    server, whose malloc every forked child keeps, is started under it. (That the allocator changes
+    no bytes is the test above, wherever jemalloc is installed: its forked run is under jemalloc,
+    its fresh one under glibc.)"""
+    import multiprocessing.forkserver
+    import os
+
+    from uvlm.suites import children
+
+    installed = children.jemalloc()
+    monkeypatch.setattr(children, "jemalloc", lambda: "libjemalloc.so.2")
+    base = {"PATH": os.environ["PATH"]}
+    assert children.child_environment(base) == {**base, "LD_PRELOAD": "libjemalloc.so.2"}
+    assert children.child_environment({**base, "LD_PRELOAD": "libmine.so"})["LD_PRELOAD"] == "libmine.so"
+    assert children.child_environment({**base, "UVLM_JEMALLOC": "0"}) == {**base, "UVLM_JEMALLOC": "0"}
+    monkeypatch.setattr(children, "jemalloc", lambda: None)
+    assert children.child_environment(base) == base
+
+    monkeypatch.setattr(children, "jemalloc", lambda: installed)
+    if installed is None or "LD_PRELOAD" in os.environ or os.environ.get("UVLM_JEMALLOC") == "0":
+        pytest.skip("jemalloc is not installed here (Debian: libjemalloc2), or preloading is off")
+    children.start_fork_server()
+    assert "LD_PRELOAD" not in os.environ  # the suite's own environment is left as it was
+    server = multiprocessing.forkserver._forkserver._forkserver_pid
+    assert "jemalloc" in Path(f"/proc/{server}/maps").read_text()
+
+
 def test_a_forked_childs_status_is_read_by_the_thread_that_waits_for_it(tmp_path, monkeypatch):
     """A suite's worker threads start children while others wait: multiprocessing's poll of every
     child it knows, at each start (process._cleanup), read a waited child's status from the fork
