@@ -546,6 +546,7 @@ def test_children_preload_jemalloc_where_the_machine_has_it(monkeypatch):
     its fresh one under glibc.)"""
     import multiprocessing.forkserver
     import os
+    import time
 
     from uvlm.suites import children
 
@@ -558,12 +559,30 @@ def test_children_preload_jemalloc_where_the_machine_has_it(monkeypatch):
     monkeypatch.setattr(children, "jemalloc", lambda: None)
     assert children.child_environment(base) == base
 
+    # the server's start, however it comes (a suite's own, or a first child's), under the library,
+    # and this process's environment as it was, a user's own preload kept
+    seen = []
+    monkeypatch.setattr(multiprocessing.forkserver, "ensure_running", lambda: seen.append(os.environ.get("LD_PRELOAD")))
+    monkeypatch.setattr(children, "jemalloc", lambda: "libjemalloc.so.2")
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.delenv("UVLM_JEMALLOC", raising=False)
+    children._ensure_server()
+    assert seen == ["libjemalloc.so.2"] and "LD_PRELOAD" not in os.environ
+    monkeypatch.setenv("LD_PRELOAD", "libmine.so")
+    children._ensure_server()
+    assert seen[-1] == "libmine.so" and os.environ["LD_PRELOAD"] == "libmine.so"
+    monkeypatch.undo()
+
     monkeypatch.setattr(children, "jemalloc", lambda: installed)
-    if installed is None or "LD_PRELOAD" in os.environ or os.environ.get("UVLM_JEMALLOC") == "0":
-        pytest.skip("jemalloc is not installed here (Debian: libjemalloc2), or preloading is off")
+    if (installed is None or os.environ.get("LD_PRELOAD") or os.environ.get("UVLM_JEMALLOC") == "0"
+            or not children.can_fork_from_server(children.UVLM, dict(os.environ))):
+        pytest.skip("jemalloc is not installed here (Debian: libjemalloc2), preloading is off, or no fork server")
     children.start_fork_server()
-    assert "LD_PRELOAD" not in os.environ  # the suite's own environment is left as it was
+    assert "LD_PRELOAD" not in os.environ
     server = multiprocessing.forkserver._forkserver._forkserver_pid
+    deadline = time.time() + 30  # the server is started, not waited for: the loader maps it soon after
+    while "jemalloc" not in Path(f"/proc/{server}/maps").read_text() and time.time() < deadline:
+        time.sleep(0.1)
     assert "jemalloc" in Path(f"/proc/{server}/maps").read_text()
 
 

@@ -122,16 +122,20 @@ def child_environment(env: dict) -> dict:
 def _ensure_server() -> None:
     """Start the fork server unless it runs, in this process's environment with the allocator
     `child_environment` adds: a forked child keeps its server's malloc. The caller holds
-    _STARTING, the one place children start, so no other start sees the changed environment."""
+    _STARTING, under which forked children start; a fresh child gets its environment as a dict."""
     from multiprocessing import forkserver
 
     _server()
-    before = os.environ.get("LD_PRELOAD")
-    os.environ.update(child_environment(dict(os.environ)))
+    library = child_environment(dict(os.environ)).get("LD_PRELOAD")
+    if library is None or library == os.environ.get("LD_PRELOAD"):
+        forkserver.ensure_running()
+        return
+    before = os.environ.get("LD_PRELOAD")  # unset or empty: child_environment adds it only then
+    os.environ["LD_PRELOAD"] = library
     try:
         forkserver.ensure_running()
     finally:
-        os.environ.pop("LD_PRELOAD", None) if before is None else os.environ.update(LD_PRELOAD=before)
+        os.environ.pop("LD_PRELOAD") if before is None else os.environ.update(LD_PRELOAD=before)
 
 
 def start_fork_server() -> None:

@@ -109,9 +109,11 @@ def run_job(job: Job, results: Path, devices: str | None = None, processes: int 
     config = results / "configs" / f"{job.key}.yaml"
     atomic_write_text(config, yaml.safe_dump(job.config, sort_keys=False))
     run = results / "runs" / job.key
-    env = children.child_environment({**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     if devices is not None:
         env["CUDA_VISIBLE_DEVICES"] = devices
+    else:  # measured on CPU runs only (docs/cpu-preset.md)
+        env = children.child_environment(env)
     train = uvlm_command("train", "--config", str(config), "--out", str(run), "--resume")
     if processes > 1:
         train = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
@@ -336,12 +338,11 @@ def run_suite(jobs: list[Job], results: Path, workers: int, echo: Callable[[str]
                 if devices is not None:
                     free.put(devices)
 
-        if pending and execute is run_job:
+        if pending and not per_job and execute is run_job:
             if (library := children.child_environment(dict(os.environ)).get("LD_PRELOAD")) != \
                     os.environ.get("LD_PRELOAD"):
                 echo(f"runs preload jemalloc ({library}; UVLM_JEMALLOC=0 keeps glibc's malloc)")
-            if not per_job:
-                children.start_fork_server()  # from this thread, which outlives every child
+            children.start_fork_server()  # from this thread, which outlives every child
         pool = ThreadPoolExecutor(max_workers=workers)
         try:
             # Reported as they finish, so the log shows what is done, not what was started first.

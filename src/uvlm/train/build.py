@@ -185,7 +185,8 @@ def add_lora(llm, cfg: RunConfig, tokenizer):
     # peft resolves "all-linear" to a set and saves it in the set's order, which each process's
     # string hashes decide: sorted, the saved adapter_config.json has the same bytes in every run
     config = model.peft_config["default"]
-    config.target_modules = sorted(config.target_modules)
+    if isinstance(config.target_modules, set | list):  # a regex string stays as it is
+        config.target_modules = sorted(config.target_modules)
     return model
 
 
