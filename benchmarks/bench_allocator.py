@@ -23,19 +23,21 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
 from common import ROOT, markdown_table, record
 
 from uvlm.suites import children
 
-CONFIG = "results-cpu2-smol/configs/VQ_u-s1-20394777.yaml"  # 6,000 records: 375 steps an epoch
-STEPS_PER_EPOCH = 375
+CONFIG = "results-cpu2-smol/configs/VQ_u-s1-20394777.yaml"
 
 
-def train(config: Path, out: Path, steps: int, env: dict) -> list[int]:
-    """Run `uvlm train` for `steps` steps; return its RssAnon samples in KiB."""
+def train(config: Path, out: Path, epochs: float, env: dict) -> list[int]:
+    """Run `uvlm train` for `epochs` epochs; return its RssAnon samples in KiB."""
     cmd = [sys.executable, "-m", "uvlm.cli", "train", "--config", str(config), "--out", str(out),
-           "--set", f"train.epochs={steps / STEPS_PER_EPOCH}", "--set", "train.eval_points=0"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+           "--set", f"train.epochs={epochs}", "--set", "train.eval_points=0"]
+    out.mkdir(parents=True)
+    log = open(out.parent / f"{out.name}.log", "w+")  # noqa: SIM115 (read back after the run)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
     rss = []
     while proc.poll() is None:
         try:
@@ -44,8 +46,9 @@ def train(config: Path, out: Path, steps: int, env: dict) -> list[int]:
         except OSError:
             pass
         time.sleep(1)
+    log.seek(0)
     if proc.returncode != 0:
-        raise SystemExit(proc.stderr.read()[-2000:])
+        raise SystemExit(log.read()[-2000:])
     return rss
 
 
@@ -59,7 +62,10 @@ def main() -> None:
     parser.add_argument("--config", default=CONFIG, help="a run config (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=60, help="steps under each allocator (default: %(default)s)")
     args = parser.parse_args()
-    command = "python benchmarks/bench_allocator.py" + (f" --steps {args.steps}" if args.steps != 60 else "")
+    if args.steps < 8:
+        parser.error("--steps must be at least 8 (two windows of a quarter of the steps each)")
+    command = "python benchmarks/bench_allocator.py" + (f" --steps {args.steps}" if args.steps != 60 else "") + \
+        (f" --config {args.config}" if args.config != CONFIG else "")
     library = children.jemalloc()
     if library is None:
         record("bench_allocator", command, "jemalloc is not installed on this machine: nothing measured.")
@@ -68,10 +74,14 @@ def main() -> None:
     base = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        train(config, tmp / "warm-up", 1, base)
+        train(config, tmp / "warm-up", 1e-9, base)  # one step
+        records = json.loads((tmp / "warm-up" / "final.json").read_text())["train_records"]
+        run = yaml.safe_load((tmp / "warm-up" / "config.yaml").read_text())["train"]
+        batch, every = run.get("global_batch") or run["batch_size"], run["checkpoint_every"]
+        epochs = (args.steps * batch - 0.5) / records  # exactly --steps steps, the last one whole
         rss, seconds = {}, {}
         for name, env in (("glibc", base), ("jemalloc", {**base, "LD_PRELOAD": library})):
-            rss[name] = train(config, tmp / name, args.steps, env)
+            rss[name] = train(config, tmp / name, epochs, env)
             seconds[name] = step_seconds(tmp / name)
         weights = {name: {p.relative_to(tmp / name): p.read_bytes() for p in (tmp / name / "weights").rglob("*")
                           if p.is_file()} for name in seconds}
@@ -81,8 +91,8 @@ def main() -> None:
     late = range(args.steps - quarter + 1, args.steps + 1)
 
     def median(name: str, steps: range) -> float:
-        # a step right after a checkpoint (every 25) carries its save
-        return statistics.median(seconds[name][s] for s in steps if s in seconds[name] and s % 25 != 1)
+        # a step right after a checkpoint carries its save
+        return statistics.median(seconds[name][s] for s in steps if s in seconds[name] and s % every != 1)
 
     rows = []
     for name in ("glibc", "jemalloc"):
