@@ -111,7 +111,7 @@ def child_environment(env: dict) -> dict:
     """A child's environment: `env`, with jemalloc preloaded where the machine has it, unless
     `env` preloads a library already or sets UVLM_JEMALLOC=0. Over a long CPU run glibc's malloc
     fragments its heap: a cpu2-smol run held 10 GiB where its plan says 5.8, and under jemalloc
-    2.8 GiB (median), at 0.8 of the time a step (docs/cpu-preset.md). The allocator changes no
+    2.8 GiB (median), at 0.58-0.78 of the time a step (docs/cpu-preset.md). The allocator changes no
     number: the same bytes either way."""
     library = jemalloc()
     if library is None or env.get("LD_PRELOAD") or env.get("UVLM_JEMALLOC", "1") == "0":
