@@ -107,16 +107,21 @@ def jemalloc() -> str | None:
     return ctypes.util.find_library("jemalloc")
 
 
+def jemalloc_to_add(env) -> str | None:
+    """The library `child_environment` preloads for `env`: jemalloc where the machine has it,
+    unless `env` preloads a library already or sets UVLM_JEMALLOC=0; else None."""
+    if env.get("LD_PRELOAD") or env.get("UVLM_JEMALLOC", "1") == "0":
+        return None
+    return jemalloc()
+
+
 def child_environment(env: dict) -> dict:
-    """A child's environment: `env`, with jemalloc preloaded where the machine has it, unless
-    `env` preloads a library already or sets UVLM_JEMALLOC=0. Over a long CPU run glibc's malloc
-    fragments its heap: a cpu2-smol run held 10 GiB where its plan says 5.8, and under jemalloc
-    2.8 GiB (median), at 0.58-0.78 of the time a step (docs/cpu-preset.md). The allocator changes no
-    number: the same bytes either way."""
-    library = jemalloc()
-    if library is None or env.get("LD_PRELOAD") or env.get("UVLM_JEMALLOC", "1") == "0":
-        return env
-    return {**env, "LD_PRELOAD": library}
+    """A child's environment: `env`, with jemalloc preloaded (`jemalloc_to_add`). Over a long CPU
+    run glibc's malloc fragments its heap: a cpu2-smol run held 10 GiB where its plan says 5.8, and
+    under jemalloc 2.8 GiB (median), at 0.58-0.78 of the time a step (docs/cpu-preset.md). The
+    allocator changes no number: the same bytes either way."""
+    library = jemalloc_to_add(env)
+    return env if library is None else {**env, "LD_PRELOAD": library}
 
 
 def _ensure_server() -> None:
@@ -126,11 +131,11 @@ def _ensure_server() -> None:
     from multiprocessing import forkserver
 
     _server()
-    library = child_environment(dict(os.environ)).get("LD_PRELOAD")
-    if library is None or library == os.environ.get("LD_PRELOAD"):
+    library = jemalloc_to_add(os.environ)
+    if library is None:
         forkserver.ensure_running()
         return
-    before = os.environ.get("LD_PRELOAD")  # unset or empty: child_environment adds it only then
+    before = os.environ.get("LD_PRELOAD")  # unset or empty: jemalloc_to_add adds it only then
     os.environ["LD_PRELOAD"] = library
     try:
         forkserver.ensure_running()

@@ -339,8 +339,7 @@ def run_suite(jobs: list[Job], results: Path, workers: int, echo: Callable[[str]
                     free.put(devices)
 
         if pending and not per_job and execute is run_job:
-            if (library := children.child_environment(dict(os.environ)).get("LD_PRELOAD")) != \
-                    os.environ.get("LD_PRELOAD"):
+            if library := children.jemalloc_to_add(os.environ):
                 echo(f"runs preload jemalloc ({library}; UVLM_JEMALLOC=0 keeps glibc's malloc)")
             children.start_fork_server()  # from this thread, which outlives every child
         pool = ThreadPoolExecutor(max_workers=workers)
