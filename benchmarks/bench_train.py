@@ -98,6 +98,7 @@ def measure_cpu(preset: str = "cpu", batch: int | None = None, peaks: dict[str, 
         cfg["data"].update({"siglip": SCALES[synthetic]["siglip"], "vq": SCALES[synthetic]["vq"]})
     if preset.startswith("smol"):  # the one-GPU preset: on a CPU a CPU-sized batch; 180K records unmade
         batch = batch or (None if torch.cuda.is_available() else SMOL_CPU_BATCH)
+        cfg["train"]["device"] = "auto"  # the preset asks for a GPU; without one its step is measured here
         per_task = -(-steps * (batch or cfg["train"]["global_batch"]) // 3)
         cfg["data"]["train"].update({"n_vqa": per_task, "n_caption": per_task, "n_generation": per_task})
     if batch:
@@ -114,8 +115,9 @@ def measure_cpu(preset: str = "cpu", batch: int | None = None, peaks: dict[str, 
     tokens = tokens_per_sample(cfg)
     achieved = 6 * params * tokens * samples_per_s / 1e9
     peaks = {} if peaks is None else peaks
-    if dtype not in peaks:  # measured once a run, for the first row in that precision
-        peaks[dtype] = matmul_gflops(dtype=DTYPES[dtype])
+    if dtype not in peaks:  # measured once a run, for the first row in that precision, where the row runs
+        peaks[dtype] = (matmul_gflops(8192, 10, "cuda", DTYPES[dtype]) if torch.cuda.is_available()
+                        else matmul_gflops(dtype=DTYPES[dtype]))
     peak = peaks[dtype]
     return [preset, dtype, batch, f"{params / 1e6:.2f}M", f"{tokens:.0f}", f"{samples_per_s:.3g}", f"{achieved:.2f}",
             f"{peak:.1f}", f"{achieved / peak:.2f}", summary["steps"]]
@@ -201,7 +203,8 @@ def main() -> None:
                 "autocasts to it, else float32) on the same thread, measured once for every row.\n\n" + table)
         if torch.cuda.is_available():  # the smol preset's step on a GPU (gpu_check.sh): a section of its own
             record(f"bench_train ({' '.join(args.preset)}, {torch.cuda.get_device_name()})", command,
-                   body.replace("one thread", "one GPU").replace(" on the same thread", " on one CPU thread"))
+                   body.replace("one thread", "one GPU").replace("1024x1024", "8192x8192")
+                   .replace(" on the same thread", " on the same GPU"))
             return
         if args.precision:
             record("bench_train (cpu, precision)", command, body)

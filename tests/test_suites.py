@@ -748,6 +748,19 @@ def test_ctrl_c_stops_a_suite_and_starts_no_queued_run(tmp_path):
     assert any(line.startswith("interrupted:") and "run the same command again" in line for line in lines)
 
 
+def test_a_gpu_preset_where_torch_sees_no_gpu_is_refused_before_anything_is_written(cli, tmp_path, monkeypatch):
+    """smol-standin asks for a GPU (train.device cuda): on a machine without one the suite says so
+    in one line, with the setting that runs it on the CPU, instead of failing every run."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here")
+    monkeypatch.setattr("uvlm.resources.available_memory", lambda: 2.0**50)
+    code, _, err = cli("suite", "run", "mutual", "--preset", "smol-standin", "--out", tmp_path / "r")
+    assert code == 2 and "sees no GPU" in err and "--set train.device=auto" in err and "\n" not in err.strip()
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_suite_whose_encoders_are_missing_is_refused_before_anything_is_written(cli, tmp_path, encoders,
                                                                                    monkeypatch):
     from uvlm.vision.load import missing_weights

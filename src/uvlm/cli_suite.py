@@ -230,7 +230,7 @@ def suite_run(
 
     Example: uvlm suite run mutual --preset cpu2 --seeds 3 --out results-cpu2
     """
-    from uvlm.device import gpu_count
+    from uvlm.device import gpu_count, require_device
     from uvlm.io import exclusive, make_folder, sweep_temporaries
     from uvlm.suites.runner import claim_results, config_threads, record_jobs, run_suite
 
@@ -265,6 +265,8 @@ def suite_run(
         largest = max(jobs, key=lambda j: j.config["model"].get("hidden_size", 0) * j.config["model"].get("layers", 0))
         check_host_memory(from_dict(largest.config), min(local_workers, len({j.key for j in jobs})))
         check_encoder_weights(jobs, preset)  # after memory: a 7B on a CPU is refused for that first
+        for device in sorted({c["train"].get("device", "auto") for c in pending}):
+            require_device(device)  # a GPU preset where torch sees none: refused here, not in every run
     make_folder(out, "results")
     claim_results(out, tuple(set_ or ()), preset)
     if variants is not None:
