@@ -550,7 +550,7 @@ def test_children_preload_jemalloc_where_the_machine_has_it(monkeypatch):
 
     from uvlm.suites import children
 
-    installed = children.jemalloc()
+    installed, find = children.jemalloc(), children.jemalloc.__wrapped__  # the latter uncached
     monkeypatch.setattr(children, "jemalloc", lambda: "libjemalloc.so.2")
     base = {"PATH": os.environ["PATH"]}
     assert children.child_environment(base) == {**base, "LD_PRELOAD": "libjemalloc.so.2"}
@@ -558,6 +558,13 @@ def test_children_preload_jemalloc_where_the_machine_has_it(monkeypatch):
     assert children.child_environment({**base, "UVLM_JEMALLOC": "0"}) == {**base, "UVLM_JEMALLOC": "0"}
     monkeypatch.setattr(children, "jemalloc", lambda: None)
     assert children.child_environment(base) == base
+    # a library that find_library names but the loader cannot preload is not offered
+    monkeypatch.setattr("ctypes.util.find_library", lambda name: "libuvlm-no-such-library.so.9")
+    assert find() is None
+    monkeypatch.setattr("ctypes.util.find_library", lambda name: None)
+    assert find() is None
+    monkeypatch.undo()
+    assert find() == installed  # and one it can preload is
 
     # the server's start, however it comes (a suite's own, or a first child's), under the library,
     # and this process's environment as it was, a user's own preload kept

@@ -99,12 +99,19 @@ def _server() -> multiprocessing.context.ForkServerContext:
 
 @functools.cache
 def jemalloc() -> str | None:
-    """jemalloc's library as the dynamic loader finds it (Linux, where installed), else None."""
+    """jemalloc's library as the dynamic loader preloads it (Linux, where installed), else None."""
     if not sys.platform.startswith("linux"):
         return None
     import ctypes.util
 
-    return ctypes.util.find_library("jemalloc")
+    library = ctypes.util.find_library("jemalloc")
+    if library is None:
+        return None
+    # find_library also searches the linker's paths (a conda LIBRARY_PATH), which the loader does
+    # not: a library it cannot preload would leave every child on glibc behind a warning
+    tried = subprocess.run([sys.executable, "-S", "-c", ""], env={**os.environ, "LD_PRELOAD": library},
+                           capture_output=True, text=True)
+    return library if tried.returncode == 0 and "LD_PRELOAD" not in tried.stderr else None
 
 
 def jemalloc_to_add(env) -> str | None:
@@ -117,9 +124,9 @@ def jemalloc_to_add(env) -> str | None:
 
 def child_environment(env: dict) -> dict:
     """A child's environment: `env`, with jemalloc preloaded (`jemalloc_to_add`). Over a long CPU
-    run glibc's malloc fragments its heap: a cpu2-smol run held 10 GiB where its plan says 5.8, and
-    under jemalloc 2.8 GiB (median), at 0.58-0.78 of the time a step (docs/cpu-preset.md). The
-    allocator changes no number: the same bytes either way."""
+    run glibc's malloc fragments its heap: over 100 steps of a cpu2-smol run it held 2.5 times
+    jemalloc's memory and its last steps took 1.37 times as long (benchmarks/bench_allocator.py,
+    docs/cpu-preset.md). The allocator changes no number: the same bytes either way."""
     library = jemalloc_to_add(env)
     return env if library is None else {**env, "LD_PRELOAD": library}
 
