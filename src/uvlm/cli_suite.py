@@ -252,11 +252,16 @@ def suite_run(
         if settings.executor == "slurm" and shutil.which("sbatch") is None:
             raise UvlmError("--executor slurm needs SLURM (sbatch is not on this machine's PATH): run it on the "
                             "cluster's login node, or try the path here with --executor submitit-local")
+    from uvlm.suites.runner import is_done
+
+    pending = [j.config for j in jobs if not is_done(out, j)]
+    if settings is None or settings.executor == "submitit-local":  # runs on this machine
+        for device in sorted({c["train"].get("device", "auto") for c in pending}):
+            require_device(device)  # a GPU preset where torch sees none: refused here, first, as `uvlm train` does
     if settings is None:  # this machine trains them: has it their encoders, and room for `workers` of them?
         from uvlm.suites import children
-        from uvlm.suites.runner import check_encoder_weights, is_done
+        from uvlm.suites.runner import check_encoder_weights
 
-        pending = [j.config for j in jobs if not is_done(out, j)]
         if pending:
             children.start_fork_server()  # its imports overlap this process's checks: seconds sooner a suite
         from uvlm.train.config import from_dict
@@ -265,8 +270,6 @@ def suite_run(
         largest = max(jobs, key=lambda j: j.config["model"].get("hidden_size", 0) * j.config["model"].get("layers", 0))
         check_host_memory(from_dict(largest.config), min(local_workers, len({j.key for j in jobs})))
         check_encoder_weights(jobs, preset)  # after memory: a 7B on a CPU is refused for that first
-        for device in sorted({c["train"].get("device", "auto") for c in pending}):
-            require_device(device)  # a GPU preset where torch sees none: refused here, not in every run
     make_folder(out, "results")
     claim_results(out, tuple(set_ or ()), preset)
     if variants is not None:

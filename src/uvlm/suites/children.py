@@ -109,8 +109,11 @@ def jemalloc() -> str | None:
         return None
     # find_library also searches the linker's paths (a conda LIBRARY_PATH), which the loader does
     # not: a library it cannot preload would leave every child on glibc behind a warning
-    tried = subprocess.run([sys.executable, "-S", "-c", ""], env={**os.environ, "LD_PRELOAD": library},
-                           capture_output=True, text=True)
+    try:
+        tried = subprocess.run([sys.executable, "-S", "-c", ""], env={**os.environ, "LD_PRELOAD": library},
+                               capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):  # no verdict: glibc's malloc, as without jemalloc
+        return None
     return library if tried.returncode == 0 and "LD_PRELOAD" not in tried.stderr else None
 
 
