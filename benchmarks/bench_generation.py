@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 from common import markdown_table, record
 
-from uvlm.suites.presets import PRESETS, row_config
+from uvlm.suites.presets import PRESETS, asks_for_gpu, row_config
 from uvlm.suites.runner import job_index, run_suite
 from uvlm.suites.spec import Job
 from uvlm.train.config import apply_override
@@ -47,7 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--row", default="VQ_g")
     # a CPU benchmark: not the presets that ask for a GPU
-    cpu_presets = [p for p in PRESETS if PRESETS[p]["train"].get("device") != "cuda"]
+    cpu_presets = [p for p in PRESETS if not asks_for_gpu(p)]
     parser.add_argument("--preset", default="cpu", choices=cpu_presets)
     parser.add_argument("--records", type=int, nargs="*", default=[],
                         help="generation records of each point to train (none: only rewrite the table)")

@@ -32,7 +32,7 @@ import torch
 from common import markdown_table, record
 
 from uvlm.device import placement
-from uvlm.suites.presets import row_config
+from uvlm.suites.presets import asks_for_gpu, row_config
 from uvlm.train.config import from_dict
 from uvlm.train.loop import train
 
@@ -96,7 +96,7 @@ def measure_cpu(preset: str = "cpu", batch: int | None = None, peaks: dict[str, 
     dtype = "bf16" if placement(cfg["train"].get("precision", "auto")).precision == "bf16" else "fp32"
     if synthetic:
         cfg["data"].update({"siglip": SCALES[synthetic]["siglip"], "vq": SCALES[synthetic]["vq"]})
-    if preset.startswith("smol"):  # the one-GPU preset: on a CPU a CPU-sized batch; 180K records unmade
+    if asks_for_gpu(preset):  # the one-GPU preset: on a CPU a CPU-sized batch; 180K records unmade
         batch = batch or (None if torch.cuda.is_available() else SMOL_CPU_BATCH)
         cfg["train"]["device"] = "auto"  # the preset asks for a GPU; without one its step is measured here
         per_task = -(-steps * (batch or cfg["train"]["global_batch"]) // 3)

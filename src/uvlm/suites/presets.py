@@ -159,6 +159,11 @@ def known_preset(preset: str) -> str:
     return preset
 
 
+def asks_for_gpu(preset: str) -> bool:
+    """Whether a preset's runs refuse to train without a GPU (`train.device: cuda`)."""
+    return PRESETS[preset]["train"].get("device") == "cuda"
+
+
 def preset_style(preset: str) -> dict:
     """The render style of a preset's SmartWatch test set, as RenderStyle.to_dict gives it."""
     return RenderStyle.of(PRESETS[preset]["data"]["test"]).to_dict()
