@@ -90,6 +90,12 @@ def test_report_counts_the_encoder_weights_runs_read(tmp_path):
     text = write_report(results, tmp_path / "report").read_text()
     assert "| `vq-a` | 2 |" in text and "| `vq-b` | 1 |" in text
     assert f"| *not recorded (runs from before the record)* | {len(jobs) - 3} |" in text
+    # a finished run that recorded no wall time (stopped before wall.json existed) is still a run
+    # of the study: counted in the header and by encoder, left out of the cost with a word why
+    (results / "runs" / jobs[0].key / "wall.json").unlink()
+    text = write_report(results, tmp_path / "report").read_text()
+    assert f"preset `cpu`. {len(jobs)} runs." in text and "| `vq-a` | 2 |" in text
+    assert f"for these {len(jobs) - 1} runs (1 finished run recorded no wall time" in text
 
 
 def test_cost_prices_only_the_rows_asked_for(tmp_path):

@@ -305,6 +305,11 @@ class Results:
                 out.append(float(v))
         return out
 
+    def finished(self) -> set[str]:
+        """The keys of the evaluated runs (a run in two tables counts once)."""
+        return {k for keys in self.groups.values() for k in keys}
+
     def wall(self) -> dict[str, float]:
-        times = {k: wall_seconds(self.root, k) for keys in self.groups.values() for k in keys}
+        """Train + eval seconds of the finished runs that recorded them (wall.json)."""
+        times = {k: wall_seconds(self.root, k) for k in self.finished()}
         return {k: t for k, t in times.items() if t is not None}
