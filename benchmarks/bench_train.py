@@ -151,7 +151,7 @@ def peak_tflops(device: str) -> tuple[float, str]:
 
 
 def measure_paper(name: str, scale: str, steps: int, checkpointing: bool | str = "auto") -> list:
-    from uvlm.train.memory import llm_shape
+    from uvlm.train.memory import device_memory, llm_shape, plan, planned_layout
 
     cfg = paper_config(name, scale, steps)
     cfg["train"]["gradient_checkpointing"] = checkpointing
@@ -163,14 +163,20 @@ def measure_paper(name: str, scale: str, steps: int, checkpointing: bool | str =
     samples_per_s = statistics.median(rates)
     peak_mem = (torch.cuda.max_memory_allocated() if device == "cuda"
                 else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    shape = llm_shape(from_dict(cfg).model)[0]
+    reserved = f"{torch.cuda.max_memory_reserved() / 2**30:.1f}" if device == "cuda" else "-"
+    run_cfg = from_dict(cfg)
+    shape = llm_shape(run_cfg.model)[0]
+    # what the memory plan (`uvlm plan`) says the chosen micro-batch takes, beside what it took
+    planned = plan(run_cfg, planned_layout(run_cfg)[0], device_memory(torch.device(device)),
+                   gpu=device == "cuda").total(summary["micro_batch"])
     tokens = tokens_per_sample(cfg)
     peak, peak_name = peak_tflops(device)
     achieved = 6 * shape.params * tokens * samples_per_s / 1e9
     chosen = f"{checkpointing} ({'on' if summary['gradient_checkpointing'] else 'off'})"
     return [name, scale, device, chosen, summary["micro_batch"], f"{shape.params / 1e6:,.1f}M", f"{tokens:.0f}",
             summary["steps"],
-            f"{samples_per_s:.2f}", f"{peak_mem / 2**30:.1f}", f"{achieved / 1e3:.1f}", f"{achieved / peak:.2f}",
+            f"{samples_per_s:.2f}", f"{peak_mem / 2**30:.1f}", reserved, f"{planned / 2**30:.1f}",
+            f"{achieved / 1e3:.1f}", f"{achieved / peak:.2f}",
             peak_name]
 
 
@@ -223,11 +229,15 @@ def main() -> None:
     rows.append(measure_paper("VQ-VQ", args.scale, args.steps or 4, checkpointing=True))
     table = markdown_table(["model", "scale", "device", "checkpointing", "micro-batch", "LLM params", "tokens/sample",
                             "steps", "samples/s",
-                            "peak memory (GiB)", "achieved TFLOP/s", "MFU", "peak used"], rows)
+                            "peak allocated (GiB)", "peak reserved (GiB)", "plan (GiB)", "achieved TFLOP/s", "MFU",
+                            "peak used"], rows)
     body = ("The paper preset's training loop (LoRA r 128 with dropout, gradient checkpointing as the plan decides "
             "(`auto`) and forced on, micro-batches "
             "chosen to fit, accumulation to the global batch, bf16 on a GPU) with random weights and synthetic "
-            "encoder outputs; samples/s is the median over steps after the first. MFU = 6 x params x tokens x "
+            "encoder outputs; samples/s is the median over steps after the first. Peak allocated and reserved: "
+            "torch.cuda's high-water marks (on a CPU: the process's peak RSS); plan: the memory plan's figure "
+            "for the micro-batch taken (`uvlm plan`, fragmentation margin included, so it compares with "
+            "reserved). MFU = 6 x params x tokens x "
             "samples/s / peak (the paper: 180K samples in under an hour on 3 H100, about 17 samples/s per GPU; "
             "target here: >= 50 on one H100-class GPU for VQ-VQ). At the tiny scale, on a CPU, the count is "
             "dominated by the 32,000-word embedding, which is a lookup, not a matmul: there the row only shows "
