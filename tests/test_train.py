@@ -295,3 +295,28 @@ def test_the_schedule_is_transformers_cosine_to_the_bit_without_importing_peft()
         assert resumed.get_last_lr() == theirs.get_last_lr()
     code = "import sys, uvlm.train.loop; print('peft' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_attention_is_sdpa_by_default_and_flash_attention_only_on_a_gpu_in_16_bits(monkeypatch):
+    """`model.attention: auto` (every preset) builds the LLM with fused SDPA attention; flash-attention
+    2 where it can run (a GPU, 16 bits, the package installed); a choice given is kept."""
+    import importlib.util
+
+    from uvlm.device import Placement
+    from uvlm.suites.presets import row_config
+    from uvlm.train.build import attention_implementation, build_llm, build_tokenizer
+
+    cfg = from_dict(row_config("cpu", "VQ-VQ"))
+    assert cfg.model.attention == "auto"
+    llm = build_llm(cfg, build_tokenizer(cfg))
+    assert llm.config._attn_implementation == "sdpa"
+    gpu16, gpu32 = Placement(torch.device("cuda"), "bf16"), Placement(torch.device("cuda"), "fp32")
+    cpu16 = Placement(torch.device("cpu"), "bf16")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "flash_attn" else find_spec(name, *a))
+    assert attention_implementation("auto", gpu16) == "sdpa"  # not installed
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "flash_attn" else None)
+    assert attention_implementation("auto", gpu16) == "flash_attention_2"
+    assert attention_implementation("auto", gpu32) == attention_implementation("auto", cpu16) == "sdpa"
+    assert attention_implementation("eager", gpu16) == "eager"
