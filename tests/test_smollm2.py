@@ -117,3 +117,15 @@ def test_the_packaged_llm_trains_resumes_bit_exactly_and_answers(tmp_path, encod
     assert done.returncode == 0, done.stderr
     answers = [json.loads(x) for x in (out / "eval" / "answers.jsonl").read_text().splitlines()]
     assert len(answers) == 6 and all(isinstance(a["answer"], str) for a in answers)
+
+
+def test_the_smol_plan_is_the_one_the_docs_quote(cache):
+    """`uvlm plan configs/smol/VQ-VQ.yaml --gpu-mem 80`, with SmolLM2's own tokenizer measuring the
+    records, gives the micro-batch and memory that docs/gpus-and-clusters.md states."""
+    done = uvlm(["plan", ROOT / "configs" / "smol" / "VQ-VQ.yaml", "--gpu-mem", 80],
+                {**os.environ, "UVLM_CACHE": str(cache)})
+    assert done.returncode == 0, done.stderr
+    assert "131 of 393 records per device per step (3 accumulation steps)" in done.stdout
+    assert "72.8 GiB of 74.5 GiB: fits" in done.stdout
+    docs = " ".join((ROOT / "docs" / "gpus-and-clusters.md").read_text().split())
+    assert "micro-batches of 131 (3 accumulation steps to 393), 72.8 GiB of 74.5" in docs
