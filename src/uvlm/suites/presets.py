@@ -13,7 +13,7 @@
   place of Vicuna, LoRA r 64 / alpha 128 on its 576-wide layers: the whole study on one GPU.
 - smol-standin: smol with cpu2's stand-in encoders at their own 64 px, for a GPU that has not
   the paper's encoder weights (`uvlm suite run --preset smol` names it when they are missing).
-- cpu2-smol: cpu2 with smol's LLM (SmolLM2-135M + LoRA) and an eighth of its records: a CPU
+- cpu2-smol: cpu2 with smol's LLM (SmolLM2-135M + LoRA) and a quarter of its records: a CPU
   pilot of whether a pretrained LLM changes what cpu2 shows (docs/cpu-preset.md).
 
 `write_configs(root)` writes configs/PRESET/[bias/]NAME.yaml for every preset; the committed files are
@@ -119,19 +119,17 @@ PRESETS["smol-standin"]["data"] = {
     "siglip": PRESETS["cpu2"]["data"]["siglip"], "vq": PRESETS["cpu2"]["data"]["vq"], "feature_dtype": "float16"}
 # cpu2 with SmolLM2-135M + LoRA (r 64, as smol) in place of its tiny LLM trained from scratch: the
 # pilot of whether a pretrained LLM changes what cpu2 shows (docs/cpu-preset.md). Renders,
-# stand-ins, prompt layout without a system prompt, test set, batch 16 and one thread a run are
-# cpu2's. Its record counts are an eighth of cpu2's, so that VQ-VQ, VQ_u and its step-matched
-# control at 3 seeds, and the learning-rate choice on VQ_u, fit about 12 h of a 2-core machine in
-# fp32. It trains under bf16 autocast, as smol and the paper do: on a CPU with AVX512-BF16 (this
-# one) that cuts the pilot to about 8 h; on a CPU without bf16 instructions set
-# train.precision: fp32. At this size VQ_u stayed at chance: the pilot runs a quarter of cpu2's
-# records on both threads with --set (runs-cpu2-smol-lr/pilot.sh), and these sizes are left as the
-# ones it started from.
+# stand-ins, prompt layout without a system prompt, test set and batch 16 are cpu2's. It trains
+# under bf16 autocast, as smol and the paper do (on a CPU without bf16 instructions set
+# train.precision: fp32). Its records are a quarter of cpu2's: at an eighth, where the pilot
+# began (its learning-rate runs, runs-cpu2-smol-lr/sweep.sh, pass those sizes), VQ_u stayed at
+# chance. One run at a time on both threads (a suite's default workers then is 1): each run ends
+# within a 3-hour session.
 PRESETS["cpu2-smol"] = copy.deepcopy(PRESETS["cpu2"])
 PRESETS["cpu2-smol"]["model"] = {"llm": "smollm2-135m", "lora_r": 64, "lora_alpha": 128, "lora_dropout": 0.05}
-PRESETS["cpu2-smol"]["data"]["train"].update({"n_vqa": 1500, "n_caption": 1500, "n_generation": 2250})
+PRESETS["cpu2-smol"]["data"]["train"].update({"n_vqa": 3000, "n_caption": 3000, "n_generation": 4500})
 PRESETS["cpu2-smol"]["train"].update({"checkpoint_every": 25,  # 3 to 5 minutes of a run
-                                      "precision": "bf16"})
+                                      "precision": "bf16", "threads": 2})
 # where a preset's real encoders are missing, the preset that runs the same study on stand-ins
 STAND_IN_PRESET = {"smol": "smol-standin"}
 
