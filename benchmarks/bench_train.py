@@ -4,15 +4,18 @@
 preset; `--precision fp32 bf16` for one row per precision, in a section of its own): the
 preset's VQ-VQ for a few dozen steps on one thread (smol-standin: SmolLM2-135M with
 LoRA r 64, fp32, batch 8, on as many records as the steps take); samples/s from its metrics.jsonl (median
-after the first steps). Achieved GFLOP/s counts 6 x LLM parameters x tokens (dense layers, a
-floor); the reference is a matmul in the row's precision (fp32, or bf16 where the row autocasts
-to it), measured in the same run on one thread.
+after the first steps). Achieved GFLOP/s counts the LLM's training FLOPs per token
+(`flops_per_token`: 6 x parameters where all of them train; under LoRA 4 x them, as frozen
+weights get no weight gradient, plus 2 x LoRA's; dense layers only, a floor) x tokens; the
+reference is a matmul in the row's precision (fp32, or bf16 where the row autocasts to it),
+measured in the same run on one thread.
 
 `--preset paper --random-weights`: the paper preset's training path (uvlm.train.loop: LoRA r 128,
 gradient checkpointing, micro-batches of what fits, accumulation to 393, bf16) on a
 Vicuna-7B-shaped Llama with random weights and synthetic SigLIP-base / VQ-16 outputs (nothing
 is downloaded), for VQ-VQ and SigLIP-SigLIP: samples/s per device, peak device memory, and MFU
-= 6 x parameters x tokens x samples/s over the GPU's bf16 dense peak. `--scale tiny` runs the
+= `flops_per_token` x tokens x samples/s over the GPU's bf16 dense peak (recomputation under
+gradient checkpointing is not counted). `--scale tiny` runs the
 same code with a small Llama on the CPU (in `make bench`: it keeps the path working).
 """
 
@@ -83,6 +86,18 @@ def tokens_per_sample(cfg: dict) -> float:
     return statistics.mean(len(e) for e in data.encoded)
 
 
+def flops_per_token(cfg: dict, params: int) -> int:
+    """Training FLOPs a token costs in the LLM's dense layers: 2 x params forward, 2 x params for
+    the activations' gradients, and 2 x each trained parameter for its weight gradient (all of
+    them when the LLM trains whole; LoRA's matrices alone under LoRA)."""
+    from uvlm.train.memory import llm_shape
+
+    run_cfg = from_dict(cfg)
+    lora_r = run_cfg.model.lora_r
+    trained = llm_shape(run_cfg.model)[0].lora_params(lora_r) if lora_r else params
+    return 4 * params + 2 * trained
+
+
 def measure_cpu(preset: str = "cpu", batch: int | None = None, peaks: dict[str, float] | None = None,
                 steps: int = STEPS, synthetic: str | None = None, precision: str | None = None) -> list:
     """One row: a preset's VQ-VQ at its batch (or `batch`, same lr) and precision (or `precision`),
@@ -113,7 +128,7 @@ def measure_cpu(preset: str = "cpu", batch: int | None = None, peaks: dict[str, 
     run_cfg = from_dict(cfg)
     params = sum(p.numel() for p in build_llm(run_cfg, build_tokenizer(run_cfg)).parameters())
     tokens = tokens_per_sample(cfg)
-    achieved = 6 * params * tokens * samples_per_s / 1e9
+    achieved = flops_per_token(cfg, params) * tokens * samples_per_s / 1e9
     peaks = {} if peaks is None else peaks
     if dtype not in peaks:  # measured once a run, for the first row in that precision, where the row runs
         peaks[dtype] = (matmul_gflops(8192, 10, "cuda", DTYPES[dtype]) if torch.cuda.is_available()
@@ -171,7 +186,7 @@ def measure_paper(name: str, scale: str, steps: int, checkpointing: bool | str =
                    gpu=device == "cuda").total(summary["micro_batch"])
     tokens = tokens_per_sample(cfg)
     peak, peak_name = peak_tflops(device)
-    achieved = 6 * shape.params * tokens * samples_per_s / 1e9
+    achieved = flops_per_token(cfg, shape.params) * tokens * samples_per_s / 1e9
     chosen = f"{checkpointing} ({'on' if summary['gradient_checkpointing'] else 'off'})"
     return [name, scale, device, chosen, summary["micro_batch"], f"{shape.params / 1e6:,.1f}M", f"{tokens:.0f}",
             summary["steps"],
@@ -204,8 +219,9 @@ def main() -> None:
         table = markdown_table(["preset", "precision", "batch", "LLM params", "tokens/sample", "samples/s",
                                 "achieved GFLOP/s",
                                 "matmul GFLOP/s (row's precision, same run)", "ratio", "steps"], rows)
-        body = ("VQ-VQ on the default mix, one thread. Achieved = 6 x LLM params x tokens x samples/s "
-                "(dense layers only, a floor); matmul = 1024x1024 in the row's precision (bf16 where it "
+        body = ("VQ-VQ on the default mix, one thread. Achieved = training FLOPs per token (6 x LLM params; "
+                "under LoRA 4 x them + 2 x LoRA's) x tokens x samples/s (dense layers only, a floor);"
+                " matmul = 1024x1024 in the row's precision (bf16 where it "
                 "autocasts to it, else float32) on the same thread, measured once for every row.\n\n" + table)
         if torch.cuda.is_available():  # the smol preset's step on a GPU (gpu_check.sh): a section of its own
             record(f"bench_train ({' '.join(args.preset)}, {torch.cuda.get_device_name()})", command,
@@ -237,7 +253,8 @@ def main() -> None:
             "encoder outputs; samples/s is the median over steps after the first. Peak allocated and reserved: "
             "torch.cuda's high-water marks (on a CPU: the process's peak RSS); plan: the memory plan's figure "
             "for the micro-batch taken (`uvlm plan`, fragmentation margin included, so it compares with "
-            "reserved). MFU = 6 x params x tokens x "
+            "reserved). MFU = training FLOPs per token (4 x params + 2 x LoRA's: frozen weights get no weight "
+            "gradient) x tokens x "
             "samples/s / peak (the paper: 180K samples in under an hour on 3 H100, about 17 samples/s per GPU; "
             "target here: >= 50 on one H100-class GPU for VQ-VQ). At the tiny scale, on a CPU, the count is "
             "dominated by the 32,000-word embedding, which is a lookup, not a matmul: there the row only shows "
