@@ -205,6 +205,8 @@ def test_out_under_a_file_or_unwritable(cli, tmp_path):
     (tmp_path / "file").write_text("")
     refused(cli, ["data", "smartwatch", "--images", "4", "--out", tmp_path / "file" / "sub"], tmp_path, "cannot use")
     refused(cli, ["data", "smartwatch", "--images", "4", "--out", tmp_path / "file"], tmp_path, "is a file")
+    for command in ("status", "run"):  # a suite's results folder too, before anything is read or written
+        refused(cli, ["suite", command, "probe", "--out", tmp_path / "file"], tmp_path, "is a file, not a results")
     if os.geteuid() != 0:  # root writes anywhere
         ro = tmp_path / "ro"
         ro.mkdir()

@@ -378,7 +378,8 @@ def test_status_command_prints_seeds_and_estimate(cli, tmp_path, monkeypatch):
     assert out.splitlines() == ["seed 0: 1 done, 3 to run",
                                 "first the runs pretrain what this machine has not cached, one core each: vq "
                                 "stand-in (about 20 min), siglip stand-in (about 11 min), judge (about 11 min); "
-                                "`uvlm pretrain vq|siglip|judge --preset cpu` builds one ahead",
+                                "`uvlm pretrain vq --preset cpu`, `uvlm pretrain siglip --preset cpu`, "
+                                "`uvlm pretrain judge --preset cpu` build them ahead",
                                 "probe: 3 runs left, at most about 0.7 h of one core (0.2 h with 3 at a time; "
                                 "median run 10.0 min; time scaled by each run's records)"]
 
@@ -839,7 +840,7 @@ def test_suite_status_reads_the_folders_own_set_back(cli, tmp_path):
 def test_a_suite_says_what_it_pretrains_first_and_how_long(cli, tmp_path, monkeypatch):
     """Before the first run: which stand-ins and judge a study builds (neither cached nor shipped),
     with their measured times; nothing once they are cached; the whole grid's one run count."""
-    from uvlm.suites.presets import MEASURED_PRETRAIN_SECONDS, stand_ins_to_pretrain
+    from uvlm.suites.presets import MEASURED_PRETRAIN_SECONDS, pretraining_line, stand_ins_to_pretrain
     from uvlm.suites.spec import expand
 
     monkeypatch.setenv("UVLM_CACHE", str(tmp_path / "empty-cache"))
@@ -847,7 +848,8 @@ def test_a_suite_says_what_it_pretrains_first_and_how_long(cli, tmp_path, monkey
                          "--workers", 1)
     assert code == 0, err
     assert "vq stand-in (about 20 min), siglip stand-in (about 11 min), judge (about 11 min)" in out
-    assert "`uvlm pretrain vq|siglip|judge --preset cpu` builds one ahead" in out
+    assert ("`uvlm pretrain vq --preset cpu`, `uvlm pretrain siglip --preset cpu`, `uvlm pretrain judge --preset cpu` "
+            "build them ahead") in out
     # cpu2's stand-ins and judge ship inside the package: nothing is left to build
     every = [j.config for j in expand("mutual", "cpu2", 1)]
     assert stand_ins_to_pretrain(every, "cpu2") == []
@@ -855,6 +857,12 @@ def test_a_suite_says_what_it_pretrains_first_and_how_long(cli, tmp_path, monkey
     seconds = MEASURED_PRETRAIN_SECONDS["cpu"]
     assert stand_ins_to_pretrain(cpu, "cpu") == [("vq stand-in", seconds["vq"]), ("siglip stand-in", seconds["siglip"]),
                                                  ("judge", seconds["judge"])]
+    # a preset with real encoders still trains its judge (224 px renders) on first use, unmeasured
+    smol = [j.config for j in expand("mutual", "smol", 1)]
+    assert stand_ins_to_pretrain(smol, "smol") == [("judge", None)]
+    assert pretraining_line(smol, "smol") == ("first the runs pretrain what this machine has not cached, one core "
+                                              "each: judge (time not measured); `uvlm pretrain judge --preset smol` "
+                                              "builds it ahead")
     code, out, _ = cli("suite", "list", "--preset", "cpu2", "--workers", 2)
     assert "`uvlm suite run all --preset cpu2 --seeds 3`): 255 runs" in out
 

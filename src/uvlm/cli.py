@@ -230,8 +230,9 @@ def _run_pretrain(kind: str, preset: str, rebuild: bool, steps: int | None, seed
 
 def _pretrain_command(kind: str, doc: str):
     def command(
-        preset: Annotated[str, typer.Option(help="The preset whose runs load it: cpu | cpu2 (paper: the "
-                                                 "224 px judge only; its encoders are the real ones).")] = "cpu",
+        preset: Annotated[str, typer.Option(help="The preset whose runs load it: cpu | cpu2 | cpu2-smol | "
+                                                 "smol-standin (paper, smol: the 224 px judge only; their "
+                                                 "encoders are the real ones).")] = "cpu",
         rebuild: Annotated[bool, typer.Option(help="Train again even if cached.")] = False,
         steps: Annotated[int | None, typer.Option(help="Training steps (default: the preset's).")] = None,
         seed: Annotated[int | None, typer.Option(help="Seed of the pool and the weights.")] = None,

@@ -73,6 +73,9 @@ def _preset(preset: str | None, out: Path) -> str:
     else the folder's, else cpu."""
     from uvlm.suites.runner import check_preset, preset_of
 
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UvlmError(f"--out {out} is a file, not a results folder; give a folder (a new one, or one that "
+                        "`uvlm suite run` made)")
     if preset is None:
         return preset_of(out) if (Path(out) / "jobs.json").exists() else "cpu"
     check_preset(out, preset)
@@ -185,7 +188,7 @@ def suite_list_command(
         hours = sum(j.records for j in jobs) * rate / 3600 if rate else None
         cost = f"about {hours:.1f} h of one core, {hours / min(workers, len(jobs)):.1f} h with {workers} at a time" \
             if hours is not None else f"no measured speed for preset {preset}"
-        typer.echo(f"{name:<17} {SUITE_TITLES[name]}: {len(jobs)} runs at {seeds} seeds, {cost}")
+        typer.echo(f"{name:<17} {SUITE_TITLES[name]}: {len(jobs)} runs at {seeds} seed{'s' * (seeds > 1)}, {cost}")
     every = list({j.key: j for j in _jobs("all", preset, seeds, None, None, "smartwatch", None)}.values())
     typer.echo(f"{'all':<17} the whole SmartWatch grid (`uvlm suite run all --preset {preset} --seeds {seeds}`): "
                f"{len(every)} runs" + (f", about {sum(j.records for j in every) * rate / 3600:.0f} h of one core"

@@ -183,8 +183,10 @@ def stand_in_configs(preset: str, kinds: tuple[str, ...] = ("vq", "siglip", "jud
         elif data[kind].startswith("cpu-"):
             configs[kind] = stand_in_config(data[kind])
         else:
+            instead = STAND_IN_PRESET.get(preset)
             raise UvlmError(f"the {preset} preset loads a real {kind} encoder ({data[kind]}), not a stand-in "
-                            f"to pretrain; use --preset cpu or cpu2")
+                            "to pretrain; " + (f"its study on stand-ins is --preset {instead}" if instead else
+                                               "use a preset with stand-ins: cpu, cpu2, cpu2-smol or smol-standin"))
     return configs
 
 
@@ -232,7 +234,7 @@ def stand_ins_to_pretrain(configs: list[dict], preset: str) -> list[tuple[str, f
             spec = cfg["data"].get(kind, "")
             if kind in (arch.input_space, arch.output_space) and spec.startswith("cpu-"):
                 needed.setdefault(f"{kind} stand-in", (kind, stand_in_config(spec)))
-        if arch.output_space and preset in MEASURED_PRETRAIN_SECONDS:  # generation is judged
+        if arch.output_space:  # generation is judged (every preset's judge is a model trained here)
             needed.setdefault("judge", ("judge", stand_in_configs(preset, ("judge",))["judge"]))
     seconds = MEASURED_PRETRAIN_SECONDS.get(preset, {})
     order = sorted(needed.items(), key=lambda item: item[0] != "vq stand-in")  # the longest first
@@ -245,10 +247,10 @@ def pretraining_line(configs: list[dict], preset: str) -> str | None:
     todo = stand_ins_to_pretrain(configs, preset)
     if not todo:
         return None
-    parts = [f"{what} (about {s / 60:.0f} min)" if s else what for what, s in todo]
-    kinds = "|".join(what.split(" ")[0] for what, _ in todo)
+    parts = [f"{what} (about {s / 60:.0f} min)" if s else f"{what} (time not measured)" for what, s in todo]
+    commands = ", ".join(f"`uvlm pretrain {what.split(' ')[0]} --preset {preset}`" for what, _ in todo)
     return (f"first the runs pretrain what this machine has not cached, one core each: {', '.join(parts)}; "
-            f"`uvlm pretrain {kinds} --preset {preset}` builds one ahead")
+            f"{commands} {'builds it' if len(todo) == 1 else 'build them'} ahead")
 
 
 def _pretrain_one(kind: str, cfg) -> str:

@@ -215,8 +215,10 @@ def llm_shape(model_cfg) -> tuple[Shape, str]:
     except (OSError, ValueError):
         if name in KNOWN_LLMS:
             return known(KNOWN_LLMS[name]), "uvlm's table (the model is not in the local HF cache)"
+        from uvlm.train.packaged import PACKAGED
+
         raise UvlmError(f"cannot read the shape of {model_cfg.llm!r}: not in the local HF cache and not one of "
-                        f"{', '.join(KNOWN_LLMS)}; give a local folder") from None
+                        f"{', '.join([*KNOWN_LLMS, *PACKAGED])}; give a local folder") from None
 
 
 def plan(cfg, layout: Layout, device_bytes: float | None, world: int = 1, shape: Shape | None = None,
@@ -597,7 +599,8 @@ def describe_plan(cfg, layout: Layout, layout_source: str, gpus: int = 1,
                                if cfg.train.gradient_checkpointing == "auto"
                                else " (gradient checkpointing)" if p.checkpointing else "")),
             ("micro-batch", f"{micro} of {'up to ' if uneven else ''}{p.per_device} records per device per step "
-                            f"({steps} accumulation steps" + (f"; {global_batch} over {gpus} GPUs)" if uneven else ")")
+                            f"({steps} accumulation step{'s' * (steps > 1)}"
+                            + (f"; {global_batch} over {gpus} GPUs)" if uneven else ")")
                             + (", chosen to fit (train.micro_batch: auto)" if cfg.train.micro_batch == "auto" else "")),
             ("memory per device", f"{p.total(micro) / GIB:.1f} GiB"
                                   + (f" of {limit / GIB:.1f} GiB: {'fits' if fits else 'DOES NOT FIT'}"
