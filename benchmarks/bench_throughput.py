@@ -19,9 +19,9 @@ share of them that length grouping saves.
 with torch.profiler's split of the time into matrix products (mm, addmm, bmm, attention; on a GPU
 the GEMM and attention kernels) and the rest (elementwise, casts, copies, reductions; on a CPU the
 profiled step's wall time less its matrix products, as a compiled step's fused code is no aten op). A CPU's
-ratios are not a GPU's (its bf16 matmuls are slow, so the elementwise share is smaller than on a
-GPU): on a GPU (gpu_check.sh) the same settings run there, with more layers. `--tiny` shrinks the
-widths to 256 so that gpu_check.sh --dry-run runs every setting in seconds.
+ratios are not a GPU's (matrix products and the rest run at other relative speeds there): on a
+GPU (gpu_check.sh) the same settings run there, with more layers. `--tiny` shrinks the widths to
+256 so that gpu_check.sh --dry-run runs every setting in seconds.
 """
 
 from __future__ import annotations

@@ -2,11 +2,11 @@
 
 `--preset cpu` (the default, in `make bench`; `--preset cpu cpu2 smol-standin` for one row per
 preset; `--precision fp32 bf16` for one row per precision, in a section of its own): the
-preset's VQ-VQ for a few dozen steps on one thread (smol-standin: SmolLM2-135M with
-LoRA r 64, fp32, batch 8, on as many records as the steps take); samples/s from its metrics.jsonl (median
+preset's VQ-VQ for a few dozen steps on one thread, on as many records as the steps take in the
+preset's mix (smol-standin: SmolLM2-135M with LoRA r 64, fp32, batch 8); samples/s from its metrics.jsonl (median
 after the first steps). Achieved GFLOP/s counts the LLM's training FLOPs per token
 (`flops_per_token`: 6 x parameters where all of them train; under LoRA 4 x them, as frozen
-weights get no weight gradient, plus 2 x LoRA's; dense layers only, a floor) x tokens; the
+weights get no weight gradient, plus 6 x LoRA's; an approximation) x tokens; the
 reference is a matmul in the row's precision (fp32, or bf16 where the row autocasts to it),
 measured in the same run on one thread.
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import shutil
 import statistics
@@ -87,15 +88,18 @@ def tokens_per_sample(cfg: dict) -> float:
 
 
 def flops_per_token(cfg: dict, params: int) -> int:
-    """Training FLOPs a token costs in the LLM's dense layers: 2 x params forward, 2 x params for
-    the activations' gradients, and 2 x each trained parameter for its weight gradient (all of
-    them when the LLM trains whole; LoRA's matrices alone under LoRA)."""
+    """Training FLOPs a token costs in the LLM's linear layers, `params` being the LLM's own
+    (without LoRA): where it trains whole, 2 x params forward, 2 x for the activations' gradients
+    and 2 x for the weights'; under LoRA the frozen weights get no weight gradient (4 x params),
+    and LoRA's matrices cost all three (6 x theirs). Attention's own products are left out, and
+    the embedding (a lookup) is counted as a layer: an approximation, not a bound."""
     from uvlm.train.memory import llm_shape
 
     run_cfg = from_dict(cfg)
     lora_r = run_cfg.model.lora_r
-    trained = llm_shape(run_cfg.model)[0].lora_params(lora_r) if lora_r else params
-    return 4 * params + 2 * trained
+    if not lora_r:
+        return 6 * params
+    return 4 * params + 6 * llm_shape(run_cfg.model)[0].lora_params(lora_r)
 
 
 def measure_cpu(preset: str = "cpu", batch: int | None = None, peaks: dict[str, float] | None = None,
@@ -111,16 +115,20 @@ def measure_cpu(preset: str = "cpu", batch: int | None = None, peaks: dict[str, 
     dtype = "bf16" if placement(cfg["train"].get("precision", "auto")).precision == "bf16" else "fp32"
     if synthetic:
         cfg["data"].update({"siglip": SCALES[synthetic]["siglip"], "vq": SCALES[synthetic]["vq"]})
-    if asks_for_gpu(preset):  # the one-GPU preset: on a CPU a CPU-sized batch; 180K records unmade
+    if asks_for_gpu(preset):  # the one-GPU preset: on a CPU a CPU-sized batch
         batch = batch or (None if torch.cuda.is_available() else SMOL_CPU_BATCH)
         cfg["train"]["device"] = "auto"  # the preset asks for a GPU; without one its step is measured here
-        per_task = -(-steps * (batch or cfg["train"]["global_batch"]) // 3)
-        cfg["data"]["train"].update({"n_vqa": per_task, "n_caption": per_task, "n_generation": per_task})
     if batch:
         cfg["train"].update({"batch_size": batch, "global_batch": None, "micro_batch": None})
-    n_records = sum(cfg["data"]["train"][k] for k in ("n_vqa", "n_caption", "n_generation"))
     batch = cfg["train"].get("global_batch") or cfg["train"]["batch_size"]
-    cfg["train"].update({"epochs": steps * batch / n_records, "eval_points": 0, "checkpoint_every": 10**9})
+    # only the records the steps take, in the preset's mix: a step costs the same whatever the
+    # dataset's size, and the preset's whole dataset (180K records for smol) is minutes to render
+    counts = {k: cfg["data"]["train"][k] for k in ("n_vqa", "n_caption", "n_generation")}
+    scale = min(1.0, steps * batch / sum(counts.values()))
+    cfg["data"]["train"].update({k: math.ceil(n * scale) for k, n in counts.items()})
+    n_records = sum(cfg["data"]["train"][k] for k in counts)
+    cfg["train"].update({"epochs": steps * batch / n_records, "eval_points": 0, "checkpoint_every": 10**9,
+                         "threads": 1})  # one thread, whatever the preset runs on (cpu2-smol: 2)
     summary, lines = run(cfg)
     samples_per_s = statistics.median(x["samples_per_s"] for x in lines[min(5, len(lines) - 1):])
     from uvlm.train.build import build_llm, build_tokenizer
@@ -220,7 +228,7 @@ def main() -> None:
                                 "achieved GFLOP/s",
                                 "matmul GFLOP/s (row's precision, same run)", "ratio", "steps"], rows)
         body = ("VQ-VQ on the default mix, one thread. Achieved = training FLOPs per token (6 x LLM params; "
-                "under LoRA 4 x them + 2 x LoRA's) x tokens x samples/s (dense layers only, a floor);"
+                "under LoRA 4 x them + 6 x LoRA's) x tokens x samples/s (attention's products left out);"
                 " matmul = 1024x1024 in the row's precision (bf16 where it "
                 "autocasts to it, else float32) on the same thread, measured once for every row.\n\n" + table)
         if torch.cuda.is_available():  # the smol preset's step on a GPU (gpu_check.sh): a section of its own
@@ -253,7 +261,7 @@ def main() -> None:
             "encoder outputs; samples/s is the median over steps after the first. Peak allocated and reserved: "
             "torch.cuda's high-water marks (on a CPU: the process's peak RSS); plan: the memory plan's figure "
             "for the micro-batch taken (`uvlm plan`, fragmentation margin included, so it compares with "
-            "reserved). MFU = training FLOPs per token (4 x params + 2 x LoRA's: frozen weights get no weight "
+            "reserved). MFU = training FLOPs per token (4 x params + 6 x LoRA's: frozen weights get no weight "
             "gradient) x tokens x "
             "samples/s / peak (the paper: 180K samples in under an hour on 3 H100, about 17 samples/s per GPU; "
             "target here: >= 50 on one H100-class GPU for VQ-VQ). At the tiny scale, on a CPU, the count is "

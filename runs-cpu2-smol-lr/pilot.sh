@@ -46,4 +46,4 @@ print(f"VQ_u at a quarter of cpu2's records: A3 total {total:.1f}, best constant
 sys.exit(0 if beats else 1)
 PY
 [ "$lr" = 5e-4 ] || { echo "the suite below runs the preset's lr, 5e-4, not $lr" >&2; exit 1; }
-exec .venv/bin/uvlm suite run mutual --preset cpu2-smol --rows VQ-VQ,VQ_u --seeds 3 --out results-cpu2-smol
+exec .venv/bin/uvlm suite run mutual --preset cpu2-smol --rows VQ-VQ,VQ_u --seeds 3 --workers 1 --out results-cpu2-smol

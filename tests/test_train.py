@@ -308,10 +308,10 @@ def test_attention_is_sdpa_by_default_and_flash_attention_only_on_a_gpu_in_16_bi
 
     cfg = from_dict(row_config("cpu", "VQ-VQ"))
     assert cfg.model.attention == "auto"
-    llm = build_llm(cfg, build_tokenizer(cfg))
-    assert llm.config._attn_implementation == "sdpa"
     gpu16, gpu32 = Placement(torch.device("cuda"), "bf16"), Placement(torch.device("cuda"), "fp32")
     cpu16 = Placement(torch.device("cpu"), "bf16")
+    llm = build_llm(cfg, build_tokenizer(cfg), Placement(torch.device("cpu"), "fp32"))
+    assert llm.config._attn_implementation == "sdpa"
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "flash_attn" else find_spec(name, *a))
