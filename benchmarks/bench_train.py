@@ -239,8 +239,7 @@ def main() -> None:
         if args.precision:
             record("bench_train (cpu, precision)", command, body)
             return
-        record("bench_train (cpu)", "python benchmarks/bench_train.py --preset cpu [cpu2 smol-standin cpu2-smol] "
-               "[--batch N ...]", body)
+        record("bench_train (cpu)", command, body)
         return
     if args.preset != ["paper"]:
         raise SystemExit("--preset paper runs alone (its rows measure a GPU)")
