@@ -783,6 +783,10 @@ def test_a_suite_whose_encoders_are_missing_is_refused_before_anything_is_writte
                        "--out", tmp_path / "r")
     assert code == 2 and "--preset smol-standin" in err and "vq_ds16_c2i.pt" in err and "\n" not in err.strip()
     assert not (tmp_path / "r").exists()
+    # `suite status` says the same where one prepares (a machine without the GPU, say), and writes nothing
+    code, out, _ = cli("suite", "status", "mutual", "--preset", "smol", "--out", tmp_path / "r")
+    assert code == 0 and "not ready to run: the smol preset's encoders are not on this machine" in out
+    assert "vq_ds16_c2i.pt" in out and not (tmp_path / "r").exists()
     with pytest.raises(UvlmError, match="siglip-base-patch16-224") as refused:
         check_encoder_weights(expand("mutual", "paper", 1, ()), "paper")
     assert "standin" not in str(refused.value)

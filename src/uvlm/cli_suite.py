@@ -126,7 +126,7 @@ def suite_status_command(
     Example: uvlm suite status mutual --out results-cpu2
     """
     from uvlm.suites.presets import MEASURED_SECONDS_PER_RECORD, pretraining_line
-    from uvlm.suites.runner import config_threads, is_done, overrides_of, suite_status
+    from uvlm.suites.runner import check_encoder_weights, config_threads, is_done, overrides_of, suite_status
 
     preset = _preset(preset, out)
     if not set_ and out.is_dir():  # the folder's own study: the --set its runs were made with
@@ -145,6 +145,11 @@ def suite_status_command(
         rate, source = MEASURED_SECONDS_PER_RECORD[preset], f"at the committed {preset} runs' speed"
     if left and (first := pretraining_line(pending, preset)):
         typer.echo(first)
+    if left:  # what `suite run` would refuse for: said here, on the machine where one prepares
+        try:
+            check_encoder_weights([j for j in jobs if not is_done(out, j)], preset)
+        except UvlmError as e:
+            typer.echo(f"not ready to run: {e}")
     if not left:
         typer.echo(f"{name}: every run is done")
     elif rate is None:
