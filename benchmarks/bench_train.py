@@ -37,7 +37,7 @@ from common import markdown_table, record
 
 from uvlm.device import placement
 from uvlm.suites.presets import asks_for_gpu, row_config
-from uvlm.train.config import from_dict
+from uvlm.train.config import RunConfig, from_dict
 from uvlm.train.loop import train
 
 STEPS = 40
@@ -87,7 +87,7 @@ def tokens_per_sample(cfg: dict) -> float:
     return statistics.mean(len(e) for e in data.encoded)
 
 
-def flops_per_token(cfg: dict, params: int) -> int:
+def flops_per_token(run_cfg: RunConfig, params: int) -> int:
     """Training FLOPs a token costs in the LLM's linear layers, `params` being the LLM's own
     (without LoRA): where it trains whole, 2 x params forward, 2 x for the activations' gradients
     and 2 x for the weights'; under LoRA the frozen weights get no weight gradient (4 x params),
@@ -95,7 +95,6 @@ def flops_per_token(cfg: dict, params: int) -> int:
     the embedding (a lookup) is counted as a layer: an approximation, not a bound."""
     from uvlm.train.memory import llm_shape
 
-    run_cfg = from_dict(cfg)
     lora_r = run_cfg.model.lora_r
     if not lora_r:
         return 6 * params
@@ -136,7 +135,7 @@ def measure_cpu(preset: str = "cpu", batch: int | None = None, peaks: dict[str, 
     run_cfg = from_dict(cfg)
     params = sum(p.numel() for p in build_llm(run_cfg, build_tokenizer(run_cfg)).parameters())
     tokens = tokens_per_sample(cfg)
-    achieved = flops_per_token(cfg, params) * tokens * samples_per_s / 1e9
+    achieved = flops_per_token(run_cfg, params) * tokens * samples_per_s / 1e9
     peaks = {} if peaks is None else peaks
     if dtype not in peaks:  # measured once a run, for the first row in that precision, where the row runs
         peaks[dtype] = (matmul_gflops(8192, 10, "cuda", DTYPES[dtype]) if torch.cuda.is_available()
@@ -194,7 +193,7 @@ def measure_paper(name: str, scale: str, steps: int, checkpointing: bool | str =
                    gpu=device == "cuda").total(summary["micro_batch"])
     tokens = tokens_per_sample(cfg)
     peak, peak_name = peak_tflops(device)
-    achieved = flops_per_token(cfg, shape.params) * tokens * samples_per_s / 1e9
+    achieved = flops_per_token(run_cfg, shape.params) * tokens * samples_per_s / 1e9
     chosen = f"{checkpointing} ({'on' if summary['gradient_checkpointing'] else 'off'})"
     return [name, scale, device, chosen, summary["micro_batch"], f"{shape.params / 1e6:,.1f}M", f"{tokens:.0f}",
             summary["steps"],

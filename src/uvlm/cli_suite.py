@@ -135,7 +135,7 @@ def suite_status_command(
     threads = max(config_threads(j.config) for j in jobs)
     workers = _workers(workers, gpus_per_run, threads)
     status = suite_status(jobs, out)
-    pending = [j.config for j in jobs if not is_done(out, j)]
+    pending = [j for j in jobs if not is_done(out, j)]
     left = 0
     for seed, counts in status["seeds"].items():
         typer.echo(f"seed {seed}: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n))
@@ -143,11 +143,11 @@ def suite_status_command(
     rate, source = status["seconds_per_record"], "time scaled by each run's records"
     if rate is None and preset in MEASURED_SECONDS_PER_RECORD:
         rate, source = MEASURED_SECONDS_PER_RECORD[preset], f"at the committed {preset} runs' speed"
-    if left and (first := pretraining_line(pending, preset)):
-        typer.echo(first)
-    if left:  # what `suite run` would refuse for: said here, on the machine where one prepares
-        try:
-            check_encoder_weights([j for j in jobs if not is_done(out, j)], preset)
+    if left:
+        if first := pretraining_line([j.config for j in pending], preset):
+            typer.echo(first)
+        try:  # what `suite run` would refuse for: said here, on the machine where one prepares
+            check_encoder_weights(pending, preset)
         except UvlmError as e:
             typer.echo(f"not ready to run: {e}")
     if not left:
