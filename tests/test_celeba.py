@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -358,6 +359,16 @@ def test_fig3_has_the_papers_panels_and_one_colour_per_row(tmp_path):
     fig = draw_fig3(Results(results), "A3")
     assert "VQ-SigLIP" not in {line.get_label() for line in fig.axes[1].get_lines()}
     assert any("VQ-SigLIP ((b)" in t.get_text() for t in fig.texts)
+    assert not any(ax.texts for ax in fig.axes)  # every panel has rows
+    # a folder without SigLIP-input runs (a pilot of VQ rows only) says so in the empty panel
+    for job in jobs:
+        if job.label.startswith("SigLIP"):
+            shutil.rmtree(results / "runs" / job.key, ignore_errors=True)
+    (results / "jobs.json").unlink()
+    record_jobs(results, [j for j in jobs if not j.label.startswith("SigLIP")])
+    fig = draw_fig3(Results(results), "A3")
+    assert [t.get_text() for t in fig.axes[0].texts] == ["no runs of these rows in this folder"]
+    assert not fig.axes[1].texts
 
 
 def test_fig3_bands_are_t_intervals_over_seeds_and_the_celeba_claim_points_down(tmp_path):

@@ -86,6 +86,9 @@ def draw_fig3(res: Results, table: str):
             low.append(float((mean - half).min()))
             high.append(float((mean + half).max()))
             drawn = True
+        if not rows:  # a folder of some rows only (a pilot): say why the panel is empty
+            ax.text(0.5, 0.5, "no runs of these rows in this folder", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=8, color="grey")
         bars = _chance(res, table, metric, chance)
         for value, style, name in bars:
             ax.axhline(value, color="grey", ls=style, lw=0.9, label=name)
