@@ -806,7 +806,7 @@ def test_measured_suite_speeds_match_the_committed_runs():
     from uvlm.suites.runner import record_rates
 
     root = Path(__file__).resolve().parents[1]
-    for preset, folder in (("cpu2", "results-cpu2"), ("cpu", "results")):
+    for preset, folder in (("cpu2", "results-cpu2"), ("cpu", "results"), ("cpu2-smol", "results-cpu2-smol")):
         keys = [p.name for p in (root / folder / "runs").iterdir()]
         measured = statistics.median(record_rates(root / folder, keys).values())
         assert abs(MEASURED_SECONDS_PER_RECORD[preset] / measured - 1) < 0.1, (preset, measured)
