@@ -9,8 +9,9 @@
 #    with these settings as --set, which gave the same configs and run keys);
 # 4. only if that VQ_u's A3 total beats the best constant answer's by 5 points or more (sampling
 #    error on 1,000 questions is about 3): VQ-VQ, VQ_u and VQ_u step-matched to VQ-VQ at 3 seeds
-#    at that size and rate (about 11 hours). Otherwise the pilot stops here: about 12 hours of
-#    2 cores do not train this LLM to read the watch, and nothing is compared.
+#    at that size and rate (estimated at about 11 hours; they took 13, docs/cpu-preset.md).
+#    Otherwise the pilot stops here: about 12 hours of 2 cores do not train this LLM to read the
+#    watch, and nothing is compared.
 # The suite runs one run at a time on both threads (the same speed as two one-thread runs side by
 # side): each run then finishes within a 3-hour session, since a session's machine keeps the runs'
 # small files but not their checkpoints.
